@@ -1,0 +1,59 @@
+//! Prometheus metrics for every request, with Harbor's names.
+//!
+//! [`MetricsLayer`] records, per request:
+//!
+//! | family (after the `{namespace}_{subsystem}_` prefix) | type | labels |
+//! |---|---|---|
+//! | `http_inflight_requests` | gauge | `method`, `operation` |
+//! | `http_request_duration_seconds` | summary (0.5, 0.9, 0.99) or histogram | `method`, `operation` |
+//! | `http_request_total` | counter | `method`, `code`, `operation` |
+//! | `http_operation_overflow_total` | counter | |
+//!
+//! Duration and in-flight end when the response body ends or is dropped, not when the headers
+//! are ready. A request dropped early (the client went away) is counted with `code="499"`, one
+//! whose handler panicked through the layer with `code="500"`. Methods outside the configured
+//! set are `_OTHER`; operations come from an [`OperationResolver`](crate::operation) and are
+//! capped (default 1000 distinct values, the rest `_overflow`). No label value is ever taken
+//! from a raw path, a header or any other client-chosen string.
+//!
+//! [`MetricsRegistry`] holds the Prometheus recorder and runs its upkeep; [`MetricsEndpoint`]
+//! serves it (with Harbor's `?comp=`), [`MetricsServer`] on its own port.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use towerscope::{config::MetricConfig, metrics::{MetricsLayer, MetricsRegistry}, operation::OperationId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(MetricsLayer::new(&registry).with_resolver(|_: &_| Some(OperationId::from("ping"))))
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("pong")))
+//!     }));
+//! let res = svc.oneshot(Request::get("/ping").body(()).unwrap()).await.unwrap();
+//! drop(res); // the request ends with its body
+//!
+//! let text = registry.render();
+//! assert!(text.contains(r#"http_request_total{method="GET",code="200",operation="ping"} 1"#));
+//! assert!(text.contains(r#"http_inflight_requests{method="GET",operation="ping"} 0"#));
+//! # }
+//! ```
+
+mod body;
+mod endpoint;
+mod exposition;
+mod layer;
+mod names;
+mod registry;
+mod series;
+
+pub use body::{ResponseBody, CLIENT_CLOSED_REQUEST};
+pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, CONTENT_TYPE};
+pub use layer::{MetricsLayer, MetricsService, ResponseFuture, DEFAULT_MAX_OPERATIONS};
+pub use names::MetricNames;
+pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
+pub use series::{OTHER_METHOD, OVERFLOW_OPERATION};
