@@ -246,14 +246,19 @@ impl OperationResolver for MatchedPathResolver {
         if self.only_mapped {
             return None;
         }
-        let poisoned = std::sync::PoisonError::into_inner;
-        if let Some(op) = self.interned.read().unwrap_or_else(poisoned).get(template) {
+        use std::sync::PoisonError;
+        if let Some(op) = self
+            .interned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(template)
+        {
             return Some(op.clone());
         }
         let op = OperationId::from(template);
         self.interned
             .write()
-            .unwrap_or_else(poisoned)
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(template.into(), op.clone());
         Some(op)
     }

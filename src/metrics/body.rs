@@ -39,17 +39,21 @@ pub(crate) struct RequestGuard {
     start: Instant,
     status: u16,
     done: bool,
+    /// Set while the inner future or body is being polled: still set at drop means the poll
+    /// panicked (a panic caught by an outer `catch_unwind` drops us later, not while unwinding).
+    polling: bool,
 }
 
 impl RequestGuard {
     pub(crate) fn start(series: Arc<MethodSeries>) -> Self {
-        series.inflight.increment(1.0);
+        series.inflight().increment(1.0);
         Self {
             inflight: series,
             settled_on: None,
             start: Instant::now(),
             status: CLIENT_CLOSED_REQUEST,
             done: false,
+            polling: false,
         }
     }
 
@@ -67,10 +71,15 @@ impl RequestGuard {
             return;
         }
         let elapsed = self.start.elapsed().as_secs_f64();
-        self.inflight.inflight.decrement(1.0);
+        self.inflight.inflight().decrement(1.0);
         let series = self.settled_on.as_ref().unwrap_or(&self.inflight);
-        series.duration.record(elapsed);
+        series.duration().record(elapsed);
         series.count(code);
+    }
+
+    /// Marks the start (`true`) and end (`false`) of a poll of the inner future or body.
+    pub(crate) fn set_polling(&mut self, polling: bool) {
+        self.polling = polling;
     }
 
     /// Finishes with the response status.
@@ -81,7 +90,7 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let code = if std::thread::panicking() {
+        let code = if self.polling || std::thread::panicking() {
             500
         } else {
             CLIENT_CLOSED_REQUEST
@@ -155,8 +164,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if let Some(guard) = this.guard.as_mut() {
+            guard.set_polling(true);
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
         if let Some(guard) = this.guard.as_mut() {
+            guard.set_polling(false);
             match &polled {
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) => guard.complete(),
                 Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => guard.complete(),

@@ -299,7 +299,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        if let Some(state) = this.state.as_mut() {
+            state.guard.set_polling(true);
+        }
+        let polled = this.inner.poll(cx);
+        if let Some(state) = this.state.as_mut() {
+            state.guard.set_polling(false);
+        }
+        let result = ready!(polled);
         let Some(FutureState {
             mut guard,
             table,

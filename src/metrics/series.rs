@@ -54,20 +54,42 @@ impl RecorderRef {
 #[derive(Debug)]
 struct Registrar {
     recorder: RecorderRef,
+    inflight: SharedString,
+    duration: SharedString,
     total: SharedString,
 }
 
 /// The handles of one (operation, method).
 #[derive(Debug)]
 pub(crate) struct MethodSeries {
-    pub(crate) inflight: Gauge,
-    pub(crate) duration: Histogram,
+    inflight: OnceLock<Gauge>,
+    duration: OnceLock<Histogram>,
     labels: [Label; 2],
     codes: RwLock<Vec<(u16, Counter)>>,
     registrar: Arc<Registrar>,
 }
 
 impl MethodSeries {
+    /// The in-flight gauge, registered on first use.
+    pub(crate) fn inflight(&self) -> &Gauge {
+        self.inflight.get_or_init(|| {
+            let key = Key::from_parts(self.registrar.inflight.clone(), self.labels.to_vec());
+            self.registrar
+                .recorder
+                .with(|r| r.register_gauge(&key, &METADATA))
+        })
+    }
+
+    /// The duration histogram, registered on first use.
+    pub(crate) fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| {
+            let key = Key::from_parts(self.registrar.duration.clone(), self.labels.to_vec());
+            self.registrar
+                .recorder
+                .with(|r| r.register_histogram(&key, &METADATA))
+        })
+    }
+
     /// Counts one finished request with `code`.
     pub(crate) fn count(&self, code: u16) {
         {
@@ -107,7 +129,6 @@ struct OperationSeries {
 #[derive(Debug)]
 pub(crate) struct SeriesTable {
     registrar: Arc<Registrar>,
-    names: MetricNames,
     methods: Box<[(Method, SharedString)]>,
     max_operations: usize,
     operations: RwLock<HashMap<OperationId, Arc<OperationSeries>>>,
@@ -153,9 +174,10 @@ impl SeriesTable {
         Self {
             registrar: Arc::new(Registrar {
                 recorder,
+                inflight: names.inflight.clone().into(),
+                duration: names.duration.clone().into(),
                 total: names.total.clone().into(),
             }),
-            names,
             methods,
             max_operations: max_operations.max(1),
             operations: RwLock::new(HashMap::new()),
@@ -230,21 +252,9 @@ impl SeriesTable {
             Label::new("method", method),
             Label::new("operation", operation.clone()),
         ];
-        let (inflight, duration) = self.registrar.recorder.with(|r| {
-            (
-                r.register_gauge(
-                    &Key::from_parts(self.names.inflight.clone(), labels.to_vec()),
-                    &METADATA,
-                ),
-                r.register_histogram(
-                    &Key::from_parts(self.names.duration.clone(), labels.to_vec()),
-                    &METADATA,
-                ),
-            )
-        });
         Arc::new(MethodSeries {
-            inflight,
-            duration,
+            inflight: OnceLock::new(),
+            duration: OnceLock::new(),
             labels,
             codes: RwLock::new(Vec::new()),
             registrar: self.registrar.clone(),
