@@ -1,0 +1,237 @@
+//! The /metrics endpoint and the standalone server, over real sockets.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{routing::get, Router};
+use support::sample;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use towerscope::{
+    metrics::{MetricsEndpoint, MetricsLayer, MetricsRegistry, MetricsServer},
+    Config, ObservabilityLayer, Telemetry,
+};
+
+/// Sends a raw HTTP/1.1 request and returns (status line, headers, body).
+async fn raw(addr: SocketAddr, request: &str) -> (String, String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_lowercase(), body.to_owned())
+}
+
+async fn fetch(addr: SocketAddr, target: &str, extra: &str) -> (String, String, String) {
+    raw(addr, &format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n")).await
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn telemetry(yaml: &str) -> Telemetry {
+    Telemetry::init_local(&Config::from_yaml_str(yaml).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn standalone_server_serves_get_and_head_only() {
+    let t = telemetry("metric: { port: 0, path: /metrics }");
+    metrics::with_local_recorder(&*t.registry().recorder(), || metrics::counter!("demo_total").increment(3));
+    let server = t.serve_metrics().await.unwrap().unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+
+    let (status, headers, body) = fetch(addr, "/metrics", "").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{headers}");
+    assert_eq!(sample(&body, "demo_total"), Some(3.0));
+
+    let (status, headers, body) =
+        raw(addr, "HEAD /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("content-length: "), "{headers}");
+    assert_eq!(body, "");
+
+    let (status, headers, _) =
+        raw(addr, "POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("allow: get, head"), "{headers}");
+
+    let (status, _, _) = fetch(addr, "/other", "").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    server.shutdown().await;
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn disabled_metrics_start_no_server() {
+    let t = telemetry("metric: { enabled: false, port: 0 }");
+    assert!(t.serve_metrics().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn comp_selects_registered_families() {
+    let t = telemetry("metric: { namespace: harbor, subsystem: core, port: 0 }");
+    let registry = t.registry().clone();
+    registry.register_component("jobservice", ["harbor_jobservice_task_total"]);
+    metrics::with_local_recorder(&*registry.recorder(), || {
+        metrics::counter!("harbor_jobservice_task_total").increment(1);
+        metrics::counter!("unregistered_total").increment(1);
+    });
+    let app = Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .layer(t.layer());
+    let app_addr = serve(app).await;
+    fetch(app_addr, "/ping", "").await;
+    let server = t.serve_metrics().await.unwrap().unwrap();
+    let addr = server.local_addr();
+
+    let (_, _, all) = fetch(addr, "/metrics", "").await;
+    for family in ["harbor_core_http_request_total", "harbor_jobservice_task_total", "unregistered_total"] {
+        assert!(all.contains(&format!("# TYPE {family} ")), "{family} missing from {all}");
+    }
+
+    let (status, _, core) = fetch(addr, "/metrics?comp=core", "").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(core.contains(r#"harbor_core_http_request_total{method="GET",code="200",operation="/ping"} 1"#), "{core}");
+    assert!(!core.contains("jobservice") && !core.contains("unregistered"), "{core}");
+
+    let (_, _, jobs) = fetch(addr, "/metrics?comp=jobservice", "").await;
+    assert_eq!(jobs, "# TYPE harbor_jobservice_task_total counter\nharbor_jobservice_task_total 1\n\n");
+
+    let (_, _, both) = fetch(addr, "/metrics?comp=core&comp=jobservice", "").await;
+    assert!(both.contains("harbor_core_http_inflight_requests") && both.contains("harbor_jobservice_task_total"));
+    assert!(!both.contains("unregistered"));
+
+    let (status, _, body) = fetch(addr, "/metrics?comp=registryctl", "").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, "unknown component \"registryctl\"\n");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_token_protects_the_endpoint() {
+    let t = telemetry("metric: { port: 0, bearer_token: s3cret }");
+    let server = t.serve_metrics().await.unwrap().unwrap();
+    let addr = server.local_addr();
+    let (status, headers, _) = fetch(addr, "/metrics", "").await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    let (status, _, _) = fetch(addr, "/metrics", "authorization: Bearer wrong\r\n").await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let (status, _, _) = fetch(addr, "/metrics", "authorization: Bearer s3cret\r\n").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoint_mounts_on_an_axum_router() {
+    let t = telemetry("{}");
+    let app = Router::new()
+        .route("/hello", get(|| async { "hi" }))
+        .layer(t.layer())
+        .route_service("/metrics", t.metrics_endpoint());
+    let addr = serve(app).await;
+    let (status, headers, body) = fetch(addr, "/hello", "x-request-id: from-client-1\r\n").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, "hi");
+    assert!(headers.contains("x-request-id: from-client-1"), "{headers}");
+
+    let (_, headers, _) = fetch(addr, "/hello", "x-request-id: bad\tvalue\r\n").await;
+    let id = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("response has an id");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+
+    let (_, _, metrics) = fetch(addr, "/metrics", "").await;
+    assert_eq!(
+        sample(&metrics, r#"http_request_total{method="GET",code="200",operation="/hello"}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn client_disconnect_over_a_real_socket_counts_499() {
+    let t = telemetry("{}");
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "never"
+            }),
+        )
+        .layer(t.layer());
+    let addr = serve(app).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let inflight = r#"http_inflight_requests{method="GET",operation="/slow"}"#;
+    let registry = t.registry().clone();
+    wait_for(|| sample(&registry.render(), inflight) == Some(1.0)).await;
+    drop(stream);
+    wait_for(|| sample(&registry.render(), inflight) == Some(0.0)).await;
+    assert_eq!(
+        sample(&registry.render(), r#"http_request_total{method="GET",code="499",operation="/slow"}"#),
+        Some(1.0)
+    );
+}
+
+/// Polls `cond` every 10 ms for up to 10 s; the server side reacts asynchronously.
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 10 s");
+}
+
+#[tokio::test]
+async fn streaming_over_a_real_socket_counts_the_body() {
+    let t = telemetry("{}");
+    let app = Router::new()
+        .route("/big", get(|| async { vec![b'x'; 4 * 1024 * 1024] }))
+        .layer(t.layer());
+    let addr = serve(app).await;
+    let (status, _, body) = fetch(addr, "/big", "").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body.len(), 4 * 1024 * 1024);
+    let registry = t.registry().clone();
+    wait_for(|| {
+        sample(&registry.render(), r#"http_request_total{method="GET",code="200",operation="/big"}"#) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&registry.render(), r#"http_inflight_requests{method="GET",operation="/big"}"#), Some(0.0));
+}
+
+#[tokio::test]
+async fn registries_in_one_process_are_independent() {
+    // Two registries in one process do not interfere: layers record into the one they were given.
+    let a = MetricsRegistry::new(&Default::default()).unwrap();
+    let b = MetricsRegistry::new(&Default::default()).unwrap();
+    let app = Router::new()
+        .route("/a", get(|| async { "a" }))
+        .layer(ObservabilityLayer::new(Default::default(), MetricsLayer::new(&a)));
+    let addr = serve(app).await;
+    fetch(addr, "/a", "").await;
+    let server = MetricsServer::bind_endpoint("127.0.0.1:0".parse().unwrap(), "/m", MetricsEndpoint::new(b.clone()))
+        .await
+        .unwrap();
+    let (_, _, body) = fetch(server.local_addr(), "/m", "").await;
+    assert!(!body.contains("operation=\"/a\""), "{body}");
+    wait_for(|| a.render().contains(r#"operation="/a""#)).await;
+    server.shutdown().await;
+}
