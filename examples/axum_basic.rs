@@ -1,1 +1,78 @@
-fn main(){}
+//! An axum service with towerscope's layer and its metrics.
+//!
+//! Run with `cargo run --example axum_basic`, then:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:3000/users/42            # note the x-request-id response header
+//! curl -i -H 'x-request-id: my-id-1' http://127.0.0.1:3000/users/current
+//! curl http://127.0.0.1:9090/metrics                # all families
+//! curl 'http://127.0.0.1:9090/metrics?comp=core'    # only the HTTP families
+//! ```
+//!
+//! Set `TOWERSCOPE_CONFIG` to a YAML or TOML file to change the configuration, and
+//! `APP_ADDR` to move the service (default `127.0.0.1:3000`).
+
+use std::net::SocketAddr;
+
+use axum::{extract::Path, routing::get, Router};
+use towerscope::{operation::MatchedPathResolver, Config, RequestId, Telemetry};
+
+async fn get_user(Path(id): Path<u64>, request_id: RequestId) -> String {
+    format!("user {id} (request {request_id})\n")
+}
+
+async fn current_user() -> &'static str {
+    "the current user\n"
+}
+
+#[tokio::main]
+async fn main() {
+    let config = match std::env::var_os("TOWERSCOPE_CONFIG") {
+        Some(path) => Config::from_path(path),
+        None => Config::from_yaml_str("metric: { namespace: demo, subsystem: api }"),
+    };
+    let config = config.unwrap_or_else(|err| {
+        eprintln!("{err}");
+        std::process::exit(2);
+    });
+    let telemetry = Telemetry::init(&config).unwrap_or_else(|err| {
+        eprintln!("{err}");
+        std::process::exit(2);
+    });
+
+    // Route templates become operationIds; unmapped ones keep the template as their label.
+    let resolver = MatchedPathResolver::new()
+        .with_operation("/users/{id}", "getUser")
+        .with_operation("/users/current", "getCurrentUser");
+    let app = Router::new()
+        .route("/users/{id}", get(get_user))
+        .route("/users/current", get(current_user))
+        .layer(telemetry.layer().with_resolver(resolver));
+
+    let metrics = match telemetry.serve_metrics().await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("cannot bind the metrics server on {}: {err}", config.metric.socket_addr());
+            std::process::exit(1);
+        }
+    };
+    let addr: SocketAddr = std::env::var("APP_ADDR")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("cannot bind {addr}: {err}");
+            std::process::exit(1);
+        }
+    };
+    println!("service on http://{}", listener.local_addr().unwrap_or(addr));
+    if let Some(server) = &metrics {
+        println!("metrics on http://{}{}", server.local_addr(), config.metric.path);
+    }
+    if let Err(err) = axum::serve(listener, app).await {
+        eprintln!("server error: {err}");
+        std::process::exit(1);
+    }
+}

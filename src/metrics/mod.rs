@@ -24,13 +24,17 @@
 //! ```
 //! use http::{Request, Response};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use towerscope::{config::MetricConfig, metrics::{MetricsLayer, MetricsRegistry}, operation::OperationId};
+//! use towerscope::{
+//!     config::MetricConfig,
+//!     metrics::{MetricsLayer, MetricsRegistry},
+//!     operation::{OperationId, RequestRef},
+//! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
 //! let svc = ServiceBuilder::new()
-//!     .layer(MetricsLayer::new(&registry).with_resolver(|_: &_| Some(OperationId::from("ping"))))
+//!     .layer(MetricsLayer::new(&registry).with_resolver(|_: &RequestRef<'_>| Some(OperationId::from("ping"))))
 //!     .service(service_fn(|_req: Request<()>| async {
 //!         Ok::<_, std::convert::Infallible>(Response::new(String::from("pong")))
 //!     }));

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Interop suite: the example service as a real process, checked by real peers (curl, promtool).
+# Run from the crate root after `cargo build --examples`; .ci/run does both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+fail() { echo "interop: FAIL: $*" >&2; exit 1; }
+
+app_port=$(free_port)
+metrics_port=$(free_port)
+cat > "$work/config.yml" <<YAML
+metric:
+  port: $metrics_port
+  namespace: harbor
+  subsystem: core
+request_id:
+  header: X-Request-ID
+YAML
+
+passed=0
+ok() { passed=$((passed + 1)); echo "interop: ok: $*"; }
+
+# An invalid configuration stops the service before it binds anything, with the field named.
+printf 'metric: { path: metrics }\n' > "$work/bad.yml"
+if TOWERSCOPE_CONFIG="$work/bad.yml" target/debug/examples/axum_basic 2> "$work/bad.err"; then
+  fail "the example started with an invalid configuration"
+fi
+grep -q "metric.path: must start with '/'" "$work/bad.err" || fail "no field in the error: $(cat "$work/bad.err")"
+ok "invalid configuration is refused with its field"
+
+TOWERSCOPE_CONFIG="$work/config.yml" APP_ADDR="127.0.0.1:$app_port" \
+  target/debug/examples/axum_basic > "$work/app.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 200); do
+  curl -fsS "http://127.0.0.1:$metrics_port/metrics" > /dev/null 2>&1 && break
+  sleep 0.05
+done
+app="http://127.0.0.1:$app_port"
+metrics="http://127.0.0.1:$metrics_port/metrics"
+
+# Request ids: a valid one is echoed, a hostile one is replaced by a UUID.
+hdr=$(curl -fsS -D - -o /dev/null -H 'X-Request-ID: interop-1' "$app/users/42")
+grep -qi '^x-request-id: interop-1' <<<"$hdr" || fail "valid id not echoed: $hdr"
+hdr=$(curl -fsS -D - -o /dev/null -H 'X-Request-ID: {"json":' "$app/users/current")
+grep -qiE '^x-request-id: [0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}' <<<"$hdr" \
+  || fail "hostile id not replaced: $hdr"
+ok "x-request-id echoed and replaced"
+
+curl -s -o /dev/null "$app/no/such/path" || true
+curl -s -o /dev/null -X BREW "$app/users/42" || true
+
+curl -fsS "$metrics" > "$work/all.txt"
+promtool check metrics < "$work/all.txt" || fail "promtool rejected /metrics"
+ok "promtool check metrics accepts /metrics"
+
+grep -q '^harbor_core_http_request_total{method="GET",code="200",operation="getUser"} 1$' "$work/all.txt" \
+  || fail "getUser total missing: $(cat "$work/all.txt")"
+grep -q '^harbor_core_http_request_total{method="GET",code="200",operation="getCurrentUser"} 1$' "$work/all.txt" \
+  || fail "literal route beat by the parameter route"
+grep -q '^harbor_core_http_request_total{method="GET",code="404",operation="unknown"} 1$' "$work/all.txt" \
+  || fail "unknown path not labelled unknown"
+grep -q '^harbor_core_http_request_total{method="_OTHER",code="405",operation="getUser"} 1$' "$work/all.txt" \
+  || fail "hostile method not folded into _OTHER"
+ok "totals by operation, method and code"
+
+curl -fsS "$metrics?comp=core" > "$work/core.txt"
+promtool check metrics < "$work/core.txt" || fail "promtool rejected ?comp=core"
+grep -q 'harbor_core_http_inflight_requests' "$work/core.txt" || fail "?comp=core lacks the HTTP families"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$metrics?comp=nosuch")
+[ "$code" = 404 ] || fail "unknown component answered $code"
+ok "?comp= selection"
+
+echo "interop: $passed passed, 0 failed"
