@@ -23,6 +23,7 @@
 //!
 //! ```
 //! use http::{Request, Response};
+//! use http_body_util::BodyExt;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use towerscope::{
 //!     config::MetricConfig,
@@ -39,7 +40,8 @@
 //!         Ok::<_, std::convert::Infallible>(Response::new(String::from("pong")))
 //!     }));
 //! let res = svc.oneshot(Request::get("/ping").body(()).unwrap()).await.unwrap();
-//! drop(res); // the request ends with its body
+//! // The request ends with its body; a body dropped unread would count as code 499.
+//! res.into_body().collect().await.unwrap();
 //!
 //! let text = registry.render();
 //! assert!(text.contains(r#"http_request_total{method="GET",code="200",operation="ping"} 1"#));
