@@ -52,7 +52,10 @@ async fn main() {
     let metrics = match telemetry.serve_metrics().await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("cannot bind the metrics server on {}: {err}", config.metric.socket_addr());
+            eprintln!(
+                "cannot bind the metrics server on {}: {err}",
+                config.metric.socket_addr()
+            );
             std::process::exit(1);
         }
     };
@@ -67,9 +70,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("service on http://{}", listener.local_addr().unwrap_or(addr));
+    println!(
+        "service on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
     if let Some(server) = &metrics {
-        println!("metrics on http://{}{}", server.local_addr(), config.metric.path);
+        println!(
+            "metrics on http://{}{}",
+            server.local_addr(),
+            config.metric.path
+        );
     }
     if let Err(err) = axum::serve(listener, app).await {
         eprintln!("server error: {err}");

@@ -166,7 +166,10 @@ impl MetricConfig {
             })
         };
         if !self.path.starts_with('/') {
-            problem("path".into(), format!("must start with '/' (got {:?})", self.path));
+            problem(
+                "path".into(),
+                format!("must start with '/' (got {:?})", self.path),
+            );
         } else if self
             .path
             .bytes()
@@ -174,10 +177,16 @@ impl MetricConfig {
         {
             problem(
                 "path".into(),
-                format!("must be a plain path without query, fragment or spaces (got {:?})", self.path),
+                format!(
+                    "must be a plain path without query, fragment or spaces (got {:?})",
+                    self.path
+                ),
             );
         }
-        for (key, part) in [("namespace", &self.namespace), ("subsystem", &self.subsystem)] {
+        for (key, part) in [
+            ("namespace", &self.namespace),
+            ("subsystem", &self.subsystem),
+        ] {
             if let Some(part) = part {
                 if !is_metric_name_part(part) {
                     problem(
@@ -195,7 +204,10 @@ impl MetricConfig {
         {
             problem(
                 "component".into(),
-                format!("must be non-empty and match [a-zA-Z0-9_-]+ (got {:?})", self.component),
+                format!(
+                    "must be non-empty and match [a-zA-Z0-9_-]+ (got {:?})",
+                    self.component
+                ),
             );
         }
         if self.quantiles.is_some() && self.buckets.is_some() {
@@ -210,7 +222,10 @@ impl MetricConfig {
             }
             for (i, q) in quantiles.iter().enumerate() {
                 if !(0.0..=1.0).contains(q) {
-                    problem(format!("quantiles[{i}]"), format!("must be between 0 and 1 (got {q})"));
+                    problem(
+                        format!("quantiles[{i}]"),
+                        format!("must be between 0 and 1 (got {q})"),
+                    );
                 }
             }
         }
@@ -220,7 +235,10 @@ impl MetricConfig {
             }
             for (i, b) in buckets.iter().enumerate() {
                 if !b.is_finite() || *b <= 0.0 {
-                    problem(format!("buckets[{i}]"), format!("must be a positive number (got {b})"));
+                    problem(
+                        format!("buckets[{i}]"),
+                        format!("must be a positive number (got {b})"),
+                    );
                 } else if i > 0 && buckets[i - 1] >= *b {
                     problem(
                         format!("buckets[{i}]"),
@@ -341,7 +359,11 @@ impl ConfigError {
 
     fn from_path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
         let path = err.path().to_string();
-        let field = if path == "." { "(root)".to_owned() } else { path };
+        let field = if path == "." {
+            "(root)".to_owned()
+        } else {
+            path
+        };
         Self::one(field, err.into_inner().to_string())
     }
 }
@@ -369,8 +391,9 @@ impl Config {
     /// Reads, parses and validates a file: TOML for `.toml`, YAML otherwise (JSON is YAML).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::one("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one("(file)", format!("cannot read {}: {e}", path.display()))
+        })?;
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => Self::from_toml_str(&text),
             _ => Self::from_yaml_str(&text),
@@ -411,10 +434,9 @@ mod tests {
 
     #[test]
     fn harbor_metric_block_parses() {
-        let c = Config::from_yaml_str(
-            "metric:\n  enabled: false\n  port: 9091\n  path: /metrics\n",
-        )
-        .unwrap();
+        let c =
+            Config::from_yaml_str("metric:\n  enabled: false\n  port: 9091\n  path: /metrics\n")
+                .unwrap();
         assert!(!c.metric.enabled);
         assert_eq!(c.metric.port, 9091);
     }
@@ -448,7 +470,10 @@ mod tests {
         ];
         for (yaml, expected) in table {
             let got = err(yaml);
-            assert!(got.contains(expected), "{yaml}\n  expected: {expected}\n  got: {got}");
+            assert!(
+                got.contains(expected),
+                "{yaml}\n  expected: {expected}\n  got: {got}"
+            );
         }
     }
 
@@ -457,7 +482,10 @@ mod tests {
         let e = Config::from_yaml_str("metric: { path: x, namespace: '-', max_operations: 0 }")
             .unwrap_err();
         let fields: Vec<_> = e.problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["metric.path", "metric.namespace", "metric.max_operations"]);
+        assert_eq!(
+            fields,
+            ["metric.path", "metric.namespace", "metric.max_operations"]
+        );
     }
 
     #[test]
@@ -468,7 +496,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.metric.prefix(), "harbor_core_");
         assert_eq!(c.metric.buckets.as_deref(), Some(&[0.1, 1.0][..]));
-        let e = Config::from_toml_str("[metric]\nport = \"x\"\n").unwrap_err().to_string();
+        let e = Config::from_toml_str("[metric]\nport = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metric.port"), "{e}");
     }
 
@@ -482,7 +512,9 @@ mod tests {
         let toml = dir.join("c.toml");
         std::fs::write(&toml, "[metric]\nport = 9101\n").unwrap();
         assert_eq!(Config::from_path(&toml).unwrap().metric.port, 9101);
-        let missing = Config::from_path(dir.join("missing.yml")).unwrap_err().to_string();
+        let missing = Config::from_path(dir.join("missing.yml"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("cannot read"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

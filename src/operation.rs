@@ -310,7 +310,10 @@ mod tests {
         let mut req = get("/users/7");
         req.extensions_mut().insert(captured);
         let plain = MatchedPathResolver::new();
-        assert_eq!(plain.resolve(&(&req).into()).unwrap().as_str(), "/users/{id}");
+        assert_eq!(
+            plain.resolve(&(&req).into()).unwrap().as_str(),
+            "/users/{id}"
+        );
         let mapped = MatchedPathResolver::new().with_operation("/users/{id}", "getUser");
         assert_eq!(mapped.resolve(&(&req).into()).unwrap().as_str(), "getUser");
         let only = MatchedPathResolver::new()

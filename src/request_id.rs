@@ -327,7 +327,12 @@ mod tests {
 
     async fn echo(req: Request<()>) -> Result<Response<String>, Infallible> {
         let seen = req.headers()[X_REQUEST_ID].to_str().unwrap().to_owned();
-        let ext = req.extensions().get::<RequestId>().unwrap().as_str().to_owned();
+        let ext = req
+            .extensions()
+            .get::<RequestId>()
+            .unwrap()
+            .as_str()
+            .to_owned();
         assert_eq!(seen, ext, "header and extension carry the same id");
         Ok(Response::new(seen))
     }
@@ -354,7 +359,11 @@ mod tests {
             "user@host:8080/path+x=y_z.w",
             &"x".repeat(128),
         ] {
-            let res = roundtrip(RequestIdLayer::new(), Some(HeaderValue::from_str(id).unwrap())).await;
+            let res = roundtrip(
+                RequestIdLayer::new(),
+                Some(HeaderValue::from_str(id).unwrap()),
+            )
+            .await;
             assert_eq!(res.headers()[X_REQUEST_ID], id);
             assert_eq!(res.body(), id);
         }

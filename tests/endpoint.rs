@@ -28,7 +28,11 @@ async fn raw(addr: SocketAddr, request: &str) -> (String, String, String) {
 }
 
 async fn fetch(addr: SocketAddr, target: &str, extra: &str) -> (String, String, String) {
-    raw(addr, &format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n")).await
+    raw(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n"),
+    )
+    .await
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -45,24 +49,35 @@ fn telemetry(yaml: &str) -> Telemetry {
 #[tokio::test]
 async fn standalone_server_serves_get_and_head_only() {
     let t = telemetry("metric: { port: 0, path: /metrics }");
-    metrics::with_local_recorder(&*t.registry().recorder(), || metrics::counter!("demo_total").increment(3));
+    metrics::with_local_recorder(&*t.registry().recorder(), || {
+        metrics::counter!("demo_total").increment(3)
+    });
     let server = t.serve_metrics().await.unwrap().unwrap();
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback());
 
     let (status, headers, body) = fetch(addr, "/metrics", "").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(headers.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{headers}");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{headers}"
+    );
     assert_eq!(sample(&body, "demo_total"), Some(3.0));
 
-    let (status, headers, body) =
-        raw(addr, "HEAD /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let (status, headers, body) = raw(
+        addr,
+        "HEAD /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("content-length: "), "{headers}");
     assert_eq!(body, "");
 
-    let (status, headers, _) =
-        raw(addr, "POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+    let (status, headers, _) = raw(
+        addr,
+        "POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     assert!(headers.contains("allow: get, head"), "{headers}");
 
@@ -70,7 +85,10 @@ async fn standalone_server_serves_get_and_head_only() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
     server.shutdown().await;
-    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -97,20 +115,41 @@ async fn comp_selects_registered_families() {
     let addr = server.local_addr();
 
     let (_, _, all) = fetch(addr, "/metrics", "").await;
-    for family in ["harbor_core_http_request_total", "harbor_jobservice_task_total", "unregistered_total"] {
-        assert!(all.contains(&format!("# TYPE {family} ")), "{family} missing from {all}");
+    for family in [
+        "harbor_core_http_request_total",
+        "harbor_jobservice_task_total",
+        "unregistered_total",
+    ] {
+        assert!(
+            all.contains(&format!("# TYPE {family} ")),
+            "{family} missing from {all}"
+        );
     }
 
     let (status, _, core) = fetch(addr, "/metrics?comp=core", "").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(core.contains(r#"harbor_core_http_request_total{method="GET",code="200",operation="/ping"} 1"#), "{core}");
-    assert!(!core.contains("jobservice") && !core.contains("unregistered"), "{core}");
+    assert!(
+        core.contains(
+            r#"harbor_core_http_request_total{method="GET",code="200",operation="/ping"} 1"#
+        ),
+        "{core}"
+    );
+    assert!(
+        !core.contains("jobservice") && !core.contains("unregistered"),
+        "{core}"
+    );
 
     let (_, _, jobs) = fetch(addr, "/metrics?comp=jobservice", "").await;
-    assert_eq!(jobs, "# TYPE harbor_jobservice_task_total counter\nharbor_jobservice_task_total 1\n\n");
+    assert_eq!(
+        jobs,
+        "# TYPE harbor_jobservice_task_total counter\nharbor_jobservice_task_total 1\n\n"
+    );
 
     let (_, _, both) = fetch(addr, "/metrics?comp=core&comp=jobservice", "").await;
-    assert!(both.contains("harbor_core_http_inflight_requests") && both.contains("harbor_jobservice_task_total"));
+    assert!(
+        both.contains("harbor_core_http_inflight_requests")
+            && both.contains("harbor_jobservice_task_total")
+    );
     assert!(!both.contains("unregistered"));
 
     let (status, _, body) = fetch(addr, "/metrics?comp=registryctl", "").await;
@@ -156,7 +195,10 @@ async fn endpoint_mounts_on_an_axum_router() {
 
     let (_, _, metrics) = fetch(addr, "/metrics", "").await;
     assert_eq!(
-        sample(&metrics, r#"http_request_total{method="GET",code="200",operation="/hello"}"#),
+        sample(
+            &metrics,
+            r#"http_request_total{method="GET",code="200",operation="/hello"}"#
+        ),
         Some(2.0),
         "{metrics}"
     );
@@ -176,14 +218,20 @@ async fn client_disconnect_over_a_real_socket_counts_499() {
         .layer(t.layer());
     let addr = serve(app).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let inflight = r#"http_inflight_requests{method="GET",operation="/slow"}"#;
     let registry = t.registry().clone();
     wait_for(|| sample(&registry.render(), inflight) == Some(1.0)).await;
     drop(stream);
     wait_for(|| sample(&registry.render(), inflight) == Some(0.0)).await;
     assert_eq!(
-        sample(&registry.render(), r#"http_request_total{method="GET",code="499",operation="/slow"}"#),
+        sample(
+            &registry.render(),
+            r#"http_request_total{method="GET",code="499",operation="/slow"}"#
+        ),
         Some(1.0)
     );
 }
@@ -211,10 +259,19 @@ async fn streaming_over_a_real_socket_counts_the_body() {
     assert_eq!(body.len(), 4 * 1024 * 1024);
     let registry = t.registry().clone();
     wait_for(|| {
-        sample(&registry.render(), r#"http_request_total{method="GET",code="200",operation="/big"}"#) == Some(1.0)
+        sample(
+            &registry.render(),
+            r#"http_request_total{method="GET",code="200",operation="/big"}"#,
+        ) == Some(1.0)
     })
     .await;
-    assert_eq!(sample(&registry.render(), r#"http_inflight_requests{method="GET",operation="/big"}"#), Some(0.0));
+    assert_eq!(
+        sample(
+            &registry.render(),
+            r#"http_inflight_requests{method="GET",operation="/big"}"#
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -224,12 +281,19 @@ async fn registries_in_one_process_are_independent() {
     let b = MetricsRegistry::new(&Default::default()).unwrap();
     let app = Router::new()
         .route("/a", get(|| async { "a" }))
-        .layer(ObservabilityLayer::new(Default::default(), MetricsLayer::new(&a)));
+        .layer(ObservabilityLayer::new(
+            Default::default(),
+            MetricsLayer::new(&a),
+        ));
     let addr = serve(app).await;
     fetch(addr, "/a", "").await;
-    let server = MetricsServer::bind_endpoint("127.0.0.1:0".parse().unwrap(), "/m", MetricsEndpoint::new(b.clone()))
-        .await
-        .unwrap();
+    let server = MetricsServer::bind_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        "/m",
+        MetricsEndpoint::new(b.clone()),
+    )
+    .await
+    .unwrap();
     let (_, _, body) = fetch(server.local_addr(), "/m", "").await;
     assert!(!body.contains("operation=\"/a\""), "{body}");
     wait_for(|| a.render().contains(r#"operation="/a""#)).await;

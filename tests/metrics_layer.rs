@@ -35,7 +35,10 @@ type Streams = Arc<Mutex<Vec<mpsc::Receiver<Bytes>>>>;
 
 fn app(config: &Config, registry: &MetricsRegistry, streams: Streams) -> Router {
     Router::new()
-        .route("/users/{id}", get(|| async { "user" }).delete(|| async { StatusCode::NO_CONTENT }))
+        .route(
+            "/users/{id}",
+            get(|| async { "user" }).delete(|| async { StatusCode::NO_CONTENT }),
+        )
         .route("/users", post(|| async { (StatusCode::CREATED, "made") }))
         .route(
             "/override",
@@ -52,11 +55,18 @@ fn app(config: &Config, registry: &MetricsRegistry, streams: Streams) -> Router 
                 "never"
             }),
         )
-        .route("/panic", get(|| async { panic!("handler panicked on purpose") as &str }))
+        .route(
+            "/panic",
+            get(|| async { panic!("handler panicked on purpose") as &str }),
+        )
         .route(
             "/stream",
             get(move || {
-                let rx = streams.lock().unwrap().pop().expect("a stream was prepared");
+                let rx = streams
+                    .lock()
+                    .unwrap()
+                    .pop()
+                    .expect("a stream was prepared");
                 async move { Response::new(Body::new(ChannelBody(rx))) }
             }),
         )
@@ -64,8 +74,17 @@ fn app(config: &Config, registry: &MetricsRegistry, streams: Streams) -> Router 
 }
 
 async fn send(app: &mut Router, method: Method, path: &str) -> Response<Body> {
-    let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
-    let res = <Router as ServiceExt<Request<Body>>>::ready(app).await.unwrap().call(req).await.unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::empty())
+        .unwrap();
+    let res = <Router as ServiceExt<Request<Body>>>::ready(app)
+        .await
+        .unwrap()
+        .call(req)
+        .await
+        .unwrap();
     res
 }
 
@@ -80,7 +99,11 @@ async fn send_and_read(app: &mut Router, method: Method, path: &str) -> StatusCo
 fn mask_durations(text: &str) -> String {
     text.lines()
         .map(|l| match l.rsplit_once(' ') {
-            Some((head, _)) if head.contains("duration_seconds") && !l.starts_with('#') && !head.contains("_count") => {
+            Some((head, _))
+                if head.contains("duration_seconds")
+                    && !l.starts_with('#')
+                    && !head.contains("_count") =>
+            {
                 format!("{head} X\n")
             }
             _ => format!("{l}\n"),
@@ -94,10 +117,16 @@ async fn exposition_of_a_known_sequence_is_exact() {
     let mut app = app(&config, &registry, Streams::default());
     assert_eq!(send_and_read(&mut app, Method::GET, "/users/1").await, 200);
     assert_eq!(send_and_read(&mut app, Method::GET, "/users/2").await, 200);
-    assert_eq!(send_and_read(&mut app, Method::DELETE, "/users/2").await, 204);
+    assert_eq!(
+        send_and_read(&mut app, Method::DELETE, "/users/2").await,
+        204
+    );
     assert_eq!(send_and_read(&mut app, Method::POST, "/users").await, 201);
     assert_eq!(send_and_read(&mut app, Method::GET, "/nowhere").await, 404);
-    assert_eq!(send_and_read(&mut app, Method::from_bytes(b"BREW").unwrap(), "/users/1").await, 405);
+    assert_eq!(
+        send_and_read(&mut app, Method::from_bytes(b"BREW").unwrap(), "/users/1").await,
+        405
+    );
     assert_eq!(send_and_read(&mut app, Method::GET, "/override").await, 200);
 
     let expected = r#"# HELP harbor_core_http_inflight_requests Requests in flight, by method and operation.
@@ -167,9 +196,14 @@ async fn histogram_buckets_are_one_setting_away() {
         send_and_read(&mut app, Method::GET, "/users/9").await;
     }
     let text = registry.render();
-    assert!(text.contains("# TYPE http_request_duration_seconds histogram"), "{text}");
+    assert!(
+        text.contains("# TYPE http_request_duration_seconds histogram"),
+        "{text}"
+    );
     let series = |le: &str| {
-        format!(r#"http_request_duration_seconds_bucket{{method="GET",operation="/users/{{id}}",le="{le}"}}"#)
+        format!(
+            r#"http_request_duration_seconds_bucket{{method="GET",operation="/users/{{id}}",le="{le}"}}"#
+        )
     };
     assert_eq!(sample(&text, &series("100")), Some(3.0));
     assert_eq!(sample(&text, &series("+Inf")), Some(3.0));
@@ -182,16 +216,24 @@ async fn cancelled_request_is_counted_499_and_leaves_flight() {
     let (config, registry) = setup("{}");
     let mut app = app(&config, &registry, Streams::default());
     let req = Request::get("/slow").body(Body::empty()).unwrap();
-    let fut = <Router as ServiceExt<Request<Body>>>::ready(&mut app).await.unwrap().call(req);
+    let fut = <Router as ServiceExt<Request<Body>>>::ready(&mut app)
+        .await
+        .unwrap()
+        .call(req);
     let mut fut = Box::pin(fut);
     // Poll once so the handler is running, then give up like a client that went away.
-    assert!(tokio::time::timeout(Duration::from_millis(20), &mut fut).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(20), &mut fut)
+        .await
+        .is_err());
     assert_eq!(sample(&registry.render(), SLOW_INFLIGHT), Some(1.0));
     drop(fut);
     let text = registry.render();
     assert_eq!(sample(&text, SLOW_INFLIGHT), Some(0.0));
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="499",operation="/slow"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="499",operation="/slow"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -202,17 +244,29 @@ async fn panicking_handler_is_counted_500_and_leaves_flight() {
     let (config, registry) = setup("{}");
     let app = app(&config, &registry, Streams::default())
         .layer(tower_http::catch_panic::CatchPanicLayer::new());
-    let res = app.oneshot(Request::get("/panic").body(Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .oneshot(Request::get("/panic").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), 500);
     drop(res);
     let text = registry.render();
     let inflight = r#"http_inflight_requests{method="GET",operation="/panic"}"#;
     assert_eq!(sample(&text, inflight), Some(0.0));
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="500",operation="/panic"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="500",operation="/panic"}"#
+        ),
         Some(1.0)
     );
-    assert_eq!(sample(&text, r#"http_request_total{method="GET",code="499",operation="/panic"}"#), None);
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="499",operation="/panic"}"#
+        ),
+        None
+    );
 }
 
 const STREAM_INFLIGHT: &str = r#"http_inflight_requests{method="GET",operation="/stream"}"#;
@@ -239,7 +293,10 @@ async fn streaming_body_stays_in_flight_until_it_ends() {
     let text = registry.render();
     assert_eq!(sample(&text, STREAM_INFLIGHT), Some(0.0));
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="200",operation="/stream"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="200",operation="/stream"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -261,7 +318,10 @@ async fn streaming_body_dropped_midway_is_counted_499() {
     let text = registry.render();
     assert_eq!(sample(&text, STREAM_INFLIGHT), Some(0.0));
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="499",operation="/stream"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="499",operation="/stream"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -277,14 +337,20 @@ async fn empty_body_dropped_unpolled_is_complete_not_499() {
     drop(res);
     let text = registry.render();
     assert_eq!(
-        sample(&text, r#"http_request_total{method="DELETE",code="204",operation="/users/{id}"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="DELETE",code="204",operation="/users/{id}"}"#
+        ),
         Some(1.0),
         "{text}"
     );
 }
 
 fn random_token(rng: &mut impl Rng, len: usize) -> String {
-    rng.sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rng.sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 #[tokio::test]
@@ -301,8 +367,17 @@ async fn hostile_traffic_leaves_the_series_bounded() {
             _ => Method::POST,
         };
         let path = format!("/{}/{}", random_token(&mut rng, 12), rng.random::<u32>());
-        let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
-        let res = <Router as ServiceExt<Request<Body>>>::ready(&mut app).await.unwrap().call(req).await.unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let res = <Router as ServiceExt<Request<Body>>>::ready(&mut app)
+            .await
+            .unwrap()
+            .call(req)
+            .await
+            .unwrap();
         drop(res);
         if i == 999 {
             after_warmup = sample_lines(&registry.render());
@@ -312,18 +387,28 @@ async fn hostile_traffic_leaves_the_series_bounded() {
     // GET, POST and _OTHER, each with operation="unknown": inflight + 5 summary lines + total
     // per (method, code) — the same set after 1k requests as after 100k.
     assert_eq!(sample_lines(&text), after_warmup);
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(
-            line.contains(r#"operation="unknown""#) || line.starts_with("http_operation_overflow_total"),
+            line.contains(r#"operation="unknown""#)
+                || line.starts_with("http_operation_overflow_total"),
             "unexpected series: {line}"
         );
         assert!(
-            line.contains(r#"method="GET""#) || line.contains(r#"method="POST""#) || line.contains(r#"method="_OTHER""#) || !line.contains("method="),
+            line.contains(r#"method="GET""#)
+                || line.contains(r#"method="POST""#)
+                || line.contains(r#"method="_OTHER""#)
+                || !line.contains("method="),
             "unexpected method: {line}"
         );
     }
     assert_eq!(
-        sample(&text, r#"http_inflight_requests{method="_OTHER",operation="unknown"}"#),
+        sample(
+            &text,
+            r#"http_inflight_requests{method="_OTHER",operation="unknown"}"#
+        ),
         Some(0.0)
     );
 }
@@ -340,21 +425,37 @@ async fn operation_cap_sends_the_rest_to_overflow() {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
     for i in 0..1000 {
-        let res = svc.clone().oneshot(Request::get(format!("/p{i}")).body(()).unwrap()).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::get(format!("/p{i}")).body(()).unwrap())
+            .await
+            .unwrap();
         drop(res);
     }
     // `unknown` never counts against the cap.
     let unknown = MetricsLayer::from_config(&config.metric, &registry);
-    let svc2 = tower::ServiceBuilder::new().layer(unknown).service(tower::service_fn(|_req: Request<()>| async {
-        Ok::<_, std::convert::Infallible>(Response::new(String::new()))
-    }));
-    drop(svc2.oneshot(Request::get("/").body(()).unwrap()).await.unwrap());
+    let svc2 = tower::ServiceBuilder::new()
+        .layer(unknown)
+        .service(tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+    drop(
+        svc2.oneshot(Request::get("/").body(()).unwrap())
+            .await
+            .unwrap(),
+    );
 
     let text = registry.render();
-    let totals: Vec<&str> = text.lines().filter(|l| l.starts_with("http_request_total{")).collect();
+    let totals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_request_total{"))
+        .collect();
     assert_eq!(totals.len(), 6 + 1, "{totals:#?}");
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="200",operation="_overflow"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="200",operation="_overflow"}"#
+        ),
         Some(995.0)
     );
     assert_eq!(sample(&text, "http_operation_overflow_total"), Some(995.0));
@@ -369,7 +470,11 @@ async fn label_values_are_escaped() {
         .service(tower::service_fn(|_req: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
-    drop(svc.oneshot(Request::get("/").body(()).unwrap()).await.unwrap());
+    drop(
+        svc.oneshot(Request::get("/").body(()).unwrap())
+            .await
+            .unwrap(),
+    );
     let text = registry.render();
     assert!(
         text.contains(r#"http_request_total{method="GET",code="200",operation="a\\b\"c\nd"} 1"#),
@@ -385,10 +490,25 @@ async fn service_errors_are_counted_500() {
         .service(tower::service_fn(|_req: Request<()>| async {
             Err::<Response<String>, _>(std::io::Error::other("backend down"))
         }));
-    assert!(svc.oneshot(Request::get("/").body(()).unwrap()).await.is_err());
+    assert!(svc
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .is_err());
     let text = registry.render();
-    assert_eq!(sample(&text, r#"http_request_total{method="GET",code="500",operation="unknown"}"#), Some(1.0));
-    assert_eq!(sample(&text, r#"http_inflight_requests{method="GET",operation="unknown"}"#), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="500",operation="unknown"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_inflight_requests{method="GET",operation="unknown"}"#
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -398,7 +518,13 @@ async fn disabled_metrics_record_nothing_but_keep_request_ids() {
     let res = send(&mut app, Method::GET, "/users/1").await;
     assert!(res.headers().contains_key("x-request-id"));
     drop(res);
-    assert_eq!(sample(&registry.render(), r#"http_request_total{method="GET",code="200",operation="/users/{id}"}"#), None);
+    assert_eq!(
+        sample(
+            &registry.render(),
+            r#"http_request_total{method="GET",code="200",operation="/users/{id}"}"#
+        ),
+        None
+    );
 }
 
 #[tokio::test]
@@ -407,15 +533,23 @@ async fn explicit_operation_in_request_extensions_wins() {
     let app = Router::new()
         .route("/x", get(|| async { "x" }))
         .layer(ObservabilityLayer::from_config(&config, &registry))
-        .layer(axum::middleware::map_request(|mut req: Request<Body>| async move {
-            req.extensions_mut().insert(OperationId::from("explicitOp"));
-            req
-        }));
-    let res = app.oneshot(Request::get("/x").body(Body::empty()).unwrap()).await.unwrap();
+        .layer(axum::middleware::map_request(
+            |mut req: Request<Body>| async move {
+                req.extensions_mut().insert(OperationId::from("explicitOp"));
+                req
+            },
+        ));
+    let res = app
+        .oneshot(Request::get("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     res.into_body().collect().await.unwrap();
     let text = registry.render();
     assert_eq!(
-        sample(&text, r#"http_request_total{method="GET",code="200",operation="explicitOp"}"#),
+        sample(
+            &text,
+            r#"http_request_total{method="GET",code="200",operation="explicitOp"}"#
+        ),
         Some(1.0),
         "{text}"
     );

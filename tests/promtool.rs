@@ -35,7 +35,8 @@ async fn scrape(yaml: &str) -> String {
             "/odd",
             get(|| async {
                 let mut res = http::Response::new(Body::from("odd"));
-                res.extensions_mut().insert(OperationId::from("we\"ird\\op\nname"));
+                res.extensions_mut()
+                    .insert(OperationId::from("we\"ird\\op\nname"));
                 res
             }),
         )
@@ -43,7 +44,11 @@ async fn scrape(yaml: &str) -> String {
         .route_service("/metrics", telemetry.metrics_endpoint());
     for path in ["/users/1", "/users/2", "/nope", "/odd"] {
         for method in ["GET", "DELETE", "BREW"] {
-            let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
             let res = app.clone().oneshot(req).await.unwrap();
             res.into_body().collect().await.unwrap();
         }
@@ -64,7 +69,12 @@ fn check(promtool: &std::path::Path, text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

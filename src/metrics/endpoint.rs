@@ -182,7 +182,11 @@ fn rendered(result: Result<String, UnknownComponent>, head: bool) -> Response<Fu
     match result {
         Ok(text) => {
             let len = text.len();
-            let body = if head { Bytes::new() } else { Bytes::from(text) };
+            let body = if head {
+                Bytes::new()
+            } else {
+                Bytes::from(text)
+            };
             let mut res = Response::new(Full::new(body));
             let headers = res.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -233,7 +237,10 @@ impl Future for EndpointFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             State::Ready(res) => Poll::Ready(Ok(res.take().unwrap_or_else(|| {
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "polled after completion\n")
+                plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "polled after completion\n",
+                )
             }))),
             State::Rendering { task, head } => {
                 let res = match std::task::ready!(Pin::new(task).poll(cx)) {
@@ -292,13 +299,14 @@ impl MetricsServer {
                 let endpoint = endpoint.clone();
                 let path = path.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        if req.uri().path() == &*path {
-                            endpoint.respond(&req)
-                        } else {
-                            EndpointFuture::ready(plain(StatusCode::NOT_FOUND, "not found\n"))
-                        }
-                    });
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            if req.uri().path() == &*path {
+                                endpoint.respond(&req)
+                            } else {
+                                EndpointFuture::ready(plain(StatusCode::NOT_FOUND, "not found\n"))
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(10))
@@ -346,7 +354,10 @@ mod tests {
     fn comp_values_are_decoded() {
         assert_eq!(components(None), Vec::<String>::new());
         assert_eq!(components(Some("comp=core")), ["core"]);
-        assert_eq!(components(Some("x=1&comp=core&comp=job%20service&comp=")), ["core", "job service"]);
+        assert_eq!(
+            components(Some("x=1&comp=core&comp=job%20service&comp=")),
+            ["core", "job service"]
+        );
         assert_eq!(components(Some("compx=1&%ff")), Vec::<String>::new());
     }
 

@@ -96,7 +96,9 @@ fn series_key(line: &str) -> &str {
     let Some(open) = head.find('{') else {
         return "";
     };
-    let labels = head[open + 1..].strip_suffix('}').unwrap_or(&head[open + 1..]);
+    let labels = head[open + 1..]
+        .strip_suffix('}')
+        .unwrap_or(&head[open + 1..]);
     for (alone, after_others) in [("quantile=\"", ",quantile=\""), ("le=\"", ",le=\"")] {
         if labels.starts_with(alone) {
             return "";
@@ -163,7 +165,10 @@ c_bucket_seconds_count 0
     #[test]
     fn filters_by_family() {
         let out = canonicalize(SCRAMBLED, |name| name == "b_total");
-        assert_eq!(out, "# TYPE b_total counter\nb_total{x=\"1\"} 1\nb_total{x=\"2\"} 2\n\n");
+        assert_eq!(
+            out,
+            "# TYPE b_total counter\nb_total{x=\"1\"} 1\nb_total{x=\"2\"} 2\n\n"
+        );
         assert_eq!(canonicalize(SCRAMBLED, |_| false), "");
     }
 

@@ -8,7 +8,9 @@ use std::{
     time::Duration,
 };
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use super::exposition;
 use crate::config::MetricConfig;
@@ -85,8 +87,8 @@ impl MetricsRegistry {
     pub fn new(config: &MetricConfig) -> Result<Self, MetricsError> {
         let mut builder = PrometheusBuilder::new().set_quantiles(config.quantiles())?;
         if let Some(buckets) = &config.buckets {
-            builder =
-                builder.set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
+            builder = builder
+                .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
         }
         let recorder = Arc::new(builder.build_recorder());
         let handle = recorder.handle();

@@ -11,7 +11,9 @@ use std::{
 };
 
 use http::Method;
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
 
 use super::names::MetricNames;
 use crate::operation::OperationId;
@@ -166,7 +168,8 @@ impl SeriesTable {
                 "Requests labelled operation=\"_overflow\" because the cap on distinct operations was reached.".into(),
             );
         });
-        let overflowed = recorder.with(|r| r.register_counter(&Key::from_name(names.overflow.clone()), &METADATA));
+        let overflowed = recorder
+            .with(|r| r.register_counter(&Key::from_name(names.overflow.clone()), &METADATA));
         let methods = methods
             .iter()
             .map(|m| (m.clone(), SharedString::from(m.as_str().to_owned())))
@@ -217,7 +220,10 @@ impl SeriesTable {
         {
             return op.clone();
         }
-        let mut ops = self.operations.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ops = self
+            .operations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(op) = ops.get(operation.as_str()) {
             return op.clone();
         }

@@ -20,7 +20,9 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Number of sample lines (series samples) in `text`.
 pub fn sample_lines(text: &str) -> usize {
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 /// A response body fed from a channel: ends when the sender is dropped.
@@ -34,6 +36,8 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }
