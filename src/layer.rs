@@ -1,9 +1,11 @@
 //! [`ObservabilityLayer`]: the one layer a service adds.
 //!
-//! It composes, outermost first, [`RequestIdLayer`] → (the trace layer, once tracing lands) →
-//! [`MetricsLayer`], as one tower layer: one `Router::layer` call in axum instead of several.
+//! It composes, outermost first, [`RequestIdLayer`] → [`TraceLayer`] → [`MetricsLayer`] as one
+//! tower layer: one `Router::layer` call in axum instead of three. The request id is set before
+//! the span opens (so the span carries it), and the operation is resolved once, by the trace
+//! layer, and shared with the metrics layer through the request extensions.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use tower_layer::Layer;
 
@@ -12,12 +14,13 @@ use crate::{
     metrics::{MetricsLayer, MetricsRegistry, MetricsService},
     operation::OperationResolver,
     request_id::{RequestIdLayer, SetRequestId},
+    trace::{TraceLayer, TraceService},
 };
 
 /// The service [`ObservabilityLayer`] wraps around `S`.
-pub type Observability<S> = SetRequestId<MetricsService<S>>;
+pub type Observability<S> = SetRequestId<TraceService<MetricsService<S>>>;
 
-/// Request id and request metrics in one layer.
+/// Request id, server span and request metrics in one layer.
 ///
 /// ```
 /// use http::{Request, Response};
@@ -42,6 +45,7 @@ pub type Observability<S> = SetRequestId<MetricsService<S>>;
 #[derive(Clone)]
 pub struct ObservabilityLayer {
     request_id: RequestIdLayer,
+    trace: TraceLayer,
     metrics: MetricsLayer,
 }
 
@@ -49,37 +53,52 @@ impl fmt::Debug for ObservabilityLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObservabilityLayer")
             .field("request_id", &self.request_id)
+            .field("trace", &self.trace)
             .field("metrics", &self.metrics)
             .finish()
     }
 }
 
 impl ObservabilityLayer {
-    /// Composes the given layers.
+    /// Composes the given layers, with a [`TraceLayer`] that reads no parent context (use
+    /// [`with_trace`](Self::with_trace) or [`Telemetry::layer`](crate::Telemetry::layer) for one
+    /// that does).
     pub fn new(request_id: RequestIdLayer, metrics: MetricsLayer) -> Self {
         Self {
             request_id,
+            trace: TraceLayer::new(),
             metrics,
         }
     }
 
-    /// Builds both layers from `config`, recording into `registry`.
+    /// Builds the layers from `config`, recording into `registry`. The trace layer reads no
+    /// parent context; [`Telemetry::layer`](crate::Telemetry::layer) adds the configured
+    /// propagators.
     pub fn from_config(config: &Config, registry: &MetricsRegistry) -> Self {
-        Self::new(
-            RequestIdLayer::from_config(&config.request_id),
-            MetricsLayer::from_config(&config.metric, registry),
-        )
+        Self {
+            request_id: RequestIdLayer::from_config(&config.request_id),
+            trace: TraceLayer::new().echo_traceparent(config.trace.echo_traceparent),
+            metrics: MetricsLayer::from_config(&config.metric, registry),
+        }
     }
 
-    /// Resolves operations with `resolver` (see [`MetricsLayer::with_resolver`]).
+    /// Resolves operations with `resolver`, for both the span and the metrics.
     pub fn with_resolver(mut self, resolver: impl OperationResolver) -> Self {
-        self.metrics = self.metrics.with_resolver(resolver);
+        let resolver: Arc<dyn OperationResolver> = Arc::new(resolver);
+        self.trace = self.trace.with_shared_resolver(resolver.clone());
+        self.metrics = self.metrics.with_shared_resolver(resolver);
         self
     }
 
     /// Replaces the request id layer.
     pub fn with_request_id(mut self, request_id: RequestIdLayer) -> Self {
         self.request_id = request_id;
+        self
+    }
+
+    /// Replaces the trace layer.
+    pub fn with_trace(mut self, trace: TraceLayer) -> Self {
+        self.trace = trace;
         self
     }
 
@@ -94,6 +113,7 @@ impl<S> Layer<S> for ObservabilityLayer {
     type Service = Observability<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.request_id.layer(self.metrics.layer(inner))
+        self.request_id
+            .layer(self.trace.layer(self.metrics.layer(inner)))
     }
 }

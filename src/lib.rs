@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod operation;
 pub mod request_id;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::Config;
 pub use layer::{Observability, ObservabilityLayer};

@@ -48,9 +48,11 @@ impl OperationId {
         Self(id.into())
     }
 
-    /// The `unknown` operation.
+    /// The `unknown` operation (shared; cloning it does not allocate).
     pub fn unknown() -> Self {
-        Self::from(Self::UNKNOWN)
+        static UNKNOWN: std::sync::LazyLock<OperationId> =
+            std::sync::LazyLock::new(|| OperationId::from(OperationId::UNKNOWN));
+        UNKNOWN.clone()
     }
 
     /// The operation id as a string.

@@ -119,9 +119,11 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
 /// A new random request id: a lowercase hyphenated UUID v4.
 pub fn generate_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // One allocation, shared by every clone (request header, extension, response header).
     // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
 }
 
 /// Layer that validates or makes the request id; see the [module docs](self).

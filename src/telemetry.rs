@@ -1,11 +1,17 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
-use std::io;
+use std::{io, sync::Arc};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::{
     config::{Config, ConfigError},
     layer::ObservabilityLayer,
     metrics::{MetricsEndpoint, MetricsError, MetricsRegistry, MetricsServer},
+    trace::{exporter::ExporterError, propagation, ShutdownReport, TraceLayer, TracePipeline},
 };
 
 /// Errors of [`Telemetry::init`].
@@ -18,10 +24,20 @@ pub enum TelemetryError {
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The span exporter could not be built.
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
+    /// A global `tracing` subscriber is already installed.
+    #[error("a global tracing subscriber is already installed: {0}")]
+    Subscriber(String),
 }
 
-/// The running telemetry of a service: its metrics registry and the layer built from the
-/// configuration.
+/// The running telemetry of a service: its metrics registry, its span pipeline (when
+/// `trace.enabled`), and the layer built from the configuration.
+///
+/// Cloning is cheap and shares everything. Spans are flushed when
+/// [`shutdown`](Self::shutdown) is called or the last clone is dropped, within
+/// `trace.shutdown_timeout_secs`.
 ///
 /// ```
 /// use towerscope::{Config, Telemetry};
@@ -37,35 +53,86 @@ pub enum TelemetryError {
 /// server.shutdown().await;
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Telemetry {
     config: Config,
     registry: MetricsRegistry,
+    trace: Option<Arc<TracePipeline>>,
+    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("config", &self.config)
+            .field("registry", &self.registry)
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Telemetry {
-    /// Validates `config`, builds the metrics registry and installs it as the global `metrics`
-    /// recorder (so `counter!` anywhere in the service lands on the same `/metrics`).
+    /// Applies the `OTEL_*` environment variables over `config`, validates it, builds the
+    /// metrics registry and (with `trace.enabled`) the span pipeline, and installs them as the
+    /// process-wide `metrics` recorder, OpenTelemetry tracer provider and propagator.
     ///
-    /// Fails if the configuration is invalid or a global recorder is already installed.
+    /// Add [`tracing_layer`](Self::tracing_layer) to your subscriber, or call
+    /// [`init_subscriber`](Self::init_subscriber), for spans to be exported.
+    ///
+    /// Fails if the configuration is invalid, an exporter cannot be built, or a global
+    /// recorder is already installed.
     pub fn init(config: &Config) -> Result<Self, TelemetryError> {
-        let telemetry = Self::init_local(config)?;
+        let mut config = config.clone();
+        config.apply_process_env()?;
+        let telemetry = Self::init_local(&config)?;
         telemetry.registry.install_global()?;
+        if let Some(trace) = &telemetry.trace {
+            opentelemetry::global::set_tracer_provider(trace.provider().clone());
+            opentelemetry::global::set_text_map_propagator(propagation::composite(
+                &config.trace.propagators,
+            ));
+        }
         Ok(telemetry)
     }
 
-    /// Like [`init`](Self::init) but installs nothing global: for tests, and for several
-    /// services in one process.
+    /// Like [`init`](Self::init) but reads no environment variable and installs nothing
+    /// global: for tests, and for several services in one process.
     pub fn init_local(config: &Config) -> Result<Self, TelemetryError> {
         config.validate()?;
         let registry = MetricsRegistry::new(&config.metric)?;
+        let (trace, propagator) = if config.trace.enabled {
+            let pipeline = TracePipeline::new(&config.trace, &registry, &config.metric.prefix())?;
+            let propagator: Arc<dyn TextMapPropagator + Send + Sync> =
+                Arc::new(propagation::composite(&config.trace.propagators));
+            (Some(Arc::new(pipeline)), Some(propagator))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             config: config.clone(),
             registry,
+            trace,
+            propagator,
         })
     }
 
-    /// The configuration this telemetry was started with.
+    /// Like [`init_local`](Self::init_local), exporting spans through `pipeline` (e.g. one
+    /// built with [`TracePipeline::with_exporter`] and an in-memory exporter in tests).
+    pub fn with_pipeline(
+        config: &Config,
+        registry: MetricsRegistry,
+        pipeline: TracePipeline,
+    ) -> Result<Self, TelemetryError> {
+        config.validate()?;
+        Ok(Self {
+            config: config.clone(),
+            registry,
+            trace: Some(Arc::new(pipeline)),
+            propagator: Some(Arc::new(propagation::composite(&config.trace.propagators))),
+        })
+    }
+
+    /// The configuration this telemetry was started with (after `OTEL_*` overrides).
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -75,9 +142,44 @@ impl Telemetry {
         &self.registry
     }
 
-    /// The [`ObservabilityLayer`] for the service, built from the configuration.
+    /// The span pipeline, when tracing is enabled.
+    pub fn trace_pipeline(&self) -> Option<&TracePipeline> {
+        self.trace.as_deref()
+    }
+
+    /// The [`ObservabilityLayer`] for the service: request id, a server span whose parent is
+    /// read with the configured propagators, and the request metrics.
     pub fn layer(&self) -> ObservabilityLayer {
-        ObservabilityLayer::from_config(&self.config, &self.registry)
+        ObservabilityLayer::from_config(&self.config, &self.registry).with_trace(
+            TraceLayer::new()
+                .with_shared_propagator(self.propagator.clone())
+                .echo_traceparent(self.config.trace.echo_traceparent),
+        )
+    }
+
+    /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline; `None`
+    /// when tracing is disabled.
+    pub fn tracing_layer<S>(&self) -> Option<OpenTelemetryLayer<S, SdkTracer>>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        self.trace
+            .as_ref()
+            .map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer()))
+    }
+
+    /// Installs a global `tracing` subscriber: `RUST_LOG`-filtered (default `info`) log lines
+    /// on stderr, with span fields such as `request_id`, plus the OpenTelemetry layer.
+    pub fn init_subscriber(&self) -> Result<(), TelemetryError> {
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
+            .with(self.tracing_layer())
+            .try_init()
+            .map_err(|e| TelemetryError::Subscriber(e.to_string()))
     }
 
     /// The metrics endpoint, to mount on the service's own router.
@@ -94,5 +196,11 @@ impl Telemetry {
         MetricsServer::bind(&self.config.metric, self.registry.clone())
             .await
             .map(Some)
+    }
+
+    /// Flushes spans and stops export within `trace.shutdown_timeout_secs`; reports what was
+    /// exported and lost. `None` when tracing is disabled.
+    pub fn shutdown(&self) -> Option<ShutdownReport> {
+        self.trace.as_ref().map(|t| t.shutdown())
     }
 }

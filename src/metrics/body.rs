@@ -61,8 +61,9 @@ impl RequestGuard {
         self.status = status;
     }
 
-    pub(crate) fn settle_on(&mut self, series: Arc<MethodSeries>) {
-        self.settled_on = Some(series);
+    /// Sends the duration and total to `operation` (a handler's override on the response).
+    pub(crate) fn settle_on_operation(&mut self, operation: &crate::operation::OperationId) {
+        self.settled_on = self.inflight.sibling(operation);
     }
 
     /// Records the request as finished with `code`; later calls do nothing.

@@ -128,12 +128,12 @@ impl MetricsLayer {
     }
 
     fn rebuild(&mut self) {
-        self.table = Some(Arc::new(SeriesTable::new(
+        self.table = Some(SeriesTable::new(
             self.recorder.clone(),
             self.names.clone(),
             &self.methods,
             self.max_operations,
-        )));
+        ));
     }
 
     fn registered_in(self, registry: &MetricsRegistry, component: &str) -> Self {
@@ -182,6 +182,11 @@ impl MetricsLayer {
         self
     }
 
+    pub(crate) fn with_shared_resolver(mut self, resolver: Arc<dyn OperationResolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
     /// Turns the layer into a pass-through that records nothing.
     pub fn disabled(mut self) -> Self {
         self.table = None;
@@ -189,7 +194,8 @@ impl MetricsLayer {
     }
 }
 
-fn default_resolver() -> Arc<dyn OperationResolver> {
+/// The resolver layers use unless told otherwise.
+pub(crate) fn default_resolver() -> Arc<dyn OperationResolver> {
     #[cfg(feature = "axum")]
     {
         Arc::new(crate::operation::MatchedPathResolver::new())
@@ -260,19 +266,9 @@ where
         let guard = RequestGuard::start(series);
         ResponseFuture {
             inner: self.inner.call(req),
-            state: Some(FutureState {
-                guard,
-                table: table.clone(),
-                method_index,
-            }),
+            state: Some(guard),
         }
     }
-}
-
-struct FutureState {
-    guard: RequestGuard,
-    table: Arc<SeriesTable>,
-    method_index: usize,
 }
 
 pin_project! {
@@ -280,7 +276,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        state: Option<FutureState>,
+        state: Option<RequestGuard>,
     }
 }
 
@@ -299,27 +295,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(state) = this.state.as_mut() {
-            state.guard.set_polling(true);
+        if let Some(guard) = this.state.as_mut() {
+            guard.set_polling(true);
         }
         let polled = this.inner.poll(cx);
-        if let Some(state) = this.state.as_mut() {
-            state.guard.set_polling(false);
+        if let Some(guard) = this.state.as_mut() {
+            guard.set_polling(false);
         }
         let result = ready!(polled);
-        let Some(FutureState {
-            mut guard,
-            table,
-            method_index,
-        }) = this.state.take()
-        else {
+        let Some(mut guard) = this.state.take() else {
             return Poll::Ready(result.map(|res| res.map(|b| ResponseBody::new(b, None))));
         };
         match result {
             Ok(res) => {
                 guard.set_status(res.status().as_u16());
                 if let Some(op) = res.extensions().get::<OperationId>() {
-                    guard.settle_on(table.series(op, method_index));
+                    guard.settle_on_operation(op);
                 }
                 Poll::Ready(Ok(res.map(|b| ResponseBody::new(b, Some(guard)))))
             }

@@ -2,18 +2,17 @@
 //!
 //! The registry behind the `metrics` facade hashes the full key (name and labels) on every
 //! `counter!` call. The layer instead resolves each series once and keeps the handles: a request
-//! whose series exists does one lookup of its operation in a read-locked map, one index by
-//! method, and atomic updates on the handles.
+//! whose series exists does one lookup of its operation in a read-locked map (a fast seeded
+//! hash of a short string), one index by method, and atomic updates on the handles. Counters of
+//! the common status codes sit in fixed slots read without a lock.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, OnceLock, PoisonError, RwLock},
+    sync::{Arc, OnceLock, PoisonError, RwLock, Weak},
 };
 
 use http::Method;
-use metrics::{
-    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
 
 use super::names::MetricNames;
 use crate::operation::OperationId;
@@ -26,6 +25,23 @@ pub const OVERFLOW_OPERATION: &str = "_overflow";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Status codes whose counters live in lock-free slots; others go to a locked list.
+const SLOTTED_CODES: [u16; 32] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409,
+    410, 412, 413, 415, 416, 422, 429, 499, 500, 501, 502, 503, 504,
+];
+
+/// `SLOT_OF[code]` = slot index + 1, or 0 for codes without a slot.
+static SLOT_OF: [u8; 600] = {
+    let mut table = [0u8; 600];
+    let mut i = 0;
+    while i < SLOTTED_CODES.len() {
+        table[SLOTTED_CODES[i] as usize] = (i + 1) as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Where series are registered: an explicit recorder, or the global one.
 #[derive(Clone)]
@@ -52,7 +68,7 @@ impl RecorderRef {
     }
 }
 
-/// What a [`MethodSeries`] needs to register counters for new status codes.
+/// What a [`MethodSeries`] needs to register its handles lazily.
 #[derive(Debug)]
 struct Registrar {
     recorder: RecorderRef,
@@ -67,8 +83,12 @@ pub(crate) struct MethodSeries {
     inflight: OnceLock<Gauge>,
     duration: OnceLock<Histogram>,
     labels: [Label; 2],
-    codes: RwLock<Vec<(u16, Counter)>>,
+    slotted: [OnceLock<Counter>; SLOTTED_CODES.len()],
+    other_codes: RwLock<Vec<(u16, Counter)>>,
     registrar: Arc<Registrar>,
+    /// The table this series belongs to, for a response that overrides the operation.
+    table: Weak<SeriesTable>,
+    method_index: usize,
 }
 
 impl MethodSeries {
@@ -92,32 +112,51 @@ impl MethodSeries {
         })
     }
 
+    fn register_total(&self, code: u16) -> Counter {
+        let [method, operation] = self.labels.clone();
+        let key = Key::from_parts(
+            self.registrar.total.clone(),
+            vec![
+                method,
+                Label::new("code", SharedString::from(code.to_string())),
+                operation,
+            ],
+        );
+        self.registrar
+            .recorder
+            .with(|r| r.register_counter(&key, &METADATA))
+    }
+
     /// Counts one finished request with `code`.
     pub(crate) fn count(&self, code: u16) {
+        if let Some(&slot) = SLOT_OF.get(code as usize) {
+            if slot > 0 {
+                self.slotted[slot as usize - 1]
+                    .get_or_init(|| self.register_total(code))
+                    .increment(1);
+                return;
+            }
+        }
         {
-            let codes = self.codes.read().unwrap_or_else(PoisonError::into_inner);
+            let codes = self.other_codes.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
                 counter.increment(1);
                 return;
             }
         }
-        let mut codes = self.codes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut codes = self.other_codes.write().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
             counter.increment(1);
             return;
         }
-        let code_label = SharedString::from(code.to_string());
-        let [method, operation] = self.labels.clone();
-        let key = Key::from_parts(
-            self.registrar.total.clone(),
-            vec![method, Label::new("code", code_label), operation],
-        );
-        let counter = self
-            .registrar
-            .recorder
-            .with(|r| r.register_counter(&key, &METADATA));
+        let counter = self.register_total(code);
         counter.increment(1);
         codes.push((code, counter));
+    }
+
+    /// The series of `operation` with this series' method, in the same table.
+    pub(crate) fn sibling(&self, operation: &OperationId) -> Option<Arc<MethodSeries>> {
+        Some(self.table.upgrade()?.series(operation, self.method_index))
     }
 }
 
@@ -133,10 +172,11 @@ pub(crate) struct SeriesTable {
     registrar: Arc<Registrar>,
     methods: Box<[(Method, SharedString)]>,
     max_operations: usize,
-    operations: RwLock<HashMap<OperationId, Arc<OperationSeries>>>,
+    operations: RwLock<HashMap<OperationId, Arc<OperationSeries>, foldhash::fast::RandomState>>,
     overflow: OnceLock<Arc<OperationSeries>>,
     overflowed: Counter,
     unknown: OperationId,
+    this: Weak<SeriesTable>,
 }
 
 impl SeriesTable {
@@ -145,7 +185,7 @@ impl SeriesTable {
         names: MetricNames,
         methods: &[Method],
         max_operations: usize,
-    ) -> Self {
+    ) -> Arc<Self> {
         recorder.with(|r| {
             r.describe_gauge(
                 names.inflight.clone().into(),
@@ -174,7 +214,7 @@ impl SeriesTable {
             .iter()
             .map(|m| (m.clone(), SharedString::from(m.as_str().to_owned())))
             .collect();
-        Self {
+        Arc::new_cyclic(|this| Self {
             registrar: Arc::new(Registrar {
                 recorder,
                 inflight: names.inflight.clone().into(),
@@ -183,16 +223,12 @@ impl SeriesTable {
             }),
             methods,
             max_operations: max_operations.max(1),
-            operations: RwLock::new(HashMap::new()),
+            operations: RwLock::new(HashMap::default()),
             overflow: OnceLock::new(),
             overflowed,
             unknown: OperationId::unknown(),
-        }
-    }
-
-    /// The handles of the `unknown` operation.
-    pub(crate) fn unknown_series(&self, method_index: usize) -> Arc<MethodSeries> {
-        self.series(&self.unknown, method_index)
+            this: this.clone(),
+        })
     }
 
     /// The index of `method` in the label table; unknown methods share the last slot.
@@ -203,27 +239,30 @@ impl SeriesTable {
             .unwrap_or(self.methods.len())
     }
 
+    /// The handles of the `unknown` operation.
+    pub(crate) fn unknown_series(&self, method_index: usize) -> Arc<MethodSeries> {
+        self.series(&self.unknown, method_index)
+    }
+
     /// The handles of (`operation`, method at `method_index`), registering them on first use.
     pub(crate) fn series(&self, operation: &OperationId, method_index: usize) -> Arc<MethodSeries> {
+        let method_index = method_index.min(self.methods.len());
+        {
+            let ops = self.operations.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(op) = ops.get(operation.as_str()) {
+                if let Some(series) = op.by_method[method_index].get() {
+                    return series.clone();
+                }
+            }
+        }
         let op = self.operation(operation);
-        let slot = &op.by_method[method_index.min(self.methods.len())];
-        slot.get_or_init(|| self.register(&op.label, method_index))
+        op.by_method[method_index]
+            .get_or_init(|| self.register(&op.label, method_index))
             .clone()
     }
 
     fn operation(&self, operation: &OperationId) -> Arc<OperationSeries> {
-        if let Some(op) = self
-            .operations
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(operation.as_str())
-        {
-            return op.clone();
-        }
-        let mut ops = self
-            .operations
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut ops = self.operations.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(op) = ops.get(operation.as_str()) {
             return op.clone();
         }
@@ -254,16 +293,18 @@ impl SeriesTable {
             .get(method_index)
             .map(|(_, label)| label.clone())
             .unwrap_or(SharedString::const_str(OTHER_METHOD));
-        let labels = [
-            Label::new("method", method),
-            Label::new("operation", operation.clone()),
-        ];
         Arc::new(MethodSeries {
             inflight: OnceLock::new(),
             duration: OnceLock::new(),
-            labels,
-            codes: RwLock::new(Vec::new()),
+            labels: [
+                Label::new("method", method),
+                Label::new("operation", operation.clone()),
+            ],
+            slotted: std::array::from_fn(|_| OnceLock::new()),
+            other_codes: RwLock::new(Vec::new()),
             registrar: self.registrar.clone(),
+            table: self.this.clone(),
+            method_index,
         })
     }
 }

@@ -56,6 +56,12 @@ use std::{
 use http::{HeaderName, Method};
 use serde::{de, Deserialize, Deserializer};
 
+mod trace;
+
+pub use trace::{
+    JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig, DEFAULT_JAEGER_AGENT_PORT,
+};
+
 /// The whole towerscope configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +70,8 @@ pub struct Config {
     pub metric: MetricConfig,
     /// The `request_id:` block.
     pub request_id: RequestIdConfig,
+    /// The `trace:` block.
+    pub trace: TraceConfig,
 }
 
 /// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
@@ -364,7 +372,15 @@ impl ConfigError {
         } else {
             path
         };
-        Self::one(field, err.into_inner().to_string())
+        let message = err.into_inner().to_string();
+        // serde_norway prefixes some messages with (part of) the path already.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
+                rest.to_owned()
+            }
+            _ => message,
+        };
+        Self::one(field, message)
     }
 }
 
@@ -400,10 +416,34 @@ impl Config {
         }
     }
 
+    /// Applies the standard `OTEL_*` environment variables of this process over the file's
+    /// values (see [`apply_env_overrides`](Self::apply_env_overrides)).
+    /// [`Telemetry::init`](crate::Telemetry::init) calls it.
+    pub fn apply_process_env(&mut self) -> Result<(), ConfigError> {
+        self.apply_env_overrides(|name| std::env::var(name).ok())
+    }
+
+    /// Applies `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+    /// `OTEL_TRACES_SAMPLER_ARG` and `OTEL_EXPORTER_OTLP[_TRACES]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`
+    /// read through `lookup`. A value that does not parse is a problem named `$VARIABLE`.
+    pub fn apply_env_overrides(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.trace.apply_env(&lookup, &mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
     /// Checks every field; returns all problems at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.metric.check(&mut problems);
+        self.trace.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -463,10 +503,10 @@ mod tests {
             ("metric: { upkeep_interval_secs: 0 }", "metric.upkeep_interval_secs: must be at least 1"),
             ("metric: { port: 70000 }", "metric.port: invalid value: integer `70000`"),
             ("metric: { host: 'not-an-ip' }", "metric.host: invalid IP address syntax"),
-            ("metric: { enabeld: true }", "metric: unknown field `enabeld`"),
-            ("metrics: {}", "(root): unknown field `metrics`"),
+            ("metric: { enabeld: true }", "metric.enabeld: unknown field `enabeld`, expected one of `enabled`"),
+            ("metrics: {}", "metrics: unknown field `metrics`, expected one of `metric`, `request_id`, `trace`"),
             ("request_id: { header: 'a b' }", "request_id.header: \"a b\" is not a valid header name"),
-            ("request_id: { trust: false }", "request_id: unknown field `trust`"),
+            ("request_id: { trust: false }", "request_id.trust: unknown field `trust`"),
         ];
         for (yaml, expected) in table {
             let got = err(yaml);

@@ -1,0 +1,360 @@
+//! Span exporters built from `trace:` configuration, with bounded queueing and health metrics.
+//!
+//! - [`ExportStats`]: spans exported, failed and dropped, as `metrics` counters
+//!   (`{prefix}trace_spans_exported_total{exporter}`, `..._failed_total`, `..._dropped_total`)
+//!   and as numbers for the shutdown report.
+//! - [`BoundedProcessor`]: admits a finished span only while fewer than `max_queue_size` spans
+//!   wait for export; the rest are dropped and counted, so the request path never waits and
+//!   memory stays bounded whatever the collector does.
+//! - [`MeteredExporter`]: counts the outcome of every export and bounds its duration.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use metrics::{Counter, Key, Label, Level, Metadata, Recorder};
+use opentelemetry::Context;
+use opentelemetry_sdk::{
+    error::{OTelSdkError, OTelSdkResult},
+    trace::{Span, SpanData, SpanExporter, SpanProcessor},
+    Resource,
+};
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Counts of what happened to finished spans.
+#[derive(Debug)]
+pub struct ExportStats {
+    exporter: &'static str,
+    exported: Counter,
+    failed: Counter,
+    dropped: Counter,
+    exported_n: AtomicU64,
+    failed_n: AtomicU64,
+    dropped_n: AtomicU64,
+    /// Admitted, not yet handed to an export.
+    pending: AtomicUsize,
+}
+
+impl ExportStats {
+    /// Registers the counters for `exporter` (`otlp`, `jaeger`, ...) with `prefix` in
+    /// `recorder`.
+    pub fn new(recorder: &dyn Recorder, prefix: &str, exporter: &'static str) -> Self {
+        let counter = |what: &str, help: &'static str| {
+            let name = format!("{prefix}trace_spans_{what}_total");
+            recorder.describe_counter(name.clone().into(), None, help.into());
+            recorder.register_counter(
+                &Key::from_parts(name, vec![Label::new("exporter", exporter)]),
+                &METADATA,
+            )
+        };
+        Self {
+            exporter,
+            exported: counter("exported", "Spans the exporter delivered."),
+            failed: counter(
+                "failed",
+                "Spans in exports that failed or timed out (collector down, refused, slow).",
+            ),
+            dropped: counter(
+                "dropped",
+                "Spans dropped before export: queue full, or too large to send.",
+            ),
+            exported_n: AtomicU64::new(0),
+            failed_n: AtomicU64::new(0),
+            dropped_n: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// The family names, for `?comp=` registration.
+    pub fn families(prefix: &str) -> [String; 3] {
+        ["exported", "failed", "dropped"].map(|w| format!("{prefix}trace_spans_{w}_total"))
+    }
+
+    /// The exporter label.
+    pub fn exporter(&self) -> &'static str {
+        self.exporter
+    }
+
+    /// Spans delivered so far.
+    pub fn exported(&self) -> u64 {
+        self.exported_n.load(Ordering::Relaxed)
+    }
+
+    /// Spans whose export failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed_n.load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped before export so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_n.load(Ordering::Relaxed)
+    }
+
+    /// Spans admitted and not yet handed to the exporter.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` dropped spans.
+    pub fn record_dropped(&self, n: u64) {
+        self.dropped.increment(n);
+        self.dropped_n.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn record_exported(&self, n: u64) {
+        self.exported.increment(n);
+        self.exported_n.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn record_failed(&self, n: u64) {
+        self.failed.increment(n);
+        self.failed_n.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Feeds spans an exporter drops itself (e.g. too large for a UDP datagram) into
+/// [`ExportStats`], as a `metrics::Counter`.
+#[derive(Debug)]
+pub(crate) struct DroppedSpans(pub(crate) Arc<ExportStats>);
+
+impl metrics::CounterFn for DroppedSpans {
+    fn increment(&self, value: u64) {
+        self.0.record_dropped(value);
+    }
+
+    fn absolute(&self, _value: u64) {}
+}
+
+/// A span processor that bounds the spans waiting for export, in front of the SDK's
+/// `BatchSpanProcessor` (whose own queue must be larger: see
+/// [`pipeline`](super::pipeline)).
+#[derive(Debug)]
+pub struct BoundedProcessor<P> {
+    inner: P,
+    stats: Arc<ExportStats>,
+    max_pending: usize,
+}
+
+impl<P> BoundedProcessor<P> {
+    /// Admits at most `max_pending` spans that no export has taken yet.
+    pub fn new(inner: P, stats: Arc<ExportStats>, max_pending: usize) -> Self {
+        Self {
+            inner,
+            stats,
+            max_pending,
+        }
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let admitted = self
+            .stats
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_pending).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.stats.record_dropped(1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Wraps an exporter: releases the admitted spans of each batch, counts the outcome, and
+/// fails an export that exceeds `timeout` (for exporters driven on a tokio runtime; blocking
+/// exporters enforce their own timeout).
+pub struct MeteredExporter<E> {
+    inner: E,
+    stats: Arc<ExportStats>,
+}
+
+impl<E: fmt::Debug> fmt::Debug for MeteredExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeteredExporter")
+            .field("inner", &self.inner)
+            .field("exporter", &self.stats.exporter)
+            .finish()
+    }
+}
+
+impl<E> MeteredExporter<E> {
+    /// Wraps `inner`, recording into `stats`.
+    pub fn new(inner: E, stats: Arc<ExportStats>) -> Self {
+        Self { inner, stats }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        // The spans have left the queue: admit new ones in their place.
+        let _ = self
+            .stats
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(n)));
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => self.stats.record_exported(n as u64),
+            Err(err) => {
+                self.stats.record_failed(n as u64);
+                tracing::debug!(target: "towerscope::trace", exporter = self.stats.exporter, error = %err, spans = n, "span export failed");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Runs an exporter that needs a tokio reactor (tonic's gRPC channel) on a dedicated
+/// one-worker runtime, since the SDK's batch processor drives `export` on a plain thread.
+/// Each export is bounded by `timeout`.
+#[cfg(feature = "otlp")]
+pub struct OnRuntime<E> {
+    inner: Arc<E>,
+    runtime: Option<tokio::runtime::Runtime>,
+    timeout: Duration,
+}
+
+#[cfg(feature = "otlp")]
+impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnRuntime")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "otlp")]
+impl<E> OnRuntime<E> {
+    /// Starts the runtime and builds the exporter inside it.
+    pub fn build<B, Err>(timeout: Duration, build: B) -> Result<Self, ExporterError>
+    where
+        B: FnOnce() -> Result<E, Err>,
+        Err: fmt::Display,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("towerscope-otlp")
+            .enable_all()
+            .build()
+            .map_err(|e| ExporterError::Runtime(e.to_string()))?;
+        let inner = {
+            let _guard = runtime.enter();
+            build().map_err(|e| ExporterError::Otlp(e.to_string()))?
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            runtime: Some(runtime),
+            timeout,
+        })
+    }
+}
+
+#[cfg(feature = "otlp")]
+impl<E> Drop for OnRuntime<E> {
+    fn drop(&mut self) {
+        // Never blocks, so it is safe even inside another runtime.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(feature = "otlp")]
+impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let Some(rt) = &self.runtime else {
+            return Err(OTelSdkError::AlreadyShutdown);
+        };
+        let inner = self.inner.clone();
+        let timeout = self.timeout;
+        let task = rt.spawn(async move {
+            match tokio::time::timeout(timeout, inner.export(batch)).await {
+                Ok(result) => result,
+                Err(_) => Err(OTelSdkError::Timeout(timeout)),
+            }
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(OTelSdkError::InternalFailure(format!("export task failed: {e}"))),
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
+    }
+}
+
+/// Errors of building an exporter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExporterError {
+    /// opentelemetry-otlp refused the settings (check `trace.otel`).
+    #[error("cannot build the OTLP exporter: {0}")]
+    Otlp(String),
+    /// The Jaeger exporter refused the settings (check `trace.jaeger`).
+    #[error("cannot build the Jaeger exporter: {0}")]
+    Jaeger(String),
+    /// The runtime for gRPC export could not start.
+    #[error("cannot start the export runtime: {0}")]
+    Runtime(String),
+    /// The configured exporter is not compiled in; enable the named cargo feature.
+    #[error("trace.{exporter} is configured but towerscope was built without the `{feature}` feature")]
+    FeatureDisabled {
+        /// `otel` or `jaeger`.
+        exporter: &'static str,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
+    /// Tracing is enabled with no exporter (validate the configuration first).
+    #[error("tracing is enabled but no exporter is configured")]
+    NoExporter,
+}

@@ -1,0 +1,204 @@
+//! Collector mode: a binary-protocol `Batch` posted over HTTP.
+//!
+//! The `reqwest` blocking client runs its own tokio runtime, and creating, using or dropping it
+//! from inside another tokio runtime panics. Users build exporters inside `#[tokio::main]`, and
+//! a simple span processor calls `export` on the application's threads, so the client lives on
+//! a worker thread of its own: it is built there, used there and dropped there when the
+//! exporter goes away. `export` hands the body to that thread and waits for the answer, at
+//! most the configured timeout plus a grace second.
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Url;
+
+/// The content type of a binary-protocol Thrift body, as the Jaeger collector expects it.
+pub(crate) const THRIFT_BINARY: &str = "application/vnd.apache.thrift.binary";
+
+/// How long `export` waits beyond the request timeout before it gives up on the worker.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The most characters of an error response's body quoted in the error.
+const BODY_EXCERPT: usize = 200;
+
+#[derive(Clone)]
+struct Request {
+    endpoint: Url,
+    auth: Option<(String, String)>,
+    timeout: Duration,
+}
+
+struct Job {
+    body: Vec<u8>,
+    reply: mpsc::Sender<Result<(), String>>,
+}
+
+/// The HTTP side of a [`JaegerExporter`](super::JaegerExporter) in collector mode.
+pub(crate) struct CollectorTransport {
+    request: Request,
+    /// The queue to the worker thread, started on the first export. Dropping the sender ends
+    /// the worker, which drops the client on its own thread.
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl std::fmt::Debug for CollectorTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorTransport")
+            .field("endpoint", &redacted(&self.request.endpoint))
+            .field("basic_auth", &self.request.auth.is_some())
+            .field("timeout", &self.request.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CollectorTransport {
+    pub(crate) fn new(endpoint: Url, auth: Option<(String, String)>, timeout: Duration) -> Self {
+        CollectorTransport {
+            request: Request {
+                endpoint,
+                auth,
+                timeout,
+            },
+            worker: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> String {
+        redacted(&self.request.endpoint)
+    }
+
+    /// Posts `body` and waits for the collector's answer; blocks the calling thread.
+    pub(crate) fn post(&self, body: Vec<u8>) -> Result<(), String> {
+        let (reply, answer) = mpsc::channel();
+        let mut job = Job { body, reply };
+        // A worker that died (it cannot panic, but a thread can fail to start) is replaced once.
+        for _ in 0..2 {
+            let sender = self.sender()?;
+            match sender.send(job) {
+                Ok(()) => {
+                    return match answer.recv_timeout(self.request.timeout + GRACE) {
+                        Ok(result) => result,
+                        Err(_) => Err(format!(
+                            "jaeger collector {}: no answer within {:?}",
+                            self.endpoint(),
+                            self.request.timeout
+                        )),
+                    };
+                }
+                Err(mpsc::SendError(returned)) => {
+                    job = returned;
+                    *self.worker.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+            }
+        }
+        Err(format!(
+            "jaeger collector {}: the HTTP worker thread is gone",
+            self.endpoint()
+        ))
+    }
+
+    /// Stops the worker thread (after any request in flight); a later `post` starts a new one.
+    pub(crate) fn stop(&self) {
+        self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>, String> {
+        let mut guard = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = guard.as_ref() {
+            return Ok(sender.clone());
+        }
+        let (sender, jobs) = mpsc::channel();
+        let request = self.request.clone();
+        thread::Builder::new()
+            .name("towerscope-jaeger-http".to_owned())
+            .spawn(move || run_worker(&request, jobs))
+            .map_err(|e| {
+                format!(
+                    "jaeger collector {}: cannot start the HTTP worker thread: {e}",
+                    redacted(&self.request.endpoint)
+                )
+            })?;
+        *guard = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+fn run_worker(request: &Request, jobs: mpsc::Receiver<Job>) {
+    let client = Client::builder()
+        .timeout(request.timeout)
+        .connect_timeout(request.timeout)
+        .build()
+        .map_err(|e| {
+            format!(
+                "jaeger collector {}: cannot build the HTTP client: {}",
+                redacted(&request.endpoint),
+                error_chain(&e)
+            )
+        });
+    for job in jobs {
+        let result = match &client {
+            Ok(client) => post_once(client, request, job.body),
+            Err(e) => Err(e.clone()),
+        };
+        // The exporter may have given up waiting; nobody to tell then.
+        let _ = job.reply.send(result);
+    }
+}
+
+fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), String> {
+    let endpoint = redacted(&request.endpoint);
+    let mut builder = client
+        .post(request.endpoint.clone())
+        .header(CONTENT_TYPE, THRIFT_BINARY)
+        .body(body);
+    if let Some((username, password)) = &request.auth {
+        builder = builder.basic_auth(username, Some(password));
+    }
+    let response = builder
+        .send()
+        .map_err(|e| format!("jaeger collector {endpoint}: {}", error_chain(&e.without_url())))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    // The body is read within the same client timeout; it only adds detail to the error.
+    let text = response.text().unwrap_or_default();
+    let excerpt: String = text.chars().take(BODY_EXCERPT).collect();
+    let excerpt = excerpt.trim();
+    if excerpt.is_empty() {
+        Err(format!("jaeger collector {endpoint} answered {status}"))
+    } else {
+        Err(format!(
+            "jaeger collector {endpoint} answered {status}: {excerpt}"
+        ))
+    }
+}
+
+/// An error and its sources, so that "error sending request" says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// The URL without any credentials it carries, for messages.
+pub(crate) fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    url.to_string()
+}

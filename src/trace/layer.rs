@@ -1,0 +1,388 @@
+//! [`TraceLayer`]: a server span per request, parented to the caller's trace.
+//!
+//! The span is a `tracing` span; with the OpenTelemetry layer of
+//! [`Telemetry`](crate::Telemetry) in the subscriber it becomes an OpenTelemetry server span.
+//! Its fields follow the stable HTTP semantic conventions:
+//!
+//! | field | value |
+//! |---|---|
+//! | name (`otel.name`) | `{METHOD} {route}` with axum's route template, else `{METHOD} {operationId}`, else `{METHOD}`; `HTTP` for methods outside the standard set |
+//! | `otel.kind` | `server` |
+//! | `http.request.method` | the method, or `_OTHER` |
+//! | `url.path`, `url.query` | as received, capped at 1024 bytes |
+//! | `http.route` | axum's route template, when there is one |
+//! | `user_agent.original` | capped at 256 bytes |
+//! | `http.response.status_code` | the status |
+//! | `otel.status_code` | `ERROR` for 5xx and service errors |
+//! | `operation`, `request_id` | the resolved operation and the request's id |
+//!
+//! The span ends when the response body ends or is dropped. The parent comes from the
+//! configured propagators; header values are capped before parsing
+//! (see [`propagation`](super::propagation)).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{field::Empty, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::propagation;
+use crate::{
+    operation::{OperationId, OperationResolver, RequestRef},
+    request_id::RequestId,
+};
+
+/// Longest `url.path`/`url.query` value recorded, in bytes.
+pub const MAX_PATH_ATTRIBUTE: usize = 1024;
+/// Longest `user_agent.original` value recorded, in bytes.
+pub const MAX_USER_AGENT_ATTRIBUTE: usize = 256;
+
+/// Layer that opens a server span per request; see the [module docs](self).
+#[derive(Clone)]
+pub struct TraceLayer {
+    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    resolver: Arc<dyn OperationResolver>,
+    echo_traceparent: bool,
+}
+
+impl fmt::Debug for TraceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceLayer")
+            .field("extracts_context", &self.propagator.is_some())
+            .field("echo_traceparent", &self.echo_traceparent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceLayer {
+    /// A layer that opens spans without reading a parent from the request (a new trace per
+    /// request) and resolves operations like [`MetricsLayer`](crate::metrics::MetricsLayer).
+    pub fn new() -> Self {
+        Self {
+            propagator: None,
+            resolver: crate::metrics::default_resolver(),
+            echo_traceparent: false,
+        }
+    }
+
+    /// Reads the parent context with `propagator`. Defaults to none.
+    pub fn with_propagator(mut self, propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+        self.propagator = Some(Arc::new(propagator));
+        self
+    }
+
+    pub(crate) fn with_shared_propagator(
+        mut self,
+        propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    ) -> Self {
+        self.propagator = propagator;
+        self
+    }
+
+    /// Resolves operations with `resolver`. Defaults to the metrics layer's default.
+    pub fn with_resolver(mut self, resolver: impl OperationResolver) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    pub(crate) fn with_shared_resolver(mut self, resolver: Arc<dyn OperationResolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Sets a `traceparent` header naming the server span on responses. Defaults to `false`.
+    pub fn echo_traceparent(mut self, echo: bool) -> Self {
+        self.echo_traceparent = echo;
+        self
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Service that opens the server span; built by [`TraceLayer`].
+#[derive(Clone)]
+pub struct TraceService<S> {
+    inner: S,
+    layer: TraceLayer,
+}
+
+impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceService")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+fn method_label(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => return None,
+    })
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl<S> TraceService<S> {
+    fn make_span<B>(&self, req: &mut Request<B>) -> Span {
+        let method = method_label(req.method());
+        let span = tracing::info_span!(
+            target: "towerscope::http",
+            "HTTP request",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method.unwrap_or("_OTHER"),
+            url.path = Empty,
+            url.query = Empty,
+            http.route = Empty,
+            user_agent.original = Empty,
+            http.response.status_code = Empty,
+            operation = Empty,
+            request_id = Empty,
+        );
+        // Without a subscriber that wants the span, nothing below is worth its cost.
+        if span.is_disabled() {
+            return span;
+        }
+        let operation = match req.extensions().get::<OperationId>() {
+            Some(op) => op.clone(),
+            None => {
+                let op = self
+                    .layer
+                    .resolver
+                    .resolve(&RequestRef::from(&*req))
+                    .unwrap_or_else(OperationId::unknown);
+                // Shared with the metrics layer inside: resolved once per request.
+                req.extensions_mut().insert(op.clone());
+                op
+            }
+        };
+        #[cfg(feature = "axum")]
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str());
+        #[cfg(not(feature = "axum"))]
+        let route: Option<&str> = None;
+        let verb = method.unwrap_or("HTTP");
+        match (route, operation.as_str()) {
+            (Some(route), _) => {
+                span.record("otel.name", format!("{verb} {route}"));
+                span.record("http.route", route);
+            }
+            (None, op) if op != OperationId::UNKNOWN => {
+                span.record("otel.name", format!("{verb} {op}"));
+            }
+            _ => {
+                span.record("otel.name", verb);
+            }
+        }
+        span.record("operation", operation.as_str());
+        span.record("url.path", capped(req.uri().path(), MAX_PATH_ATTRIBUTE));
+        if let Some(q) = req.uri().query() {
+            span.record("url.query", capped(q, MAX_PATH_ATTRIBUTE));
+        }
+        if let Some(ua) = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.record("user_agent.original", capped(ua, MAX_USER_AGENT_ATTRIBUTE));
+        }
+        if let Some(id) = req.extensions().get::<RequestId>() {
+            span.record("request_id", id.as_str());
+        }
+        if let Some(propagator) = &self.layer.propagator {
+            let _ = span.set_parent(propagation::extract(&**propagator, req.headers()));
+        }
+        span
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TraceService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let span = self.make_span(&mut req);
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture {
+            inner,
+            span: Some(span),
+            echo_traceparent: self.layer.echo_traceparent,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`TraceService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Option<Span>,
+        echo_traceparent: bool,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The `traceparent` of `span`'s OpenTelemetry context, when it has a valid one.
+fn traceparent(span: &Span) -> Option<HeaderValue> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
+        return None;
+    }
+    HeaderValue::try_from(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+    .ok()
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.as_ref().map(Span::enter);
+            ready!(this.inner.poll(cx))
+        };
+        let span = this.span.take();
+        match result {
+            Ok(mut res) => {
+                if let Some(span) = &span {
+                    let status = res.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    if *this.echo_traceparent {
+                        if let Some(tp) = traceparent(span) {
+                            res.headers_mut().insert("traceparent", tp);
+                        }
+                    }
+                }
+                Poll::Ready(Ok(res.map(|inner| ResponseBody { inner, span })))
+            }
+            Err(err) => {
+                if let Some(span) = &span {
+                    span.record("otel.status_code", "ERROR");
+                }
+                Poll::Ready(Err(err))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response body of [`TraceService`]: holds the span open until the body ends or drops.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        span: Option<Span>,
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = &polled {
+            // The body ended: close the span now rather than when hyper drops the body.
+            this.span.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
