@@ -8,7 +8,8 @@
 //!
 //! All cases are in one criterion group (`overhead`), so they run in the same process and can
 //! be compared with each other. Every iteration does the same work around the service under
-//! test: it builds `GET /api/v2.0/users/42` with an empty body (plus an `x-request-id` header in
+//! test: it builds `GET /api/v2.0/users/42` with `host`, `user-agent` and `accept` headers and an
+//! empty body (plus an `x-request-id` header in
 //! `bare/incoming_id` and `request_id/incoming`, with a static value: as cheap to clone as the
 //! shared buffer slices hyper parses headers into), calls `poll_ready` and `call`, polls the
 //! response future once with a no-op waker (no tokio runtime: every service here is immediately
@@ -17,12 +18,12 @@
 //!
 //! | case | service | what it measures |
 //! |---|---|---|
-//! | `bare` | `service_fn` returning a small static `Full<Bytes>` body | the baseline: building the request, the call, the body, the drops |
+//! | `bare` | `service_fn` returning a small static `Full<Bytes>` body with a `content-type` | the baseline: building the request, the call, the body, the drops |
 //! | `bare/incoming_id` | the same, request with an `x-request-id` header | the baseline of `request_id/incoming` (the header costs the same without the layer) |
 //! | `request_id/generated` | `RequestIdLayer` over it, no incoming id | generating a UUID v4, setting it on the request headers, extensions and response |
 //! | `request_id/incoming` | `RequestIdLayer` over it, valid incoming `x-request-id` | validating and keeping the incoming id (no UUID) |
 //! | `metrics` | `MetricsLayer` over it, a resolver returning a pre-built `OperationId` | series lookup, in-flight gauge, duration summary and total counter into a non-global `MetricsRegistry` (default `MetricConfig`), the wrapping response body |
-//! | `observability` | `ObservabilityLayer` (both layers), no incoming id | the composed cost a service pays by adding the one layer |
+//! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
 //! `request_id/incoming`). The duration summary's samples are drained by the registry's upkeep
@@ -44,7 +45,10 @@ use std::{
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderValue, Request, Response};
+use http::{
+    header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT},
+    HeaderValue, Request, Response,
+};
 use http_body::Body;
 use http_body_util::{Empty, Full};
 use tower::{service_fn, Layer, Service};
@@ -65,14 +69,21 @@ const BODY: &[u8] = b"{\"id\":42,\"name\":\"alice\"}";
 /// The service under every layer: immediately ready, answers a small static body.
 fn inner() -> impl Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible> {
     service_fn(|_req: Request<ReqBody>| {
-        ready(Ok::<_, Infallible>(Response::new(Full::new(
-            Bytes::from_static(BODY),
-        ))))
+        let mut res = Response::new(Full::new(Bytes::from_static(BODY)));
+        // Real handlers answer with headers (axum sets content-type), so the response header
+        // map is already allocated when a layer adds to it.
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        ready(Ok::<_, Infallible>(res))
     })
 }
 
 fn request(incoming_id: bool) -> Request<ReqBody> {
-    let mut builder = Request::get(PATH);
+    // The headers every client sends, as hyper hands them to the service.
+    let mut builder = Request::get(PATH)
+        .header(HOST, HeaderValue::from_static("registry.example:8080"))
+        .header(USER_AGENT, HeaderValue::from_static("skopeo/1.13.3"))
+        .header(ACCEPT, HeaderValue::from_static("application/json"));
     if incoming_id {
         builder = builder.header(X_REQUEST_ID, HeaderValue::from_static(INCOMING_ID));
     }

@@ -158,14 +158,23 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline; `None`
-    /// when tracing is disabled.
+    /// when tracing is disabled. Source locations, thread ids, targets and busy/idle times
+    /// are not recorded as attributes.
     pub fn tracing_layer<S>(&self) -> Option<OpenTelemetryLayer<S, SdkTracer>>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         self.trace
             .as_ref()
-            .map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer()))
+            .map(|t| {
+                // Source locations, thread ids and busy/idle times are noise on HTTP spans.
+                tracing_opentelemetry::layer()
+                    .with_tracer(t.tracer())
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
+                    .with_target(false)
+            })
     }
 
     /// Installs a global `tracing` subscriber: `RUST_LOG`-filtered (default `info`) log lines

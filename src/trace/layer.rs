@@ -322,7 +322,7 @@ where
             Ok(mut res) => {
                 if let Some(span) = &span {
                     let status = res.status();
-                    span.record("http.response.status_code", status.as_u16());
+                    span.record("http.response.status_code", i64::from(status.as_u16()));
                     if status.is_server_error() {
                         span.record("otel.status_code", "ERROR");
                     }

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""An OTLP trace sink for the wire tests: decodes what towerscope sends with the official
+protobuf definitions (opentelemetry-proto) and grpcio, not with our own code.
+
+Listens on 127.0.0.1 for OTLP/gRPC and OTLP/HTTP (protobuf, optionally gzip) on free ports,
+prints "READY grpc=<port> http=<port>" and then one JSON line per export request received:
+
+  {"transport": "grpc"|"http", "path": ..., "headers": {...}, "resource": {...}, "spans": [...]}
+
+With --hang, the HTTP endpoint accepts requests and never answers (a stuck collector).
+Stops when stdin closes.
+"""
+import argparse
+import gzip
+import json
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+LOCK = threading.Lock()
+
+
+def any_value(v):
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind in ("array_value",):
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind)
+
+
+def attrs(kvs):
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def emit(transport, path, headers, request):
+    spans, resource = [], {}
+    for rs in request.resource_spans:
+        resource.update(attrs(rs.resource.attributes))
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                spans.append({
+                    "trace_id": s.trace_id.hex(),
+                    "span_id": s.span_id.hex(),
+                    "parent_span_id": s.parent_span_id.hex(),
+                    "name": s.name,
+                    "kind": s.kind,
+                    "start": s.start_time_unix_nano,
+                    "end": s.end_time_unix_nano,
+                    "attributes": attrs(s.attributes),
+                    "status_code": s.status.code,
+                    "scope": ss.scope.name,
+                })
+    line = json.dumps({"transport": transport, "path": path, "headers": headers,
+                       "resource": resource, "spans": spans})
+    with LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        headers = {k: v for k, v in context.invocation_metadata()}
+        emit("grpc", "/opentelemetry.proto.collector.trace.v1.TraceService/Export", headers, request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def make_handler(hang):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            if hang:
+                threading.Event().wait()  # never answer
+            if self.headers.get("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            emit("http", self.path, headers, request)
+            out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hang", action="store_true")
+    args = parser.parse_args()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(args.hang))
+    http.daemon_threads = True
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+
+    print(f"READY grpc={grpc_port} http={http.server_address[1]}", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main()
