@@ -1,4 +1,4 @@
-//! An axum service with towerscope's layer and its metrics.
+//! An axum service with towerscope's layer, its metrics and its spans.
 //!
 //! Run with `cargo run --example axum_basic`, then:
 //!
@@ -9,8 +9,10 @@
 //! curl 'http://127.0.0.1:9090/metrics?comp=core'    # only the HTTP families
 //! ```
 //!
-//! Set `TOWERSCOPE_CONFIG` to a YAML or TOML file to change the configuration, and
-//! `APP_ADDR` to move the service (default `127.0.0.1:3000`).
+//! Set `TOWERSCOPE_CONFIG` to a YAML or TOML file to change the configuration (e.g. a `trace:`
+//! block to export spans), the standard `OTEL_*` variables to override it, and `APP_ADDR` to
+//! move the service (default `127.0.0.1:3000`). Log lines (with each request's id) go to
+//! stderr, filtered by `RUST_LOG`. Ctrl-C or SIGTERM stops it after flushing the spans.
 
 use std::net::SocketAddr;
 
@@ -18,11 +20,32 @@ use axum::{extract::Path, routing::get, Router};
 use towerscope::{operation::MatchedPathResolver, Config, RequestId, Telemetry};
 
 async fn get_user(Path(id): Path<u64>, request_id: RequestId) -> String {
+    tracing::info!(user = id, "looking up a user");
     format!("user {id} (request {request_id})\n")
 }
 
 async fn current_user() -> &'static str {
     "the current user\n"
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 #[tokio::main]
@@ -39,6 +62,9 @@ async fn main() {
         eprintln!("{err}");
         std::process::exit(2);
     });
+    if let Err(err) = telemetry.init_subscriber() {
+        eprintln!("{err}");
+    }
 
     // Route templates become operationIds; unmapped ones keep the template as their label.
     let resolver = MatchedPathResolver::new()
@@ -52,10 +78,7 @@ async fn main() {
     let metrics = match telemetry.serve_metrics().await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!(
-                "cannot bind the metrics server on {}: {err}",
-                config.metric.socket_addr()
-            );
+            eprintln!("cannot bind the metrics server on {}: {err}", config.metric.socket_addr());
             std::process::exit(1);
         }
     };
@@ -70,19 +93,25 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!(
-        "service on http://{}",
-        listener.local_addr().unwrap_or(addr)
-    );
+    println!("service on http://{}", listener.local_addr().unwrap_or(addr));
     if let Some(server) = &metrics {
-        println!(
-            "metrics on http://{}{}",
-            server.local_addr(),
-            config.metric.path
-        );
+        println!("metrics on http://{}{}", server.local_addr(), config.metric.path);
     }
-    if let Err(err) = axum::serve(listener, app).await {
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await
+    {
         eprintln!("server error: {err}");
-        std::process::exit(1);
+    }
+    let report = tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok()
+        .flatten();
+    if let Some(report) = report {
+        println!(
+            "spans: {} exported, {} lost",
+            report.exported,
+            report.lost()
+        );
     }
 }

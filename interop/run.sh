@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  exec 9>&- 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -75,5 +80,47 @@ grep -q 'harbor_core_http_inflight_requests' "$work/core.txt" || fail "?comp=cor
 code=$(curl -s -o /dev/null -w '%{http_code}' "$metrics?comp=nosuch")
 [ "$code" = 404 ] || fail "unknown component answered $code"
 ok "?comp= selection"
+
+# Tracing: the example exports its server spans over OTLP/HTTP to a sink that decodes them with
+# the official protobuf definitions; the trace continues the caller's traceparent.
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+mkfifo "$work/sink.in"
+python3 interop/otlp_sink.py < "$work/sink.in" > "$work/sink.out" &
+sink_pid=$!
+exec 9> "$work/sink.in"
+for _ in $(seq 1 200); do grep -q READY "$work/sink.out" 2>/dev/null && break; sleep 0.05; done
+sink_http=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' "$work/sink.out" | head -1)
+[ -n "$sink_http" ] || fail "the OTLP sink did not start"
+cat >> "$work/config.yml" <<YAML
+trace:
+  enabled: true
+  service_name: interop-example
+  otel: { endpoint: "127.0.0.1:$sink_http", url_path: /v1/traces, compression: true }
+YAML
+TOWERSCOPE_CONFIG="$work/config.yml" APP_ADDR="127.0.0.1:$app_port" \
+  target/debug/examples/axum_basic > "$work/app2.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 200); do
+  curl -fsS "http://127.0.0.1:$metrics_port/metrics" > /dev/null 2>&1 && break
+  sleep 0.05
+done
+curl -fsS -o /dev/null -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' \
+  -H 'X-Request-ID: interop-trace-1' "$app/users/7"
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+for _ in $(seq 1 200); do grep -q '"transport"' "$work/sink.out" && break; sleep 0.05; done
+exec 9>&-; wait "$sink_pid" 2>/dev/null || true
+python3 - "$work/sink.out" <<'PY' || fail "the exported span is not what was sent: $(cat "$work/sink.out")"
+import json, sys
+spans = [s for line in open(sys.argv[1]) if line.startswith("{") for s in json.loads(line)["spans"]]
+server = [s for s in spans if s["name"] == "GET /users/{id}"]
+assert server, spans
+s = server[0]
+assert s["trace_id"] == "0af7651916cd43dd8448eb211c80319c", s
+assert s["parent_span_id"] == "b7ad6b7169203331", s
+assert s["attributes"]["request_id"] == "interop-trace-1", s
+assert s["attributes"]["operation"] == "getUser", s
+PY
+grep -q "spans: 1 exported, 0 lost" "$work/app2.log" || fail "no shutdown report: $(cat "$work/app2.log")"
+ok "server span exported over OTLP/HTTP (gzip), parent and request id kept"
 
 echo "interop: $passed passed, 0 failed"

@@ -470,7 +470,7 @@ fn packing_keeps_every_span_in_order_and_every_datagram_fits() {
 #[test]
 fn packing_is_exact_at_the_boundary() {
     let process = process();
-    let spans: Vec<Span> = (0..20).map(|i| small_span(i, 100)).collect();
+    let spans = vec![small_span(1, 100); 20];
     let size = compact_span_size(&spans[0]);
     assert!(spans.iter().all(|s| compact_span_size(s) == size));
     // Room for exactly five spans, then for five minus one byte.
