@@ -37,6 +37,12 @@ if TOWERSCOPE_CONFIG="$work/bad.yml" target/debug/examples/axum_basic 2> "$work/
   fail "the example started with an invalid configuration"
 fi
 grep -q "metric.path: must start with '/'" "$work/bad.err" || fail "no field in the error: $(cat "$work/bad.err")"
+printf 'trace:\n  enabled: true\n  jaeger: { agent_host: 127.0.0.1 }\n  otel: { endpoint: "127.0.0.1:4318" }\n' > "$work/bad2.yml"
+if TOWERSCOPE_CONFIG="$work/bad2.yml" target/debug/examples/axum_basic 2> "$work/bad2.err"; then
+  fail "the example started with two exporters"
+fi
+grep -q "trace: set exactly one exporter: trace.jaeger or trace.otel, not both" "$work/bad2.err" \
+  || fail "no exporter error: $(cat "$work/bad2.err")"
 ok "invalid configuration is refused with its field"
 
 TOWERSCOPE_CONFIG="$work/config.yml" APP_ADDR="127.0.0.1:$app_port" \

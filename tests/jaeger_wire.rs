@@ -141,7 +141,12 @@ fn span(name: &'static str, id: u64, parent: u64, kind: SpanKind) -> SpanData {
 /// A server span with an error, typed attributes and an event; its client child with an OK
 /// status and a link to another trace.
 fn sample_batch() -> Vec<SpanData> {
-    let mut root = span("GET /v2/{name}/manifests/{reference}", ROOT_ID, 0, SpanKind::Server);
+    let mut root = span(
+        "GET /v2/{name}/manifests/{reference}",
+        ROOT_ID,
+        0,
+        SpanKind::Server,
+    );
     root.end_time = at(T0 + 2_500);
     root.status = Status::error("upstream failed");
     root.attributes = vec![
@@ -350,7 +355,12 @@ fn agent_splits_large_batches_and_drops_a_span_too_large_for_any_datagram() {
     assert!(datagrams.iter().all(|d| d.len() <= 65_000));
     let decoded = decode("agent", &length_prefixed(&datagrams));
     let mut ids = Vec::new();
-    for (i, datagram) in decoded["datagrams"].as_array().expect("list").iter().enumerate() {
+    for (i, datagram) in decoded["datagrams"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .enumerate()
+    {
         assert_eq!(datagram["batch"]["seqNo"], i as u64 + 1);
         assert_eq!(datagram["batch"]["stats"]["tooLargeDroppedSpans"], 1);
         for span in datagram["batch"]["spans"].as_array().expect("spans") {
@@ -397,7 +407,10 @@ fn agent_through_the_sdk_carries_resource_and_parentage() {
         .expect("after epoch")
         .as_micros() as i64;
     let start = parent["startTime"].as_i64().expect("start");
-    assert!(start > now - 60_000_000 && start <= now, "start {start}, now {now}");
+    assert!(
+        start > now - 60_000_000 && start <= now,
+        "start {start}, now {now}"
+    );
     let tags = parent["tags"].as_array().expect("tags");
     assert!(tags.contains(&s("otel.scope.name", "wire-test")));
 }
@@ -507,10 +520,15 @@ async fn collector_posts_a_binary_batch_with_basic_auth() {
     let (url, requests) = serve_once(Some(ACCEPTED));
     let mut exporter = collector(url, Duration::from_secs(10));
     exporter.set_resource(&resource());
-    exporter.export(sample_batch()).await.expect("202 is success");
+    exporter
+        .export(sample_batch())
+        .await
+        .expect("202 is success");
     drop(exporter);
 
-    let request = requests.recv_timeout(Duration::from_secs(5)).expect("request");
+    let request = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("request");
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/api/traces");
     assert_eq!(
@@ -537,7 +555,9 @@ fn collector_without_password_sends_no_authorization() {
     })
     .expect("valid options");
     export(&exporter, sample_batch()).expect("202 is success");
-    let request = requests.recv_timeout(Duration::from_secs(5)).expect("request");
+    let request = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("request");
     assert_eq!(request.headers.get("authorization"), None);
 }
 
@@ -560,7 +580,11 @@ fn collector_that_never_answers_times_out() {
     let started = Instant::now();
     let result = export(&exporter, sample_batch());
     // A liveness bound, not a speed measurement: the 500 ms timeout must end the export.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(result.is_err());
 }
 

@@ -398,3 +398,140 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::{Config, OtlpProtocol};
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml_str(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn harbor_trace_blocks_parse() {
+        let jaeger = Config::from_yaml_str(
+            "trace:\n  enabled: true\n  sample_rate: 1\n  namespace: ''\n  attributes:\n    application: harbor\n  jaeger:\n    endpoint: http://hostname:14268/api/traces\n    username: u\n    password: p\n",
+        )
+        .unwrap();
+        assert!(jaeger.trace.jaeger.is_some());
+        let otel = Config::from_yaml_str(
+            "trace:\n  enabled: true\n  otel:\n    endpoint: hostname:4318\n    url_path: /v1/traces\n    compression: false\n    insecure: true\n    timeout: 10\n",
+        )
+        .unwrap();
+        let o = otel.trace.otel.unwrap();
+        assert_eq!(o.url(), "http://hostname:4318/v1/traces");
+        assert_eq!(o.protocol, OtlpProtocol::Http);
+        let agent = Config::from_yaml_str(
+            "trace: { enabled: true, jaeger: { agent_host: 127.0.0.1, agent_port: 6831 } }",
+        )
+        .unwrap();
+        assert_eq!(agent.trace.jaeger.unwrap().agent_port, Some(6831));
+        // Disabled tracing may name no exporter (harbor.yml ships that way).
+        Config::from_yaml_str("trace: { enabled: false }").unwrap();
+    }
+
+    #[test]
+    fn invalid_trace_configurations_name_their_fields() {
+        let table: &[(&str, &str)] = &[
+            ("trace: { enabled: true }", "trace: tracing is enabled but no exporter is set: add trace.jaeger or trace.otel"),
+            ("trace: { enabled: true, jaeger: { agent_host: a }, otel: { endpoint: 'b:1' } }", "trace: set exactly one exporter: trace.jaeger or trace.otel, not both"),
+            ("trace: { jaeger: { endpoint: 'http://a:1/api/traces', agent_host: a } }", "trace.jaeger: set exactly one of endpoint (collector over HTTP) and agent_host (agent over UDP), not both"),
+            ("trace: { jaeger: { } }", "trace.jaeger: set endpoint (collector over HTTP) or agent_host (agent over UDP)"),
+            ("trace: { sample_rate: 1.5 }", "trace.sample_rate: must be between 0 and 1 (got 1.5)"),
+            ("trace: { sample_rate: -0.1 }", "trace.sample_rate: must be between 0 and 1 (got -0.1)"),
+            ("trace: { jaeger: { endpoint: 'not a url' } }", "trace.jaeger.endpoint: is not a valid URL"),
+            ("trace: { jaeger: { endpoint: 'ftp://a:1/x' } }", "trace.jaeger.endpoint: must be an http:// URL"),
+            ("trace: { jaeger: { endpoint: 'https://a:1/x' } }", "trace.jaeger.endpoint: https is not supported by this build"),
+            ("trace: { otel: { endpoint: 'a b:1' } }", "trace.otel.endpoint: is not a valid URL"),
+            ("trace: { otel: { } }", "trace.otel.endpoint: must be set"),
+            ("trace: { jaeger: { endpoint: 'http://a:1/x', username: u } }", "trace.jaeger.password: is required when username is set"),
+            ("trace: { jaeger: { endpoint: 'http://a:1/x', password: p } }", "trace.jaeger.username: is required when password is set"),
+            ("trace: { jaeger: { agent_host: a, username: u, password: p } }", "trace.jaeger.username: basic auth applies to the collector endpoint only"),
+            ("trace: { jaeger: { agent_host: a, agent_port: 0 } }", "trace.jaeger.agent_port: must not be 0"),
+            ("trace: { jaeger: { endpoint: 'http://a:1/x', agent_port: 6831 } }", "trace.jaeger.agent_port: is only used with agent_host"),
+            ("trace: { otel: { endpoint: 'a:1', insecure: false } }", "trace.otel.insecure: false needs TLS"),
+            ("trace: { otel: { endpoint: 'a:1', url_path: traces } }", "trace.otel.url_path: must start with '/'"),
+            ("trace: { otel: { endpoint: 'a:1', timeout: 0 } }", "trace.otel.timeout: must be at least 1"),
+            ("trace: { otel: { endpoint: 'a:1', protocol: json } }", "trace.otel.protocol: unknown variant `json`"),
+            ("trace: { otel: { endpoint: 'a:1', headers: { 'bad header': x } } }", "trace.otel.headers.bad header: is not a valid header name"),
+            ("trace: { max_queue_size: 0 }", "trace.max_queue_size: must be at least 1"),
+            ("trace: { propagators: [b3] }", "trace.propagators[0]: unknown variant `b3`"),
+            ("trace: { enable: true }", "trace.enable: unknown field `enable`"),
+            ("trace: { jaeger: { agent_host: a, agentport: 1 } }", "trace.jaeger.agentport: unknown field `agentport`"),
+        ];
+        for (yaml, expected) in table {
+            let got = err(yaml);
+            assert!(got.contains(expected), "{yaml}\n  expected: {expected}\n  got: {got}");
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn otel_environment_overrides_the_file() {
+        let mut c = Config::from_yaml_str(
+            "trace: { enabled: true, service_name: file, sample_rate: 1, otel: { endpoint: 'file:4318' } }",
+        )
+        .unwrap();
+        c.apply_env_overrides(env(&[
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=a%20b"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        let t = &c.trace;
+        assert_eq!(t.service_name.as_deref(), Some("from-env"));
+        assert_eq!(t.sample_rate, 0.25);
+        assert_eq!(t.attributes["deployment.environment"], "staging");
+        assert_eq!(t.attributes["team"], "a b");
+        let o = t.otel.as_ref().unwrap();
+        assert_eq!(o.url(), "http://collector:4318/v1/traces");
+        assert_eq!(o.headers["x-api-key"], "k1");
+        assert_eq!(o.timeout, 3);
+
+        let mut grpc = Config::default();
+        grpc.apply_env_overrides(env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert!(grpc.trace.enabled, "an endpoint in the environment turns export on");
+        let o = grpc.trace.otel.as_ref().unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
+        assert_eq!(o.url(), "http://collector:4317");
+
+        let mut off = c.clone();
+        off.apply_env_overrides(env(&[("OTEL_SDK_DISABLED", "true")])).unwrap();
+        assert!(!off.trace.enabled);
+    }
+
+    #[test]
+    fn bad_environment_values_are_reported_by_variable() {
+        let mut c = Config::default();
+        let e = c
+            .apply_env_overrides(env(&[
+                ("OTEL_TRACES_SAMPLER_ARG", "half"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("$OTEL_TRACES_SAMPLER_ARG: is not a number: \"half\""), "{e}");
+        assert!(e.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: must be grpc or http/protobuf"), "{e}");
+        assert!(e.contains("$OTEL_RESOURCE_ATTRIBUTES: \"novalue\" is not key=value"), "{e}");
+        // A sampler argument out of range is caught by validation, with its field.
+        let mut c = Config::default();
+        c.apply_env_overrides(env(&[("OTEL_TRACES_SAMPLER_ARG", "7")])).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("trace.sample_rate"));
+    }
+}

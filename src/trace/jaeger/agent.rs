@@ -202,12 +202,14 @@ impl AgentTransport {
 
     /// Resolves the agent's address; done per export so that a DNS change is followed.
     fn resolve(&self) -> Result<SocketAddr, String> {
-        let mut addrs = (self.host.as_str(), self.port).to_socket_addrs().map_err(|e| {
-            format!(
-                "jaeger agent {}: cannot resolve the host: {e}",
-                self.target()
-            )
-        })?;
+        let mut addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                format!(
+                    "jaeger agent {}: cannot resolve the host: {e}",
+                    self.target()
+                )
+            })?;
         addrs.next().ok_or_else(|| {
             format!(
                 "jaeger agent {}: the host resolves to no address",

@@ -158,9 +158,12 @@ fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), St
     if let Some((username, password)) = &request.auth {
         builder = builder.basic_auth(username, Some(password));
     }
-    let response = builder
-        .send()
-        .map_err(|e| format!("jaeger collector {endpoint}: {}", error_chain(&e.without_url())))?;
+    let response = builder.send().map_err(|e| {
+        format!(
+            "jaeger collector {endpoint}: {}",
+            error_chain(&e.without_url())
+        )
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

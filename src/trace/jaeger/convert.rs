@@ -136,10 +136,7 @@ fn span_tags(data: &SpanData) -> Vec<Tag> {
         Status::Error { description } => {
             added.push(Tag::string("otel.status_code", "ERROR"));
             if !description.is_empty() {
-                added.push(Tag::string(
-                    "otel.status_description",
-                    description.as_ref(),
-                ));
+                added.push(Tag::string("otel.status_description", description.as_ref()));
             }
             added.push(Tag::bool("error", true));
         }
@@ -152,7 +149,10 @@ fn span_tags(data: &SpanData) -> Vec<Tag> {
         }
     }
     let dropped = [
-        ("otel.dropped_attributes_count", data.dropped_attributes_count),
+        (
+            "otel.dropped_attributes_count",
+            data.dropped_attributes_count,
+        ),
         ("otel.dropped_events_count", data.events.dropped_count),
         ("otel.dropped_links_count", data.links.dropped_count),
     ];

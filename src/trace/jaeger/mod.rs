@@ -344,7 +344,9 @@ impl JaegerExporter {
                         counter.increment(report.too_large);
                     }
                 }
-                report.error.map_or(Ok(()), |e| Err(OTelSdkError::InternalFailure(e)))
+                report
+                    .error
+                    .map_or(Ok(()), |e| Err(OTelSdkError::InternalFailure(e)))
             }
             Transport::Collector(collector) => {
                 let body = BatchRef {

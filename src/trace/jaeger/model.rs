@@ -159,7 +159,7 @@ impl Tag {
             o.write_field_end()?;
         }
         if let Some(v) = self.v_long {
-            write_i64_field(o, 7, v)?;
+            write_i64_field(o, 6, v)?;
         }
         if let Some(v) = &self.v_binary {
             field_begin(o, TType::String, 7)?;

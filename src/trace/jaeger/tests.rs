@@ -441,7 +441,9 @@ fn encoders_handle_empty_and_hostile_batches() {
 #[test]
 fn packing_keeps_every_span_in_order_and_every_datagram_fits() {
     let process = process();
-    let spans: Vec<Span> = (0..300).map(|i| small_span(i, (i as usize * 37) % 900)).collect();
+    let spans: Vec<Span> = (0..300)
+        .map(|i| small_span(i, (i as usize * 37) % 900))
+        .collect();
     for max in [2_000, 9_216, 65_000] {
         let packing = pack(&process, spans.clone(), max);
         assert_eq!(packing.too_large, 0);
@@ -482,11 +484,7 @@ fn packing_is_exact_at_the_boundary() {
 #[test]
 fn a_span_too_large_alone_is_dropped_and_counted() {
     let process = process();
-    let spans = vec![
-        small_span(1, 10),
-        small_span(2, 70_000),
-        small_span(3, 10),
-    ];
+    let spans = vec![small_span(1, 10), small_span(2, 70_000), small_span(3, 10)];
     let packing = pack(&process, spans, 65_000);
     assert_eq!(packing.too_large, 1);
     assert_eq!(
@@ -554,7 +552,10 @@ fn options_are_validated() {
             max_packet_size: size,
         })
     };
-    assert!(matches!(agent("", 6831, 65_000), Err(JaegerError::EmptyHost)));
+    assert!(matches!(
+        agent("", 6831, 65_000),
+        Err(JaegerError::EmptyHost)
+    ));
     assert!(matches!(agent("h", 0, 65_000), Err(JaegerError::ZeroPort)));
     assert!(matches!(
         agent("h", 6831, 0),
