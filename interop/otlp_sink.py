@@ -8,6 +8,7 @@ prints "READY grpc=<port> http=<port>" and then one JSON line per export request
   {"transport": "grpc"|"http", "path": ..., "headers": {...}, "resource": {...}, "spans": [...]}
 
 With --hang, the HTTP endpoint accepts requests and never answers (a stuck collector).
+With --tls CERT KEY, both endpoints speak TLS with that certificate chain and key.
 Stops when stdin closes.
 """
 import argparse
@@ -102,15 +103,26 @@ def make_handler(hang):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = parser.parse_args()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
-    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    if args.tls:
+        cert, key = (open(path, "rb").read() for path in args.tls)
+        creds = grpc.ssl_server_credentials([(key, cert)])
+        grpc_port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        grpc_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
 
     http = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(args.hang))
     http.daemon_threads = True
+    if args.tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls[0], args.tls[1])
+        http.socket = context.wrap_socket(http.socket, server_side=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
 
     print(f"READY grpc={grpc_port} http={http.server_address[1]}", flush=True)

@@ -101,7 +101,7 @@ cat >> "$work/config.yml" <<YAML
 trace:
   enabled: true
   service_name: interop-example
-  otel: { endpoint: "127.0.0.1:$sink_http", url_path: /v1/traces, compression: true }
+  otel: { endpoint: "127.0.0.1:$sink_http", url_path: /v1/traces, compression: true, insecure: true }
 YAML
 TOWERSCOPE_CONFIG="$work/config.yml" APP_ADDR="127.0.0.1:$app_port" \
   target/debug/examples/axum_basic > "$work/app2.log" 2>&1 &

@@ -188,7 +188,7 @@ trace:
   service_name: wire-svc
   namespace: prod
   attributes: {{ application: harbor }}
-  otel: {{ endpoint: "127.0.0.1:{}", protocol: grpc, compression: true, timeout: 5, headers: {{ x-api-key: secret-2 }} }}
+  otel: {{ endpoint: "127.0.0.1:{}", protocol: grpc, insecure: true, compression: true, timeout: 5, headers: {{ x-api-key: secret-2 }} }}
 "#,
         sink.grpc_port
     ))

@@ -19,7 +19,7 @@ use towerscope::{Config, Telemetry};
 
 fn traced(endpoint: &str, extra: &str) -> Telemetry {
     let yaml = format!(
-        "trace: {{ enabled: true, max_queue_size: 64, shutdown_timeout_secs: 1, {extra} otel: {{ endpoint: '{endpoint}', timeout: 1 }} }}"
+        "trace: {{ enabled: true, max_queue_size: 64, shutdown_timeout_secs: 1, {extra} otel: {{ endpoint: '{endpoint}', insecure: true, timeout: 1 }} }}"
     );
     Telemetry::init_local(&Config::from_yaml_str(&yaml).unwrap()).unwrap()
 }
@@ -103,7 +103,7 @@ async fn unresolvable_collector_counts_failures_over_grpc() {
     let t = traced("collector.invalid:4317", "");
     let grpc = Telemetry::init_local(
         &Config::from_yaml_str(
-            "trace: { enabled: true, shutdown_timeout_secs: 2, otel: { endpoint: 'collector.invalid:4317', protocol: grpc, timeout: 1 } }",
+            "trace: { enabled: true, shutdown_timeout_secs: 2, otel: { endpoint: 'collector.invalid:4317', protocol: grpc, insecure: true, timeout: 1 } }",
         )
         .unwrap(),
     )

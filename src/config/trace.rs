@@ -106,7 +106,9 @@ pub struct OtelConfig {
     pub protocol: OtlpProtocol,
     /// gzip the export requests. Defaults to `false`.
     pub compression: bool,
-    /// Plain text (no TLS). Defaults to `true`; this build has no TLS, so `false` is refused.
+    /// Plain text instead of TLS for a `host:port` endpoint (`http://` rather than `https://`).
+    /// Defaults to `false` (TLS, with the system's root certificates; `SSL_CERT_FILE` is
+    /// honoured), as in Harbor. TLS needs the `tls` feature (on by default).
     pub insecure: bool,
     /// Seconds one export may take. Defaults to `10`.
     pub timeout: u64,
@@ -121,7 +123,7 @@ impl Default for OtelConfig {
             url_path: "/v1/traces".to_owned(),
             protocol: OtlpProtocol::Http,
             compression: false,
-            insecure: true,
+            insecure: false,
             timeout: 10,
             headers: BTreeMap::new(),
         }
@@ -140,14 +142,16 @@ pub enum OtlpProtocol {
 
 impl OtelConfig {
     /// The URL export requests go to: `endpoint` as given when it has a scheme, otherwise
-    /// `http://{endpoint}` followed, for HTTP, by `url_path`.
+    /// `https://{endpoint}` (`http://` when `insecure`) followed, for HTTP, by `url_path`
+    /// (Harbor's form).
     pub fn url(&self) -> String {
         if self.endpoint.contains("://") {
             return self.endpoint.clone();
         }
+        let scheme = if self.insecure { "http" } else { "https" };
         match self.protocol {
-            OtlpProtocol::Http => format!("http://{}{}", self.endpoint, self.url_path),
-            OtlpProtocol::Grpc => format!("http://{}", self.endpoint),
+            OtlpProtocol::Http => format!("{scheme}://{}{}", self.endpoint, self.url_path),
+            OtlpProtocol::Grpc => format!("{scheme}://{}", self.endpoint),
         }
     }
 }
@@ -161,12 +165,13 @@ fn check_http_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("is not a valid URL ({e}): {url:?}"))?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if cfg!(feature = "tls") => {}
         Some("https") => {
             return Err(format!(
-                "https is not supported by this build (no TLS); use http, e.g. behind a local collector: {url:?}"
+                "https needs the `tls` feature of towerscope, which this build lacks: {url:?}"
             ))
         }
-        _ => return Err(format!("must be an http:// URL: {url:?}")),
+        _ => return Err(format!("must be an http:// or https:// URL: {url:?}")),
     }
     match uri.authority() {
         Some(a) if !a.host().is_empty() => Ok(()),
@@ -258,12 +263,6 @@ impl TraceConfig {
             }
             if !o.url_path.starts_with('/') {
                 problem("otel.url_path", format!("must start with '/' (got {:?})", o.url_path));
-            }
-            if !o.insecure {
-                problem(
-                    "otel.insecure",
-                    "false needs TLS, which this build does not include; use insecure: true (plain text)".into(),
-                );
             }
             if o.timeout == 0 {
                 problem("otel.timeout", "must be at least 1".into());
@@ -422,6 +421,8 @@ mod tests {
         .unwrap();
         let o = otel.trace.otel.unwrap();
         assert_eq!(o.url(), "http://hostname:4318/v1/traces");
+        let tls = Config::from_yaml_str("trace: { otel: { endpoint: 'hostname:4318' } }").unwrap();
+        assert_eq!(tls.trace.otel.unwrap().url(), "https://hostname:4318/v1/traces", "TLS unless insecure");
         assert_eq!(o.protocol, OtlpProtocol::Http);
         let agent = Config::from_yaml_str(
             "trace: { enabled: true, jaeger: { agent_host: 127.0.0.1, agent_port: 6831 } }",
@@ -442,8 +443,7 @@ mod tests {
             ("trace: { sample_rate: 1.5 }", "trace.sample_rate: must be between 0 and 1 (got 1.5)"),
             ("trace: { sample_rate: -0.1 }", "trace.sample_rate: must be between 0 and 1 (got -0.1)"),
             ("trace: { jaeger: { endpoint: 'not a url' } }", "trace.jaeger.endpoint: is not a valid URL"),
-            ("trace: { jaeger: { endpoint: 'ftp://a:1/x' } }", "trace.jaeger.endpoint: must be an http:// URL"),
-            ("trace: { jaeger: { endpoint: 'https://a:1/x' } }", "trace.jaeger.endpoint: https is not supported by this build"),
+            ("trace: { jaeger: { endpoint: 'ftp://a:1/x' } }", "trace.jaeger.endpoint: must be an http:// or https:// URL"),
             ("trace: { otel: { endpoint: 'a b:1' } }", "trace.otel.endpoint: is not a valid URL"),
             ("trace: { otel: { } }", "trace.otel.endpoint: must be set"),
             ("trace: { jaeger: { endpoint: 'http://a:1/x', username: u } }", "trace.jaeger.password: is required when username is set"),
@@ -451,7 +451,6 @@ mod tests {
             ("trace: { jaeger: { agent_host: a, username: u, password: p } }", "trace.jaeger.username: basic auth applies to the collector endpoint only"),
             ("trace: { jaeger: { agent_host: a, agent_port: 0 } }", "trace.jaeger.agent_port: must not be 0"),
             ("trace: { jaeger: { endpoint: 'http://a:1/x', agent_port: 6831 } }", "trace.jaeger.agent_port: is only used with agent_host"),
-            ("trace: { otel: { endpoint: 'a:1', insecure: false } }", "trace.otel.insecure: false needs TLS"),
             ("trace: { otel: { endpoint: 'a:1', url_path: traces } }", "trace.otel.url_path: must start with '/'"),
             ("trace: { otel: { endpoint: 'a:1', timeout: 0 } }", "trace.otel.timeout: must be at least 1"),
             ("trace: { otel: { endpoint: 'a:1', protocol: json } }", "trace.otel.protocol: unknown variant `json`"),

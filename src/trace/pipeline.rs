@@ -101,6 +101,8 @@ fn build_exporter(
     stats: &Arc<ExportStats>,
 ) -> Result<AnyExporter, ExporterError> {
     let _ = stats;
+    // An application that installed its own rustls provider keeps it.
+    super::ensure_tls_provider();
     if let Some(otel) = &config.otel {
         #[cfg(feature = "otlp")]
         {
@@ -137,11 +139,20 @@ fn build_exporter(
                                 metadata.insert(k, v);
                             }
                         }
+                        let tls = url.starts_with("https://");
                         let mut builder = opentelemetry_otlp::SpanExporter::builder()
                             .with_tonic()
                             .with_endpoint(url)
                             .with_timeout(timeout)
                             .with_metadata(metadata);
+                        #[cfg(feature = "tls")]
+                        if tls {
+                            builder = builder.with_tls_config(
+                                tonic::transport::ClientTlsConfig::new().with_native_roots(),
+                            );
+                        }
+                        #[cfg(not(feature = "tls"))]
+                        let _ = tls;
                         if compression {
                             builder = builder.with_compression(Compression::Gzip);
                         }

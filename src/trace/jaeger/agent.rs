@@ -123,7 +123,10 @@ impl AgentTransport {
     pub(crate) fn send(&self, process: &Process, spans: Vec<Span>) -> SendReport {
         let packing = pack(process, spans, self.max_packet_size);
         let too_large = packing.too_large;
-        let dropped_so_far = self.too_large.fetch_add(too_large, Ordering::Relaxed) + too_large;
+        let dropped_so_far = self
+            .too_large
+            .fetch_add(too_large, Ordering::Relaxed)
+            .wrapping_add(too_large);
         let mut report = SendReport {
             too_large,
             error: None,
@@ -157,7 +160,11 @@ impl AgentTransport {
             let batch = BatchRef {
                 process,
                 spans,
-                seq_no: Some(self.next_seq_no.fetch_add(1, Ordering::Relaxed) + 1),
+                seq_no: Some(
+                    self.next_seq_no
+                        .fetch_add(1, Ordering::Relaxed)
+                        .wrapping_add(1),
+                ),
                 stats: Some(ClientStats {
                     full_queue_dropped_spans: 0,
                     too_large_dropped_spans: saturating_i64(dropped_so_far),
@@ -200,22 +207,30 @@ impl AgentTransport {
         report
     }
 
-    /// Resolves the agent's address; done per export so that a DNS change is followed.
+    /// Resolves the agent's address, again on every export so that a DNS change is followed.
+    /// An IPv4 address is preferred: `localhost` often resolves to `::1` first, while agents
+    /// commonly listen on IPv4 only, and a UDP datagram to a closed port is lost silently.
     fn resolve(&self) -> Result<SocketAddr, String> {
-        let mut addrs = (self.host.as_str(), self.port)
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| {
                 format!(
                     "jaeger agent {}: cannot resolve the host: {e}",
                     self.target()
                 )
-            })?;
-        addrs.next().ok_or_else(|| {
-            format!(
-                "jaeger agent {}: the host resolves to no address",
-                self.target()
-            )
-        })
+            })?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| {
+                format!(
+                    "jaeger agent {}: the host resolves to no address",
+                    self.target()
+                )
+            })
     }
 
     fn send_datagram(&self, datagram: &[u8], addr: SocketAddr) -> Result<(), String> {

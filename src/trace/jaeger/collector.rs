@@ -75,17 +75,22 @@ impl CollectorTransport {
     pub(crate) fn post(&self, body: Vec<u8>) -> Result<(), String> {
         let (reply, answer) = mpsc::channel();
         let mut job = Job { body, reply };
-        // A worker that died (it cannot panic, but a thread can fail to start) is replaced once.
+        let wait = self.request.timeout.saturating_add(GRACE);
+        // A worker that died (a panic inside the HTTP client) is replaced once.
         for _ in 0..2 {
             let sender = self.sender()?;
             match sender.send(job) {
                 Ok(()) => {
-                    return match answer.recv_timeout(self.request.timeout + GRACE) {
+                    return match answer.recv_timeout(wait) {
                         Ok(result) => result,
-                        Err(_) => Err(format!(
+                        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
                             "jaeger collector {}: no answer within {:?}",
                             self.endpoint(),
                             self.request.timeout
+                        )),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+                            "jaeger collector {}: the HTTP worker thread stopped",
+                            self.endpoint()
                         )),
                     };
                 }

@@ -12,7 +12,7 @@ use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use opentelemetry_sdk::Resource;
 
-use super::agent::{fixed_overhead, pack};
+use super::agent::{fixed_overhead, pack, AgentTransport};
 use super::convert::{process_from_resource, render_array, span_from_data};
 use super::model::{
     compact_span_size, encode_agent_emit_batch, encode_batch_binary, Batch, Process, Span,
@@ -528,6 +528,23 @@ fn process_too_large_for_any_datagram_is_an_error() {
     let err = export(&exporter, vec![span_data("op")]).expect_err("cannot fit");
     assert!(matches!(err, OTelSdkError::InternalFailure(ref m) if m.contains("max_packet_size")));
     assert_eq!(exporter.dropped_spans(), 1);
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn send_errors_are_reported_after_every_datagram_was_tried() {
+    // Linux refuses a UDP send to port 0 locally (EINVAL): a send error with no traffic.
+    let agent = AgentTransport::new("127.0.0.1".into(), 0, 1_000);
+    let spans: Vec<Span> = (0..6).map(|i| small_span(i, 300)).collect();
+    let chunks = pack(&process(), spans.clone(), 1_000).chunks.len();
+    assert!(chunks > 1);
+    let report = agent.send(&process(), spans);
+    let error = report.error.expect("send fails");
+    assert!(
+        error.contains(&format!("{chunks} of {chunks} datagrams not sent")),
+        "{error}"
+    );
+    assert_eq!(report.too_large, 0);
 }
 
 #[test]
