@@ -32,13 +32,14 @@ async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -78,7 +79,10 @@ async fn main() {
     let metrics = match telemetry.serve_metrics().await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("cannot bind the metrics server on {}: {err}", config.metric.socket_addr());
+            eprintln!(
+                "cannot bind the metrics server on {}: {err}",
+                config.metric.socket_addr()
+            );
             std::process::exit(1);
         }
     };
@@ -93,9 +97,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("service on http://{}", listener.local_addr().unwrap_or(addr));
+    println!(
+        "service on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
     if let Some(server) = &metrics {
-        println!("metrics on http://{}{}", server.local_addr(), config.metric.path);
+        println!(
+            "metrics on http://{}{}",
+            server.local_addr(),
+            config.metric.path
+        );
     }
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())

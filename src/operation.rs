@@ -28,7 +28,10 @@
 //! layer's resolver, then `unknown`. A handler may also put an [`OperationId`] in the *response*
 //! extensions, Harbor-style, to override the operation of the request total and duration.
 
-use std::{borrow::Borrow, collections::HashMap, fmt, sync::Arc};
+use std::{borrow::Borrow, fmt, sync::Arc};
+
+#[cfg(feature = "axum")]
+use std::collections::HashMap;
 
 use http::{Extensions, HeaderMap, Method, Request, Uri};
 

@@ -164,25 +164,22 @@ impl Telemetry {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
-        self.trace
-            .as_ref()
-            .map(|t| {
-                // Source locations, thread ids and busy/idle times are noise on HTTP spans.
-                tracing_opentelemetry::layer()
-                    .with_tracer(t.tracer())
-                    .with_location(false)
-                    .with_threads(false)
-                    .with_tracked_inactivity(false)
-                    .with_target(false)
-            })
+        self.trace.as_ref().map(|t| {
+            // Source locations, thread ids and busy/idle times are noise on HTTP spans.
+            tracing_opentelemetry::layer()
+                .with_tracer(t.tracer())
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false)
+        })
     }
 
     /// Installs a global `tracing` subscriber: `RUST_LOG`-filtered (default `info`) log lines
     /// on stderr, with span fields such as `request_id`, plus the OpenTelemetry layer.
     pub fn init_subscriber(&self) -> Result<(), TelemetryError> {
         use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
-        let filter =
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         tracing_subscriber::registry()
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))

@@ -17,7 +17,11 @@ async fn init_installs_the_global_recorder_once() {
         .service(service_fn(|_req: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
-    drop(svc.oneshot(Request::get("/").body(()).unwrap()).await.unwrap());
+    drop(
+        svc.oneshot(Request::get("/").body(()).unwrap())
+            .await
+            .unwrap(),
+    );
     let text = telemetry.registry().render();
     assert!(text.contains("app_jobs_total 2"), "{text}");
     assert!(
@@ -27,7 +31,10 @@ async fn init_installs_the_global_recorder_once() {
 
     match Telemetry::init(&config) {
         Err(TelemetryError::Metrics(e)) => {
-            assert_eq!(e.to_string(), "a global metrics recorder is already installed")
+            assert_eq!(
+                e.to_string(),
+                "a global metrics recorder is already installed"
+            )
         }
         other => panic!("a second global install must fail, got {other:?}"),
     }
@@ -39,5 +46,8 @@ async fn init_installs_the_global_recorder_once() {
         ..Default::default()
     };
     let err = Telemetry::init_local(&invalid).unwrap_err().to_string();
-    assert_eq!(err, "invalid configuration:\n  metric.max_operations: must be at least 1");
+    assert_eq!(
+        err,
+        "invalid configuration:\n  metric.max_operations: must be at least 1"
+    );
 }

@@ -16,15 +16,21 @@ use http::Request;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use tracing_subscriber::layer::SubscriberExt;
 use towerscope::{Config, Telemetry};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn tools_ready() -> bool {
     let python = Command::new("python3")
-        .args(["-c", "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc"])
+        .args([
+            "-c",
+            "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+        ])
         .status()
         .is_ok_and(|s| s.success());
-    let openssl = Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
+    let openssl = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !(python && openssl) {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -36,23 +42,54 @@ fn tools_ready() -> bool {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A test CA and a server certificate for 127.0.0.1 signed by it.
 fn make_certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=towerscope test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=towerscope test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
     ]);
     openssl(dir, &ca);
     let mut csr = vec!["req"];
     csr.extend(ec);
-    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     openssl(dir, &csr);
     std::fs::write(
         dir.join("ext.cnf"),
@@ -62,8 +99,21 @@ fn make_certificates(dir: &Path) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
         ],
     );
 }
@@ -74,7 +124,10 @@ async fn traced_request(telemetry: &Telemetry) {
     let app = Router::new()
         .route("/tls", get(|| async { "secure" }))
         .layer(telemetry.layer());
-    let res = app.oneshot(Request::get("/tls").body(Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .oneshot(Request::get("/tls").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     res.into_body().collect().await.unwrap();
 }
 
@@ -110,7 +163,11 @@ async fn https_and_grpc_over_tls_decode() {
     });
     let ready = lines.recv_timeout(Duration::from_secs(30)).unwrap();
     let port = |key: &str| -> String {
-        ready.split_whitespace().find_map(|kv| kv.strip_prefix(key)).unwrap().to_owned()
+        ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap()
+            .to_owned()
     };
     let (grpc_port, http_port) = (port("grpc="), port("http="));
 
@@ -120,13 +177,22 @@ async fn https_and_grpc_over_tls_decode() {
             "trace: {{ enabled: true, service_name: tls-svc, otel: {{ endpoint: '127.0.0.1:{port}', protocol: {protocol}, timeout: 5 }} }}"
         );
         let config = Config::from_yaml_str(&yaml).unwrap();
-        assert!(config.trace.otel.as_ref().unwrap().url().starts_with("https://"));
+        assert!(config
+            .trace
+            .otel
+            .as_ref()
+            .unwrap()
+            .url()
+            .starts_with("https://"));
         let telemetry = Telemetry::init_local(&config).unwrap();
         traced_request(&telemetry).await;
         let report = tokio::task::spawn_blocking(move || telemetry.shutdown().unwrap())
             .await
             .unwrap();
-        assert!(report.exported == 1 && report.lost() == 0, "{protocol}: {report:?}");
+        assert!(
+            report.exported == 1 && report.lost() == 0,
+            "{protocol}: {report:?}"
+        );
         let line = lines.recv_timeout(Duration::from_secs(20)).unwrap();
         let export: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(export["transport"], protocol);

@@ -14,8 +14,8 @@ use http::Request;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use tracing_subscriber::layer::SubscriberExt;
 use towerscope::{Config, Telemetry};
+use tracing_subscriber::layer::SubscriberExt;
 
 struct Sink {
     child: Child,
@@ -35,7 +35,10 @@ impl Drop for Sink {
 
 fn python_ready() -> bool {
     let ok = Command::new("python3")
-        .args(["-c", "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc"])
+        .args([
+            "-c",
+            "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -68,7 +71,9 @@ fn start_sink(args: &[&str]) -> Sink {
             }
         }
     });
-    let ready = rx.recv_timeout(Duration::from_secs(30)).expect("the sink starts");
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sink starts");
     let port = |key: &str| -> u16 {
         ready
             .split_whitespace()
@@ -163,9 +168,15 @@ trace:
     let report = tokio::task::spawn_blocking(move || telemetry.shutdown().unwrap())
         .await
         .unwrap();
-    assert!(report.completed && report.exported >= 1 && report.lost() == 0, "{report:?}");
+    assert!(
+        report.completed && report.exported >= 1 && report.lost() == 0,
+        "{report:?}"
+    );
 
-    let line = sink.lines.recv_timeout(Duration::from_secs(20)).expect("an export arrives");
+    let line = sink
+        .lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("an export arrives");
     let export: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(export["transport"], "http");
     assert_eq!(export["path"], "/v1/traces");
@@ -199,7 +210,10 @@ trace:
         .await
         .unwrap();
     assert!(report.completed && report.exported >= 1, "{report:?}");
-    let line = sink.lines.recv_timeout(Duration::from_secs(20)).expect("an export arrives");
+    let line = sink
+        .lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("an export arrives");
     let export: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(export["transport"], "grpc");
     assert_eq!(export["headers"]["x-api-key"], "secret-2");

@@ -14,8 +14,8 @@ use http::Request;
 use http_body_util::BodyExt;
 use support::sample;
 use tower::{Service, ServiceExt};
-use tracing_subscriber::layer::SubscriberExt;
 use towerscope::{Config, Telemetry};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn traced(endpoint: &str, extra: &str) -> Telemetry {
     let yaml = format!(
@@ -45,7 +45,11 @@ async fn send(telemetry: &Telemetry, n: usize) {
 
 fn counter(telemetry: &Telemetry, what: &str) -> f64 {
     let text = telemetry.registry().render();
-    sample(&text, &format!(r#"trace_spans_{what}_total{{exporter="otlp"}}"#)).unwrap_or(0.0)
+    sample(
+        &text,
+        &format!(r#"trace_spans_{what}_total{{exporter="otlp"}}"#),
+    )
+    .unwrap_or(0.0)
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) {
@@ -70,8 +74,16 @@ async fn hanging_collector_holds_up_nothing_and_bounds_the_queue() {
     // on the request path waits for export.
     let stats = t.trace_pipeline().unwrap().stats();
     assert!(stats.exported() == 0, "nothing can have been delivered");
-    assert!(stats.pending() <= 64, "queue bounded: {} pending", stats.pending());
-    assert!(stats.dropped() >= 3000 - 64 - 512, "dropped: {}", stats.dropped());
+    assert!(
+        stats.pending() <= 64,
+        "queue bounded: {} pending",
+        stats.pending()
+    );
+    assert!(
+        stats.dropped() >= 3000 - 64 - 512,
+        "dropped: {}",
+        stats.dropped()
+    );
     assert!(counter(&t, "dropped") >= 1.0);
 
     let t2 = t.clone();
@@ -79,7 +91,10 @@ async fn hanging_collector_holds_up_nothing_and_bounds_the_queue() {
     let report = tokio::task::spawn_blocking(move || t2.shutdown().unwrap())
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(15), "shutdown keeps its timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown keeps its timeout"
+    );
     assert!(report.lost() > 0, "{report:?}");
     assert_eq!(report.exported, 0);
     drop(listener);
@@ -88,13 +103,19 @@ async fn hanging_collector_holds_up_nothing_and_bounds_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_counts_failures() {
     // A port nothing listens on: connections are refused.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let t = traced(&format!("127.0.0.1:{port}"), "");
     send(&t, 20).await;
     t.trace_pipeline().unwrap().force_flush().ok();
     wait_until(|| counter(&t, "failed") >= 20.0).await;
     assert_eq!(counter(&t, "exported"), 0.0);
-    let report = tokio::task::spawn_blocking(move || t.shutdown().unwrap()).await.unwrap();
+    let report = tokio::task::spawn_blocking(move || t.shutdown().unwrap())
+        .await
+        .unwrap();
     assert!(report.failed >= 20 && report.exported == 0, "{report:?}");
 }
 

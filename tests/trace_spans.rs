@@ -7,8 +7,8 @@ use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tower::ServiceExt;
-use tracing_subscriber::layer::SubscriberExt;
 use towerscope::{metrics::MetricsRegistry, trace::TracePipeline, Config, Telemetry};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn telemetry(yaml: &str) -> (Telemetry, InMemorySpanExporter) {
     let config = Config::from_yaml_str(yaml).unwrap();
@@ -21,10 +21,14 @@ fn telemetry(yaml: &str) -> (Telemetry, InMemorySpanExporter) {
         &registry,
         &config.metric.prefix(),
     );
-    (Telemetry::with_pipeline(&config, registry, pipeline).unwrap(), exporter)
+    (
+        Telemetry::with_pipeline(&config, registry, pipeline).unwrap(),
+        exporter,
+    )
 }
 
-const TRACED: &str = "trace: { enabled: true, service_name: spans-test, otel: { endpoint: '127.0.0.1:1' } }";
+const TRACED: &str =
+    "trace: { enabled: true, service_name: spans-test, otel: { endpoint: '127.0.0.1:1' } }";
 
 fn app(telemetry: &Telemetry) -> Router {
     Router::new()
@@ -66,10 +70,12 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
 }
 
 fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    spans
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no span {name} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
 }
 
 #[tokio::test]
@@ -109,24 +115,50 @@ async fn server_span_tree_names_and_attributes() {
 #[tokio::test]
 async fn server_errors_mark_the_span_client_errors_do_not() {
     let (t, exporter) = telemetry(TRACED);
-    let (_, spans) = run(&t, &exporter, Request::get("/boom").body(Body::empty()).unwrap()).await;
+    let (_, spans) = run(
+        &t,
+        &exporter,
+        Request::get("/boom").body(Body::empty()).unwrap(),
+    )
+    .await;
     let boom = named(&spans, "GET /boom");
-    assert!(matches!(boom.status, Status::Error { .. }), "{:?}", boom.status);
-    assert_eq!(attr(boom, "http.response.status_code").as_deref(), Some("503"));
+    assert!(
+        matches!(boom.status, Status::Error { .. }),
+        "{:?}",
+        boom.status
+    );
+    assert_eq!(
+        attr(boom, "http.response.status_code").as_deref(),
+        Some("503")
+    );
 
     exporter.reset();
-    let (_, spans) = run(&t, &exporter, Request::get("/missing").body(Body::empty()).unwrap()).await;
+    let (_, spans) = run(
+        &t,
+        &exporter,
+        Request::get("/missing").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(named(&spans, "GET /missing").status, Status::Unset);
 }
 
 #[tokio::test]
 async fn unrouted_and_hostile_methods_get_generic_names() {
     let (t, exporter) = telemetry(TRACED);
-    let (_, spans) = run(&t, &exporter, Request::get("/nowhere").body(Body::empty()).unwrap()).await;
+    let (_, spans) = run(
+        &t,
+        &exporter,
+        Request::get("/nowhere").body(Body::empty()).unwrap(),
+    )
+    .await;
     let span = named(&spans, "GET");
     assert_eq!(attr(span, "operation").as_deref(), Some("unknown"));
     exporter.reset();
-    let req = Request::builder().method("BREW").uri("/users/1").body(Body::empty()).unwrap();
+    let req = Request::builder()
+        .method("BREW")
+        .uri("/users/1")
+        .body(Body::empty())
+        .unwrap();
     let (_, spans) = run(&t, &exporter, req).await;
     let span = named(&spans, "HTTP /users/{id}");
     assert_eq!(attr(span, "http.request.method").as_deref(), Some("_OTHER"));
@@ -138,20 +170,29 @@ async fn remote_parent_is_continued_and_echoed() {
         "trace: { enabled: true, echo_traceparent: true, otel: { endpoint: '127.0.0.1:1' } }",
     );
     let req = Request::get("/users/1")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .header("tracestate", "vendor=value")
         .body(Body::empty())
         .unwrap();
     let (res, spans) = run(&t, &exporter, req).await;
     let server = named(&spans, "GET /users/{id}");
-    assert_eq!(server.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        server.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
     assert!(server.parent_span_is_remote);
     assert_eq!(server.span_context.trace_state().header(), "vendor=value");
     let echoed = res.headers()["traceparent"].to_str().unwrap();
     assert_eq!(
         echoed,
-        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", server.span_context.span_id())
+        format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+            server.span_context.span_id()
+        )
     );
 }
 
@@ -159,13 +200,19 @@ async fn remote_parent_is_continued_and_echoed() {
 async fn malformed_traceparent_starts_a_new_trace_and_drops_tracestate() {
     let (t, exporter) = telemetry(TRACED);
     let req = Request::get("/users/1")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+        )
         .header("tracestate", "vendor=value")
         .body(Body::empty())
         .unwrap();
     let (_, spans) = run(&t, &exporter, req).await;
     let server = named(&spans, "GET /users/{id}");
-    assert_ne!(server.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        server.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert!(!server.parent_span_is_remote);
     assert_eq!(server.span_context.trace_state().header(), "");
 }
@@ -173,14 +220,22 @@ async fn malformed_traceparent_starts_a_new_trace_and_drops_tracestate() {
 #[tokio::test]
 async fn oversized_tracestate_is_cut_at_whole_members() {
     let (t, exporter) = telemetry(TRACED);
-    let members: Vec<String> = (0..40).map(|i| format!("k{i:02}=v{}", "x".repeat(20))).collect();
+    let members: Vec<String> = (0..40)
+        .map(|i| format!("k{i:02}=v{}", "x".repeat(20)))
+        .collect();
     let req = Request::get("/users/1")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .header("tracestate", members.join(","))
         .body(Body::empty())
         .unwrap();
     let (_, spans) = run(&t, &exporter, req).await;
-    let state = named(&spans, "GET /users/{id}").span_context.trace_state().header();
+    let state = named(&spans, "GET /users/{id}")
+        .span_context
+        .trace_state()
+        .header();
     assert!(state.len() <= 512, "{}", state.len());
     let kept: Vec<&str> = state.split(',').collect();
     assert!(!kept.is_empty() && kept.len() < 40);
@@ -195,24 +250,37 @@ async fn jaeger_uber_trace_id_is_read_when_configured() {
         "trace: { enabled: true, propagators: [tracecontext, jaeger], otel: { endpoint: '127.0.0.1:1' } }",
     );
     let req = Request::get("/users/1")
-        .header("uber-trace-id", "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1")
+        .header(
+            "uber-trace-id",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+        )
         .body(Body::empty())
         .unwrap();
     let (_, spans) = run(&t, &exporter, req).await;
     let server = named(&spans, "GET /users/{id}");
-    assert_eq!(server.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        server.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
 }
 
 #[tokio::test]
 async fn sampling_follows_the_ratio_and_the_parent() {
-    let (t, exporter) = telemetry(
-        "trace: { enabled: true, sample_rate: 0, otel: { endpoint: '127.0.0.1:1' } }",
-    );
-    let (_, spans) = run(&t, &exporter, Request::get("/users/1").body(Body::empty()).unwrap()).await;
+    let (t, exporter) =
+        telemetry("trace: { enabled: true, sample_rate: 0, otel: { endpoint: '127.0.0.1:1' } }");
+    let (_, spans) = run(
+        &t,
+        &exporter,
+        Request::get("/users/1").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert!(spans.is_empty(), "ratio 0 samples no new trace");
     let req = Request::get("/users/1")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .body(Body::empty())
         .unwrap();
     let (_, spans) = run(&t, &exporter, req).await;
@@ -222,9 +290,23 @@ async fn sampling_follows_the_ratio_and_the_parent() {
 #[tokio::test]
 async fn exporter_health_is_on_the_metrics_endpoint() {
     let (t, exporter) = telemetry(TRACED);
-    run(&t, &exporter, Request::get("/users/1").body(Body::empty()).unwrap()).await;
+    run(
+        &t,
+        &exporter,
+        Request::get("/users/1").body(Body::empty()).unwrap(),
+    )
+    .await;
     let text = t.registry().render_components(&["trace"]).unwrap();
-    assert!(text.contains(r#"trace_spans_exported_total{exporter="memory"} 2"#), "{text}");
-    assert!(text.contains(r#"trace_spans_dropped_total{exporter="memory"} 0"#), "{text}");
-    assert!(text.contains(r#"trace_spans_failed_total{exporter="memory"} 0"#), "{text}");
+    assert!(
+        text.contains(r#"trace_spans_exported_total{exporter="memory"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"trace_spans_dropped_total{exporter="memory"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"trace_spans_failed_total{exporter="memory"} 0"#),
+        "{text}"
+    );
 }

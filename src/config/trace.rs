@@ -234,7 +234,10 @@ impl TraceConfig {
             }
             if let Some(host) = &j.agent_host {
                 if host.trim().is_empty() || host.contains(['/', ' ']) {
-                    problem("jaeger.agent_host", format!("must be a host name or IP address (got {host:?})"));
+                    problem(
+                        "jaeger.agent_host",
+                        format!("must be a host name or IP address (got {host:?})"),
+                    );
                 }
                 if j.agent_port == Some(0) {
                     problem("jaeger.agent_port", "must not be 0".into());
@@ -243,8 +246,12 @@ impl TraceConfig {
                 problem("jaeger.agent_port", "is only used with agent_host".into());
             }
             match (&j.username, &j.password) {
-                (Some(_), None) => problem("jaeger.password", "is required when username is set".into()),
-                (None, Some(_)) => problem("jaeger.username", "is required when password is set".into()),
+                (Some(_), None) => {
+                    problem("jaeger.password", "is required when username is set".into())
+                }
+                (None, Some(_)) => {
+                    problem("jaeger.username", "is required when password is set".into())
+                }
                 (Some(_), Some(_)) if j.endpoint.is_none() => problem(
                     "jaeger.username",
                     "basic auth applies to the collector endpoint only".into(),
@@ -262,16 +269,25 @@ impl TraceConfig {
                 problem("otel.endpoint", e);
             }
             if !o.url_path.starts_with('/') {
-                problem("otel.url_path", format!("must start with '/' (got {:?})", o.url_path));
+                problem(
+                    "otel.url_path",
+                    format!("must start with '/' (got {:?})", o.url_path),
+                );
             }
             if o.timeout == 0 {
                 problem("otel.timeout", "must be at least 1".into());
             }
             for (name, value) in &o.headers {
                 if HeaderName::try_from(name.as_str()).is_err() {
-                    problem(&format!("otel.headers.{name}"), "is not a valid header name".into());
+                    problem(
+                        &format!("otel.headers.{name}"),
+                        "is not a valid header name".into(),
+                    );
                 } else if HeaderValue::try_from(value.as_str()).is_err() {
-                    problem(&format!("otel.headers.{name}"), "is not a valid header value".into());
+                    problem(
+                        &format!("otel.headers.{name}"),
+                        "is not a valid header value".into(),
+                    );
                 }
             }
         }
@@ -371,7 +387,10 @@ impl TraceConfig {
                         otel.timeout = ms.div_ceil(1000).max(1);
                     }
                 }
-                Err(_) => bad("OTEL_EXPORTER_OTLP_TIMEOUT", format!("is not milliseconds: {timeout:?}")),
+                Err(_) => bad(
+                    "OTEL_EXPORTER_OTLP_TIMEOUT",
+                    format!("is not milliseconds: {timeout:?}"),
+                ),
             }
         }
     }
@@ -422,7 +441,11 @@ mod tests {
         let o = otel.trace.otel.unwrap();
         assert_eq!(o.url(), "http://hostname:4318/v1/traces");
         let tls = Config::from_yaml_str("trace: { otel: { endpoint: 'hostname:4318' } }").unwrap();
-        assert_eq!(tls.trace.otel.unwrap().url(), "https://hostname:4318/v1/traces", "TLS unless insecure");
+        assert_eq!(
+            tls.trace.otel.unwrap().url(),
+            "https://hostname:4318/v1/traces",
+            "TLS unless insecure"
+        );
         assert_eq!(o.protocol, OtlpProtocol::Http);
         let agent = Config::from_yaml_str(
             "trace: { enabled: true, jaeger: { agent_host: 127.0.0.1, agent_port: 6831 } }",
@@ -462,13 +485,18 @@ mod tests {
         ];
         for (yaml, expected) in table {
             let got = err(yaml);
-            assert!(got.contains(expected), "{yaml}\n  expected: {expected}\n  got: {got}");
+            assert!(
+                got.contains(expected),
+                "{yaml}\n  expected: {expected}\n  got: {got}"
+            );
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -481,7 +509,10 @@ mod tests {
         c.apply_env_overrides(env(&[
             ("OTEL_SERVICE_NAME", "from-env"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=a%20b"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=staging,team=a%20b",
+            ),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k1"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
@@ -504,13 +535,17 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
         ]))
         .unwrap();
-        assert!(grpc.trace.enabled, "an endpoint in the environment turns export on");
+        assert!(
+            grpc.trace.enabled,
+            "an endpoint in the environment turns export on"
+        );
         let o = grpc.trace.otel.as_ref().unwrap();
         assert_eq!(o.protocol, OtlpProtocol::Grpc);
         assert_eq!(o.url(), "http://collector:4317");
 
         let mut off = c.clone();
-        off.apply_env_overrides(env(&[("OTEL_SDK_DISABLED", "true")])).unwrap();
+        off.apply_env_overrides(env(&[("OTEL_SDK_DISABLED", "true")]))
+            .unwrap();
         assert!(!off.trace.enabled);
     }
 
@@ -525,12 +560,26 @@ mod tests {
             ]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("$OTEL_TRACES_SAMPLER_ARG: is not a number: \"half\""), "{e}");
-        assert!(e.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: must be grpc or http/protobuf"), "{e}");
-        assert!(e.contains("$OTEL_RESOURCE_ATTRIBUTES: \"novalue\" is not key=value"), "{e}");
+        assert!(
+            e.contains("$OTEL_TRACES_SAMPLER_ARG: is not a number: \"half\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: must be grpc or http/protobuf"),
+            "{e}"
+        );
+        assert!(
+            e.contains("$OTEL_RESOURCE_ATTRIBUTES: \"novalue\" is not key=value"),
+            "{e}"
+        );
         // A sampler argument out of range is caught by validation, with its field.
         let mut c = Config::default();
-        c.apply_env_overrides(env(&[("OTEL_TRACES_SAMPLER_ARG", "7")])).unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("trace.sample_rate"));
+        c.apply_env_overrides(env(&[("OTEL_TRACES_SAMPLER_ARG", "7")]))
+            .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("trace.sample_rate"));
     }
 }

@@ -12,7 +12,9 @@ use std::{
 };
 
 use http::Method;
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
 
 use super::names::MetricNames;
 use crate::operation::OperationId;
@@ -138,13 +140,19 @@ impl MethodSeries {
             }
         }
         {
-            let codes = self.other_codes.read().unwrap_or_else(PoisonError::into_inner);
+            let codes = self
+                .other_codes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
                 counter.increment(1);
                 return;
             }
         }
-        let mut codes = self.other_codes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut codes = self
+            .other_codes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
             counter.increment(1);
             return;
@@ -248,7 +256,10 @@ impl SeriesTable {
     pub(crate) fn series(&self, operation: &OperationId, method_index: usize) -> Arc<MethodSeries> {
         let method_index = method_index.min(self.methods.len());
         {
-            let ops = self.operations.read().unwrap_or_else(PoisonError::into_inner);
+            let ops = self
+                .operations
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(op) = ops.get(operation.as_str()) {
                 if let Some(series) = op.by_method[method_index].get() {
                     return series.clone();
@@ -262,7 +273,10 @@ impl SeriesTable {
     }
 
     fn operation(&self, operation: &OperationId) -> Arc<OperationSeries> {
-        let mut ops = self.operations.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ops = self
+            .operations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(op) = ops.get(operation.as_str()) {
             return op.clone();
         }

@@ -20,7 +20,7 @@ use std::{
 use metrics::{Counter, Key, Label, Level, Metadata, Recorder};
 use opentelemetry::Context;
 use opentelemetry_sdk::{
-    error::{OTelSdkError, OTelSdkResult},
+    error::OTelSdkResult,
     trace::{Span, SpanData, SpanExporter, SpanProcessor},
     Resource,
 };
@@ -121,9 +121,11 @@ impl ExportStats {
 
 /// Feeds spans an exporter drops itself (e.g. too large for a UDP datagram) into
 /// [`ExportStats`], as a `metrics::Counter`.
+#[cfg(feature = "jaeger")]
 #[derive(Debug)]
 pub(crate) struct DroppedSpans(pub(crate) Arc<ExportStats>);
 
+#[cfg(feature = "jaeger")]
 impl metrics::CounterFn for DroppedSpans {
     fn increment(&self, value: u64) {
         self.0.record_dropped(value);
@@ -217,7 +219,9 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
         let _ = self
             .stats
             .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(n)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            });
         let result = self.inner.export(batch).await;
         match &result {
             Ok(()) => self.stats.record_exported(n as u64),
@@ -302,19 +306,21 @@ impl<E> Drop for OnRuntime<E> {
 impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let Some(rt) = &self.runtime else {
-            return Err(OTelSdkError::AlreadyShutdown);
+            return Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown);
         };
         let inner = self.inner.clone();
         let timeout = self.timeout;
         let task = rt.spawn(async move {
             match tokio::time::timeout(timeout, inner.export(batch)).await {
                 Ok(result) => result,
-                Err(_) => Err(OTelSdkError::Timeout(timeout)),
+                Err(_) => Err(opentelemetry_sdk::error::OTelSdkError::Timeout(timeout)),
             }
         });
         match task.await {
             Ok(result) => result,
-            Err(e) => Err(OTelSdkError::InternalFailure(format!("export task failed: {e}"))),
+            Err(e) => Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                format!("export task failed: {e}"),
+            )),
         }
     }
 
@@ -347,7 +353,9 @@ pub enum ExporterError {
     #[error("cannot start the export runtime: {0}")]
     Runtime(String),
     /// The configured exporter is not compiled in; enable the named cargo feature.
-    #[error("trace.{exporter} is configured but towerscope was built without the `{feature}` feature")]
+    #[error(
+        "trace.{exporter} is configured but towerscope was built without the `{feature}` feature"
+    )]
     FeatureDisabled {
         /// `otel` or `jaeger`.
         exporter: &'static str,

@@ -83,7 +83,10 @@ impl TraceLayer {
     }
 
     /// Reads the parent context with `propagator`. Defaults to none.
-    pub fn with_propagator(mut self, propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+    pub fn with_propagator(
+        mut self,
+        propagator: impl TextMapPropagator + Send + Sync + 'static,
+    ) -> Self {
         self.propagator = Some(Arc::new(propagator));
         self
     }

@@ -52,6 +52,8 @@ enum AnyExporter {
     Jaeger(super::jaeger::JaegerExporter),
 }
 
+// With no exporter feature the enum is empty and the parameters go unused.
+#[allow(unused_variables)]
 impl SpanExporter for AnyExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         match self {
@@ -132,10 +134,9 @@ fn build_exporter(
                     super::exporter::OnRuntime::build(timeout, move || {
                         let mut metadata = tonic::metadata::MetadataMap::new();
                         for (k, v) in &headers {
-                            if let (Ok(k), Ok(v)) = (
-                                k.parse::<tonic::metadata::MetadataKey<_>>(),
-                                v.parse(),
-                            ) {
+                            if let (Ok(k), Ok(v)) =
+                                (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse())
+                            {
                                 metadata.insert(k, v);
                             }
                         }
@@ -192,9 +193,8 @@ fn build_exporter(
                 (None, None) => return Err(ExporterError::NoExporter),
             }
             .map_err(|e| ExporterError::Jaeger(e.to_string()))?;
-            let dropped = metrics::Counter::from_arc(Arc::new(super::exporter::DroppedSpans(
-                stats.clone(),
-            )));
+            let dropped =
+                metrics::Counter::from_arc(Arc::new(super::exporter::DroppedSpans(stats.clone())));
             return Ok(AnyExporter::Jaeger(exporter.with_dropped_counter(dropped)));
         }
         #[cfg(not(feature = "jaeger"))]
