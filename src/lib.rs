@@ -1,7 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "reqwest")]
+pub mod client;
 pub mod config;
+#[cfg(feature = "sqlx")]
+pub mod db;
+#[cfg(feature = "tonic")]
+pub mod grpc;
+pub mod jobs;
 pub mod layer;
 pub mod metrics;
 pub mod openapi;

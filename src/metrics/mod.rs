@@ -54,7 +54,10 @@ mod endpoint;
 mod exposition;
 mod layer;
 mod names;
+#[cfg(feature = "pushgateway")]
+pub mod push;
 mod registry;
+pub mod runtime;
 mod series;
 
 pub use body::{ResponseBody, CLIENT_CLOSED_REQUEST};
