@@ -109,6 +109,19 @@ const fn allowed_bytes() -> [bool; 256] {
 
 static ALLOWED: [bool; 256] = allowed_bytes();
 
+tokio::task_local! {
+    static CURRENT: RequestId;
+}
+
+/// The id of the request whose handler is running on this task, if any.
+///
+/// Set while [`RequestIdLayer`]'s service future is polled, so code called from a handler
+/// (an instrumented HTTP client, a job being enqueued) can forward it. Tasks the handler spawns
+/// do not inherit it: pass the [`RequestId`] along explicitly.
+pub fn current() -> Option<RequestId> {
+    CURRENT.try_with(RequestId::clone).ok()
+}
+
 /// Whether `value` is an acceptable request id: 1–128 bytes of `A-Z a-z 0-9 - _ . : + / = @`.
 pub fn is_valid_request_id(value: &[u8]) -> bool {
     !value.is_empty()
@@ -229,8 +242,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let id = self.apply(&mut req);
+        let request_id = RequestId(id.clone());
+        let inner = CURRENT.sync_scope(request_id.clone(), || self.inner.call(req));
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner,
+            request_id,
             header: Some((self.header.clone(), id)),
         }
     }
@@ -241,6 +257,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        request_id: RequestId,
         header: Option<(HeaderName, HeaderValue)>,
     }
 }
@@ -261,7 +278,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = ready!(this.inner.poll(cx))?;
+        let inner = this.inner;
+        let mut res = ready!(CURRENT.sync_scope(this.request_id.clone(), || inner.poll(cx)))?;
         if let Some((name, value)) = this.header.take() {
             // The response always carries the request's id, even if the handler set another.
             res.headers_mut().insert(name, value);
@@ -419,6 +437,24 @@ mod tests {
             .unwrap();
         let res = svc.oneshot(req).await.unwrap();
         assert!(is_uuid(&res.headers()[X_REQUEST_ID]));
+    }
+
+    #[tokio::test]
+    async fn current_id_is_visible_inside_the_handler_only() {
+        let svc = ServiceBuilder::new()
+            .layer(RequestIdLayer::new())
+            .service(service_fn(|_req: Request<()>| async move {
+                tokio::task::yield_now().await;
+                let id = current().expect("set while the handler runs");
+                Ok::<_, Infallible>(Response::new(id.as_str().to_owned()))
+            }));
+        let req = Request::get("/")
+            .header(X_REQUEST_ID, "inside-1")
+            .body(())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.body(), "inside-1");
+        assert!(current().is_none());
     }
 
     #[tokio::test]
