@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operation;
 pub mod request_id;
 pub mod telemetry;
+mod text;
 pub mod trace;
 
 pub use config::Config;

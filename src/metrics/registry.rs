@@ -76,13 +76,14 @@ impl fmt::Debug for MetricsRegistry {
     }
 }
 
-/// Durations of families whose name ends in this are histograms when buckets are configured.
-pub const DURATION_SUFFIX: &str = "request_duration_seconds";
+/// Families whose name ends in this (every duration towerscope records: requests, client
+/// calls, gRPC calls, transactions, jobs) are histograms when buckets are configured.
+pub const DURATION_SUFFIX: &str = "_seconds";
 
 impl MetricsRegistry {
     /// Builds a registry from the `metric:` configuration: durations as a summary with
     /// `quantiles` (default 0.5, 0.9, 0.99 over a 60 s window), or as a histogram with `buckets`
-    /// for every family ending in `request_duration_seconds`; upkeep every
+    /// for every histogram family ending in `_seconds`; upkeep every
     /// `upkeep_interval_secs`. Nothing global is installed.
     pub fn new(config: &MetricConfig) -> Result<Self, MetricsError> {
         let mut builder = PrometheusBuilder::new().set_quantiles(config.quantiles())?;

@@ -20,6 +20,7 @@
 //! configured propagators; header values are capped before parsing
 //! (see [`propagation`](super::propagation)).
 
+use crate::text::capped;
 use std::{
     fmt,
     future::Future,
@@ -157,18 +158,6 @@ fn method_label(method: &Method) -> Option<&'static str> {
         Method::PATCH => "PATCH",
         _ => return None,
     })
-}
-
-/// `s` cut to at most `max` bytes at a character boundary.
-fn capped(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl<S> TraceService<S> {

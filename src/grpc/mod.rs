@@ -1,0 +1,123 @@
+//! tonic / gRPC: metrics and server spans per call, trace context and request id on calls out.
+//!
+//! [`GrpcLayer`] goes on a tonic server (`Server::builder().layer(..)`). Per call it
+//!
+//! - resolves the operation once, `package.Service/Method` from the request path
+//!   `/package.Service/Method` (`grpc.health.v1.Health/Check`); a path that is not a gRPC
+//!   path is `unknown`, and distinct operations are capped (default 1000, then `_overflow`)
+//!   because the path is chosen by the client;
+//! - reads `grpc-status` from the response headers (a trailers-only response, tonic's shape
+//!   for an error before any message) or else from the trailers at the end of the response
+//!   stream, `UNKNOWN` when unparsable;
+//! - keeps the call in flight until the response stream ends; a stream dropped before its
+//!   end (client cancelled, deadline passed, connection lost) is counted with `code="499"`
+//!   and `grpc_code="CANCELLED"` (the table below has every case);
+//! - records, with handles resolved once per operation and code
+//!   ([`GrpcMetricNames`] has the table):
+//!   `{prefix}grpc_inflight_requests{operation}`,
+//!   `{prefix}grpc_request_duration_seconds{operation}` and
+//!   `{prefix}grpc_request_total{code, grpc_code, operation}`, where `code` is the HTTP status
+//!   and `grpc_code` the canonical name (`OK`, `NOT_FOUND`, ...); or go-grpc-prometheus' names
+//!   with [`GrpcMetricNames::go_grpc_prometheus`];
+//! - opens a server span (target `towerscope::grpc`) ending with the stream:
+//!
+//! | field | value |
+//! |---|---|
+//! | name (`otel.name`) | `package.Service/Method`, or `unknown` |
+//! | `otel.kind` | `server` |
+//! | `rpc.system` | `grpc` |
+//! | `rpc.service`, `rpc.method` | `package.Service`, `Method` |
+//! | `rpc.grpc.status_code` | the status code as an integer (1 for a cancelled call) |
+//! | `otel.status_code` | `ERROR` for `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS` (with `grpc-message` as the description) |
+//! | `request_id` | the [`RequestId`](crate::RequestId) of a [`RequestIdLayer`](crate::RequestIdLayer) before this layer, else a valid `x-request-id` |
+//!
+//! How a call is settled, exactly once:
+//!
+//! | what happened | `code` | `grpc_code` |
+//! |---|---|---|
+//! | trailers, or the end of a trailers-only response, with `grpc-status` | the HTTP status | from `grpc-status` (`UNKNOWN` if unparsable) |
+//! | the stream ended without any `grpc-status` | the HTTP status | from the HTTP status as the gRPC spec maps it ([`code_from_http`]; `UNKNOWN` for 200) |
+//! | the response body failed mid-stream | the HTTP status | `grpc-status` of the headers, else `UNKNOWN` |
+//! | the service returned an error | 500 | `UNKNOWN` |
+//! | the future or body was dropped early | 499 | `CANCELLED` |
+//! | the service panicked through the layer | 500 | `UNKNOWN` |
+//!
+//! The span's parent is read from the request metadata with the configured propagators
+//! ([`GrpcLayer::with_propagators`], or [`GrpcLayer::from_telemetry`]).
+//!
+//! [`GrpcClientLayer`] goes on a tonic `Channel`: it writes the current span's trace context
+//! and the current request's id ([`request_id::current`](crate::request_id::current)) on every
+//! call, so the server's span joins the caller's trace.
+//!
+//! # Limitations
+//!
+//! - `grpc_type` (go-grpc-prometheus scheme) is `unary` unless declared per method with
+//!   [`GrpcLayer::with_grpc_type`]: unary and streaming calls look the same on the wire.
+//! - gRPC-Web carries the status inside the response body: put this layer inside tonic-web's
+//!   layer, where calls are plain gRPC.
+//! - Messages are not counted (no `grpc_server_msg_received_total`/`_sent_total`), and the
+//!   client layer opens no client span of its own: the caller's current span is the parent.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use towerscope::{config::MetricConfig, grpc::GrpcLayer, metrics::MetricsRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(GrpcLayer::new(&registry))
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         // A trailers-only response, as tonic sends `Status::not_found(..)`.
+//!         let res = Response::builder()
+//!             .header("content-type", "application/grpc")
+//!             .header("grpc-status", "5")
+//!             .body(http_body_util::Empty::<bytes::Bytes>::new())
+//!             .unwrap();
+//!         Ok::<_, std::convert::Infallible>(res)
+//!     }));
+//! let req = Request::post("/grpc.health.v1.Health/Check").body(()).unwrap();
+//! drop(svc.oneshot(req).await.unwrap()); // hyper drops an empty body unread
+//!
+//! let text = registry.render_components(&["grpc"]).unwrap();
+//! assert!(text.contains(
+//!     r#"grpc_request_total{code="200",grpc_code="NOT_FOUND",operation="grpc.health.v1.Health/Check"} 1"#
+//! ));
+//! assert!(text.contains(r#"grpc_inflight_requests{operation="grpc.health.v1.Health/Check"} 0"#));
+//! # }
+//! ```
+//!
+//! On a tonic server, with a [`Telemetry`](crate::Telemetry):
+//!
+//! ```no_run
+//! # async fn doc(telemetry: towerscope::Telemetry) -> Result<(), tonic::transport::Error> {
+//! use towerscope::{grpc::GrpcLayer, RequestIdLayer};
+//!
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! tonic::transport::Server::builder()
+//!     .layer(RequestIdLayer::from_config(&telemetry.config().request_id))
+//!     .layer(GrpcLayer::from_telemetry(&telemetry))
+//!     .add_service(health)
+//!     .serve("127.0.0.1:50051".parse().unwrap())
+//!     .await
+//! # }
+//! ```
+
+mod body;
+mod client;
+mod layer;
+mod names;
+mod series;
+mod status;
+
+pub use body::ResponseBody;
+pub use client::{GrpcClientLayer, GrpcClientService};
+pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
+pub use names::{GrpcMetricNames, GrpcType};
+pub use status::{
+    code_from_http, code_name, is_server_error, status_in, GrpcOperation, GRPC_MESSAGE,
+    GRPC_STATUS, MAX_OPERATION_LEN,
+};

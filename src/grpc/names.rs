@@ -1,0 +1,178 @@
+//! Metric family names of [`GrpcLayer`](super::GrpcLayer): towerscope's (Harbor-style, under a
+//! prefix) or go-grpc-prometheus'.
+
+use std::fmt;
+
+/// The streaming type of a method, go-grpc-prometheus' `grpc_type` label.
+///
+/// Nothing on the wire tells a unary call from a streaming one (both are one HTTP/2 stream),
+/// so every method is `unary` unless declared with
+/// [`GrpcLayer::with_grpc_type`](super::GrpcLayer::with_grpc_type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrpcType {
+    /// One request message, one response message.
+    #[default]
+    Unary,
+    /// A stream of request messages, one response message.
+    ClientStream,
+    /// One request message, a stream of response messages.
+    ServerStream,
+    /// Streams both ways.
+    BidiStream,
+}
+
+impl GrpcType {
+    /// The label value: `unary`, `client_stream`, `server_stream` or `bidi_stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unary => "unary",
+            Self::ClientStream => "client_stream",
+            Self::ServerStream => "server_stream",
+            Self::BidiStream => "bidi_stream",
+        }
+    }
+}
+
+impl fmt::Display for GrpcType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which label scheme the families use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scheme {
+    /// `{operation}`, `{code, grpc_code, operation}`.
+    Towerscope,
+    /// `{grpc_type, grpc_service, grpc_method[, grpc_code]}`.
+    GoGrpcPrometheus,
+}
+
+/// The names (and label scheme) of the families a [`GrpcLayer`](super::GrpcLayer) records.
+///
+/// Towerscope's names, the default, follow the HTTP families under the same prefix:
+///
+/// | family | type | labels |
+/// |---|---|---|
+/// | `{prefix}grpc_inflight_requests` | gauge | `operation` |
+/// | `{prefix}grpc_request_duration_seconds` | summary or histogram | `operation` |
+/// | `{prefix}grpc_request_total` | counter | `code`, `grpc_code`, `operation` |
+/// | `{prefix}grpc_operation_overflow_total` | counter | |
+///
+/// [`go_grpc_prometheus`](Self::go_grpc_prometheus) gives the server names of
+/// go-grpc-prometheus, for dashboards built on them:
+///
+/// | family | type | labels |
+/// |---|---|---|
+/// | `grpc_server_started_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+/// | `grpc_server_handled_total` | counter | `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code` |
+/// | `grpc_server_handling_seconds` | summary or histogram | `grpc_type`, `grpc_service`, `grpc_method` |
+/// | `grpc_server_operation_overflow_total` | counter | |
+///
+/// Calls of paths that are not gRPC paths are labelled `operation="unknown"` (both
+/// `grpc_service` and `grpc_method` `unknown` in the go-grpc-prometheus scheme), calls beyond
+/// the cap on operations `_overflow`.
+///
+/// go-grpc-prometheus' message counters (`grpc_server_msg_received_total`,
+/// `grpc_server_msg_sent_total`) are not recorded: counting messages means decoding the
+/// length-prefixed frames of every body.
+///
+/// ```
+/// use towerscope::grpc::GrpcMetricNames;
+///
+/// let names = GrpcMetricNames::with_prefix("harbor_core_");
+/// assert_eq!(names.total(), "harbor_core_grpc_request_total");
+/// assert_eq!(names.inflight(), Some("harbor_core_grpc_inflight_requests"));
+///
+/// let names = GrpcMetricNames::go_grpc_prometheus();
+/// assert_eq!(names.total(), "grpc_server_handled_total");
+/// assert_eq!(names.started(), Some("grpc_server_started_total"));
+/// assert_eq!(names.inflight(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcMetricNames {
+    pub(super) scheme: Scheme,
+    pub(super) inflight: String,
+    pub(super) started: String,
+    pub(super) duration: String,
+    pub(super) total: String,
+    pub(super) overflow: String,
+}
+
+impl GrpcMetricNames {
+    /// Towerscope's names behind `prefix` (which ends in `_` unless empty).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            scheme: Scheme::Towerscope,
+            inflight: format!("{prefix}grpc_inflight_requests"),
+            started: String::new(),
+            duration: format!("{prefix}grpc_request_duration_seconds"),
+            total: format!("{prefix}grpc_request_total"),
+            overflow: format!("{prefix}grpc_operation_overflow_total"),
+        }
+    }
+
+    /// go-grpc-prometheus' server names and labels (no prefix: dashboards expect the exact
+    /// names).
+    ///
+    /// Its duration family, `grpc_server_handling_seconds`, ends in `_seconds` like every
+    /// duration, so a registry with `metric.buckets` renders it as a histogram, as
+    /// go-grpc-prometheus does with `EnableHandlingTimeHistogram`.
+    pub fn go_grpc_prometheus() -> Self {
+        Self {
+            scheme: Scheme::GoGrpcPrometheus,
+            inflight: String::new(),
+            started: "grpc_server_started_total".to_owned(),
+            duration: "grpc_server_handling_seconds".to_owned(),
+            total: "grpc_server_handled_total".to_owned(),
+            overflow: "grpc_server_operation_overflow_total".to_owned(),
+        }
+    }
+
+    /// Whether these are go-grpc-prometheus' names.
+    pub fn is_go_grpc_prometheus(&self) -> bool {
+        self.scheme == Scheme::GoGrpcPrometheus
+    }
+
+    /// The in-flight gauge; none in the go-grpc-prometheus scheme (started minus handled).
+    pub fn inflight(&self) -> Option<&str> {
+        (self.scheme == Scheme::Towerscope).then_some(self.inflight.as_str())
+    }
+
+    /// The counter of started calls; only in the go-grpc-prometheus scheme.
+    pub fn started(&self) -> Option<&str> {
+        (self.scheme == Scheme::GoGrpcPrometheus).then_some(self.started.as_str())
+    }
+
+    /// The duration family (seconds until the response stream ended).
+    pub fn duration(&self) -> &str {
+        &self.duration
+    }
+
+    /// The counter of finished calls.
+    pub fn total(&self) -> &str {
+        &self.total
+    }
+
+    /// The counter of calls whose operation was replaced by `_overflow`.
+    pub fn overflow(&self) -> &str {
+        &self.overflow
+    }
+
+    /// Every family name, for component registration.
+    pub fn families(&self) -> Vec<&str> {
+        [self.inflight(), self.started()]
+            .into_iter()
+            .flatten()
+            .chain([self.duration(), self.total(), self.overflow()])
+            .collect()
+    }
+}
+
+impl Default for GrpcMetricNames {
+    /// Towerscope's names without a prefix: `grpc_request_total`, ...
+    fn default() -> Self {
+        Self::with_prefix("")
+    }
+}

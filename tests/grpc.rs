@@ -1,0 +1,743 @@
+//! gRPC through real tonic servers and clients on loopback (tonic-health, and a hand-built
+//! service that fails in its trailers), plus the layer driven directly with `service_fn`.
+#![cfg(feature = "tonic")]
+
+mod support;
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    future::{ready, Ready},
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use support::sample;
+use tonic::{
+    server::NamedService,
+    transport::{server::TcpIncoming, Channel, Endpoint, Server},
+    Code,
+};
+use tonic_health::{
+    pb::{health_client::HealthClient, HealthCheckRequest},
+    server::HealthReporter,
+    ServingStatus,
+};
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use towerscope::{
+    config::MetricConfig,
+    grpc::{GrpcClientLayer, GrpcClientService, GrpcLayer, GrpcMetricNames, GrpcType},
+    metrics::MetricsRegistry,
+    request_id::RequestIdLayer,
+    trace::TracePipeline,
+    Config, Telemetry,
+};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+const CHECK: &str = "grpc.health.v1.Health/Check";
+const WATCH: &str = "grpc.health.v1.Health/Watch";
+
+type Client = HealthClient<GrpcClientService<Channel>>;
+
+/// Serves `svc` on a free loopback port behind `RequestIdLayer` and `layer`; the server stops
+/// when the returned sender is dropped.
+async fn serve<S>(layer: GrpcLayer, svc: S) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
+where
+    S: Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .layer(RequestIdLayer::new())
+        .layer(layer)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
+    tokio::spawn(server);
+    (addr, stop)
+}
+
+/// A tonic-health server behind `layer`, its reporter, and a client through
+/// `GrpcClientLayer`.
+async fn health(layer: GrpcLayer) -> (Client, HealthReporter, tokio::sync::oneshot::Sender<()>) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let (addr, stop) = serve(layer, service).await;
+    (client(addr, GrpcClientLayer::new()).await, reporter, stop)
+}
+
+async fn client(addr: SocketAddr, layer: GrpcClientLayer) -> Client {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(ServiceBuilder::new().layer(layer).service(channel))
+}
+
+fn check(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: service.to_owned(),
+    }
+}
+
+fn registry() -> MetricsRegistry {
+    MetricsRegistry::new(&MetricConfig::default()).unwrap()
+}
+
+/// Waits (up to 5 s) until `series` has `value` in the registry's `grpc` component, which the
+/// server may update just after the client has its answer; returns the text.
+async fn eventually(registry: &MetricsRegistry, series: &str, value: f64) -> String {
+    for _ in 0..500 {
+        let text = registry.render_components(&["grpc"]).unwrap();
+        if sample(&text, series) == Some(value) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{series} never reached {value}:\n{}",
+        registry.render_components(&["grpc"]).unwrap()
+    );
+}
+
+fn total(code: u16, grpc_code: &str, operation: &str) -> String {
+    format!(
+        r#"grpc_request_total{{code="{code}",grpc_code="{grpc_code}",operation="{operation}"}}"#
+    )
+}
+
+fn inflight(operation: &str) -> String {
+    format!(r#"grpc_inflight_requests{{operation="{operation}"}}"#)
+}
+
+/// A response body of the given frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Frames {
+    fn new(frames: impl IntoIterator<Item = Frame<Bytes>>) -> Self {
+        Self(frames.into_iter().collect())
+    }
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn trailers(pairs: &[(&'static str, &'static str)]) -> Frame<Bytes> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(*name, value.parse().unwrap());
+    }
+    Frame::trailers(map)
+}
+
+/// One length-prefixed `HealthCheckResponse { status: SERVING }` message.
+fn serving_message() -> Frame<Bytes> {
+    Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]))
+}
+
+/// A `grpc.health.v1.Health` that answers every call with one message and then
+/// `INTERNAL` in its trailers.
+#[derive(Clone)]
+struct FailingHealth;
+
+impl NamedService for FailingHealth {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+impl Service<Request<tonic::body::Body>> for FailingHealth {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<tonic::body::Body>) -> Self::Future {
+        let body = Frames::new([
+            serving_message(),
+            trailers(&[("grpc-status", "13"), ("grpc-message", "disk%20on%20fire")]),
+        ]);
+        let res = Response::builder()
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::new(body))
+            .unwrap();
+        ready(Ok(res))
+    }
+}
+
+#[tokio::test]
+async fn unary_calls_are_counted_by_operation_and_grpc_code() {
+    let registry = registry();
+    let (mut client, _reporter, _stop) = health(GrpcLayer::new(&registry)).await;
+    for _ in 0..2 {
+        let res = client.check(check("")).await.unwrap();
+        assert_eq!(res.into_inner().status, 1); // SERVING
+    }
+    let err = client.check(check("no.such.Service")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    eventually(&registry, &total(200, "NOT_FOUND", CHECK), 1.0).await;
+    let text = eventually(&registry, &total(200, "OK", CHECK), 2.0).await;
+    assert_eq!(sample(&text, &inflight(CHECK)), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"grpc_request_duration_seconds_count{{operation="{CHECK}"}}"#)
+        ),
+        Some(3.0)
+    );
+    // Only the gRPC families are in the `grpc` component, each described.
+    assert!(text.contains("# HELP grpc_request_total"));
+    assert!(!text.contains("http_request_total"));
+}
+
+#[tokio::test]
+async fn unimplemented_paths_are_counted_from_the_response_headers() {
+    let registry = registry();
+    let (addr, _stop) = serve(GrpcLayer::new(&registry), FailingHealth).await;
+    // tonic's router answers a path it does not serve with UNIMPLEMENTED in the headers.
+    let mut client = tonic::client::Grpc::new(
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/other.v1.Missing/Call");
+    let err = client
+        .unary::<(), (), _>(tonic::Request::new(()), path, UnitCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    eventually(
+        &registry,
+        &total(200, "UNIMPLEMENTED", "other.v1.Missing/Call"),
+        1.0,
+    )
+    .await;
+}
+
+/// A codec of empty messages, enough to call a method by path.
+#[derive(Debug, Clone, Copy)]
+struct UnitCodec;
+
+impl tonic::codec::Codec for UnitCodec {
+    type Encode = ();
+    type Decode = ();
+    type Encoder = UnitCodec;
+    type Decoder = UnitCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        UnitCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        UnitCodec
+    }
+}
+
+impl tonic::codec::Encoder for UnitCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        _item: (),
+        _dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for UnitCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        _src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, Self::Error> {
+        Ok(Some(()))
+    }
+}
+
+#[tokio::test]
+async fn status_in_trailers_after_a_message_is_counted() {
+    let registry = registry();
+    let (addr, _stop) = serve(GrpcLayer::new(&registry), FailingHealth).await;
+    let mut client = client(addr, GrpcClientLayer::new()).await;
+    let mut stream = client.watch(check("")).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().status, 1);
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(err.message(), "disk on fire");
+
+    let text = eventually(&registry, &total(200, "INTERNAL", WATCH), 1.0).await;
+    assert_eq!(sample(&text, &inflight(WATCH)), Some(0.0));
+    assert_eq!(sample(&text, &total(200, "OK", WATCH)), None);
+}
+
+#[tokio::test]
+async fn a_stream_is_in_flight_until_it_ends() {
+    let registry = registry();
+    let (mut client, mut reporter, _stop) = health(GrpcLayer::new(&registry)).await;
+    reporter
+        .set_service_status("svc.A", ServingStatus::Serving)
+        .await;
+    let mut stream = client.watch(check("svc.A")).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().status, 1);
+    eventually(&registry, &inflight(WATCH), 1.0).await;
+
+    // Clearing the service ends the watch stream: OK in the trailers.
+    reporter.clear_service_status("svc.A").await;
+    assert!(stream.message().await.unwrap().is_none());
+    let text = eventually(&registry, &total(200, "OK", WATCH), 1.0).await;
+    assert_eq!(sample(&text, &inflight(WATCH)), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_dropped_stream_is_cancelled_and_leaves_flight() {
+    let registry = registry();
+    let (mut client, _reporter, _stop) = health(GrpcLayer::new(&registry)).await;
+    // "" is SERVING and never ends: the client hangs up.
+    let mut stream = client.watch(check("")).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().status, 1);
+    eventually(&registry, &inflight(WATCH), 1.0).await;
+    drop(stream);
+
+    let text = eventually(&registry, &total(499, "CANCELLED", WATCH), 1.0).await;
+    assert_eq!(sample(&text, &inflight(WATCH)), Some(0.0));
+    // The connection still works.
+    client.check(check("")).await.unwrap();
+}
+
+#[tokio::test]
+async fn go_grpc_prometheus_preset_names_and_labels() {
+    let registry = registry();
+    let layer = GrpcLayer::new(&registry)
+        .with_names(GrpcMetricNames::go_grpc_prometheus())
+        .with_grpc_type(WATCH, GrpcType::ServerStream);
+    let (mut client, _reporter, _stop) = health(layer).await;
+    client.check(check("")).await.unwrap();
+    client.check(check("nope")).await.unwrap_err();
+    let err = client.watch(check("nope")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let labels = |t: &str, m: &str| {
+        format!(r#"grpc_type="{t}",grpc_service="grpc.health.v1.Health",grpc_method="{m}""#)
+    };
+    let check_labels = labels("unary", "Check");
+    let watch_labels = labels("server_stream", "Watch");
+    eventually(
+        &registry,
+        &format!(r#"grpc_server_handled_total{{{watch_labels},grpc_code="NOT_FOUND"}}"#),
+        1.0,
+    )
+    .await;
+    let text = eventually(
+        &registry,
+        &format!(r#"grpc_server_handled_total{{{check_labels},grpc_code="NOT_FOUND"}}"#),
+        1.0,
+    )
+    .await;
+    for (series, value) in [
+        (format!("grpc_server_started_total{{{check_labels}}}"), 2.0),
+        (
+            format!(r#"grpc_server_handled_total{{{check_labels},grpc_code="OK"}}"#),
+            1.0,
+        ),
+        (
+            format!("grpc_server_handling_seconds_count{{{check_labels}}}"),
+            2.0,
+        ),
+        (format!("grpc_server_started_total{{{watch_labels}}}"), 1.0),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+    assert!(!text.contains("grpc_request_total"), "{text}");
+    assert!(!text.contains("grpc_inflight_requests"), "{text}");
+}
+
+// ---- spans ----
+
+const TRACED: &str =
+    "trace: { enabled: true, service_name: grpc-test, otel: { endpoint: '127.0.0.1:1', insecure: true } }";
+
+fn telemetry() -> (Telemetry, InMemorySpanExporter) {
+    let config = Config::from_yaml_str(TRACED).unwrap();
+    let registry = MetricsRegistry::new(&config.metric).unwrap();
+    let exporter = InMemorySpanExporter::default();
+    let pipeline = TracePipeline::with_exporter(
+        &config.trace,
+        exporter.clone(),
+        "memory",
+        &registry,
+        &config.metric.prefix(),
+    );
+    (
+        Telemetry::with_pipeline(&config, registry, pipeline).unwrap(),
+        exporter,
+    )
+}
+
+/// Flushes until a span named `name` has been exported (the server ends its span just after
+/// the client has the answer).
+async fn exported(t: &Telemetry, exporter: &InMemorySpanExporter, name: &str) -> Vec<SpanData> {
+    for _ in 0..500 {
+        t.trace_pipeline().unwrap().force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        if spans.iter().any(|s| s.name == name) {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no span {name}: {:?}", exporter.get_finished_spans());
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}"))
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+// Single-threaded: the server's tasks run on this thread, under the test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn server_span_is_a_child_of_the_callers_span_and_carries_the_request_id() {
+    let (t, exporter) = telemetry();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let (addr, _stop) = serve(GrpcLayer::from_telemetry(&t), service).await;
+    let client = client(addr, GrpcClientLayer::from_telemetry(&t)).await;
+
+    // The caller is a handler behind RequestIdLayer: its id goes along with the call.
+    let handler = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .service(service_fn(move |_req: Request<()>| {
+            let mut client = client.clone();
+            async move {
+                let res = client.check(check("")).await.unwrap();
+                Ok::<_, Infallible>(Response::new(res.metadata().clone()))
+            }
+        }));
+    let caller = tracing::info_span!("caller");
+    let trace_id = caller.context().span().span_context().trace_id();
+    let req = Request::get("/")
+        .header("x-request-id", "req-grpc-7")
+        .body(())
+        .unwrap();
+    let res = handler.oneshot(req).instrument(caller).await.unwrap();
+    // The server's RequestIdLayer kept the forwarded id and echoed it.
+    assert_eq!(res.body().get("x-request-id").unwrap(), "req-grpc-7");
+
+    let spans = exported(&t, &exporter, CHECK).await;
+    let caller = named(&spans, "caller");
+    let server = named(&spans, CHECK);
+    assert_eq!(server.span_kind, SpanKind::Server);
+    assert_eq!(server.span_context.trace_id(), trace_id);
+    assert_eq!(caller.span_context.trace_id(), trace_id);
+    assert_eq!(server.parent_span_id, caller.span_context.span_id());
+    assert!(server.parent_span_is_remote);
+    for (key, value) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "grpc.health.v1.Health"),
+        ("rpc.method", "Check"),
+        ("rpc.grpc.status_code", "0"),
+        ("request_id", "req-grpc-7"),
+    ] {
+        assert_eq!(attr(server, key).as_deref(), Some(value), "{key}");
+    }
+    assert_eq!(server.status, Status::Unset);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn span_status_follows_the_grpc_code() {
+    let (t, exporter) = telemetry();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let (addr, _stop) = serve(GrpcLayer::from_telemetry(&t), FailingHealth).await;
+    let mut failing = client(addr, GrpcClientLayer::from_telemetry(&t)).await;
+    let mut stream = failing.watch(check("")).await.unwrap().into_inner();
+    while stream.message().await.is_ok_and(|m| m.is_some()) {}
+    let spans = exported(&t, &exporter, WATCH).await;
+    let watch = named(&spans, WATCH);
+    assert_eq!(attr(watch, "rpc.grpc.status_code").as_deref(), Some("13"));
+    assert_eq!(watch.status, Status::error("disk on fire"));
+    // A client without a span of its own sends no context: the server span is a root.
+    assert_eq!(watch.parent_span_id, SpanId::INVALID);
+
+    // NOT_FOUND is the caller's problem: no error on the server span.
+    exporter.reset();
+    let (mut client, _reporter, _stop) = health(GrpcLayer::from_telemetry(&t)).await;
+    client.check(check("nope")).await.unwrap_err();
+    let spans = exported(&t, &exporter, CHECK).await;
+    let check_span = named(&spans, CHECK);
+    assert_eq!(
+        attr(check_span, "rpc.grpc.status_code").as_deref(),
+        Some("5")
+    );
+    assert_eq!(check_span.status, Status::Unset);
+}
+
+// ---- the layer alone, driven with service_fn ----
+
+async fn drive(
+    layer: GrpcLayer,
+    path: &str,
+    res: impl Fn() -> Response<Frames> + Clone + Send + 'static,
+) {
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Request<()>| {
+            let res = res.clone();
+            async move { Ok::<_, Infallible>(res()) }
+        }));
+    let res = svc
+        .oneshot(Request::post(path).body(()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+}
+
+fn grpc_response(frames: impl IntoIterator<Item = Frame<Bytes>>) -> Response<Frames> {
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Frames::new(frames))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn trailers_after_a_data_frame_give_the_code() {
+    let registry = registry();
+    drive(GrpcLayer::new(&registry), "/pkg.Svc/Do", || {
+        grpc_response([serving_message(), trailers(&[("grpc-status", "13")])])
+    })
+    .await;
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(
+        sample(&text, &total(200, "INTERNAL", "pkg.Svc/Do")),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, &inflight("pkg.Svc/Do")), Some(0.0));
+}
+
+#[tokio::test]
+async fn missing_or_garbled_status_is_derived_or_unknown() {
+    let registry = registry();
+    let layer = GrpcLayer::new(&registry);
+    // Unparsable grpc-status.
+    drive(layer.clone(), "/pkg.Svc/Do", || {
+        grpc_response([trailers(&[("grpc-status", "thirteen")])])
+    })
+    .await;
+    // A 200 stream that ends without any status.
+    drive(layer.clone(), "/pkg.Svc/Do", || {
+        grpc_response([serving_message()])
+    })
+    .await;
+    // A proxy's 503 without grpc-status.
+    drive(layer.clone(), "/pkg.Svc/Do", || {
+        let mut res = grpc_response([]);
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        res
+    })
+    .await;
+    // Trailers-only: the status is in the headers.
+    drive(layer, "/pkg.Svc/Do", || {
+        let mut res = grpc_response([]);
+        res.headers_mut()
+            .insert("grpc-status", "7".parse().unwrap());
+        res
+    })
+    .await;
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(
+        sample(&text, &total(200, "UNKNOWN", "pkg.Svc/Do")),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, &total(503, "UNAVAILABLE", "pkg.Svc/Do")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &total(200, "PERMISSION_DENIED", "pkg.Svc/Do")),
+        Some(1.0)
+    );
+}
+
+/// A body that sends one message and then waits forever, like a watch stream.
+struct Endless(bool);
+
+impl Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Pending
+        } else {
+            Poll::Ready(Some(Ok(serving_message())))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_dropped_mid_stream_is_cancelled() {
+    let registry = registry();
+    let svc = ServiceBuilder::new()
+        .layer(GrpcLayer::new(&registry))
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Endless(false)))
+        }));
+    let res = svc
+        .oneshot(Request::post("/pkg.Svc/Stream").body(()).unwrap())
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    body.frame().await.unwrap().unwrap();
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(sample(&text, &inflight("pkg.Svc/Stream")), Some(1.0));
+    drop(body);
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(sample(&text, &inflight("pkg.Svc/Stream")), Some(0.0));
+    assert_eq!(
+        sample(&text, &total(499, "CANCELLED", "pkg.Svc/Stream")),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn non_grpc_paths_are_unknown_and_operations_are_capped() {
+    let registry = registry();
+    let layer = GrpcLayer::new(&registry).with_max_operations(1);
+    let ok = || grpc_response([trailers(&[("grpc-status", "0")])]);
+    for path in [
+        "/a.A/One",
+        "/b.B/Two",
+        "/c.C/Three",
+        "/not/a/grpc/path",
+        "/",
+    ] {
+        drive(layer.clone(), path, ok).await;
+    }
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(sample(&text, &total(200, "OK", "a.A/One")), Some(1.0));
+    assert_eq!(sample(&text, &total(200, "OK", "_overflow")), Some(2.0));
+    assert_eq!(sample(&text, &total(200, "OK", "unknown")), Some(2.0));
+    assert_eq!(sample(&text, "grpc_operation_overflow_total"), Some(2.0));
+    assert!(!text.contains("b.B/Two"), "{text}");
+}
+
+#[tokio::test]
+async fn from_telemetry_uses_the_configured_prefix() {
+    let config = Config::from_yaml_str("metric: { namespace: harbor, subsystem: core }").unwrap();
+    let t = Telemetry::init_local(&config).unwrap();
+    drive(GrpcLayer::from_telemetry(&t), "/pkg.Svc/Do", || {
+        grpc_response([trailers(&[("grpc-status", "0")])])
+    })
+    .await;
+    let text = t.registry().render_components(&["grpc"]).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"harbor_core_grpc_request_total{code="200",grpc_code="OK",operation="pkg.Svc/Do"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(!text.contains("\ngrpc_"), "{text}");
+}
+
+#[tokio::test]
+async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
+    let seen = |req: Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) };
+    let (t, _exporter) = telemetry();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let client = ServiceBuilder::new()
+        .layer(GrpcClientLayer::new())
+        .service(service_fn(seen));
+
+    let span = tracing::info_span!("caller");
+    let sc = span.context().span().span_context().clone();
+    let headers = client
+        .clone()
+        .oneshot(Request::new(()))
+        .instrument(span)
+        .await
+        .unwrap();
+    assert_eq!(
+        headers["traceparent"],
+        format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+    );
+    assert!(headers.get("x-request-id").is_none());
+
+    // Inside a request: its id is forwarded, unless the call sets its own.
+    let handler = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .service(service_fn(move |_req: Request<()>| {
+            let client = client.clone();
+            async move {
+                let forwarded = client.clone().oneshot(Request::new(())).await?;
+                let own = Request::builder()
+                    .header("x-request-id", "own-id")
+                    .body(())
+                    .unwrap();
+                let kept = client.oneshot(own).await?;
+                Ok::<_, Infallible>(Response::new((forwarded, kept)))
+            }
+        }));
+    let req = Request::get("/")
+        .header("x-request-id", "outer-id")
+        .body(())
+        .unwrap();
+    let (forwarded, kept) = handler.oneshot(req).await.unwrap().into_body();
+    assert_eq!(forwarded["x-request-id"], "outer-id");
+    assert_eq!(kept["x-request-id"], "own-id");
+}
