@@ -24,8 +24,6 @@ use reqwest_middleware::ClientWithMiddleware;
 use support::sample;
 use towerscope::{
     client::{ClientMiddleware, ClientOperation},
-    metrics::MetricsRegistry,
-    trace::TracePipeline,
     Config, Telemetry,
 };
 use tracing_subscriber::layer::SubscriberExt;
@@ -35,22 +33,10 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 
 /// A telemetry exporting to a new in-memory exporter, metric names prefixed `{service}_`.
 fn telemetry(service: &str) -> (Telemetry, InMemorySpanExporter) {
-    let config = Config::from_yaml_str(&format!(
+    support::in_memory_telemetry(&format!(
         "metric: {{ namespace: {service}, port: 0 }}\n\
          trace: {{ enabled: true, service_name: {service}, otel: {{ endpoint: '127.0.0.1:1' }} }}"
     ))
-    .unwrap();
-    let registry = MetricsRegistry::new(&config.metric).unwrap();
-    let exporter = InMemorySpanExporter::default();
-    let pipeline = TracePipeline::with_exporter(
-        &config.trace,
-        exporter.clone(),
-        "memory",
-        &registry,
-        &config.metric.prefix(),
-    );
-    let telemetry = Telemetry::with_pipeline(&config, registry, pipeline).unwrap();
-    (telemetry, exporter)
 }
 
 /// A plain (uninstrumented) client for the test's own calls.

@@ -3,6 +3,8 @@
 //! outcome, status, events and parent, the data left in the database, and the metrics.
 #![cfg(feature = "sqlx")]
 
+mod support;
+
 use std::{
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -19,9 +21,7 @@ use sqlx::{
 use tower::ServiceExt;
 use towerscope::{
     db::{self, Transactions},
-    metrics::MetricsRegistry,
-    trace::TracePipeline,
-    Config, Telemetry,
+    Telemetry,
 };
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
@@ -38,20 +38,7 @@ CREATE TABLE repository (
 );";
 
 fn telemetry() -> (Telemetry, InMemorySpanExporter) {
-    let config = Config::from_yaml_str(CONFIG).unwrap();
-    let registry = MetricsRegistry::new(&config.metric).unwrap();
-    let exporter = InMemorySpanExporter::default();
-    let pipeline = TracePipeline::with_exporter(
-        &config.trace,
-        exporter.clone(),
-        "memory",
-        &registry,
-        &config.metric.prefix(),
-    );
-    (
-        Telemetry::with_pipeline(&config, registry, pipeline).unwrap(),
-        exporter,
-    )
+    support::in_memory_telemetry(CONFIG)
 }
 
 /// An in-memory database: one connection that never closes (each connection of

@@ -25,8 +25,7 @@ use towerscope::{
     config::MetricConfig,
     jobs::{JobContext, JobFuture, JobInfo, JobOutcome, Jobs},
     metrics::MetricsRegistry,
-    trace::TracePipeline,
-    Config, Telemetry,
+    Telemetry,
 };
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -36,20 +35,7 @@ trace: { enabled: true, service_name: jobs-test, otel: { endpoint: '127.0.0.1:1'
 ";
 
 fn telemetry() -> (Telemetry, InMemorySpanExporter) {
-    let config = Config::from_yaml_str(CONFIG).unwrap();
-    let registry = MetricsRegistry::new(&config.metric).unwrap();
-    let exporter = InMemorySpanExporter::default();
-    let pipeline = TracePipeline::with_exporter(
-        &config.trace,
-        exporter.clone(),
-        "memory",
-        &registry,
-        &config.metric.prefix(),
-    );
-    (
-        Telemetry::with_pipeline(&config, registry, pipeline).unwrap(),
-        exporter,
-    )
+    support::in_memory_telemetry(CONFIG)
 }
 
 /// Sends `GET /enqueue` with `x-request-id: req-42` through `telemetry.layer()`; the handler

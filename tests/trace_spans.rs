@@ -1,30 +1,19 @@
 //! Server spans of real requests through an axum router, exported to an in-memory exporter:
 //! names, attributes, parents, status, propagation formats and their caps.
 
+mod support;
+
 use axum::{body::Body, http::StatusCode, routing::get, Router};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tower::ServiceExt;
-use towerscope::{metrics::MetricsRegistry, trace::TracePipeline, Config, Telemetry};
+use towerscope::Telemetry;
 use tracing_subscriber::layer::SubscriberExt;
 
 fn telemetry(yaml: &str) -> (Telemetry, InMemorySpanExporter) {
-    let config = Config::from_yaml_str(yaml).unwrap();
-    let registry = MetricsRegistry::new(&config.metric).unwrap();
-    let exporter = InMemorySpanExporter::default();
-    let pipeline = TracePipeline::with_exporter(
-        &config.trace,
-        exporter.clone(),
-        "memory",
-        &registry,
-        &config.metric.prefix(),
-    );
-    (
-        Telemetry::with_pipeline(&config, registry, pipeline).unwrap(),
-        exporter,
-    )
+    support::in_memory_telemetry(yaml)
 }
 
 const TRACED: &str =

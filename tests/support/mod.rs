@@ -8,7 +8,9 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use opentelemetry_sdk::trace::InMemorySpanExporter;
 use tokio::sync::mpsc;
+use towerscope::{metrics::MetricsRegistry, trace::TracePipeline, Config, Telemetry};
 
 /// The value of the sample `series` (e.g. `m{a="b"}`) in exposition `text`.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
@@ -40,4 +42,20 @@ impl Body for ChannelBody {
             .poll_recv(cx)
             .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
+}
+
+/// Telemetry from the YAML `config` whose spans go to an in-memory exporter (no collector).
+pub fn in_memory_telemetry(config: &str) -> (Telemetry, InMemorySpanExporter) {
+    let config = Config::from_yaml_str(config).unwrap();
+    let registry = MetricsRegistry::new(&config.metric).unwrap();
+    let exporter = InMemorySpanExporter::default();
+    let pipeline = TracePipeline::with_exporter(
+        &config.trace,
+        exporter.clone(),
+        "memory",
+        &registry,
+        &config.metric.prefix(),
+    );
+    let telemetry = Telemetry::with_pipeline(&config, registry, pipeline).unwrap();
+    (telemetry, exporter)
 }
