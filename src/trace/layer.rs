@@ -1,24 +1,4 @@
-//! [`TraceLayer`]: a server span per request, parented to the caller's trace.
-//!
-//! The span is a `tracing` span; with the OpenTelemetry layer of
-//! [`Telemetry`](crate::Telemetry) in the subscriber it becomes an OpenTelemetry server span.
-//! Its fields follow the stable HTTP semantic conventions:
-//!
-//! | field | value |
-//! |---|---|
-//! | name (`otel.name`) | `{METHOD} {route}` with axum's route template, else `{METHOD} {operationId}`, else `{METHOD}`; `HTTP` for methods outside the standard set |
-//! | `otel.kind` | `server` |
-//! | `http.request.method` | the method, or `_OTHER` |
-//! | `url.path`, `url.query` | as received, capped at 1024 bytes |
-//! | `http.route` | axum's route template, when there is one |
-//! | `user_agent.original` | capped at 256 bytes |
-//! | `http.response.status_code` | the status |
-//! | `otel.status_code` | `ERROR` for 5xx and service errors |
-//! | `operation`, `request_id` | the resolved operation and the request's id |
-//!
-//! The span ends when the response body ends or is dropped. The parent comes from the
-//! configured propagators; header values are capped before parsing
-//! (see [`propagation`](super::propagation)).
+//! [`TraceLayer`], its service, future and body.
 
 use crate::text::capped;
 use std::{
@@ -49,7 +29,27 @@ pub const MAX_PATH_ATTRIBUTE: usize = 1024;
 /// Longest `user_agent.original` value recorded, in bytes.
 pub const MAX_USER_AGENT_ATTRIBUTE: usize = 256;
 
-/// Layer that opens a server span per request; see the [module docs](self).
+/// Layer that opens a server span per request.
+///
+/// The span is a `tracing` span; with the OpenTelemetry layer of
+/// [`Telemetry`](crate::Telemetry) in the subscriber it becomes an OpenTelemetry server span.
+/// Its fields follow the stable HTTP semantic conventions:
+///
+/// | field | value |
+/// |---|---|
+/// | name (`otel.name`) | `{METHOD} {route}` with axum's route template, else `{METHOD} {operationId}`, else `{METHOD}`; `HTTP` for methods outside the standard set |
+/// | `otel.kind` | `server` |
+/// | `http.request.method` | the method, or `_OTHER` |
+/// | `url.path`, `url.query` | as received, capped at 1024 bytes |
+/// | `http.route` | axum's route template, when there is one |
+/// | `user_agent.original` | capped at 256 bytes |
+/// | `http.response.status_code` | the status |
+/// | `otel.status_code` | `ERROR` for 5xx and service errors |
+/// | `operation`, `request_id` | the resolved operation and the request's id |
+///
+/// The span ends when the response body ends or is dropped. The parent comes from the
+/// configured propagators; header values are capped before parsing
+/// (see [`propagation`](super::propagation)).
 #[derive(Clone)]
 pub struct TraceLayer {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,

@@ -1,0 +1,149 @@
+//! Database transactions as spans (and, optionally, metrics), for any sqlx database.
+//!
+//! [`Transactions::begin`] (or the free function [`begin`]) begins a sqlx transaction inside a
+//! span named like Harbor's (`tx-<operation>`; `start-transaction` without an operation) and
+//! returns a [`TracedTransaction`], which queries run on as on a `sqlx::Transaction`
+//! (`.execute(&mut *tx)`). The span ends when the transaction is committed, rolled back, or
+//! dropped without either (which sqlx turns into a rollback), and says which happened.
+//!
+//! # Example
+//!
+//! ```
+//! use towerscope::{config::MetricConfig, db::Transactions, metrics::MetricsRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sqlx::Error> {
+//! let pool = sqlx::sqlite::SqlitePoolOptions::new()
+//!     .max_connections(1)
+//!     .connect("sqlite::memory:")
+//!     .await?;
+//! sqlx::query("CREATE TABLE project (name TEXT NOT NULL)").execute(&pool).await?;
+//!
+//! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+//! let transactions = Transactions::new().with_metrics(&registry, "harbor_core_");
+//!
+//! // Inside a request handler, the span `tx-createProject` is a child of the request's span.
+//! let mut tx = transactions.begin(&pool, "createProject").await?;
+//! sqlx::query("INSERT INTO project (name) VALUES (?)")
+//!     .bind("library")
+//!     .execute(&mut *tx)
+//!     .await?;
+//! tx.commit().await?;
+//!
+//! let (projects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM project")
+//!     .fetch_one(&pool)
+//!     .await?;
+//! assert_eq!(projects, 1);
+//! let text = registry.render_components(&["db"]).unwrap();
+//! assert!(text.contains(
+//!     r#"harbor_core_db_transaction_total{operation="createProject",outcome="commit"} 1"#
+//! ));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The span
+//!
+//! A `tracing` span (target `towerscope::db`, level `INFO`), so it nests under the current
+//! request span; with the OpenTelemetry layer of [`Telemetry`](crate::Telemetry) it becomes an
+//! OpenTelemetry span in the request's trace.
+//!
+//! | field | value |
+//! |---|---|
+//! | name (`otel.name`) | `tx-<operation>`, or `start-transaction` when the operation is empty |
+//! | `otel.kind` | `client` |
+//! | `db.system.name` | `Database::NAME` in lower case: `sqlite`, `postgresql`, `mysql` |
+//! | `db.operation.name` | the operation (absent when empty) |
+//! | `outcome` | `commit`, `rollback`, `rollback_on_drop` or `error` ([`Outcome`]) |
+//! | `otel.status_code` | `ERROR` when begin, commit or rollback failed |
+//! | `error.type` | the database's error code (SQLSTATE on PostgreSQL, the extended result code on SQLite), else the kind of sqlx error (`pool_closed`, `pool_timed_out`, `io`, ...) |
+//! | `db.response.status_code` | the database's error code, when there is one |
+//!
+//! The span kind is `client`, as the database semantic conventions ask of calls to a database:
+//! the span covers acquiring a connection and the `BEGIN`/`COMMIT` round trips to a server, and
+//! trace backends draw the service-to-database edge from client spans. SQLite runs in-process,
+//! but the same code runs against PostgreSQL, so the kind does not change with the driver.
+//!
+//! Events on the span (their names): `commit`, `rollback`, `rollback_on_drop`, and
+//! `begin_failed` / `commit_failed` / `rollback_failed` (level `WARN`, with `error.type`).
+//! Error messages are not recorded: PostgreSQL puts input values in some of them (`invalid input
+//! syntax for type integer: "..."`), and bound values are never recorded.
+//!
+//! Statement text is recorded only when the application opts in twice: the
+//! [`Transactions`] are built [`with_statements(true)`](Transactions::with_statements) and
+//! the code calls [`TracedTransaction::record_statement`] (an event `statement` with
+//! `db.query.text`, capped at [`MAX_STATEMENT_TEXT`] bytes). Pass the statement with its
+//! placeholders; nothing here ever sees the bound values.
+//!
+//! A transaction dropped while its commit or rollback is still running (a cancelled request)
+//! is recorded as `rollback_on_drop`: sqlx then queues a rollback, as for any dropped
+//! transaction.
+//!
+//! ## Threads
+//!
+//! sqlx's `BEGIN`, `COMMIT` and `ROLLBACK` run in the caller's span, not in the transaction
+//! span. sqlx's SQLite driver hands a clone of the current span to its worker thread with every
+//! command and drops it there after answering; a span whose last handle drops on a thread where
+//! its subscriber is not the default (a subscriber installed with
+//! `tracing::subscriber::set_default`, as in tests) never releases its parent, so the request
+//! span would never end. The transaction span is therefore only ever held by the
+//! [`TracedTransaction`], and ends on the caller's thread. The same caution applies to spans of
+//! your own that you make current around SQLite queries.
+//!
+//! # Metrics
+//!
+//! Built [`with_metrics`](Transactions::with_metrics), each transaction is also counted:
+//!
+//! | family (after the prefix) | type | labels |
+//! |---|---|---|
+//! | `db_transaction_duration_seconds` | summary (the registry's quantiles) | `operation`, `outcome` |
+//! | `db_transaction_total` | counter | `operation`, `outcome` |
+//!
+//! The duration runs from the call to `begin` (acquiring a connection included) until the
+//! commit or rollback returns, or the transaction is dropped. Both families are registered
+//! under the `?comp=` component [`DB_COMPONENT`] (`db`). Handles are resolved once per
+//! (operation, outcome); operations beyond the cap (default
+//! [`DEFAULT_MAX_OPERATIONS`](crate::metrics::DEFAULT_MAX_OPERATIONS)) are counted as
+//! [`_overflow`](crate::metrics::OVERFLOW_OPERATION), an empty operation as `unknown`.
+
+mod metrics;
+mod outcome;
+mod span;
+mod transaction;
+mod transactions;
+
+pub use self::{
+    metrics::DB_COMPONENT,
+    outcome::Outcome,
+    transaction::{TracedTransaction, MAX_STATEMENT_TEXT},
+    transactions::{Transactions, DEFAULT_SPAN_NAME},
+};
+
+use sqlx::Acquire;
+
+/// The `tracing` target of the transaction spans and their events.
+const TARGET: &str = "towerscope::db";
+
+/// Begins a traced transaction on `conn` (a `&Pool<DB>`, a `&mut DB::Connection`, a
+/// `&mut Transaction` for a savepoint, ...) without metrics; see [`Transactions::begin`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sqlx::Error> {
+/// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+/// let mut tx = towerscope::db::begin(&pool, "ping").await?;
+/// let (one,): (i64,) = sqlx::query_as("SELECT 1").fetch_one(&mut *tx).await?;
+/// tx.commit().await?;
+/// assert_eq!(one, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn begin<'c, A>(
+    conn: A,
+    operation: &str,
+) -> Result<TracedTransaction<'c, A::Database>, sqlx::Error>
+where
+    A: Acquire<'c>,
+{
+    Transactions::new().begin(conn, operation).await
+}

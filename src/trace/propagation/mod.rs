@@ -1,0 +1,168 @@
+//! Context propagation over HTTP headers: W3C `traceparent`/`tracestate`/`baggage` and
+//! Jaeger's `uber-trace-id`, with the incoming lists capped before anything parses them.
+//!
+//! [`extract`] reads a request's headers through a [`HeaderExtractor`], which rejects a
+//! duplicated or malformed `traceparent` (so a new trace starts) and cuts `tracestate` and
+//! `baggage` to whole list members within the W3C limits ([`MAX_TRACESTATE_BYTES`],
+//! [`MAX_BAGGAGE_MEMBERS`], ...). [`inject`] writes a context onto outgoing headers through a
+//! [`HeaderInjector`]. [`composite`] builds the propagators named in the configuration, and
+//! [`JaegerPropagator`] reads and writes `uber-trace-id`.
+//!
+//! # Example
+//!
+//! ```
+//! use http::HeaderMap;
+//! use opentelemetry::trace::TraceContextExt;
+//! use towerscope::config::Propagator;
+//! use towerscope::trace::propagation::{composite, extract, inject};
+//!
+//! let propagator = composite(&[Propagator::TraceContext, Propagator::Jaeger]);
+//!
+//! let mut incoming = HeaderMap::new();
+//! incoming.insert(
+//!     "traceparent",
+//!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+//! );
+//! let cx = extract(&propagator, &incoming);
+//! assert!(cx.span().span_context().is_remote());
+//!
+//! // Outgoing calls carry every configured format.
+//! let mut outgoing = HeaderMap::new();
+//! inject(&propagator, &cx, &mut outgoing);
+//! assert_eq!(
+//!     outgoing["uber-trace-id"],
+//!     "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1"
+//! );
+//! ```
+
+mod headers;
+mod jaeger;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+use opentelemetry::{
+    propagation::{TextMapCompositePropagator, TextMapPropagator},
+    Context,
+};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+
+use crate::config::Propagator;
+
+pub use headers::{HeaderExtractor, HeaderInjector};
+pub use jaeger::JaegerPropagator;
+
+/// The longest `tracestate` that is read, in bytes (W3C: at least 512 must be propagated).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// The most `tracestate` list members that are read (the W3C limit).
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// The longest `baggage` that is read, in bytes (the W3C limit).
+pub const MAX_BAGGAGE_BYTES: usize = 8192;
+
+/// The most `baggage` list members that are read (the W3C limit).
+pub const MAX_BAGGAGE_MEMBERS: usize = 64;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+const BAGGAGE: &str = "baggage";
+const UBER_TRACE_ID: &str = "uber-trace-id";
+
+/// Cuts a comma-separated list (`tracestate`, `baggage`) to its longest prefix of whole
+/// members that fits in `max_bytes` bytes and `max_members` members.
+///
+/// Members are trimmed of optional whitespace (spaces and tabs) and empty members are skipped,
+/// as W3C lists allow. A member is never cut: the first member that does not fit ends the list,
+/// even if a shorter one follows. The value is returned unchanged ([`Cow::Borrowed`]) when it
+/// already fits, counting empty members too (the OpenTelemetry parsers do); otherwise the kept
+/// members are joined with `,` into a new string.
+///
+/// ```
+/// use towerscope::trace::propagation::cap_members;
+///
+/// assert_eq!(cap_members("a=1, b=2,,c=3", 64, 2), "a=1,b=2");
+/// assert_eq!(cap_members("a=1,b=2,c=3", 6, 64), "a=1");
+/// ```
+pub fn cap_members(value: &str, max_bytes: usize, max_members: usize) -> Cow<'_, str> {
+    if value.len() <= max_bytes && value.split(',').count() <= max_members {
+        return Cow::Borrowed(value);
+    }
+    let mut capped = CappedList::new(max_bytes, max_members, value.len());
+    capped.push_list(value);
+    Cow::Owned(capped.out)
+}
+
+/// A list being capped, possibly across several header lines.
+struct CappedList {
+    out: String,
+    members: usize,
+    max_bytes: usize,
+    max_members: usize,
+    full: bool,
+}
+
+impl CappedList {
+    fn new(max_bytes: usize, max_members: usize, size_hint: usize) -> Self {
+        Self {
+            out: String::with_capacity(size_hint.min(max_bytes)),
+            members: 0,
+            max_bytes,
+            max_members,
+            full: false,
+        }
+    }
+
+    fn push_list(&mut self, list: &str) {
+        for member in list.split(',') {
+            let member = member.trim_matches([' ', '\t']);
+            if member.is_empty() {
+                continue;
+            }
+            let separator = usize::from(!self.out.is_empty());
+            // Once a member does not fit, later ones are dropped too: the result is a prefix.
+            if self.full
+                || self.members == self.max_members
+                || self.out.len() + separator + member.len() > self.max_bytes
+            {
+                self.full = true;
+                return;
+            }
+            if separator == 1 {
+                self.out.push(',');
+            }
+            self.out.push_str(member);
+            self.members += 1;
+        }
+    }
+}
+
+/// Builds the propagators named in `propagators`, in that order: extraction reads them in
+/// order (a later format that finds a valid span context replaces an earlier one's), and
+/// injection writes all of them.
+pub fn composite(propagators: &[Propagator]) -> TextMapCompositePropagator {
+    let propagators = propagators
+        .iter()
+        .map(|propagator| -> Box<dyn TextMapPropagator + Send + Sync> {
+            match propagator {
+                Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
+                Propagator::Baggage => Box::new(BaggagePropagator::new()),
+                Propagator::Jaeger => Box::new(JaegerPropagator::new()),
+            }
+        })
+        .collect();
+    TextMapCompositePropagator::new(propagators)
+}
+
+/// Extracts the context carried by `headers` through a [`HeaderExtractor`], starting from an
+/// empty context (the current context plays no part).
+pub fn extract(propagator: &dyn TextMapPropagator, headers: &HeaderMap) -> Context {
+    propagator.extract_with_context(&Context::new(), &HeaderExtractor::new(headers))
+}
+
+/// Injects `cx` into `headers` through a [`HeaderInjector`].
+pub fn inject(propagator: &dyn TextMapPropagator, cx: &Context, headers: &mut HeaderMap) {
+    propagator.inject_context(cx, &mut HeaderInjector(headers));
+}
