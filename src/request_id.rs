@@ -115,7 +115,7 @@ tokio::task_local! {
 
 /// The id of the request whose handler is running on this task, if any.
 ///
-/// Set while [`RequestIdLayer`]'s service future is polled, so code called from a handler
+/// Set while [`RequestIdLayer`]'s response future is polled, so code called from a handler
 /// (an instrumented HTTP client, a job being enqueued) can forward it. Tasks the handler spawns
 /// do not inherit it: pass the [`RequestId`] along explicitly.
 pub fn current() -> Option<RequestId> {
@@ -242,11 +242,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let id = self.apply(&mut req);
-        let request_id = RequestId(id.clone());
-        let inner = CURRENT.sync_scope(request_id.clone(), || self.inner.call(req));
+        // `current()` is set while the future is polled, where handlers run; not around `call`,
+        // which for most services only builds the future (and would cost a move of the request).
         ResponseFuture {
-            inner,
-            request_id,
+            inner: self.inner.call(req),
+            request_id: RequestId(id.clone()),
             header: Some((self.header.clone(), id)),
         }
     }

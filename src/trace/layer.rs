@@ -252,6 +252,14 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let span = self.make_span(&mut req);
+        if span.is_disabled() {
+            // No subscriber wants it: carry nothing, enter nothing.
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                span: None,
+                echo_traceparent: false,
+            };
+        }
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
