@@ -1,0 +1,2 @@
+//! The example registry (being written).
+fn main() {}
