@@ -113,7 +113,10 @@ impl DemoConfig {
         let mut config = Self::default();
         if let Some(listen) = string_field(&map, "listen")? {
             config.listen = listen.parse().map_err(|_| {
-                field_error("listen", format!("{listen:?} is not an address like 127.0.0.1:8080"))
+                field_error(
+                    "listen",
+                    format!("{listen:?} is not an address like 127.0.0.1:8080"),
+                )
             })?;
         }
         config.database = string_field(&map, "database")?;

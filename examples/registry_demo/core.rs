@@ -12,10 +12,9 @@ use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use crate::{
-    Json,
     db::{Artifact, GcRun, Project, ProjectError, Repository, Tag},
     gc::{self, GC_JOB},
-    AppState,
+    AppState, Json,
 };
 
 /// The routes of the core API (under `/api/v2.0`).
@@ -23,9 +22,18 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v2.0/health", get(health))
         .route("/api/v2.0/systeminfo", get(system_info))
-        .route("/api/v2.0/projects", get(list_projects).post(create_project))
-        .route("/api/v2.0/projects/{project}", get(get_project).delete(delete_project))
-        .route("/api/v2.0/projects/{project}/repositories", get(list_repositories))
+        .route(
+            "/api/v2.0/projects",
+            get(list_projects).post(create_project),
+        )
+        .route(
+            "/api/v2.0/projects/{project}",
+            get(get_project).delete(delete_project),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories",
+            get(list_repositories),
+        )
         .route(
             "/api/v2.0/projects/{project}/repositories/{repository}/artifacts",
             get(list_artifacts),
@@ -36,7 +44,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api/v2.0/system/gc", get(gc_history))
         .route("/api/v2.0/system/gc/{id}", get(get_gc))
-        .route("/api/v2.0/system/gc/schedule", axum::routing::post(create_gc_schedule))
+        .route(
+            "/api/v2.0/system/gc/schedule",
+            axum::routing::post(create_gc_schedule),
+        )
 }
 
 /// A Harbor error response.
@@ -50,7 +61,11 @@ pub(crate) fn harbor_error(status: StatusCode, code: &str, message: impl Into<St
 
 fn internal(err: impl std::fmt::Display) -> Response {
     tracing::error!(error = %err, "core request failed");
-    harbor_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error")
+    harbor_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "internal error",
+    )
 }
 
 /// Answers the requests under `/api/v2.0` that the demo does not implement.
@@ -131,14 +146,24 @@ async fn create_project(State(state): State<AppState>, body: axum::body::Bytes) 
         return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "invalid JSON body");
     };
     let Some(name) = body.get("project_name").and_then(Value::as_str) else {
-        return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "project_name is required");
+        return harbor_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "project_name is required",
+        );
     };
     let valid = !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if !valid {
-        return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "invalid project name");
+        return harbor_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "invalid project name",
+        );
     }
     let public = body
         .pointer("/metadata/public")
@@ -329,8 +354,12 @@ async fn list_tags(
         Err(e) => return internal(e),
     };
     match state.db.tags_of(repo.id, &digest).await {
-        Ok(tags) => Json(tags.iter().map(|t| tag_json(t, artifact_id)).collect::<Vec<_>>())
-            .into_response(),
+        Ok(tags) => Json(
+            tags.iter()
+                .map(|t| tag_json(t, artifact_id))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => internal(e),
     }
 }
@@ -366,11 +395,19 @@ async fn gc_history(State(state): State<AppState>) -> Response {
 
 async fn get_gc(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
-        return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "gc_id must be an integer");
+        return harbor_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "gc_id must be an integer",
+        );
     };
     match state.db.gc_run(id).await {
         Ok(Some(run)) => Json(gc_json(&run)).into_response(),
-        Ok(None) => harbor_error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("GC {id} not found")),
+        Ok(None) => harbor_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("GC {id} not found"),
+        ),
         Err(e) => internal(e),
     }
 }
@@ -389,7 +426,11 @@ async fn create_gc_schedule(State(state): State<AppState>, body: axum::body::Byt
             )
         }
         None => {
-            return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "schedule.type is required")
+            return harbor_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "schedule.type is required",
+            )
         }
     }
     match gc::schedule(&state, "Manual").await {

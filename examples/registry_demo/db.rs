@@ -359,7 +359,6 @@ impl Db {
 
     // ---- core API ----
 
-
     /// Every project, by name.
     pub(crate) async fn projects(&self) -> Result<Vec<Project>, sqlx::Error> {
         sqlx::query_as(project_select!(" ORDER BY p.name"))
@@ -386,7 +385,11 @@ impl Db {
     }
 
     /// Creates a project; returns its id.
-    pub(crate) async fn create_project(&self, name: &str, public: bool) -> Result<i64, ProjectError> {
+    pub(crate) async fn create_project(
+        &self,
+        name: &str,
+        public: bool,
+    ) -> Result<i64, ProjectError> {
         let mut t = self.tx.begin(&self.pool, "createProject").await?;
         let done = sqlx::query("INSERT OR IGNORE INTO project (name, public) VALUES (?, ?)")
             .bind(name)
@@ -420,7 +423,10 @@ impl Db {
     }
 
     /// The repositories of a project.
-    pub(crate) async fn repositories(&self, project_id: i64) -> Result<Vec<Repository>, sqlx::Error> {
+    pub(crate) async fn repositories(
+        &self,
+        project_id: i64,
+    ) -> Result<Vec<Repository>, sqlx::Error> {
         sqlx::query_as(
             "SELECT r.id, r.project_id, r.name, r.creation_time, \
              (SELECT COUNT(*) FROM manifest m WHERE m.repository_id = r.id) AS artifact_count \

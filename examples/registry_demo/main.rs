@@ -227,13 +227,14 @@ async fn main() -> ExitCode {
     ) {
         eprintln!("registry_demo: build_info: {err}");
     }
-    let _runtime_metrics = match RuntimeMetrics::start(telemetry.registry(), Duration::from_secs(10)) {
-        Ok(runtime) => Some(runtime),
-        Err(err) => {
-            eprintln!("registry_demo: runtime metrics: {err}");
-            None
-        }
-    };
+    let _runtime_metrics =
+        match RuntimeMetrics::start(telemetry.registry(), Duration::from_secs(10)) {
+            Ok(runtime) => Some(runtime),
+            Err(err) => {
+                eprintln!("registry_demo: runtime metrics: {err}");
+                None
+            }
+        };
 
     // 4. The router, behind one towerscope layer: core requests are labelled from the OpenAPI
     // document, registry requests with their handler.
@@ -288,7 +289,11 @@ async fn main() -> ExitCode {
         .ok()
         .flatten();
     if let Some(report) = report {
-        println!("spans: {} exported, {} lost", report.exported, report.lost());
+        println!(
+            "spans: {} exported, {} lost",
+            report.exported,
+            report.lost()
+        );
     }
     drop(temp);
     match served {

@@ -19,9 +19,8 @@ use towerscope::{
 };
 
 use crate::{
-    Json,
     storage::{Digest, UploadError},
-    AppState,
+    AppState, Json,
 };
 
 /// The largest manifest accepted.
@@ -160,7 +159,11 @@ pub(crate) fn oci_error(status: StatusCode, code: &str, message: impl Into<Strin
 
 fn internal(err: impl std::fmt::Display) -> Response {
     tracing::error!(error = %err, "registry request failed");
-    oci_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error")
+    oci_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "internal error",
+    )
 }
 
 /// One query parameter, percent-decoded.
@@ -180,24 +183,32 @@ fn header_value(value: impl AsRef<str>) -> HeaderValue {
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-        oci_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "SIZE_INVALID",
-            "request body too large or interrupted",
-        )
-    })
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            oci_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SIZE_INVALID",
+                "request body too large or interrupted",
+            )
+        })
 }
 
 /// The `/v2/` handler (the router's fallback for paths under `/v2`).
 pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let Some(route) = Route::parse(&path) else {
-        return oci_error(StatusCode::NOT_FOUND, "NAME_INVALID", "invalid repository name or path");
+        return oci_error(
+            StatusCode::NOT_FOUND,
+            "NAME_INVALID",
+            "invalid repository name or path",
+        );
     };
     let method = req.method().clone();
     let mut response = match (route, &method) {
-        (Route::Base, &Method::GET | &Method::HEAD) => (StatusCode::OK, Json(json!({}))).into_response(),
+        (Route::Base, &Method::GET | &Method::HEAD) => {
+            (StatusCode::OK, Json(json!({}))).into_response()
+        }
         (Route::Catalog, &Method::GET) => catalog(&state, req.uri().query()).await,
         (Route::Tags { name }, &Method::GET) => tags(&state, name).await,
         (Route::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
@@ -213,20 +224,34 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
             get_blob(&state, digest, method == Method::HEAD).await
         }
         (Route::UploadStart { name }, &Method::POST) => start_upload(&state, name, req).await,
-        (Route::Upload { name, uuid }, &Method::PATCH) => patch_upload(&state, name, uuid, req).await,
-        (Route::Upload { name, uuid }, &Method::PUT) => finish_upload(&state, name, uuid, req).await,
+        (Route::Upload { name, uuid }, &Method::PATCH) => {
+            patch_upload(&state, name, uuid, req).await
+        }
+        (Route::Upload { name, uuid }, &Method::PUT) => {
+            finish_upload(&state, name, uuid, req).await
+        }
         (Route::Upload { name, uuid }, &Method::GET) => upload_status(&state, name, uuid).await,
-        (Route::Upload { uuid, .. }, &Method::DELETE) => match state.storage.cancel_upload(uuid).await {
-            Ok(true) => StatusCode::NO_CONTENT.into_response(),
-            Ok(false) => oci_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "upload unknown"),
-            Err(e) => internal(e),
-        },
+        (Route::Upload { uuid, .. }, &Method::DELETE) => {
+            match state.storage.cancel_upload(uuid).await {
+                Ok(true) => StatusCode::NO_CONTENT.into_response(),
+                Ok(false) => oci_error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UPLOAD_UNKNOWN",
+                    "upload unknown",
+                ),
+                Err(e) => internal(e),
+            }
+        }
         (Route::Blob { .. }, &Method::DELETE) => oci_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
             "blobs are deleted by garbage collection",
         ),
-        _ => oci_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here"),
+        _ => oci_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "method not allowed here",
+        ),
     };
     response.headers_mut().insert(
         "docker-distribution-api-version",
@@ -261,7 +286,11 @@ async fn catalog(state: &AppState, query: Option<&str>) -> Response {
 async fn tags(state: &AppState, name: &str) -> Response {
     match state.db.tag_names(name).await {
         Ok(Some(tags)) => Json(json!({ "name": name, "tags": tags })).into_response(),
-        Ok(None) => oci_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name} not known")),
+        Ok(None) => oci_error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("repository {name} not known"),
+        ),
         Err(e) => internal(e),
     }
 }
@@ -314,7 +343,9 @@ fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
 }
 
 async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Request) -> Response {
@@ -343,7 +374,11 @@ async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Reques
         return oci_error(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag");
     };
     let Some(blobs) = referenced_blobs(&body) else {
-        return oci_error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "manifest is not valid JSON");
+        return oci_error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            "manifest is not valid JSON",
+        );
     };
     let media_type = content_type
         .or_else(|| {
@@ -376,7 +411,10 @@ async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Reques
     }
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::LOCATION, header_value(format!("/v2/{name}/manifests/{digest}")));
+    headers.insert(
+        header::LOCATION,
+        header_value(format!("/v2/{name}/manifests/{digest}")),
+    );
     headers.insert("docker-content-digest", header_value(digest.as_str()));
     response
 }
@@ -385,7 +423,11 @@ async fn delete_manifest(state: &AppState, name: &str, reference: &str) -> Respo
     let by_digest = reference.contains(':');
     match state.db.delete_manifest(name, reference, by_digest).await {
         Ok(true) => StatusCode::ACCEPTED.into_response(),
-        Ok(false) => oci_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
+        Ok(false) => oci_error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+        ),
         Err(e) => internal(e),
     }
 }
@@ -396,7 +438,13 @@ async fn get_blob(state: &AppState, digest: &str, head: bool) -> Response {
     };
     let size = match state.db.blob_size(digest.as_str()).await {
         Ok(Some(size)) => size,
-        Ok(None) => return oci_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry"),
+        Ok(None) => {
+            return oci_error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            )
+        }
         Err(e) => return internal(e),
     };
     let body = if head {
@@ -405,14 +453,21 @@ async fn get_blob(state: &AppState, digest: &str, head: bool) -> Response {
         match state.storage.read(&digest).await {
             Ok(Some(data)) => Body::from(data),
             Ok(None) => {
-                return oci_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry")
+                return oci_error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    "blob unknown to registry",
+                )
             }
             Err(e) => return internal(e),
         }
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     headers.insert("docker-content-digest", header_value(digest.as_str()));
     headers.insert(header::ETAG, header_value(format!("\"{digest}\"")));
@@ -422,10 +477,16 @@ async fn get_blob(state: &AppState, digest: &str, head: bool) -> Response {
 fn upload_accepted(name: &str, uuid: &str, len: u64) -> Response {
     let mut response = StatusCode::ACCEPTED.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::LOCATION, header_value(format!("/v2/{name}/blobs/uploads/{uuid}")));
+    headers.insert(
+        header::LOCATION,
+        header_value(format!("/v2/{name}/blobs/uploads/{uuid}")),
+    );
     headers.insert("docker-upload-uuid", header_value(uuid));
     // The last byte received, inclusive; `0-0` before any (as Distribution answers).
-    headers.insert(header::RANGE, header_value(format!("0-{}", len.saturating_sub(1))));
+    headers.insert(
+        header::RANGE,
+        header_value(format!("0-{}", len.saturating_sub(1))),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     response
 }
@@ -434,14 +495,21 @@ fn blob_created(state: &AppState, name: &str, digest: &Digest) -> Response {
     let _ = state;
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::LOCATION, header_value(format!("/v2/{name}/blobs/{digest}")));
+    headers.insert(
+        header::LOCATION,
+        header_value(format!("/v2/{name}/blobs/{digest}")),
+    );
     headers.insert("docker-content-digest", header_value(digest.as_str()));
     response
 }
 
 fn upload_error(err: UploadError) -> Response {
     match err {
-        UploadError::Unknown => oci_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "upload unknown"),
+        UploadError::Unknown => oci_error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "upload unknown",
+        ),
         UploadError::DigestMismatch { actual } => oci_error(
             StatusCode::BAD_REQUEST,
             "DIGEST_INVALID",
@@ -451,9 +519,17 @@ fn upload_error(err: UploadError) -> Response {
     }
 }
 
-async fn store_verified(state: &AppState, result: Result<u64, UploadError>, digest: &Digest) -> Result<(), Response> {
+async fn store_verified(
+    state: &AppState,
+    result: Result<u64, UploadError>,
+    digest: &Digest,
+) -> Result<(), Response> {
     let size = result.map_err(upload_error)?;
-    state.db.put_blob(digest.as_str(), size).await.map_err(internal)
+    state
+        .db
+        .put_blob(digest.as_str(), size)
+        .await
+        .map_err(internal)
 }
 
 async fn start_upload(state: &AppState, name: &str, req: Request) -> Response {
@@ -500,7 +576,11 @@ async fn patch_upload(state: &AppState, name: &str, uuid: &str, req: Request) ->
 
 async fn finish_upload(state: &AppState, name: &str, uuid: &str, req: Request) -> Response {
     let Some(digest) = query_param(req.uri().query(), "digest") else {
-        return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "digest parameter missing");
+        return oci_error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "digest parameter missing",
+        );
     };
     let Some(digest) = Digest::parse(&digest) else {
         return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
@@ -523,7 +603,11 @@ async fn upload_status(state: &AppState, name: &str, uuid: &str) -> Response {
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
-        Ok(None) => oci_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "upload unknown"),
+        Ok(None) => oci_error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "upload unknown",
+        ),
         Err(e) => internal(e),
     }
 }
@@ -539,33 +623,56 @@ mod tests {
         assert_eq!(Route::parse("/v2/_catalog"), Some(Route::Catalog));
         assert_eq!(
             Route::parse("/v2/library/nginx/tags/list"),
-            Some(Route::Tags { name: "library/nginx" })
+            Some(Route::Tags {
+                name: "library/nginx"
+            })
         );
         assert_eq!(
             Route::parse("/v2/a/b/c/manifests/v1.0"),
-            Some(Route::Manifest { name: "a/b/c", reference: "v1.0" })
+            Some(Route::Manifest {
+                name: "a/b/c",
+                reference: "v1.0"
+            })
         );
         // A component named like a suffix does not confuse the parser.
         assert_eq!(
             Route::parse("/v2/x/manifests/blobs/manifests/sha256:ab"),
+            Some(Route::Manifest {
+                name: "x/manifests/blobs",
+                reference: "sha256:ab"
+            })
+        );
+        assert_eq!(
+            Route::parse("/v2/x/manifests/a/b"),
             None,
-            "references cannot contain slashes"
+            "references have no slash"
         );
         assert_eq!(
             Route::parse("/v2/blobs/manifests/latest"),
-            Some(Route::Manifest { name: "blobs", reference: "latest" })
+            Some(Route::Manifest {
+                name: "blobs",
+                reference: "latest"
+            })
         );
         assert_eq!(
             Route::parse("/v2/library/hello/blobs/uploads/"),
-            Some(Route::UploadStart { name: "library/hello" })
+            Some(Route::UploadStart {
+                name: "library/hello"
+            })
         );
         assert_eq!(
             Route::parse("/v2/library/hello/blobs/uploads/1234"),
-            Some(Route::Upload { name: "library/hello", uuid: "1234" })
+            Some(Route::Upload {
+                name: "library/hello",
+                uuid: "1234"
+            })
         );
         assert_eq!(
             Route::parse("/v2/library/hello/blobs/sha256:00"),
-            Some(Route::Blob { name: "library/hello", digest: "sha256:00" })
+            Some(Route::Blob {
+                name: "library/hello",
+                digest: "sha256:00"
+            })
         );
     }
 

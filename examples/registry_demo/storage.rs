@@ -203,13 +203,19 @@ mod tests {
         let uuid = storage.start_upload().await.unwrap();
         storage.append(&uuid, b"hello ").await.unwrap();
         let wrong = Digest::of(b"something else");
-        let err = storage.finish_upload(&uuid, b"world", &wrong).await.unwrap_err();
+        let err = storage
+            .finish_upload(&uuid, b"world", &wrong)
+            .await
+            .unwrap_err();
         assert!(matches!(err, UploadError::DigestMismatch { .. }));
         assert_eq!(storage.upload_len(&uuid).await.unwrap(), None);
 
         let right = Digest::of(b"hello world");
         assert_eq!(storage.put(b"hello world", &right).await.unwrap(), 11);
-        assert_eq!(storage.read(&right).await.unwrap().as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(
+            storage.read(&right).await.unwrap().as_deref(),
+            Some(&b"hello world"[..])
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
