@@ -174,7 +174,10 @@ orphan2_digest="sha256:$(printf 'orphan blob two' | sha256sum | cut -d' ' -f1)"
 hdr=$(curl -fsS -D - -o /dev/null -X PUT --data-binary "blob two" "$api$location?digest=$orphan2_digest")
 grep -q '^HTTP/1.1 201' <<<"$hdr" || fail "upload finish: $hdr"
 curl -fsS "$api/v2/library/scratch/blobs/$orphan2_digest" | grep -qx 'orphan blob two' || fail "chunked blob content"
-ok "chunked upload: 202 + Location + Range, PUT ?digest= 201, content intact"
+hdr=$(curl -fsS -D "$work/range.hdr" -o "$work/range.body" -H 'Range: bytes=7-10' "$api/v2/library/scratch/blobs/$orphan2_digest")
+grep -q '^HTTP/1.1 206' "$work/range.hdr" && grep -qi '^content-range: bytes 7-10/15' "$work/range.hdr" \
+  && [ "$(cat "$work/range.body")" = "blob" ] || fail "range request: $(cat "$work/range.hdr")"
+ok "chunked upload: 202 + Location + Range, PUT ?digest= 201, content intact, Range GET 206"
 
 # --- Core API.
 curl -fsS "$api/api/v2.0/health" | python3 -c 'import json,sys; h=json.load(sys.stdin); assert h["status"]=="healthy" and h["components"], h' \
