@@ -1,0 +1,538 @@
+//! The registry's metadata in SQLite through sqlx: projects, repositories, manifests, tags,
+//! blobs and GC runs. Every write runs in a traced transaction (`tx-<operation>` spans, and
+//! the `db_transaction_*` metrics).
+
+use std::str::FromStr;
+
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
+    SqlitePool,
+};
+use towerscope::db::Transactions;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS project (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    public INTEGER NOT NULL DEFAULT 0,
+    creation_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS repository (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    project_id INTEGER NOT NULL REFERENCES project(id),
+    creation_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS blob (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    creation_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS manifest (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository_id INTEGER NOT NULL REFERENCES repository(id),
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    content BLOB NOT NULL,
+    push_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (repository_id, digest)
+);
+CREATE TABLE IF NOT EXISTS tag (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository_id INTEGER NOT NULL REFERENCES repository(id),
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    push_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (repository_id, name)
+);
+CREATE TABLE IF NOT EXISTS gc_run (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    schedule_type TEXT NOT NULL,
+    deleted_blobs INTEGER NOT NULL DEFAULT 0,
+    freed_bytes INTEGER NOT NULL DEFAULT 0,
+    creation_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    update_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+"#;
+
+/// The project query, with its repository count, followed by `$tail`.
+macro_rules! project_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT p.id, p.name, p.public, p.creation_time, ",
+            "(SELECT COUNT(*) FROM repository r WHERE r.project_id = p.id) AS repo_count ",
+            "FROM project p",
+            $tail
+        )
+    };
+}
+
+/// A project row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Project {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) public: bool,
+    pub(crate) creation_time: String,
+    pub(crate) repo_count: i64,
+}
+
+/// A repository row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Repository {
+    pub(crate) id: i64,
+    pub(crate) project_id: i64,
+    pub(crate) name: String,
+    pub(crate) creation_time: String,
+    pub(crate) artifact_count: i64,
+}
+
+/// A manifest (artifact) row, without its content.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Artifact {
+    pub(crate) id: i64,
+    pub(crate) repository_id: i64,
+    pub(crate) digest: String,
+    pub(crate) media_type: String,
+    pub(crate) size: i64,
+    pub(crate) push_time: String,
+}
+
+/// A tag row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Tag {
+    pub(crate) id: i64,
+    pub(crate) repository_id: i64,
+    pub(crate) name: String,
+    pub(crate) push_time: String,
+}
+
+/// A GC run row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct GcRun {
+    pub(crate) id: i64,
+    pub(crate) status: String,
+    pub(crate) schedule_type: String,
+    pub(crate) deleted_blobs: i64,
+    pub(crate) freed_bytes: i64,
+    pub(crate) creation_time: String,
+    pub(crate) update_time: String,
+}
+
+/// Why a project cannot be created or deleted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProjectError {
+    #[error("the project already exists")]
+    Conflict,
+    #[error("the project still has repositories")]
+    NotEmpty,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pool: SqlitePool,
+    tx: Transactions,
+}
+
+/// The project of a repository: its first path segment.
+pub(crate) fn project_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
+impl Db {
+    /// Connects (creating the file if needed) and creates the schema and the `library` project.
+    pub(crate) async fn connect(url: &str, tx: Transactions) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let db = Self { pool, tx };
+        let mut t = db.tx.begin(&db.pool, "initDatabase").await?;
+        sqlx::query("INSERT OR IGNORE INTO project (name, public) VALUES ('library', 1)")
+            .execute(&mut *t)
+            .await?;
+        t.commit().await?;
+        Ok(db)
+    }
+
+    /// Closes the pool.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- blobs ----
+
+    /// Records a stored blob.
+    pub(crate) async fn put_blob(&self, digest: &str, size: u64) -> Result<(), sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "putBlob").await?;
+        sqlx::query("INSERT OR REPLACE INTO blob (digest, size) VALUES (?, ?)")
+            .bind(digest)
+            .bind(size as i64)
+            .execute(&mut *t)
+            .await?;
+        t.commit().await
+    }
+
+    /// The size of a known blob.
+    pub(crate) async fn blob_size(&self, digest: &str) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT size FROM blob WHERE digest = ?")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Every known blob with its size.
+    pub(crate) async fn blobs(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT digest, size FROM blob ORDER BY digest")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Forgets a blob.
+    pub(crate) async fn delete_blob(&self, digest: &str) -> Result<(), sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "deleteBlob").await?;
+        sqlx::query("DELETE FROM blob WHERE digest = ?")
+            .bind(digest)
+            .execute(&mut *t)
+            .await?;
+        t.commit().await
+    }
+
+    // ---- manifests ----
+
+    /// Stores a manifest in `repository` (creating the repository and its project), and points
+    /// `tag` at it.
+    pub(crate) async fn put_manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+        media_type: &str,
+        content: &[u8],
+        tag: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "putManifest").await?;
+        sqlx::query("INSERT OR IGNORE INTO project (name) VALUES (?)")
+            .bind(project_of(repository))
+            .execute(&mut *t)
+            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO repository (name, project_id) \
+             SELECT ?, id FROM project WHERE name = ?",
+        )
+        .bind(repository)
+        .bind(project_of(repository))
+        .execute(&mut *t)
+        .await?;
+        let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repository WHERE name = ?")
+            .bind(repository)
+            .fetch_one(&mut *t)
+            .await?;
+        sqlx::query(
+            "INSERT INTO manifest (repository_id, digest, media_type, content) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type, \
+             content = excluded.content",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .bind(media_type)
+        .bind(content)
+        .execute(&mut *t)
+        .await?;
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tag (repository_id, name, digest) VALUES (?, ?, ?) \
+                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, \
+                 push_time = excluded.push_time",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(digest)
+            .execute(&mut *t)
+            .await?;
+        }
+        t.commit().await
+    }
+
+    /// A manifest by tag or digest: `(digest, media type, content)`.
+    pub(crate) async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(String, String, Vec<u8>)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.content FROM manifest m \
+             JOIN repository r ON r.id = m.repository_id \
+             WHERE r.name = ?1 AND (m.digest = ?2 OR m.digest = \
+               (SELECT t.digest FROM tag t WHERE t.repository_id = r.id AND t.name = ?2))",
+        )
+        .bind(repository)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Deletes a manifest by digest (with its tags), or a tag; `false` if unknown.
+    pub(crate) async fn delete_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        by_digest: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "deleteManifest").await?;
+        let deleted = if by_digest {
+            sqlx::query(
+                "DELETE FROM tag WHERE digest = ?2 AND repository_id = \
+                 (SELECT id FROM repository WHERE name = ?1)",
+            )
+            .bind(repository)
+            .bind(reference)
+            .execute(&mut *t)
+            .await?;
+            sqlx::query(
+                "DELETE FROM manifest WHERE digest = ?2 AND repository_id = \
+                 (SELECT id FROM repository WHERE name = ?1)",
+            )
+            .bind(repository)
+            .bind(reference)
+            .execute(&mut *t)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query(
+                "DELETE FROM tag WHERE name = ?2 AND repository_id = \
+                 (SELECT id FROM repository WHERE name = ?1)",
+            )
+            .bind(repository)
+            .bind(reference)
+            .execute(&mut *t)
+            .await?
+            .rows_affected()
+        };
+        t.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    /// Every manifest's content (for GC).
+    pub(crate) async fn all_manifest_contents(&self) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar("SELECT content FROM manifest")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub(crate) async fn catalog(
+        &self,
+        n: i64,
+        last: Option<&str>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM repository WHERE name > ? ORDER BY name LIMIT ?")
+            .bind(last.unwrap_or(""))
+            .bind(n)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The tags of a repository, `None` if it does not exist.
+    pub(crate) async fn tag_names(
+        &self,
+        repository: &str,
+    ) -> Result<Option<Vec<String>>, sqlx::Error> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repository WHERE name = ?")
+            .bind(repository)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(id) = id else { return Ok(None) };
+        sqlx::query_scalar("SELECT name FROM tag WHERE repository_id = ? ORDER BY name")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map(Some)
+    }
+
+    // ---- core API ----
+
+    /// Every project, by name.
+    pub(crate) async fn projects(&self) -> Result<Vec<Project>, sqlx::Error> {
+        sqlx::query_as(project_select!(" ORDER BY p.name"))
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// A project by name or numeric id.
+    pub(crate) async fn project(&self, name_or_id: &str) -> Result<Option<Project>, sqlx::Error> {
+        match name_or_id.parse::<i64>() {
+            Ok(id) => {
+                sqlx::query_as(project_select!(" WHERE p.id = ?"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            Err(_) => {
+                sqlx::query_as(project_select!(" WHERE p.name = ?"))
+                    .bind(name_or_id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+    }
+
+    /// Creates a project; returns its id.
+    pub(crate) async fn create_project(
+        &self,
+        name: &str,
+        public: bool,
+    ) -> Result<i64, ProjectError> {
+        let mut t = self.tx.begin(&self.pool, "createProject").await?;
+        let done = sqlx::query("INSERT OR IGNORE INTO project (name, public) VALUES (?, ?)")
+            .bind(name)
+            .bind(public)
+            .execute(&mut *t)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(ProjectError::Conflict);
+        }
+        let id = done.last_insert_rowid();
+        t.commit().await?;
+        Ok(id)
+    }
+
+    /// Deletes an empty project; `false` if unknown.
+    pub(crate) async fn delete_project(&self, id: i64) -> Result<bool, ProjectError> {
+        let mut t = self.tx.begin(&self.pool, "deleteProject").await?;
+        let repos: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repository WHERE project_id = ?")
+            .bind(id)
+            .fetch_one(&mut *t)
+            .await?;
+        if repos > 0 {
+            return Err(ProjectError::NotEmpty);
+        }
+        let done = sqlx::query("DELETE FROM project WHERE id = ?")
+            .bind(id)
+            .execute(&mut *t)
+            .await?;
+        t.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The repositories of a project.
+    pub(crate) async fn repositories(
+        &self,
+        project_id: i64,
+    ) -> Result<Vec<Repository>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT r.id, r.project_id, r.name, r.creation_time, \
+             (SELECT COUNT(*) FROM manifest m WHERE m.repository_id = r.id) AS artifact_count \
+             FROM repository r WHERE r.project_id = ? ORDER BY r.name",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A repository by full name.
+    pub(crate) async fn repository(&self, name: &str) -> Result<Option<Repository>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT r.id, r.project_id, r.name, r.creation_time, \
+             (SELECT COUNT(*) FROM manifest m WHERE m.repository_id = r.id) AS artifact_count \
+             FROM repository r WHERE r.name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The artifacts (manifests) of a repository, newest first.
+    pub(crate) async fn artifacts(&self, repository_id: i64) -> Result<Vec<Artifact>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, repository_id, digest, media_type, LENGTH(content) AS size, push_time \
+             FROM manifest WHERE repository_id = ? ORDER BY push_time DESC, id DESC",
+        )
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The tags of a repository pointing at `digest`.
+    pub(crate) async fn tags_of(
+        &self,
+        repository_id: i64,
+        digest: &str,
+    ) -> Result<Vec<Tag>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, repository_id, name, push_time FROM tag \
+             WHERE repository_id = ? AND digest = ? ORDER BY name",
+        )
+        .bind(repository_id)
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The digest a reference (tag or digest) names in a repository.
+    pub(crate) async fn resolve_reference(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        Ok(self.manifest(repository, reference).await?.map(|m| m.0))
+    }
+
+    // ---- GC runs ----
+
+    /// Records a new GC run as `Pending`; returns its id.
+    pub(crate) async fn create_gc_run(&self, schedule_type: &str) -> Result<i64, sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "createGCSchedule").await?;
+        let id = sqlx::query("INSERT INTO gc_run (status, schedule_type) VALUES ('Pending', ?)")
+            .bind(schedule_type)
+            .execute(&mut *t)
+            .await?
+            .last_insert_rowid();
+        t.commit().await?;
+        Ok(id)
+    }
+
+    /// Updates a GC run's status and results.
+    pub(crate) async fn update_gc_run(
+        &self,
+        id: i64,
+        status: &str,
+        deleted_blobs: i64,
+        freed_bytes: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "updateGCStatus").await?;
+        sqlx::query(
+            "UPDATE gc_run SET status = ?, deleted_blobs = ?, freed_bytes = ?, \
+             update_time = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        )
+        .bind(status)
+        .bind(deleted_blobs)
+        .bind(freed_bytes)
+        .bind(id)
+        .execute(&mut *t)
+        .await?;
+        t.commit().await
+    }
+
+    /// GC runs, newest first.
+    pub(crate) async fn gc_runs(&self) -> Result<Vec<GcRun>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM gc_run ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// One GC run.
+    pub(crate) async fn gc_run(&self, id: i64) -> Result<Option<GcRun>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM gc_run WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+}

@@ -1,0 +1,306 @@
+//! The example registry: a small OCI registry (`/v2/`) with a Harbor-like core API
+//! (`/api/v2.0/`) and garbage collection as a background job, instrumented with towerscope.
+//!
+//! Run with `cargo run --example registry_demo [-- --config FILE]`, then:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:8080/v2/
+//! skopeo copy --dest-tls-verify=false docker://docker.io/library/busybox:latest \
+//!     docker://127.0.0.1:8080/library/busybox:latest
+//! curl http://127.0.0.1:8080/api/v2.0/projects/library/repositories
+//! curl -X POST -d '{"schedule":{"type":"Manual"}}' http://127.0.0.1:8080/api/v2.0/system/gc/schedule
+//! curl http://127.0.0.1:8080/api/v2.0/system/gc
+//! curl http://127.0.0.1:9090/metrics
+//! ```
+//!
+//! Without `--config`, the API listens on 127.0.0.1:8080, metrics on 127.0.0.1:9090/metrics,
+//! and the database and blobs live in a fresh temporary directory removed at exit. The YAML
+//! file has `listen`, `database` (a sqlx SQLite URL), `storage` (a directory), `upstream`
+//! (proxy-cache mode: not implemented yet), `openapi` (a document to label core requests
+//! with instead of the demo's own `openapi.yaml`) and towerscope's `metric:`, `trace:` and
+//! `request_id:` blocks. SIGINT/SIGTERM stop it gracefully, flushing spans.
+
+mod config;
+mod core;
+mod db;
+mod gc;
+mod registry;
+mod storage;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Router,
+};
+use towerscope::{
+    db::Transactions,
+    jobs::Jobs,
+    metrics::runtime::{build_info, RuntimeMetrics},
+    openapi::OpenApiResolver,
+    operation::OperationResolverExt,
+    Telemetry,
+};
+
+use crate::{config::DemoConfig, db::Db, registry::RegistryResolver, storage::Storage};
+
+/// The demo's own OpenAPI document of the core API.
+const OPENAPI: &str = include_str!("openapi.yaml");
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) storage: Storage,
+    pub(crate) jobs: Jobs,
+    pub(crate) listen: SocketAddr,
+}
+
+/// A JSON response body (axum's `json` feature is not enabled for the examples).
+#[derive(Debug)]
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        }
+    }
+}
+
+/// A temporary directory removed when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "registry_demo-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const USAGE: &str = "usage: registry_demo [--config FILE]";
+
+fn parse_args() -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args_os().skip(1);
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--config") => {
+                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
+            }
+            Some("-h" | "--help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
+        }
+    }
+    Ok(config)
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Everything that is not a core route: the registry under `/v2`, Harbor-style 404s under
+/// `/api/v2.0`, plain 404s elsewhere.
+async fn fallback(state: State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        registry::handle(state, req).await
+    } else if path.starts_with("/api/v2.0/") {
+        core::not_implemented()
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("registry_demo: {message}");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // 1. Configuration, validated before anything is bound.
+    let config = match parse_args() {
+        Ok(Some(path)) => DemoConfig::from_path(&path),
+        Ok(None) => Ok(DemoConfig::default()),
+        Err(message) => return fail(message),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => return fail(err),
+    };
+    if let Some(upstream) = &config.upstream {
+        return fail(format!(
+            "upstream: proxy-cache mode (upstream {upstream}) is not implemented yet; remove `upstream` from the configuration"
+        ));
+    }
+    let openapi = match &config.openapi {
+        Some(path) => OpenApiResolver::from_path(path),
+        None => OpenApiResolver::from_yaml_str(OPENAPI),
+    };
+    let openapi = match openapi {
+        Ok(resolver) => resolver,
+        Err(err) => return fail(format!("openapi: {err}")),
+    };
+    let telemetry = match Telemetry::init(&config.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(err) => return fail(err),
+    };
+    if let Err(err) = telemetry.init_subscriber() {
+        eprintln!("registry_demo: {err}");
+    }
+    let prefix = telemetry.config().metric.prefix();
+
+    // 2. Storage and database.
+    let needs_temp = config.database.is_none() || config.storage.is_none();
+    let temp = match needs_temp.then(TempDir::new).transpose() {
+        Ok(temp) => temp,
+        Err(err) => return fail(format!("cannot create a temporary directory: {err}")),
+    };
+    let temp_path = |name: &str| temp.as_ref().map(|t| t.0.join(name));
+    let storage_dir = config
+        .storage
+        .clone()
+        .or_else(|| temp_path("storage"))
+        .unwrap_or_default();
+    let database = config.database.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            temp_path("registry.db").unwrap_or_default().display()
+        )
+    });
+    let storage = match Storage::open(&storage_dir).await {
+        Ok(storage) => storage,
+        Err(err) => return fail(format!("storage {}: {err}", storage_dir.display())),
+    };
+    let db = match Db::connect(&database, Transactions::from_telemetry(&telemetry)).await {
+        Ok(db) => db,
+        Err(err) => return fail(format!("database {database}: {err}")),
+    };
+
+    // 3. Metrics of the process and the jobs.
+    let jobs = Jobs::new(telemetry.registry(), &prefix);
+    if let Err(err) = build_info(
+        telemetry.registry(),
+        &prefix,
+        env!("CARGO_PKG_VERSION"),
+        &[("app", "registry_demo")],
+    ) {
+        eprintln!("registry_demo: build_info: {err}");
+    }
+    let _runtime_metrics =
+        match RuntimeMetrics::start(telemetry.registry(), Duration::from_secs(10)) {
+            Ok(runtime) => Some(runtime),
+            Err(err) => {
+                eprintln!("registry_demo: runtime metrics: {err}");
+                None
+            }
+        };
+
+    // 4. The router, behind one towerscope layer: core requests are labelled from the OpenAPI
+    // document, registry requests with their handler.
+    let state = AppState {
+        db: db.clone(),
+        storage,
+        jobs,
+        listen: config.listen,
+    };
+    let resolver = Arc::new(openapi).or(RegistryResolver::new());
+    let app = Router::new()
+        .merge(core::router())
+        .fallback(fallback)
+        .with_state(state)
+        .layer(telemetry.layer().with_resolver(resolver));
+
+    // 5. Bind and serve.
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => return fail(format!("cannot bind {}: {err}", config.listen)),
+    };
+    let metrics = match telemetry.serve_metrics().await {
+        Ok(server) => server,
+        Err(err) => {
+            return fail(format!(
+                "cannot bind the metrics server on {}: {err}",
+                telemetry.config().metric.socket_addr()
+            ))
+        }
+    };
+    let local = listener.local_addr().unwrap_or(config.listen);
+    println!("registry (OCI distribution) on http://{local}/v2/");
+    println!("core API on http://{local}/api/v2.0/");
+    if let Some(server) = &metrics {
+        println!(
+            "metrics on http://{}{}",
+            server.local_addr(),
+            telemetry.config().metric.path
+        );
+    }
+    println!("database {database}, storage {}", storage_dir.display());
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await;
+    if let Some(server) = metrics {
+        server.shutdown().await;
+    }
+    db.close().await;
+    let report = tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok()
+        .flatten();
+    if let Some(report) = report {
+        println!(
+            "spans: {} exported, {} lost",
+            report.exported,
+            report.lost()
+        );
+    }
+    drop(temp);
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("registry_demo: server error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
