@@ -245,6 +245,15 @@ has '^build_info\{version="[^"]+",app="registry_demo"\} 1$'
 has '^process_open_fds '
 ok "metrics: operationIds from the OpenAPI document, registry handlers, task, db, build info"
 
+# --- Our dashboard and alert rules through a real Prometheus scraping the registry: every
+# expression evaluates; the panels of the families the demo has (no proxy, no tracing here)
+# return data.
+METRICS_URL="$metrics" METRIC_PREFIX="" SETTLE_SECONDS=4 \
+  REQUIRE_DATA='^(Request rate|Requests by status|Latency p\d+ by (operation|method) \(summary|Mean latency|In-flight|Transaction rate|Transaction (mean )?latency|Job rate|Job (mean )?processing time|CPU|Resident memory|Open fds|Uptime|Build info|Tokio (workers|alive tasks|global queue))' \
+  bash interop/prometheus_e2e.sh > "$work/prometheus.log" 2>&1 \
+  || fail "dashboard against the registry: $(tail -30 "$work/prometheus.log")"
+ok "dashboard and alerts evaluated by Prometheus against the registry: $(tail -1 "$work/prometheus.log")"
+
 # --- Graceful shutdown.
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
