@@ -554,3 +554,30 @@ async fn explicit_operation_in_request_extensions_wins() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn family_buckets_make_one_family_a_histogram_beside_summaries() {
+    let (config, registry) =
+        setup("metric: { family_buckets: { registry_http_request_duration_seconds: [0.1, 1] } }");
+    metrics::with_local_recorder(&*registry.recorder(), || {
+        metrics::histogram!("registry_http_request_duration_seconds").record(0.5);
+    });
+    let mut app = app(&config, &registry, Streams::default());
+    send_and_read(&mut app, Method::GET, "/users/1").await;
+    let text = registry.render();
+    assert!(
+        text.contains("# TYPE registry_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"registry_http_request_duration_seconds_bucket{le="1"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        text.contains("# TYPE http_request_duration_seconds summary"),
+        "{text}"
+    );
+}

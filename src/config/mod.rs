@@ -107,6 +107,10 @@ pub struct MetricConfig {
     pub bearer_token: Option<String>,
     /// Seconds between upkeep runs (draining summary samples). Defaults to `5`.
     pub upkeep_interval_secs: u64,
+    /// Histogram buckets for individual families, by full name, whatever `quantiles` and
+    /// `buckets` say (e.g. a Distribution-compatible `registry_http_request_duration_seconds`
+    /// beside Harbor's summaries). Defaults to none.
+    pub family_buckets: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
 /// The methods counted under their own name by default.
@@ -141,6 +145,7 @@ impl Default for MetricConfig {
             max_operations: 1000,
             bearer_token: None,
             upkeep_interval_secs: 5,
+            family_buckets: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -238,22 +243,7 @@ impl MetricConfig {
             }
         }
         if let Some(buckets) = &self.buckets {
-            if buckets.is_empty() {
-                problem("buckets".into(), "must not be empty".into());
-            }
-            for (i, b) in buckets.iter().enumerate() {
-                if !b.is_finite() || *b <= 0.0 {
-                    problem(
-                        format!("buckets[{i}]"),
-                        format!("must be a positive number (got {b})"),
-                    );
-                } else if i > 0 && buckets[i - 1] >= *b {
-                    problem(
-                        format!("buckets[{i}]"),
-                        format!("must be greater than the bucket before it (got {b})"),
-                    );
-                }
-            }
+            check_buckets("buckets", buckets, &mut problem);
         }
         for (i, m) in self.methods.iter().enumerate() {
             if self.methods[..i].contains(m) {
@@ -271,8 +261,38 @@ impl MetricConfig {
                 );
             }
         }
+        for (family, buckets) in &self.family_buckets {
+            let field = format!("family_buckets.{family}");
+            if !is_metric_name_part(family) {
+                problem(
+                    field.clone(),
+                    "must be a metric name matching [a-zA-Z_][a-zA-Z0-9_]*".into(),
+                );
+            }
+            check_buckets(&field, buckets, &mut problem);
+        }
         if self.upkeep_interval_secs == 0 {
             problem("upkeep_interval_secs".into(), "must be at least 1".into());
+        }
+    }
+}
+
+/// Histogram buckets: non-empty, positive, finite, strictly increasing.
+fn check_buckets(field: &str, buckets: &[f64], problem: &mut impl FnMut(String, String)) {
+    if buckets.is_empty() {
+        problem(field.to_owned(), "must not be empty".into());
+    }
+    for (i, b) in buckets.iter().enumerate() {
+        if !b.is_finite() || *b <= 0.0 {
+            problem(
+                format!("{field}[{i}]"),
+                format!("must be a positive number (got {b})"),
+            );
+        } else if i > 0 && buckets[i - 1] >= *b {
+            problem(
+                format!("{field}[{i}]"),
+                format!("must be greater than the bucket before it (got {b})"),
+            );
         }
     }
 }
@@ -501,6 +521,8 @@ mod tests {
             ("metric: { max_operations: 0 }", "metric.max_operations: must be at least 1"),
             ("metric: { bearer_token: 'a b' }", "metric.bearer_token: must be non-empty printable ASCII"),
             ("metric: { upkeep_interval_secs: 0 }", "metric.upkeep_interval_secs: must be at least 1"),
+            ("metric: { family_buckets: { 'a-b': [1] } }", "metric.family_buckets.a-b: must be a metric name"),
+            ("metric: { family_buckets: { x_seconds: [2, 1] } }", "metric.family_buckets.x_seconds[1]: must be greater than the bucket before it (got 1)"),
             ("metric: { port: 70000 }", "metric.port: invalid value: integer `70000`"),
             ("metric: { host: 'not-an-ip' }", "metric.host: invalid IP address syntax"),
             ("metric: { enabeld: true }", "metric.enabeld: unknown field `enabeld`, expected one of `enabled`"),

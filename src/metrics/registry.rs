@@ -91,6 +91,9 @@ impl MetricsRegistry {
             builder = builder
                 .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
         }
+        for (family, buckets) in &config.family_buckets {
+            builder = builder.set_buckets_for_metric(Matcher::Full(family.clone()), buckets)?;
+        }
         let recorder = Arc::new(builder.build_recorder());
         let handle = recorder.handle();
         let (tx, rx) = mpsc::channel::<()>();
