@@ -16,7 +16,7 @@
 //! Without `--config`, the API listens on 127.0.0.1:8080, metrics on 127.0.0.1:9090/metrics,
 //! and the database and blobs live in a fresh temporary directory removed at exit. The YAML
 //! file has `listen`, `database` (a sqlx SQLite URL), `storage` (a directory), `upstream`
-//! (proxy-cache mode: not implemented yet), `openapi` (a document to label core requests
+//! (proxy-cache mode, see `proxy.rs`), `openapi` (a document to label core requests
 //! with instead of the demo's own `openapi.yaml`) and towerscope's `metric:`, `trace:` and
 //! `request_id:` blocks. SIGINT/SIGTERM stop it gracefully, flushing spans.
 
@@ -24,6 +24,7 @@ mod config;
 mod core;
 mod db;
 mod gc;
+mod proxy;
 mod registry;
 mod storage;
 
@@ -56,6 +57,8 @@ pub(crate) struct AppState {
     pub(crate) storage: Storage,
     pub(crate) jobs: Jobs,
     pub(crate) listen: SocketAddr,
+    /// The upstream registry in proxy-cache mode.
+    pub(crate) proxy: Option<proxy::Proxy>,
 }
 
 /// A JSON response body (axum's `json` feature is not enabled for the examples).
@@ -168,11 +171,6 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(err),
     };
-    if let Some(upstream) = &config.upstream {
-        return fail(format!(
-            "upstream: proxy-cache mode (upstream {upstream}) is not implemented yet; remove `upstream` from the configuration"
-        ));
-    }
     let openapi = match &config.openapi {
         Some(path) => OpenApiResolver::from_path(path),
         None => OpenApiResolver::from_yaml_str(OPENAPI),
@@ -189,6 +187,11 @@ async fn main() -> ExitCode {
         eprintln!("registry_demo: {err}");
     }
     let prefix = telemetry.config().metric.prefix();
+    let proxy = match config.upstream.as_deref().map(|u| proxy::Proxy::new(u, &telemetry)) {
+        Some(Ok(proxy)) => Some(proxy),
+        Some(Err(err)) => return fail(format!("upstream: {err}")),
+        None => None,
+    };
 
     // 2. Storage and database.
     let needs_temp = config.database.is_none() || config.storage.is_none();
@@ -243,6 +246,7 @@ async fn main() -> ExitCode {
         storage,
         jobs,
         listen: config.listen,
+        proxy,
     };
     let resolver = Arc::new(openapi).or(RegistryResolver::new());
     let app = Router::new()
