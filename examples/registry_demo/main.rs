@@ -23,6 +23,8 @@
 mod config;
 mod core;
 mod db;
+mod distribution_metrics;
+mod gauges;
 mod gc;
 mod proxy;
 mod registry;
@@ -248,11 +250,17 @@ async fn main() -> ExitCode {
         listen: config.listen,
         proxy,
     };
+    let (exporter_gauges, pulls) = match gauges::ExporterGauges::new(&telemetry, &db).await {
+        Ok(gauges) => gauges,
+        Err(err) => return fail(format!("exporter gauges: {err}")),
+    };
+    let distribution = distribution_metrics::layer(telemetry.registry(), Some(pulls));
     let resolver = Arc::new(openapi).or(RegistryResolver::new());
     let app = Router::new()
         .merge(core::router())
         .fallback(fallback)
         .with_state(state)
+        .layer(distribution)
         .layer(telemetry.layer().with_resolver(resolver));
 
     // 5. Bind and serve.
@@ -260,7 +268,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(format!("cannot bind {}: {err}", config.listen)),
     };
-    let metrics = match telemetry.serve_metrics().await {
+    let metrics = match gauges::MetricsServer::bind(&telemetry, exporter_gauges).await {
         Ok(server) => server,
         Err(err) => {
             return fail(format!(
