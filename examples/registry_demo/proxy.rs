@@ -106,13 +106,10 @@ impl Proxy {
         if let Some(accept) = accept {
             request = request.header(header::ACCEPT, accept);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ProxyError::Unreachable {
-                url: url.clone(),
-                message: error_chain(&e),
-            })?;
+        let response = request.send().await.map_err(|e| ProxyError::Unreachable {
+            url: url.clone(),
+            message: error_chain(&e),
+        })?;
         match response.status() {
             StatusCode::OK => Ok(Some((response, url))),
             StatusCode::NOT_FOUND => Ok(None),
