@@ -29,6 +29,7 @@ mod gc;
 mod proxy;
 mod registry;
 mod storage;
+mod traffic;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -102,7 +103,7 @@ impl Drop for TempDir {
     }
 }
 
-const USAGE: &str = "usage: registry_demo [--config FILE]";
+const USAGE: &str = "usage: registry_demo [--config FILE] [--traffic [--traffic-seconds N]]";
 
 fn parse_args() -> Result<Option<PathBuf>, String> {
     let mut args = std::env::args_os().skip(1);
@@ -111,6 +112,15 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
         match arg.to_str() {
             Some("--config") => {
                 config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
+            }
+            Some("--traffic") => traffic::enable(),
+            Some("--traffic-seconds") => {
+                traffic::set_seconds(
+                    args.next()
+                        .and_then(|a| a.into_string().ok())
+                        .as_deref()
+                        .unwrap_or(""),
+                )?;
             }
             Some("-h" | "--help") => {
                 println!("{USAGE}");
@@ -289,9 +299,13 @@ async fn main() -> ExitCode {
     }
     println!("database {database}, storage {}", storage_dir.display());
 
+    let traffic = traffic::start(local);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await;
+    if let Some(traffic) = traffic {
+        traffic.abort();
+    }
     if let Some(server) = metrics {
         server.shutdown().await;
     }
