@@ -246,6 +246,79 @@ has '^build_info\{version="[^"]+",app="registry_demo"\} 1$'
 has '^process_open_fds '
 ok "metrics: operationIds from the OpenAPI document, registry handlers, task, db, build info"
 
+# --- Distribution's metric names under ?comp=registry, Harbor-exporter gauges from the
+# database at scrape time under ?comp=exporter, and promtool on the whole output.
+curl -fsS "$metrics?comp=registry" > "$work/registry.txt"
+has_in() { grep -qE "$2" "$1" || fail "metric missing in $(basename "$1"): $2"; }
+has_in "$work/registry.txt" '^# HELP registry_http_requests_total .+'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="201",handler="manifest",method="PUT"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="200",handler="manifest",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="202",handler="blob_upload_chunk",method="PATCH"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="400",handler="blob_upload",method="POST"\} 1$'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="404",handler="manifest",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="206",handler="blob",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_request_duration_seconds_count\{handler="manifest",method="PUT"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_in_flight_requests\{handler="blob"\} 0$'
+has_in "$work/registry.txt" '^registry_http_request_size_bytes_sum\{handler="manifest"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_response_size_bytes_sum\{handler="blob"\} [1-9]'
+! grep -qE '^(http_request_total|harbor_)' "$work/registry.txt" || fail "?comp=registry has other families"
+ok "?comp=registry: registry_http_requests_total{code,handler,method}, duration, in-flight, sizes"
+
+curl -fsS "$metrics?comp=exporter" > "$work/exporter.txt"
+has_in "$work/exporter.txt" '^harbor_project_total\{public="true"\} 1$'
+has_in "$work/exporter.txt" '^harbor_project_repo_total\{project_name="library",public="true"\} 1$'
+has_in "$work/exporter.txt" '^harbor_project_artifact_total\{project_name="library"\} 1$'
+has_in "$work/exporter.txt" '^harbor_artifact_pulled\{name="library/hello"\} [1-9]'
+curl -fsS -o /dev/null "$api/v2/library/hello/manifests/v1" || fail "manifest GET"
+sleep 0.2
+pulls() { curl -fsS "$metrics?comp=exporter" | sed -n 's/^harbor_artifact_pulled{name="library\/hello"} //p'; }
+before=$(grep -E '^harbor_artifact_pulled\{name="library/hello"\}' "$work/exporter.txt" | cut -d' ' -f2)
+[ "$(pulls)" = $((before + 1)) ] || fail "pull count not refreshed at scrape time: $before -> $(pulls)"
+ok "?comp=exporter: project, repository, artifact and pull gauges computed from the database at scrape time"
+
+curl -fsS "$metrics" > "$work/all.txt"
+grep -q '^harbor_project_total' "$work/all.txt" && grep -q '^registry_http_requests_total' "$work/all.txt" \
+  || fail "unfiltered /metrics lacks the exporter or registry families"
+promtool check metrics < "$work/all.txt" > "$work/promtool.log" 2>&1 || true
+# Harbor's exporter names its gauges *_total; promtool's lint about that is expected, nothing else.
+if grep -vE '^harbor_(project|project_repo|project_artifact)_total non-counter metrics should not have "_total" suffix$' \
+  "$work/promtool.log" | grep -q .; then
+  fail "promtool check metrics: $(cat "$work/promtool.log")"
+fi
+ok "promtool check metrics on the whole /metrics: only the lint on Harbor's *_total gauge names"
+
+# --- `--traffic`: a fresh instance generating its own traffic for a few seconds.
+traffic_api_port=$(free_port)
+traffic_metrics_port=$(free_port)
+printf 'listen: 127.0.0.1:%s\nmetric: { port: %s }\n' "$traffic_api_port" "$traffic_metrics_port" > "$work/traffic.yml"
+# Bounded by `timeout`: the EXIT trap only knows the main instance.
+timeout 60 "$bin" --config "$work/traffic.yml" --traffic --traffic-seconds 5 > "$work/traffic.log" 2>&1 &
+traffic_pid=$!
+for _ in $(seq 1 300); do
+  grep -q '^traffic: done' "$work/traffic.log" && break
+  kill -0 "$traffic_pid" 2>/dev/null || fail "the traffic instance exited: $(tail -5 "$work/traffic.log")"
+  sleep 0.1
+done
+summary=$(grep '^traffic: done' "$work/traffic.log") || fail "traffic did not finish: $(grep '^traffic' "$work/traffic.log")"
+grep -q ' 5xx 0), 0 transport errors$' <<<"$summary" || fail "traffic: $summary"
+traffic_metrics="http://127.0.0.1:$traffic_metrics_port/metrics"
+curl -fsS "$traffic_metrics" > "$work/traffic-metrics.txt"
+for re in '^registry_http_requests_total\{code="201",handler="manifest",method="PUT"\} [1-9]' \
+  '^registry_http_requests_total\{code="200",handler="blob",method="GET"\} [1-9]' \
+  '^registry_http_requests_total\{code="404",handler="manifest",method="GET"\} [1-9]' \
+  '^registry_http_requests_total\{code="400",handler="blob_upload",method="POST"\} [1-9]' \
+  '^http_request_total\{method="GET",code="200",operation="listProjects"\} [1-9]' \
+  '^http_request_total\{method="POST",code="201",operation="createGCSchedule"\} 1$' \
+  '^harbor_project_repo_total\{project_name="traffic",public="false"\} [1-9]' \
+  '^harbor_artifact_pulled\{name="traffic/web"\} [1-9]'; do
+  has_in "$work/traffic-metrics.txt" "$re"
+done
+! grep -qE '^(registry_http_requests_total|http_request_total)\{.*code="5' "$work/traffic-metrics.txt" \
+  || fail "5xx under traffic: $(grep -E 'code="5' "$work/traffic-metrics.txt")"
+kill -TERM "$traffic_pid"
+wait "$traffic_pid" || fail "traffic instance: non-zero exit after SIGTERM"
+ok "--traffic --traffic-seconds 5: $summary"
+
 # --- Our dashboard and alert rules through a real Prometheus scraping the registry: every
 # expression evaluates; the panels of the families the demo has (no proxy, no tracing here)
 # return data.
