@@ -28,6 +28,8 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 
 /// The largest manifest fetched.
 const MAX_MANIFEST: usize = 4 << 20;
+/// The largest blob fetched (the demo buffers blobs in memory, as it does uploads).
+const MAX_BLOB: usize = 1 << 30;
 
 /// Why the upstream could not provide an object (other than "it does not exist").
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +87,15 @@ impl Proxy {
             .timeout(Duration::from_secs(300));
         let client = towerscope::client::instrumented_client_with(builder, telemetry)
             .map_err(|e| format!("cannot build the upstream client: {e}"))?;
-        Ok(Self {
+        Ok(Self::with_client(upstream, client))
+    }
+
+    /// A proxy of `upstream` calling it with `client`.
+    fn with_client(upstream: &str, client: ClientWithMiddleware) -> Self {
+        Self {
             base: upstream.trim_end_matches('/').to_owned(),
             client,
-        })
+        }
     }
 
     /// GETs `path` under the upstream's `/v2/`; `Ok(None)` on 404.
@@ -117,14 +124,14 @@ impl Proxy {
         }
     }
 
-    /// Fetches the manifest `name:reference` from the upstream, verifies it and stores it (with
-    /// its tag); `Ok(false)` if the upstream does not know it.
-    pub(crate) async fn fetch_manifest(
+    /// Fetches the manifest `name:reference` from the upstream and verifies it: by digest,
+    /// the content must have that digest; by tag, the upstream's Docker-Content-Digest (when
+    /// sent) must be the content's. `Ok(None)` if the upstream does not know it.
+    async fn manifest(
         &self,
-        state: &AppState,
         name: &str,
         reference: &str,
-    ) -> Result<bool, ProxyError> {
+    ) -> Result<Option<UpstreamManifest>, ProxyError> {
         let Some((response, url)) = self
             .get(
                 &format!("{name}/manifests/{reference}"),
@@ -133,7 +140,7 @@ impl Proxy {
             )
             .await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let header_digest = response
             .headers()
@@ -147,12 +154,10 @@ impl Proxy {
             .map(str::to_owned);
         let body = read_limited(response, &url, MAX_MANIFEST).await?;
         let digest = Digest::of(&body);
-        // By digest, the content must have that digest; by tag, the upstream's
-        // Docker-Content-Digest (when sent) must match the content.
-        let (expected, tag) = if reference.contains(':') {
-            (Some(reference.to_owned()), None)
+        let expected = if reference.contains(':') {
+            Some(reference.to_owned())
         } else {
-            (header_digest, Some(reference))
+            header_digest
         };
         if let Some(expected) = expected {
             if expected != digest.as_str() {
@@ -172,9 +177,57 @@ impl Proxy {
             .filter(|t| !t.is_empty() && t != "application/json")
             .or_else(|| parsed.get("mediaType")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned());
+        Ok(Some(UpstreamManifest {
+            digest,
+            media_type,
+            body,
+        }))
+    }
+
+    /// Fetches the blob `digest` of repository `name` from the upstream and verifies its
+    /// content; `Ok(None)` if the upstream does not know it.
+    async fn blob(&self, name: &str, digest: &Digest) -> Result<Option<Vec<u8>>, ProxyError> {
+        let Some((response, url)) = self
+            .get(&format!("{name}/blobs/{digest}"), "proxyGetBlob", None)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let body = read_limited(response, &url, MAX_BLOB).await?;
+        let actual = Digest::of(&body);
+        if &actual != digest {
+            return Err(ProxyError::DigestMismatch {
+                url,
+                actual,
+                expected: digest.to_string(),
+            });
+        }
+        Ok(Some(body))
+    }
+
+    /// Fetches the manifest `name:reference` from the upstream, verifies it and stores it
+    /// (with its tag, when `reference` is one) in a `tx-putManifest` transaction; `Ok(false)`
+    /// if the upstream does not know it.
+    pub(crate) async fn fetch_manifest(
+        &self,
+        state: &AppState,
+        name: &str,
+        reference: &str,
+    ) -> Result<bool, ProxyError> {
+        let Some(manifest) = self.manifest(name, reference).await? else {
+            return Ok(false);
+        };
+        let tag = (!reference.contains(':')).then_some(reference);
+        let digest = &manifest.digest;
         state
             .db
-            .put_manifest(name, digest.as_str(), &media_type, &body, tag)
+            .put_manifest(
+                name,
+                digest.as_str(),
+                &manifest.media_type,
+                &manifest.body,
+                tag,
+            )
             .await
             .map_err(|e| ProxyError::Store {
                 what: format!("manifest {name}@{digest}"),
@@ -185,34 +238,17 @@ impl Proxy {
     }
 
     /// Fetches the blob `digest` of repository `name` from the upstream, verifies it and stores
-    /// it; `Ok(false)` if the upstream does not know it.
+    /// it (on disk, then in a `tx-putBlob` transaction); `Ok(false)` if the upstream does not
+    /// know it.
     pub(crate) async fn fetch_blob(
         &self,
         state: &AppState,
         name: &str,
         digest: &Digest,
     ) -> Result<bool, ProxyError> {
-        let Some((response, url)) = self
-            .get(&format!("{name}/blobs/{digest}"), "proxyGetBlob", None)
-            .await?
-        else {
+        let Some(body) = self.blob(name, digest).await? else {
             return Ok(false);
         };
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ProxyError::Unreachable {
-                url: url.clone(),
-                message: error_chain(&e),
-            })?;
-        let actual = Digest::of(&body);
-        if &actual != digest {
-            return Err(ProxyError::DigestMismatch {
-                url,
-                actual,
-                expected: digest.to_string(),
-            });
-        }
         let store_error = |message: String| ProxyError::Store {
             what: format!("blob {digest}"),
             message,
@@ -230,6 +266,14 @@ impl Proxy {
         tracing::info!(%name, %digest, size, "blob cached from upstream");
         Ok(true)
     }
+}
+
+/// A manifest fetched from the upstream and verified.
+#[derive(Debug)]
+struct UpstreamManifest {
+    digest: Digest,
+    media_type: String,
+    body: Vec<u8>,
 }
 
 /// Reads a response body of at most `limit` bytes.
@@ -276,6 +320,118 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::{extract::Request, response::IntoResponse, Router};
+    use towerscope::{client::ClientMiddleware, config::MetricConfig, metrics::MetricsRegistry};
+
+    const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:c"},"layers":[]}"#;
+    const BLOB: &[u8] = b"layer content";
+
+    /// A fake upstream: `good` and the manifest's digest answer the manifest (`good` with its
+    /// Docker-Content-Digest), `liar` announces another digest, the blob's digest answers the
+    /// blob, the digest of `tampered` answers other bytes, `private` is 401, the rest 404.
+    async fn upstream(req: Request) -> axum::response::Response {
+        let manifest_digest = Digest::of(MANIFEST);
+        let path = req.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/v2/r/") else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let manifest = |digest: String| {
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                    ),
+                    (
+                        header::HeaderName::from_static("docker-content-digest"),
+                        digest,
+                    ),
+                ],
+                MANIFEST,
+            )
+                .into_response()
+        };
+        match rest {
+            "manifests/good" => manifest(manifest_digest.to_string()),
+            "manifests/liar" => manifest(Digest::of(b"other").to_string()),
+            "manifests/private" => StatusCode::UNAUTHORIZED.into_response(),
+            _ if rest == format!("manifests/{manifest_digest}") => {
+                manifest(manifest_digest.to_string())
+            }
+            _ if rest == format!("blobs/{}", Digest::of(BLOB)) => BLOB.into_response(),
+            _ if rest == format!("blobs/{}", Digest::of(b"tampered")) => BLOB.into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    fn proxy_of(base: &str) -> Proxy {
+        let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+        let client = ClientMiddleware::new(&registry, "")
+            .build_client(reqwest::Client::builder())
+            .unwrap();
+        Proxy::with_client(base, client)
+    }
+
+    #[tokio::test]
+    async fn upstream_content_is_verified_and_errors_are_classified() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, Router::new().fallback(upstream))
+                .await
+                .unwrap()
+        });
+        let proxy = proxy_of(&format!("http://{addr}/"));
+
+        let by_tag = proxy.manifest("r", "good").await.unwrap().unwrap();
+        assert_eq!(by_tag.digest, Digest::of(MANIFEST));
+        assert_eq!(by_tag.body, MANIFEST);
+        assert_eq!(
+            by_tag.media_type,
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        let digest = Digest::of(MANIFEST).to_string();
+        assert!(proxy.manifest("r", &digest).await.unwrap().is_some());
+        assert!(proxy.manifest("r", "missing").await.unwrap().is_none());
+        let wrong = Digest::of(b"wrong").to_string();
+        assert!(proxy.manifest("r", &wrong).await.unwrap().is_none());
+        assert!(matches!(
+            proxy.manifest("r", "liar").await,
+            Err(ProxyError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            proxy.manifest("r", "private").await,
+            Err(ProxyError::Status {
+                status: StatusCode::UNAUTHORIZED,
+                ..
+            })
+        ));
+
+        assert_eq!(
+            proxy.blob("r", &Digest::of(BLOB)).await.unwrap().as_deref(),
+            Some(BLOB)
+        );
+        assert!(matches!(
+            proxy.blob("r", &Digest::of(b"tampered")).await,
+            Err(ProxyError::DigestMismatch { .. })
+        ));
+        assert!(proxy
+            .blob("r", &Digest::of(b"absent"))
+            .await
+            .unwrap()
+            .is_none());
+
+        // Nothing listens on a port just released: a connection failure, not a panic.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let err = proxy_of(&format!("http://{closed_addr}"))
+            .manifest("r", "good")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Unreachable { .. }), "{err}");
+    }
 
     #[test]
     fn upstream_urls_are_checked() {
