@@ -155,6 +155,18 @@ mod tests {
     }
 
     #[test]
+    fn upstream_must_be_an_http_url() {
+        let config = DemoConfig::from_yaml_str("upstream: http://127.0.0.1:5001").unwrap();
+        assert_eq!(config.upstream.as_deref(), Some("http://127.0.0.1:5001"));
+        let err = DemoConfig::from_yaml_str("upstream: 127.0.0.1:5001").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("upstream: \"127.0.0.1:5001\" is not an http:// or https:// URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = DemoConfig::from_yaml_str("lisen: 127.0.0.1:1").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
