@@ -30,9 +30,9 @@ use axum::{
 use http_body::Body as _;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::PrometheusRecorder;
-use towerscope::metrics::MetricsRegistry;
 use tower_layer::Layer;
 use tower_service::Service;
+use towerscope::metrics::MetricsRegistry;
 
 use crate::{gauges::PullCounter, registry::Route};
 
@@ -160,14 +160,8 @@ pub(crate) fn layer(registry: &MetricsRegistry, pulls: Option<PullCounter>) -> D
             DURATION,
             "The latency of the HTTP requests in seconds, by handler and method.",
         ),
-        (
-            IN_FLIGHT,
-            "The in-flight HTTP requests, by handler.",
-        ),
-        (
-            REQUEST_SIZE,
-            "The HTTP request sizes in bytes, by handler.",
-        ),
+        (IN_FLIGHT, "The in-flight HTTP requests, by handler."),
+        (REQUEST_SIZE, "The HTTP request sizes in bytes, by handler."),
         (
             RESPONSE_SIZE,
             "The HTTP response sizes in bytes, by handler.",

@@ -63,6 +63,12 @@ impl PullCounter {
     }
 }
 
+/// A series: family name and labels.
+type Series = (String, Vec<(String, String)>);
+
+/// A series and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Names of the families.
 #[derive(Debug)]
 struct Names {
@@ -79,7 +85,7 @@ pub(crate) struct ExporterGauges {
     recorder: Arc<PrometheusRecorder>,
     names: Arc<Names>,
     /// Series set by earlier scrapes: those that vanish (a deleted project) are set to 0.
-    seen: Arc<Mutex<BTreeSet<(String, Vec<(String, String)>)>>>,
+    seen: Arc<Mutex<BTreeSet<Series>>>,
 }
 
 impl ExporterGauges {
@@ -106,7 +112,10 @@ impl ExporterGauges {
         let registry = telemetry.registry();
         let recorder = registry.recorder();
         for (name, help) in [
-            (&names.project_total, "The number of projects, by visibility."),
+            (
+                &names.project_total,
+                "The number of projects, by visibility.",
+            ),
             (
                 &names.project_repo_total,
                 "The number of repositories of each project.",
@@ -144,7 +153,7 @@ impl ExporterGauges {
     /// Runs the queries and sets the gauges.
     pub(crate) async fn refresh(&self) -> Result<(), sqlx::Error> {
         let names = &self.names;
-        let mut values: Vec<(String, Vec<(String, String)>, f64)> = Vec::new();
+        let mut values: Vec<Sample> = Vec::new();
         let public = |p: bool| if p { "true" } else { "false" }.to_owned();
 
         let by_visibility: Vec<(bool, i64)> =

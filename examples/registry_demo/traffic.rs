@@ -128,7 +128,12 @@ impl Traffic {
                 .map(str::to_owned)
         };
         let Some((_, headers, _)) = self
-            .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), None, None)
+            .send(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                None,
+                None,
+            )
             .await
         else {
             return digest;
@@ -201,7 +206,12 @@ impl Traffic {
     /// Pulls `repo:tag`: manifest, then its blobs.
     async fn pull_image(&mut self, repo: &str, tag: &str) {
         let Some((status, _, body)) = self
-            .send(Method::GET, &format!("/v2/{repo}/manifests/{tag}"), None, None)
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{tag}"),
+                None,
+                None,
+            )
             .await
         else {
             return;
@@ -220,14 +230,29 @@ impl Traffic {
             .filter_map(|l| l["digest"].as_str().map(str::to_owned))
             .collect();
         if let Some(config) = config {
-            self.send(Method::GET, &format!("/v2/{repo}/blobs/{config}"), None, None)
-                .await;
+            self.send(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{config}"),
+                None,
+                None,
+            )
+            .await;
         }
         for layer in layers {
-            self.send(Method::HEAD, &format!("/v2/{repo}/blobs/{layer}"), None, None)
-                .await;
-            self.send(Method::GET, &format!("/v2/{repo}/blobs/{layer}"), None, None)
-                .await;
+            self.send(
+                Method::HEAD,
+                &format!("/v2/{repo}/blobs/{layer}"),
+                None,
+                None,
+            )
+            .await;
+            self.send(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{layer}"),
+                None,
+                None,
+            )
+            .await;
         }
     }
 
@@ -302,7 +327,7 @@ async fn run(base: String, duration: Duration) {
         t.pull_image(repo, &tag).await;
         t.pull_image(repo, &tag).await;
         t.list(repo).await;
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             t.errors(repo).await;
         }
         if !gc_done && start.elapsed() >= duration / 2 {
