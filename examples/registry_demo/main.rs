@@ -199,9 +199,11 @@ async fn main() -> ExitCode {
         eprintln!("registry_demo: {err}");
     }
     let prefix = telemetry.config().metric.prefix();
-    let proxy = match config.upstream.as_deref().map(|u| proxy::Proxy::new(u, &telemetry)) {
-        Some(Ok(proxy)) => Some(proxy),
-        Some(Err(err)) => return fail(format!("upstream: {err}")),
+    let proxy = match &config.upstream {
+        Some(upstream) => match proxy::Proxy::new(upstream, &telemetry) {
+            Ok(proxy) => Some(proxy),
+            Err(err) => return fail(format!("upstream: {err}")),
+        },
         None => None,
     };
 
