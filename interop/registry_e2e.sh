@@ -41,12 +41,13 @@ grep -q "trace: set exactly one exporter: trace.jaeger or trace.otel, not both" 
   || fail "no SDK validation message: $(cat "$work/bad.err")"
 ok "invalid trace config exits non-zero with the SDK's message"
 
-printf 'listen: 127.0.0.1:%s\nupstream: http://127.0.0.1:1\n' "$api_port" > "$work/upstream.yml"
+printf 'listen: 127.0.0.1:%s\nupstream: 127.0.0.1:1\n' "$api_port" > "$work/upstream.yml"
 if "$bin" --config "$work/upstream.yml" > /dev/null 2> "$work/upstream.err"; then
-  fail "started in proxy-cache mode"
+  fail "started with an upstream that is not a URL"
 fi
-grep -q "not implemented yet" "$work/upstream.err" || fail "no upstream message: $(cat "$work/upstream.err")"
-ok "upstream (proxy cache) is refused as not implemented yet"
+grep -q "upstream: .* is not an http:// or https:// URL" "$work/upstream.err" \
+  || fail "no upstream message: $(cat "$work/upstream.err")"
+ok "an upstream that is not an http(s) URL is refused"
 
 # --- Start the registry.
 cat > "$work/config.yml" <<YAML
@@ -245,6 +246,79 @@ has '^build_info\{version="[^"]+",app="registry_demo"\} 1$'
 has '^process_open_fds '
 ok "metrics: operationIds from the OpenAPI document, registry handlers, task, db, build info"
 
+# --- Distribution's metric names under ?comp=registry, Harbor-exporter gauges from the
+# database at scrape time under ?comp=exporter, and promtool on the whole output.
+curl -fsS "$metrics?comp=registry" > "$work/registry.txt"
+has_in() { grep -qE "$2" "$1" || fail "metric missing in $(basename "$1"): $2"; }
+has_in "$work/registry.txt" '^# HELP registry_http_requests_total .+'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="201",handler="manifest",method="PUT"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="200",handler="manifest",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="202",handler="blob_upload_chunk",method="PATCH"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="400",handler="blob_upload",method="POST"\} 1$'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="404",handler="manifest",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_requests_total\{code="206",handler="blob",method="GET"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_request_duration_seconds_count\{handler="manifest",method="PUT"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_in_flight_requests\{handler="blob"\} 0$'
+has_in "$work/registry.txt" '^registry_http_request_size_bytes_sum\{handler="manifest"\} [1-9]'
+has_in "$work/registry.txt" '^registry_http_response_size_bytes_sum\{handler="blob"\} [1-9]'
+! grep -qE '^(http_request_total|harbor_)' "$work/registry.txt" || fail "?comp=registry has other families"
+ok "?comp=registry: registry_http_requests_total{code,handler,method}, duration, in-flight, sizes"
+
+curl -fsS "$metrics?comp=exporter" > "$work/exporter.txt"
+has_in "$work/exporter.txt" '^harbor_project_total\{public="true"\} 1$'
+has_in "$work/exporter.txt" '^harbor_project_repo_total\{project_name="library",public="true"\} 1$'
+has_in "$work/exporter.txt" '^harbor_project_artifact_total\{project_name="library"\} 1$'
+has_in "$work/exporter.txt" '^harbor_artifact_pulled\{name="library/hello"\} [1-9]'
+curl -fsS -o /dev/null "$api/v2/library/hello/manifests/v1" || fail "manifest GET"
+sleep 0.2
+pulls() { curl -fsS "$metrics?comp=exporter" | sed -n 's/^harbor_artifact_pulled{name="library\/hello"} //p'; }
+before=$(grep -E '^harbor_artifact_pulled\{name="library/hello"\}' "$work/exporter.txt" | cut -d' ' -f2)
+[ "$(pulls)" = $((before + 1)) ] || fail "pull count not refreshed at scrape time: $before -> $(pulls)"
+ok "?comp=exporter: project, repository, artifact and pull gauges computed from the database at scrape time"
+
+curl -fsS "$metrics" > "$work/all.txt"
+grep -q '^harbor_project_total' "$work/all.txt" && grep -q '^registry_http_requests_total' "$work/all.txt" \
+  || fail "unfiltered /metrics lacks the exporter or registry families"
+promtool check metrics < "$work/all.txt" > "$work/promtool.log" 2>&1 || true
+# Harbor's exporter names its gauges *_total; promtool's lint about that is expected, nothing else.
+if grep -vE '^harbor_(project|project_repo|project_artifact)_total non-counter metrics should not have "_total" suffix$' \
+  "$work/promtool.log" | grep -q .; then
+  fail "promtool check metrics: $(cat "$work/promtool.log")"
+fi
+ok "promtool check metrics on the whole /metrics: only the lint on Harbor's *_total gauge names"
+
+# --- `--traffic`: a fresh instance generating its own traffic for a few seconds.
+traffic_api_port=$(free_port)
+traffic_metrics_port=$(free_port)
+printf 'listen: 127.0.0.1:%s\nmetric: { port: %s }\n' "$traffic_api_port" "$traffic_metrics_port" > "$work/traffic.yml"
+# Bounded by `timeout`: the EXIT trap only knows the main instance.
+timeout 60 "$bin" --config "$work/traffic.yml" --traffic --traffic-seconds 5 > "$work/traffic.log" 2>&1 &
+traffic_pid=$!
+for _ in $(seq 1 300); do
+  grep -q '^traffic: done' "$work/traffic.log" && break
+  kill -0 "$traffic_pid" 2>/dev/null || fail "the traffic instance exited: $(tail -5 "$work/traffic.log")"
+  sleep 0.1
+done
+summary=$(grep '^traffic: done' "$work/traffic.log") || fail "traffic did not finish: $(grep '^traffic' "$work/traffic.log")"
+grep -q ' 5xx 0), 0 transport errors$' <<<"$summary" || fail "traffic: $summary"
+traffic_metrics="http://127.0.0.1:$traffic_metrics_port/metrics"
+curl -fsS "$traffic_metrics" > "$work/traffic-metrics.txt"
+for re in '^registry_http_requests_total\{code="201",handler="manifest",method="PUT"\} [1-9]' \
+  '^registry_http_requests_total\{code="200",handler="blob",method="GET"\} [1-9]' \
+  '^registry_http_requests_total\{code="404",handler="manifest",method="GET"\} [1-9]' \
+  '^registry_http_requests_total\{code="400",handler="blob_upload",method="POST"\} [1-9]' \
+  '^http_request_total\{method="GET",code="200",operation="listProjects"\} [1-9]' \
+  '^http_request_total\{method="POST",code="201",operation="createGCSchedule"\} 1$' \
+  '^harbor_project_repo_total\{project_name="traffic",public="false"\} [1-9]' \
+  '^harbor_artifact_pulled\{name="traffic/web"\} [1-9]'; do
+  has_in "$work/traffic-metrics.txt" "$re"
+done
+! grep -qE '^(registry_http_requests_total|http_request_total)\{.*code="5' "$work/traffic-metrics.txt" \
+  || fail "5xx under traffic: $(grep -E 'code="5' "$work/traffic-metrics.txt")"
+kill -TERM "$traffic_pid"
+wait "$traffic_pid" || fail "traffic instance: non-zero exit after SIGTERM"
+ok "--traffic --traffic-seconds 5: $summary"
+
 # --- Our dashboard and alert rules through a real Prometheus scraping the registry: every
 # expression evaluates; the panels of the families the demo has (no proxy, no tracing here)
 # return data.
@@ -363,6 +437,156 @@ PY
   ok "spans flushed at shutdown over OTLP: request -> tx span, run-job with the request's id"
 else
   echo "registry_e2e: skipped: tracing check (python grpcio / opentelemetry-proto not installed)"
+fi
+
+# --- Proxy cache: registry A (upstream, serving the image pushed at the start from the first
+# instance's database and storage) and registry B (`upstream:` A). A pull through B fetches from A
+# through the instrumented client and caches; the second pull does not reach A. Both trace to one
+# OTLP sink with distinct service names: B's server span, B's client span and A's server span
+# share one trace id.
+pid_a=""
+pid_b=""
+sink_pid=""
+cleanup_proxy() {
+  for p in $pid_a $pid_b; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -n "$sink_pid" ]; then exec 8>&- ; kill "$sink_pid" 2>/dev/null || true; fi
+  cleanup
+}
+trap cleanup_proxy EXIT
+tracing=""
+if python3 -c 'import grpc, opentelemetry.proto' 2>/dev/null; then
+  tracing=1
+  rm -f "$work/sink.in"
+  mkfifo "$work/sink.in"
+  python3 interop/otlp_sink.py < "$work/sink.in" > "$work/proxy-sink.out" &
+  sink_pid=$!
+  exec 8> "$work/sink.in"
+  for _ in $(seq 1 200); do grep -q READY "$work/proxy-sink.out" 2>/dev/null && break; sleep 0.05; done
+  sink_http=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' "$work/proxy-sink.out" | head -1)
+  [ -n "$sink_http" ] || fail "the OTLP sink did not start (proxy cache)"
+fi
+trace_block() {
+  [ -n "$tracing" ] || return 0
+  printf 'trace:\n  enabled: true\n  service_name: %s\n  otel: { endpoint: "127.0.0.1:%s", url_path: /v1/traces, insecure: true }\n' \
+    "$1" "$sink_http"
+}
+wait_up() {
+  for _ in $(seq 1 200); do
+    curl -fsS "$1/v2/" > /dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || fail "registry $3 exited: $(tail -n 5 "$4")"
+    sleep 0.05
+  done
+  fail "registry $3 did not start"
+}
+a_port=$(free_port); a_metrics_port=$(free_port)
+b_port=$(free_port); b_metrics_port=$(free_port)
+{
+  printf 'listen: 127.0.0.1:%s\ndatabase: sqlite://%s/registry.db\nstorage: %s/blobs\nmetric: { port: %s }\n' \
+    "$a_port" "$work" "$work" "$a_metrics_port"
+  trace_block registry-upstream
+} > "$work/upstream-a.yml"
+{
+  printf 'listen: 127.0.0.1:%s\nupstream: http://127.0.0.1:%s\nmetric: { port: %s }\n' \
+    "$b_port" "$a_port" "$b_metrics_port"
+  trace_block registry-proxy
+} > "$work/proxy-b.yml"
+"$bin" --config "$work/upstream-a.yml" > "$work/upstream.log" 2>&1 &
+pid_a=$!
+"$bin" --config "$work/proxy-b.yml" > "$work/app.log" 2>&1 &
+pid_b=$!
+a_api="http://127.0.0.1:$a_port"
+b_api="http://127.0.0.1:$b_port"
+wait_up "$a_api" "$pid_a" A "$work/upstream.log"
+wait_up "$b_api" "$pid_b" B "$work/app.log"
+a_count() { # A's count of GETs answered 200 for a registry handler
+  curl -fsS "http://127.0.0.1:$a_metrics_port/metrics" \
+    | sed -n "s/^http_request_total{method=\"GET\",code=\"200\",operation=\"$1\"} \([0-9]*\)$/\1/p"
+}
+skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$b_port/library/hello:v1" "dir:$work/proxied" \
+  > "$work/proxy-pull.log" 2>&1 || fail "skopeo pull through the proxy: $(cat "$work/proxy-pull.log")"
+pulled=$(sha256sum "$work/proxied/${layer_digest#sha256:}" | cut -d' ' -f1)
+[ "sha256:$pulled" = "$layer_digest" ] || fail "layer pulled through the proxy: sha256:$pulled != $layer_digest"
+pulled=$(sha256sum "$work/proxied/manifest.json" | cut -d' ' -f1)
+[ "sha256:$pulled" = "$manifest_digest" ] || fail "manifest pulled through the proxy: sha256:$pulled != $manifest_digest"
+ok "proxy cache: skopeo pull through B (upstream A): manifest and layer digests intact"
+
+curl -fsS "http://127.0.0.1:$b_metrics_port/metrics" > "$work/metrics.txt"
+has '^http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
+has '^http_client_request_total\{method="GET",code="200",peer="proxyGetBlob"\} 2$'
+has '^db_transaction_total\{operation="putManifest",outcome="commit"\} 1$'
+has '^db_transaction_total\{operation="putBlob",outcome="commit"\} 2$'
+ok "proxy cache: B's client metrics: proxyGetManifest 1, proxyGetBlob 2 (code 200), stored in tx-putManifest/tx-putBlob"
+
+manifests_a=$(a_count manifest); blobs_a=$(a_count blob)
+[ -n "$manifests_a" ] && [ "$manifests_a" -ge 1 ] || fail "A did not count the manifest fetch: '$manifests_a'"
+skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$b_port/library/hello:v1" "dir:$work/proxied2" \
+  > "$work/proxy-pull.log" 2>&1 || fail "second pull through the proxy: $(cat "$work/proxy-pull.log")"
+cmp -s "$work/proxied/manifest.json" "$work/proxied2/manifest.json" || fail "second pull: manifest differs"
+[ "$(a_count manifest)" = "$manifests_a" ] && [ "$(a_count blob)" = "$blobs_a" ] \
+  || fail "second pull reached A: manifests $manifests_a -> $(a_count manifest), blobs $blobs_a -> $(a_count blob)"
+curl -fsS "http://127.0.0.1:$b_metrics_port/metrics" > "$work/metrics.txt"
+has '^http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
+ok "proxy cache: second pull served from B's cache (A's manifest count stays $manifests_a, blob count $blobs_a)"
+
+code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/hello/manifests/nope")
+[ "$code" = 404 ] && grep -q '"MANIFEST_UNKNOWN"' "$work/err.json" || fail "upstream 404 manifest: $code $(cat "$work/err.json")"
+code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/hello/blobs/sha256:$(printf '0%.0s' $(seq 64))")
+[ "$code" = 404 ] && grep -q '"BLOB_UNKNOWN"' "$work/err.json" || fail "upstream 404 blob: $code $(cat "$work/err.json")"
+ok "proxy cache: upstream 404s are MANIFEST_UNKNOWN and BLOB_UNKNOWN"
+
+kill -TERM "$pid_a"
+wait "$pid_a" || fail "A: non-zero exit after SIGTERM"
+pid_a=""
+code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/other/manifests/v1")
+[ "$code" = 502 ] && python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["errors"][0]; assert e["code"]=="UNKNOWN" and e["message"], e' \
+  "$work/err.json" || fail "unreachable upstream: $code $(cat "$work/err.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$b_api/v2/library/hello/manifests/v1")
+[ "$code" = 200 ] || fail "cached manifest while the upstream is down: $code"
+kill -TERM "$pid_b"
+wait "$pid_b" || fail "B: non-zero exit after SIGTERM"
+pid_b=""
+ok "proxy cache: upstream down -> 502 {\"errors\":[{\"code\":\"UNKNOWN\"}]}, cache still served; both stop on SIGTERM"
+
+if [ -n "$tracing" ]; then
+  for _ in $(seq 1 200); do [ "$(grep -c '"transport"' "$work/proxy-sink.out")" -ge 2 ] && break; sleep 0.05; done
+  exec 8>&-
+  wait "$sink_pid" 2>/dev/null || true
+  sink_pid=""
+  trace_line=$(python3 - "$work/proxy-sink.out" 2>&1 <<'PY'
+import json, sys
+spans = []
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        export = json.loads(line)
+        service = export["resource"].get("service.name")
+        spans += [dict(s, service=service) for s in export["spans"]]
+SERVER, CLIENT = 2, 3
+clients = [s for s in spans if s["service"] == "registry-proxy" and s["kind"] == CLIENT
+           and s["attributes"].get("operation") == "proxyGetManifest"]
+ok = [c for c in clients if c["attributes"].get("http.response.status_code") == 200]
+assert len(ok) == 1, clients
+client = ok[0]
+by_id = {s["span_id"]: s for s in spans}
+b_server = by_id[client["parent_span_id"]]
+assert b_server["service"] == "registry-proxy" and b_server["kind"] == SERVER, b_server
+assert b_server["attributes"]["operation"] == "manifest", b_server
+a_servers = [s for s in spans if s["service"] == "registry-upstream" and s["parent_span_id"] == client["span_id"]]
+assert len(a_servers) == 1, [s for s in spans if s["service"] == "registry-upstream"]
+a_server = a_servers[0]
+assert a_server["kind"] == SERVER and a_server["attributes"]["operation"] == "manifest", a_server
+assert b_server["trace_id"] == client["trace_id"] == a_server["trace_id"], (b_server, client, a_server)
+blob_clients = [s for s in spans if s["attributes"].get("operation") == "proxyGetBlob"
+                and s["attributes"].get("http.response.status_code") == 200]
+assert len(blob_clients) == 2 and all(
+    any(a["parent_span_id"] == c["span_id"] and a["trace_id"] == c["trace_id"] for a in spans
+        if a["service"] == "registry-upstream") for c in blob_clients), blob_clients
+print("trace", client["trace_id"], "B server", b_server["span_id"], "-> B client", client["span_id"],
+      "-> A server", a_server["span_id"])
+PY
+  ) || fail "proxy spans: $trace_line"
+  ok "proxy cache: B server span -> B client span (proxyGetManifest) -> A server span share one trace id (decoded by the OTLP sink): $trace_line"
+else
+  echo "registry_e2e: skipped: proxy-cache tracing check (python grpcio / opentelemetry-proto not installed)"
 fi
 
 echo "registry_e2e: $passed passed, 0 failed"

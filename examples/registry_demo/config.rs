@@ -19,7 +19,7 @@ pub(crate) struct DemoConfig {
     pub(crate) database: Option<String>,
     /// The blob directory; `None` means a fresh temporary directory.
     pub(crate) storage: Option<PathBuf>,
-    /// The upstream registry of proxy-cache mode (not implemented yet).
+    /// The upstream registry of proxy-cache mode (`http://HOST:PORT`, anonymous access).
     pub(crate) upstream: Option<String>,
     /// An OpenAPI document to label core requests with instead of the demo's own one.
     pub(crate) openapi: Option<PathBuf>,
@@ -122,6 +122,9 @@ impl DemoConfig {
         config.database = string_field(&map, "database")?;
         config.storage = string_field(&map, "storage")?.map(PathBuf::from);
         config.upstream = string_field(&map, "upstream")?;
+        if let Some(upstream) = &config.upstream {
+            crate::proxy::validate_upstream(upstream).map_err(|m| field_error("upstream", m))?;
+        }
         config.openapi = string_field(&map, "openapi")?.map(PathBuf::from);
         let sdk_yaml = serde_norway::to_string(&Value::Mapping(sdk))
             .map_err(|e| field_error("(root)", e.to_string()))?;
@@ -149,6 +152,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DemoConfigError::Sdk(_)), "{err}");
+    }
+
+    #[test]
+    fn upstream_must_be_an_http_url() {
+        let config = DemoConfig::from_yaml_str("upstream: http://127.0.0.1:5001").unwrap();
+        assert_eq!(config.upstream.as_deref(), Some("http://127.0.0.1:5001"));
+        let err = DemoConfig::from_yaml_str("upstream: 127.0.0.1:5001").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("upstream: \"127.0.0.1:5001\" is not an http:// or https:// URL"),
+            "{err}"
+        );
     }
 
     #[test]

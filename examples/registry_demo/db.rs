@@ -163,6 +163,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The connection pool (the exporter gauges query it at scrape time).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Closes the pool.
     pub(crate) async fn close(&self) {
         self.pool.close().await;

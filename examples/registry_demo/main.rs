@@ -16,16 +16,20 @@
 //! Without `--config`, the API listens on 127.0.0.1:8080, metrics on 127.0.0.1:9090/metrics,
 //! and the database and blobs live in a fresh temporary directory removed at exit. The YAML
 //! file has `listen`, `database` (a sqlx SQLite URL), `storage` (a directory), `upstream`
-//! (proxy-cache mode: not implemented yet), `openapi` (a document to label core requests
+//! (proxy-cache mode, see `proxy.rs`), `openapi` (a document to label core requests
 //! with instead of the demo's own `openapi.yaml`) and towerscope's `metric:`, `trace:` and
 //! `request_id:` blocks. SIGINT/SIGTERM stop it gracefully, flushing spans.
 
 mod config;
 mod core;
 mod db;
+mod distribution_metrics;
+mod gauges;
 mod gc;
+mod proxy;
 mod registry;
 mod storage;
+mod traffic;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -56,6 +60,8 @@ pub(crate) struct AppState {
     pub(crate) storage: Storage,
     pub(crate) jobs: Jobs,
     pub(crate) listen: SocketAddr,
+    /// The upstream registry in proxy-cache mode.
+    pub(crate) proxy: Option<proxy::Proxy>,
 }
 
 /// A JSON response body (axum's `json` feature is not enabled for the examples).
@@ -97,7 +103,7 @@ impl Drop for TempDir {
     }
 }
 
-const USAGE: &str = "usage: registry_demo [--config FILE]";
+const USAGE: &str = "usage: registry_demo [--config FILE] [--traffic [--traffic-seconds N]]";
 
 fn parse_args() -> Result<Option<PathBuf>, String> {
     let mut args = std::env::args_os().skip(1);
@@ -106,6 +112,15 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
         match arg.to_str() {
             Some("--config") => {
                 config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
+            }
+            Some("--traffic") => traffic::enable(),
+            Some("--traffic-seconds") => {
+                traffic::set_seconds(
+                    args.next()
+                        .and_then(|a| a.into_string().ok())
+                        .as_deref()
+                        .unwrap_or(""),
+                )?;
             }
             Some("-h" | "--help") => {
                 println!("{USAGE}");
@@ -168,11 +183,6 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(err),
     };
-    if let Some(upstream) = &config.upstream {
-        return fail(format!(
-            "upstream: proxy-cache mode (upstream {upstream}) is not implemented yet; remove `upstream` from the configuration"
-        ));
-    }
     let openapi = match &config.openapi {
         Some(path) => OpenApiResolver::from_path(path),
         None => OpenApiResolver::from_yaml_str(OPENAPI),
@@ -189,6 +199,13 @@ async fn main() -> ExitCode {
         eprintln!("registry_demo: {err}");
     }
     let prefix = telemetry.config().metric.prefix();
+    let proxy = match &config.upstream {
+        Some(upstream) => match proxy::Proxy::new(upstream, &telemetry) {
+            Ok(proxy) => Some(proxy),
+            Err(err) => return fail(format!("upstream: {err}")),
+        },
+        None => None,
+    };
 
     // 2. Storage and database.
     let needs_temp = config.database.is_none() || config.storage.is_none();
@@ -243,12 +260,19 @@ async fn main() -> ExitCode {
         storage,
         jobs,
         listen: config.listen,
+        proxy,
     };
+    let (exporter_gauges, pulls) = match gauges::ExporterGauges::new(&telemetry, &db).await {
+        Ok(gauges) => gauges,
+        Err(err) => return fail(format!("exporter gauges: {err}")),
+    };
+    let distribution = distribution_metrics::layer(telemetry.registry(), Some(pulls));
     let resolver = Arc::new(openapi).or(RegistryResolver::new());
     let app = Router::new()
         .merge(core::router())
         .fallback(fallback)
         .with_state(state)
+        .layer(distribution)
         .layer(telemetry.layer().with_resolver(resolver));
 
     // 5. Bind and serve.
@@ -256,7 +280,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(format!("cannot bind {}: {err}", config.listen)),
     };
-    let metrics = match telemetry.serve_metrics().await {
+    let metrics = match gauges::MetricsServer::bind(&telemetry, exporter_gauges).await {
         Ok(server) => server,
         Err(err) => {
             return fail(format!(
@@ -277,9 +301,13 @@ async fn main() -> ExitCode {
     }
     println!("database {database}, storage {}", storage_dir.display());
 
+    let traffic = traffic::start(local);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await;
+    if let Some(traffic) = traffic {
+        traffic.abort();
+    }
     if let Some(server) = metrics {
         server.shutdown().await;
     }

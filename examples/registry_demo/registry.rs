@@ -220,8 +220,8 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
         (Route::Manifest { name, reference }, &Method::DELETE) => {
             delete_manifest(&state, name, reference).await
         }
-        (Route::Blob { digest, .. }, &Method::GET | &Method::HEAD) => {
-            get_blob(&state, digest, method == Method::HEAD, req.headers()).await
+        (Route::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
+            get_blob(&state, name, digest, method == Method::HEAD, req.headers()).await
         }
         (Route::UploadStart { name }, &Method::POST) => start_upload(&state, name, req).await,
         (Route::Upload { name, uuid }, &Method::PATCH) => {
@@ -295,8 +295,29 @@ async fn tags(state: &AppState, name: &str) -> Response {
     }
 }
 
+/// The answer to a failed upstream call in proxy-cache mode.
+fn upstream_error(err: crate::proxy::ProxyError) -> Response {
+    tracing::warn!(error = %err, "proxy cache: upstream call failed");
+    oci_error(StatusCode::BAD_GATEWAY, "UNKNOWN", err.to_string())
+}
+
 async fn get_manifest(state: &AppState, name: &str, reference: &str, head: bool) -> Response {
-    match state.db.manifest(name, reference).await {
+    let mut found = state.db.manifest(name, reference).await;
+    if let (Ok(None), Some(proxy)) = (&found, &state.proxy) {
+        let valid = if reference.contains(':') {
+            Digest::parse(reference).is_some()
+        } else {
+            valid_tag(reference)
+        };
+        if valid {
+            match proxy.fetch_manifest(state, name, reference).await {
+                Ok(true) => found = state.db.manifest(name, reference).await,
+                Ok(false) => {}
+                Err(err) => return upstream_error(err),
+            }
+        }
+    }
+    match found {
         Ok(Some((digest, media_type, content))) => {
             let mut response = if head {
                 Response::new(Body::empty())
@@ -466,7 +487,13 @@ fn byte_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((first, last)))
 }
 
-async fn get_blob(state: &AppState, digest: &str, head: bool, headers: &HeaderMap) -> Response {
+async fn get_blob(
+    state: &AppState,
+    name: &str,
+    digest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
     let Some(digest) = Digest::parse(digest) else {
         return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
     };
@@ -477,7 +504,15 @@ async fn get_blob(state: &AppState, digest: &str, head: bool, headers: &HeaderMa
             "blob unknown to registry",
         )
     };
-    let size = match state.db.blob_size(digest.as_str()).await {
+    let mut size = state.db.blob_size(digest.as_str()).await;
+    if let (Ok(None), Some(proxy)) = (&size, &state.proxy) {
+        match proxy.fetch_blob(state, name, &digest).await {
+            Ok(true) => size = state.db.blob_size(digest.as_str()).await,
+            Ok(false) => {}
+            Err(err) => return upstream_error(err),
+        }
+    }
+    let size = match size {
         Ok(Some(size)) => size.max(0) as u64,
         Ok(None) => return unknown(),
         Err(e) => return internal(e),

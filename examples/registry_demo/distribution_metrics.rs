@@ -1,0 +1,297 @@
+//! Distribution's own metric names for `/v2/` requests, under `?comp=registry`:
+//! `registry_http_requests_total{code,handler,method}`,
+//! `registry_http_request_duration_seconds{handler,method}`,
+//! `registry_http_in_flight_requests{handler}`, and
+//! `registry_http_request_size_bytes{handler}` / `registry_http_response_size_bytes{handler}`.
+//!
+//! The handler label reuses the registry's path parser ([`Route::parse`]); other paths pass
+//! through untouched. Handles are resolved once per label set: fixed arrays for the per-handler
+//! and per-(handler, method) families, a read-locked map for the counters by status code.
+//!
+//! The duration and size families are histograms of the `metrics` facade: the towerscope
+//! registry renders them as summaries (its `metric.quantiles`), or as histograms with
+//! `metric.buckets` for the `_seconds` family when buckets are configured.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{
+    extract::Request,
+    http::{header, HeaderMap, Method},
+    response::Response,
+};
+use http_body::Body as _;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use tower_layer::Layer;
+use tower_service::Service;
+use towerscope::metrics::MetricsRegistry;
+
+use crate::{gauges::PullCounter, registry::Route};
+
+/// The `?comp=` component of these families.
+pub(crate) const COMPONENT: &str = "registry";
+
+const REQUESTS: &str = "registry_http_requests_total";
+const DURATION: &str = "registry_http_request_duration_seconds";
+const IN_FLIGHT: &str = "registry_http_in_flight_requests";
+const REQUEST_SIZE: &str = "registry_http_request_size_bytes";
+const RESPONSE_SIZE: &str = "registry_http_response_size_bytes";
+
+/// Distribution's handler names, indexed by [`handler_index`].
+const HANDLERS: [&str; 7] = [
+    "base",
+    "catalog",
+    "tags",
+    "manifest",
+    "blob",
+    "blob_upload",
+    "blob_upload_chunk",
+];
+
+/// The methods with their own series; others are counted as `_OTHER`.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "_OTHER"];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn handler_index(route: Route<'_>) -> usize {
+    match route {
+        Route::Base => 0,
+        Route::Catalog => 1,
+        Route::Tags { .. } => 2,
+        Route::Manifest { .. } => 3,
+        Route::Blob { .. } => 4,
+        Route::UploadStart { .. } => 5,
+        Route::Upload { .. } => 6,
+    }
+}
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        _ => 6,
+    }
+}
+
+/// Per-handler handles, registered at start.
+#[derive(Debug)]
+struct HandlerSeries {
+    in_flight: Gauge,
+    request_size: Histogram,
+    response_size: Histogram,
+    /// By method, registered on first use.
+    duration: [OnceLock<Histogram>; METHODS.len()],
+}
+
+#[derive(Debug)]
+struct Shared {
+    recorder: Arc<PrometheusRecorder>,
+    handlers: [HandlerSeries; HANDLERS.len()],
+    /// `(handler, method, code)` -> counter.
+    requests: RwLock<HashMap<(u8, u8, u16), Counter>>,
+    pulls: Option<PullCounter>,
+}
+
+impl Shared {
+    fn duration(&self, handler: usize, method: usize) -> &Histogram {
+        self.handlers[handler].duration[method].get_or_init(|| {
+            let key = Key::from_parts(
+                DURATION,
+                vec![
+                    Label::new("handler", HANDLERS[handler]),
+                    Label::new("method", METHODS[method]),
+                ],
+            );
+            self.recorder.register_histogram(&key, &METADATA)
+        })
+    }
+
+    fn requests(&self, handler: usize, method: usize, code: u16) -> Counter {
+        let slot = (handler as u8, method as u8, code);
+        if let Some(counter) = self
+            .requests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&slot)
+        {
+            return counter.clone();
+        }
+        let key = Key::from_parts(
+            REQUESTS,
+            vec![
+                Label::new("code", code.to_string()),
+                Label::new("handler", HANDLERS[handler]),
+                Label::new("method", METHODS[method]),
+            ],
+        );
+        let counter = self.recorder.register_counter(&key, &METADATA);
+        self.requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(slot)
+            .or_insert(counter)
+            .clone()
+    }
+}
+
+/// Registers the families (with their HELP text) under `?comp=registry` and builds the layer.
+/// Manifest GETs answered 200 are counted as pulls by `pulls`.
+pub(crate) fn layer(registry: &MetricsRegistry, pulls: Option<PullCounter>) -> DistributionLayer {
+    let recorder = registry.recorder();
+    let describe = [
+        (
+            REQUESTS,
+            "The number of requests received, by status code, handler and method.",
+        ),
+        (
+            DURATION,
+            "The latency of the HTTP requests in seconds, by handler and method.",
+        ),
+        (IN_FLIGHT, "The in-flight HTTP requests, by handler."),
+        (REQUEST_SIZE, "The HTTP request sizes in bytes, by handler."),
+        (
+            RESPONSE_SIZE,
+            "The HTTP response sizes in bytes, by handler.",
+        ),
+    ];
+    for (name, help) in describe {
+        let key = KeyName::from(name);
+        match name {
+            REQUESTS => recorder.describe_counter(key, None, help.into()),
+            IN_FLIGHT => recorder.describe_gauge(key, None, help.into()),
+            _ => recorder.describe_histogram(key, None, help.into()),
+        }
+    }
+    registry.register_component(COMPONENT, describe.map(|(name, _)| name));
+    let handlers = HANDLERS.map(|handler| {
+        let labels = || vec![Label::new("handler", handler)];
+        HandlerSeries {
+            in_flight: recorder.register_gauge(&Key::from_parts(IN_FLIGHT, labels()), &METADATA),
+            request_size: recorder
+                .register_histogram(&Key::from_parts(REQUEST_SIZE, labels()), &METADATA),
+            response_size: recorder
+                .register_histogram(&Key::from_parts(RESPONSE_SIZE, labels()), &METADATA),
+            duration: Default::default(),
+        }
+    });
+    DistributionLayer {
+        shared: Arc::new(Shared {
+            recorder,
+            handlers,
+            requests: RwLock::new(HashMap::new()),
+            pulls,
+        }),
+    }
+}
+
+/// The layer recording Distribution's metrics for `/v2/` requests.
+#[derive(Debug, Clone)]
+pub(crate) struct DistributionLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> Layer<S> for DistributionLayer {
+    type Service = DistributionMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DistributionMetrics {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service of [`DistributionLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct DistributionMetrics<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Decrements the in-flight gauge when the request ends, however it ends.
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+impl<S> Service<Request> for DistributionMetrics<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = Route::parse(req.uri().path());
+        let Some(route) = route else {
+            let fut = self.inner.call(req);
+            return Box::pin(fut);
+        };
+        let handler = handler_index(route);
+        let pulled = match (route, req.method()) {
+            (Route::Manifest { name, .. }, &Method::GET) => Some(name.to_owned()),
+            _ => None,
+        };
+        let method = method_index(req.method());
+        let shared = self.shared.clone();
+        let series = &shared.handlers[handler];
+        let request_size = content_length(req.headers())
+            .or_else(|| req.body().size_hint().exact())
+            .unwrap_or(0);
+        series.request_size.record(request_size as f64);
+        series.in_flight.increment(1.0);
+        let guard = InFlight(series.in_flight.clone());
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let elapsed = start.elapsed().as_secs_f64();
+            drop(guard);
+            let series = &shared.handlers[handler];
+            let response_size = content_length(res.headers())
+                .or_else(|| res.body().size_hint().exact())
+                .unwrap_or(0);
+            series.response_size.record(response_size as f64);
+            shared.duration(handler, method).record(elapsed);
+            let code = res.status().as_u16();
+            shared.requests(handler, method, code).increment(1);
+            if let (Some(name), Some(pulls), true) =
+                (pulled, &shared.pulls, res.status().is_success())
+            {
+                pulls.record(name);
+            }
+            Ok(res)
+        })
+    }
+}
