@@ -258,6 +258,10 @@ has_in "$work/registry.txt" '^registry_http_requests_total\{code="400",handler="
 has_in "$work/registry.txt" '^registry_http_requests_total\{code="404",handler="manifest",method="GET"\} [1-9]'
 has_in "$work/registry.txt" '^registry_http_requests_total\{code="206",handler="blob",method="GET"\} [1-9]'
 has_in "$work/registry.txt" '^registry_http_request_duration_seconds_count\{handler="manifest",method="PUT"\} [1-9]'
+has_in "$work/registry.txt" '^# TYPE registry_http_request_duration_seconds histogram$'
+has_in "$work/registry.txt" '^# TYPE registry_http_request_size_bytes histogram$'
+has_in "$work/registry.txt" '^# TYPE registry_http_response_size_bytes histogram$'
+has_in "$work/registry.txt" '^registry_http_request_duration_seconds_bucket\{handler="manifest",method="PUT",le="10"\} [1-9]'
 has_in "$work/registry.txt" '^registry_http_in_flight_requests\{handler="blob"\} 0$'
 has_in "$work/registry.txt" '^registry_http_request_size_bytes_sum\{handler="manifest"\} [1-9]'
 has_in "$work/registry.txt" '^registry_http_response_size_bytes_sum\{handler="blob"\} [1-9]'
@@ -486,7 +490,7 @@ b_port=$(free_port); b_metrics_port=$(free_port)
   trace_block registry-upstream
 } > "$work/upstream-a.yml"
 {
-  printf 'listen: 127.0.0.1:%s\nupstream: http://127.0.0.1:%s\nmetric: { port: %s }\n' \
+  printf 'listen: 127.0.0.1:%s\nupstream: http://127.0.0.1:%s\nmetric: { port: %s, namespace: harbor, subsystem: core }\n' \
     "$b_port" "$a_port" "$b_metrics_port"
   trace_block registry-proxy
 } > "$work/proxy-b.yml"
@@ -511,10 +515,10 @@ pulled=$(sha256sum "$work/proxied/manifest.json" | cut -d' ' -f1)
 ok "proxy cache: skopeo pull through B (upstream A): manifest and layer digests intact"
 
 curl -fsS "http://127.0.0.1:$b_metrics_port/metrics" > "$work/metrics.txt"
-has '^http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
-has '^http_client_request_total\{method="GET",code="200",peer="proxyGetBlob"\} 2$'
-has '^db_transaction_total\{operation="putManifest",outcome="commit"\} 1$'
-has '^db_transaction_total\{operation="putBlob",outcome="commit"\} 2$'
+has '^harbor_core_http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
+has '^harbor_core_http_client_request_total\{method="GET",code="200",peer="proxyGetBlob"\} 2$'
+has '^harbor_core_db_transaction_total\{operation="putManifest",outcome="commit"\} 1$'
+has '^harbor_core_db_transaction_total\{operation="putBlob",outcome="commit"\} 2$'
 ok "proxy cache: B's client metrics: proxyGetManifest 1, proxyGetBlob 2 (code 200), stored in tx-putManifest/tx-putBlob"
 
 manifests_a=$(a_count manifest); blobs_a=$(a_count blob)
@@ -525,8 +529,23 @@ cmp -s "$work/proxied/manifest.json" "$work/proxied2/manifest.json" || fail "sec
 [ "$(a_count manifest)" = "$manifests_a" ] && [ "$(a_count blob)" = "$blobs_a" ] \
   || fail "second pull reached A: manifests $manifests_a -> $(a_count manifest), blobs $blobs_a -> $(a_count blob)"
 curl -fsS "http://127.0.0.1:$b_metrics_port/metrics" > "$work/metrics.txt"
-has '^http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
+has '^harbor_core_http_client_request_total\{method="GET",code="200",peer="proxyGetManifest"\} 1$'
 ok "proxy cache: second pull served from B's cache (A's manifest count stays $manifests_a, blob count $blobs_a)"
+
+# The whole dashboard and the alert rules through a real Prometheus scraping B (namespace harbor,
+# subsystem core; proxying, tracing, transactions, a GC job, runtime metrics): every expression
+# evaluates and every panel outside the histogram row returns data, and so do the core-metric
+# queries of Harbor's own dashboard.
+curl -fsS -X POST -H 'content-type: application/json' -d '{"schedule":{"type":"Manual"}}' \
+  -o /dev/null "$b_api/api/v2.0/system/gc/schedule" || fail "GC schedule on B"
+for _ in $(seq 1 200); do
+  curl -fsS "$b_api/api/v2.0/system/gc" | grep -q '"job_status":"Success"' && break
+  sleep 0.05
+done
+METRICS_URL="http://127.0.0.1:$b_metrics_port/metrics" METRIC_PREFIX=harbor_core_ REQUIRE_DATA=all \
+  HARBOR_DASHBOARD=1 SETTLE_SECONDS=4 bash interop/prometheus_e2e.sh > "$work/prometheus-b.log" 2>&1 \
+  || fail "dashboard against the proxy: $(grep -v '^ok' "$work/prometheus-b.log" | tail -30)"
+ok "every dashboard panel and Harbor's core-metric queries return data from the proxy: $(tail -1 "$work/prometheus-b.log")"
 
 code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/hello/manifests/nope")
 [ "$code" = 404 ] && grep -q '"MANIFEST_UNKNOWN"' "$work/err.json" || fail "upstream 404 manifest: $code $(cat "$work/err.json")"

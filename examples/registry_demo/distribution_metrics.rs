@@ -8,9 +8,8 @@
 //! through untouched. Handles are resolved once per label set: fixed arrays for the per-handler
 //! and per-(handler, method) families, a read-locked map for the counters by status code.
 //!
-//! The duration and size families are histograms of the `metrics` facade: the towerscope
-//! registry renders them as summaries (its `metric.quantiles`), or as histograms with
-//! `metric.buckets` for the `_seconds` family when buckets are configured.
+//! The duration and size families are Prometheus histograms (Distribution's default buckets for
+//! durations; set through `metric.family_buckets` at start, see [`HISTOGRAMS`]).
 
 use std::{
     collections::HashMap,
@@ -41,6 +40,34 @@ pub(crate) const COMPONENT: &str = "registry";
 
 const REQUESTS: &str = "registry_http_requests_total";
 const DURATION: &str = "registry_http_request_duration_seconds";
+
+/// Families rendered as histograms: durations with Distribution's default buckets (seconds),
+/// sizes with powers of four from 128 bytes to 256 MiB.
+pub(crate) const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (
+        DURATION,
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
+    ),
+    (REQUEST_SIZE, SIZE_BUCKETS),
+    (RESPONSE_SIZE, SIZE_BUCKETS),
+];
+
+const SIZE_BUCKETS: &[f64] = &[
+    128.0,
+    512.0,
+    2048.0,
+    8192.0,
+    32768.0,
+    131072.0,
+    524288.0,
+    2097152.0,
+    8388608.0,
+    33554432.0,
+    134217728.0,
+    268435456.0,
+];
 const IN_FLIGHT: &str = "registry_http_in_flight_requests";
 const REQUEST_SIZE: &str = "registry_http_request_size_bytes";
 const RESPONSE_SIZE: &str = "registry_http_response_size_bytes";

@@ -191,7 +191,17 @@ async fn main() -> ExitCode {
         Ok(resolver) => resolver,
         Err(err) => return fail(format!("openapi: {err}")),
     };
-    let telemetry = match Telemetry::init(&config.telemetry) {
+    // Distribution's request durations are histograms with its default buckets (Harbor's
+    // core durations stay summaries), unless the file sets buckets for them.
+    let mut telemetry_config = config.telemetry.clone();
+    for (family, buckets) in distribution_metrics::HISTOGRAMS {
+        telemetry_config
+            .metric
+            .family_buckets
+            .entry((*family).to_owned())
+            .or_insert_with(|| buckets.to_vec());
+    }
+    let telemetry = match Telemetry::init(&telemetry_config) {
         Ok(telemetry) => telemetry,
         Err(err) => return fail(err),
     };
