@@ -3,6 +3,8 @@
 //! `.ci/run` installs promtool, and with `CI` set a missing promtool fails the test. On a
 //! developer machine without it the test says so and passes.
 
+mod support;
+
 use std::{io::Write, process::Command};
 
 use axum::{body::Body, routing::get, Router};
@@ -10,22 +12,6 @@ use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use towerscope::{operation::OperationId, Config, Telemetry};
-
-fn promtool() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI: apt-get install prometheus"
-        );
-        eprintln!("promtool not found: skipping (apt-get install prometheus to run this check)");
-    }
-    found
-}
 
 async fn scrape(yaml: &str) -> String {
     let telemetry = Telemetry::init_local(&Config::from_yaml_str(yaml).unwrap()).unwrap();
@@ -61,42 +47,23 @@ async fn scrape(yaml: &str) -> String {
     String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
-fn check(promtool: &std::path::Path, text: &str) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the exposition:\n{}{}\n--- exposition ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn promtool_accepts_the_summary_exposition() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
     let text = scrape("metric: { namespace: harbor, subsystem: core }").await;
     assert!(text.contains("# TYPE harbor_core_http_request_duration_seconds summary"));
     assert!(text.contains(r#"operation="we\"ird\\op\nname""#), "{text}");
-    check(&promtool, &text);
+    support::promtool_check_metrics(&promtool, &text);
 }
 
 #[tokio::test]
 async fn promtool_accepts_the_histogram_exposition() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
     let text = scrape("metric: { buckets: [0.005, 0.05, 0.5, 5] }").await;
     assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
-    check(&promtool, &text);
+    support::promtool_check_metrics(&promtool, &text);
 }

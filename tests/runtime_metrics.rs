@@ -240,7 +240,9 @@ mod process {
 
     #[tokio::test]
     async fn promtool_accepts_the_runtime_exposition() {
-        let Some(promtool) = promtool() else { return };
+        let Some(promtool) = support::promtool() else {
+            return;
+        };
         let registry = registry();
         runtime::build_info(
             &registry,
@@ -253,52 +255,15 @@ mod process {
         metrics.collect(); // the busy ratio too
         let text = registry.render();
         assert!(text.contains("tokio_workers_busy_ratio "), "{text}");
-        check(&promtool, &text);
+        support::promtool_check_metrics(&promtool, &text);
     }
-}
-
-fn promtool() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI: apt-get install prometheus"
-        );
-        eprintln!("promtool not found: skipping (apt-get install prometheus to run this check)");
-    }
-    found
-}
-
-fn check(promtool: &std::path::Path, text: &str) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the exposition:\n{}{}\n--- exposition ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
 fn promtool_accepts_the_build_info() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
     let registry = registry();
     runtime::build_info(
         &registry,
@@ -307,5 +272,5 @@ fn promtool_accepts_the_build_info() {
         &[("git_commit", "1a2b3c4d")],
     )
     .unwrap();
-    check(&promtool, &registry.render());
+    support::promtool_check_metrics(&promtool, &registry.render());
 }

@@ -59,3 +59,47 @@ pub fn in_memory_telemetry(config: &str) -> (Telemetry, InMemorySpanExporter) {
     let telemetry = Telemetry::with_pipeline(&config, registry, pipeline).unwrap();
     (telemetry, exporter)
 }
+
+/// The `promtool` binary (Debian package `prometheus`), or `None` with a skip message.
+/// With `CI` set, a missing promtool is a failure: CI installs it.
+pub fn promtool() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI: apt-get install prometheus"
+        );
+        eprintln!("promtool not found: skipping (apt-get install prometheus to run this check)");
+    }
+    found
+}
+
+/// Asserts that `promtool check metrics` accepts `text`.
+pub fn promtool_check_metrics(promtool: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the exposition:\n{}{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
