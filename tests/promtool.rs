@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::{io::Write, process::Command};
-
 use axum::{body::Body, routing::get, Router};
 use http::Request;
 use http_body_util::BodyExt;

@@ -3,11 +3,6 @@
 
 mod support;
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
-
 use support::sample;
 use towerscope::{
     config::MetricConfig,
