@@ -1,15 +1,14 @@
 //! Metric handles of each gRPC operation, resolved once and cached, with the cap on distinct
 //! operations.
 
+pub(super) use crate::metrics::RecorderRef;
 use std::{
     collections::HashMap,
     fmt,
     sync::{Arc, OnceLock, PoisonError, RwLock},
 };
 
-use metrics::{
-    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, SharedString, Unit};
 use tonic::Code;
 
 use super::{
@@ -22,30 +21,6 @@ static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// Where series are registered: an explicit recorder, or the global one.
-#[derive(Clone)]
-pub(super) enum RecorderRef {
-    Shared(Arc<dyn Recorder + Send + Sync>),
-    Global,
-}
-
-impl fmt::Debug for RecorderRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Shared(_) => f.write_str("Shared(..)"),
-            Self::Global => f.write_str("Global"),
-        }
-    }
-}
-
-impl RecorderRef {
-    fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
-        match self {
-            Self::Shared(r) => f(&**r),
-            Self::Global => metrics::with_recorder(|r| f(r)),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Registrar {
     recorder: RecorderRef,

@@ -66,4 +66,5 @@ pub(crate) use layer::default_resolver;
 pub use layer::{MetricsLayer, MetricsService, ResponseFuture, DEFAULT_MAX_OPERATIONS};
 pub use names::MetricNames;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
+pub(crate) use series::RecorderRef;
 pub use series::{OTHER_METHOD, OVERFLOW_OPERATION};

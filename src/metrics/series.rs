@@ -62,7 +62,7 @@ impl std::fmt::Debug for RecorderRef {
 }
 
 impl RecorderRef {
-    fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
         match self {
             Self::Shared(r) => f(&**r),
             Self::Global => metrics::with_recorder(|r| f(r)),
