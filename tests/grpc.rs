@@ -64,6 +64,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    no_stale_span_interest();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -102,7 +103,21 @@ fn check(service: &str) -> HealthCheckRequest {
 }
 
 fn registry() -> MetricsRegistry {
+    no_stale_span_interest();
     MetricsRegistry::new(&MetricConfig::default()).unwrap()
+}
+
+/// Tests here run in parallel, some with a thread-local subscriber and some with none. A span
+/// callsite first registered while no subscriber exists anywhere caches the interest "never",
+/// and the rebuild when another thread's subscriber appears can race with it, so a span test
+/// sometimes saw its server span disabled. A global no-op registry, installed before any test
+/// creates a span, makes every callsite's interest "always"; each test's own subscriber still
+/// receives its spans.
+fn no_stale_span_interest() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
 }
 
 /// Waits (up to 5 s) until `series` has `value` in the registry's `grpc` component, which the
@@ -400,6 +415,7 @@ const TRACED: &str =
     "trace: { enabled: true, service_name: grpc-test, otel: { endpoint: '127.0.0.1:1', insecure: true } }";
 
 fn telemetry() -> (Telemetry, InMemorySpanExporter) {
+    no_stale_span_interest();
     let config = Config::from_yaml_str(TRACED).unwrap();
     let registry = MetricsRegistry::new(&config.metric).unwrap();
     let exporter = InMemorySpanExporter::default();
