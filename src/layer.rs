@@ -1,9 +1,13 @@
 //! [`ObservabilityLayer`]: the one layer a service adds.
 //!
-//! It composes, outermost first, [`RequestIdLayer`] → [`TraceLayer`] → [`MetricsLayer`] as one
-//! tower layer: one `Router::layer` call in axum instead of three. The request id is set before
-//! the span opens (so the span carries it), and the operation is resolved once, by the trace
-//! layer, and shared with the metrics layer through the request extensions.
+//! It composes, outermost first, [`RequestIdLayer`] → [`ResolveOperationLayer`] →
+//! [`TraceLayer`] → [`MetricsLayer`] as one tower layer: one `Router::layer` call in axum
+//! instead of four. The request id is set before the span opens (so the span carries it), and
+//! the operation is resolved exactly once, by the operation stage, whatever the subscriber or
+//! log level; the span, the metrics and the handler read that one [`OperationId`] from the
+//! request extensions.
+//!
+//! [`OperationId`]: crate::operation::OperationId
 
 use std::{fmt, sync::Arc};
 
@@ -12,13 +16,13 @@ use tower_layer::Layer;
 use crate::{
     config::Config,
     metrics::{MetricsLayer, MetricsRegistry, MetricsService},
-    operation::OperationResolver,
+    operation::{OperationResolver, ResolveOperation, ResolveOperationLayer},
     request_id::{RequestIdLayer, SetRequestId},
     trace::{TraceLayer, TraceService},
 };
 
 /// The service [`ObservabilityLayer`] wraps around `S`.
-pub type Observability<S> = SetRequestId<TraceService<MetricsService<S>>>;
+pub type Observability<S> = SetRequestId<ResolveOperation<TraceService<MetricsService<S>>>>;
 
 /// Request id, server span and request metrics in one layer.
 ///
@@ -45,6 +49,7 @@ pub type Observability<S> = SetRequestId<TraceService<MetricsService<S>>>;
 #[derive(Clone)]
 pub struct ObservabilityLayer {
     request_id: RequestIdLayer,
+    operation: ResolveOperationLayer,
     trace: TraceLayer,
     metrics: MetricsLayer,
 }
@@ -53,6 +58,7 @@ impl fmt::Debug for ObservabilityLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObservabilityLayer")
             .field("request_id", &self.request_id)
+            .field("operation", &self.operation)
             .field("trace", &self.trace)
             .field("metrics", &self.metrics)
             .finish()
@@ -66,6 +72,7 @@ impl ObservabilityLayer {
     pub fn new(request_id: RequestIdLayer, metrics: MetricsLayer) -> Self {
         Self {
             request_id,
+            operation: ResolveOperationLayer::default(),
             trace: TraceLayer::new(),
             metrics,
         }
@@ -77,14 +84,19 @@ impl ObservabilityLayer {
     pub fn from_config(config: &Config, registry: &MetricsRegistry) -> Self {
         Self {
             request_id: RequestIdLayer::from_config(&config.request_id),
+            operation: ResolveOperationLayer::default(),
             trace: TraceLayer::new().echo_traceparent(config.trace.echo_traceparent),
             metrics: MetricsLayer::from_config(&config.metric, registry),
         }
     }
 
-    /// Resolves operations with `resolver`, for both the span and the metrics.
+    /// Resolves operations with `resolver`, once per request, for the span, the metrics and
+    /// the handler. Defaults to axum's `MatchedPath` (feature `axum`), or to nothing
+    /// (`unknown`) without it.
     pub fn with_resolver(mut self, resolver: impl OperationResolver) -> Self {
         let resolver: Arc<dyn OperationResolver> = Arc::new(resolver);
+        self.operation = ResolveOperationLayer::shared(resolver.clone());
+        // Layers replaced later keep resolving the same way when used on their own.
         self.trace = self.trace.with_shared_resolver(resolver.clone());
         self.metrics = self.metrics.with_shared_resolver(resolver);
         self
@@ -113,7 +125,7 @@ impl<S> Layer<S> for ObservabilityLayer {
     type Service = Observability<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.request_id
-            .layer(self.trace.layer(self.metrics.layer(inner)))
+        let inner = self.trace.layer(self.metrics.layer(inner));
+        self.request_id.layer(self.operation.layer(inner))
     }
 }

@@ -9,6 +9,7 @@ pub mod db;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod jobs;
+mod labels;
 pub mod layer;
 pub mod metrics;
 pub mod openapi;

@@ -23,10 +23,14 @@
 //! assert_eq!(resolver.resolve(&RequestRef::from(&req)).unwrap().as_str(), "ping");
 //! ```
 //!
-//! Resolution order inside [`MetricsLayer`](crate::metrics::MetricsLayer): an [`OperationId`]
-//! already present in the request extensions (set by an outer layer or a router), then the
-//! layer's resolver, then `unknown`. A handler may also put an [`OperationId`] in the *response*
-//! extensions, Harbor-style, to override the operation of the request total and duration.
+//! Resolution order inside [`MetricsLayer`](crate::metrics::MetricsLayer) and
+//! [`TraceLayer`](crate::trace::TraceLayer): an [`OperationId`] already present in the request
+//! extensions (set by an outer layer or a router), then the layer's resolver, then `unknown`.
+//! [`ObservabilityLayer`](crate::ObservabilityLayer) resolves once, in its
+//! [`ResolveOperationLayer`] stage, before the span and the metrics, so both read the same
+//! operation whatever the subscriber. A handler may also put an [`OperationId`] in the
+//! *response* extensions, Harbor-style, to override the operation of the request total, the
+//! duration and the span's `operation` field.
 
 use std::{borrow::Borrow, fmt, sync::Arc};
 
@@ -34,6 +38,11 @@ use std::{borrow::Borrow, fmt, sync::Arc};
 use std::collections::HashMap;
 
 use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+mod stage;
+
+pub(crate) use stage::{default_resolver, operation_of};
+pub use stage::{ResolveOperation, ResolveOperationLayer};
 
 /// The operation a request belongs to; the value of the `operation` metric label.
 ///

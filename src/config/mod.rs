@@ -56,6 +56,7 @@ use std::{
 use http::{HeaderName, Method};
 use serde::{de, Deserialize, Deserializer};
 
+mod build;
 mod trace;
 
 pub use trace::{

@@ -4,7 +4,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
 };
 
@@ -14,20 +14,32 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    body::{RequestGuard, ResponseBody},
     names::MetricNames,
     registry::MetricsRegistry,
-    series::{RecorderRef, SeriesTable},
+    request::RequestMetrics,
+    series::{self, SeriesTable},
+    toolkit::{self, Outcome, RecorderRef, SettleBody, SettleGuard},
 };
 use crate::{
-    config::{MetricConfig, DEFAULT_METHODS},
-    operation::{OperationId, OperationResolver, RequestRef},
+    labels::{MethodTable, STANDARD_METHODS},
+    operation::{default_resolver, OperationId, OperationResolver, RequestRef},
 };
 
 /// The default cap on distinct `operation` label values per family.
 pub const DEFAULT_MAX_OPERATIONS: usize = 1000;
 
+/// The `?comp=` component [`MetricsLayer::new`] serves its families under.
+pub const DEFAULT_COMPONENT: &str = "core";
+
+/// Response body of [`MetricsService`]: ends the request's measurement when the inner body
+/// ends, fails or is dropped.
+pub type ResponseBody<B> = SettleBody<B, RequestMetrics>;
+
 /// Layer that records Harbor's HTTP request metrics; see the [module docs](super).
+///
+/// The `with_*` setters only store their value. The series table is built, and the families
+/// described and registered under their `?comp=` components, once, when the layer first wraps
+/// a service; the clones of a layer share that table.
 #[derive(Clone)]
 pub struct MetricsLayer {
     recorder: RecorderRef,
@@ -35,7 +47,10 @@ pub struct MetricsLayer {
     methods: Arc<[Method]>,
     max_operations: usize,
     resolver: Arc<dyn OperationResolver>,
-    table: Option<Arc<SeriesTable>>,
+    enabled: bool,
+    /// The registry and components the families are served under.
+    served: Option<(MetricsRegistry, Vec<String>)>,
+    table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
 impl fmt::Debug for MetricsLayer {
@@ -44,7 +59,7 @@ impl fmt::Debug for MetricsLayer {
             .field("names", &self.names)
             .field("methods", &self.methods)
             .field("max_operations", &self.max_operations)
-            .field("enabled", &self.table.is_some())
+            .field("enabled", &self.enabled)
             .finish_non_exhaustive()
     }
 }
@@ -54,116 +69,69 @@ impl MetricsLayer {
     /// methods, a cap of 1000 operations and the default resolver (axum's `MatchedPath` with the
     /// `axum` feature, nothing otherwise). Its families are served under the `core` component.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        Self::build(
-            RecorderRef::Shared(registry.recorder()),
-            MetricNames::default(),
-            DEFAULT_METHODS.to_vec().into(),
-            DEFAULT_MAX_OPERATIONS,
-            default_resolver(),
-        )
-        .registered_in(registry, "core")
+        Self::with_recorder_ref(RecorderRef::from(registry))
+            .with_component(registry, DEFAULT_COMPONENT)
     }
 
     /// A layer recording through the global `metrics` recorder, whatever it is (a
     /// [`MetricsRegistry`] installed with
     /// [`install_global`](MetricsRegistry::install_global), or any other exporter).
     pub fn with_global_recorder() -> Self {
-        Self::build(
-            RecorderRef::Global,
-            MetricNames::default(),
-            DEFAULT_METHODS.to_vec().into(),
-            DEFAULT_MAX_OPERATIONS,
-            default_resolver(),
-        )
+        Self::with_recorder_ref(RecorderRef::Global)
     }
 
     /// A layer recording into `recorder`: for tests with `metrics_util`'s `DebuggingRecorder`,
     /// or for other exporters.
     pub fn with_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
-        Self::build(
-            RecorderRef::Shared(recorder),
-            MetricNames::default(),
-            DEFAULT_METHODS.to_vec().into(),
-            DEFAULT_MAX_OPERATIONS,
-            default_resolver(),
-        )
+        Self::with_recorder_ref(RecorderRef::Shared(recorder))
     }
 
-    /// A layer built from the `metric:` configuration: names from `namespace`/`subsystem`,
-    /// `methods`, `max_operations`, registered under `component`; disabled (a pass-through)
-    /// when `enabled` is false.
-    pub fn from_config(config: &MetricConfig, registry: &MetricsRegistry) -> Self {
-        let layer = Self::build(
-            RecorderRef::Shared(registry.recorder()),
-            MetricNames::with_prefix(&config.prefix()),
-            config.methods.clone().into(),
-            config.max_operations,
-            default_resolver(),
-        );
-        let layer = layer.registered_in(registry, &config.component);
-        if config.enabled {
-            layer
-        } else {
-            layer.disabled()
+    /// A layer recording into `registry` whose families are served under no component yet.
+    pub(crate) fn new_unserved(registry: &MetricsRegistry) -> Self {
+        Self::with_recorder_ref(RecorderRef::from(registry))
+    }
+
+    fn with_recorder_ref(recorder: RecorderRef) -> Self {
+        Self {
+            recorder,
+            names: MetricNames::default(),
+            methods: STANDARD_METHODS.to_vec().into(),
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            resolver: default_resolver(),
+            enabled: true,
+            served: None,
+            table: Arc::default(),
         }
     }
 
-    fn build(
-        recorder: RecorderRef,
-        names: MetricNames,
-        methods: Arc<[Method]>,
-        max_operations: usize,
-        resolver: Arc<dyn OperationResolver>,
-    ) -> Self {
-        let mut layer = Self {
-            recorder,
-            names,
-            methods,
-            max_operations,
-            resolver,
-            table: None,
-        };
-        layer.rebuild();
-        layer
-    }
-
-    fn rebuild(&mut self) {
-        self.table = Some(SeriesTable::new(
-            self.recorder.clone(),
-            self.names.clone(),
-            &self.methods,
-            self.max_operations,
-        ));
-    }
-
-    fn registered_in(self, registry: &MetricsRegistry, component: &str) -> Self {
-        registry.register_component(component, self.names.families());
+    /// A setter changed what the table is built from: the next service gets a new one.
+    fn changed(mut self) -> Self {
+        self.table = Arc::default();
         self
     }
 
-    /// Registers this layer's families under `component` in `registry`, so that
-    /// `?comp=component` serves them. [`new`](Self::new) and [`from_config`](Self::from_config)
-    /// do this already (component `core`, or `metric.component`).
-    pub fn with_component(self, registry: &MetricsRegistry, component: &str) -> Self {
-        self.registered_in(registry, component)
+    /// Also serves this layer's families under `component` in `registry`, so that
+    /// `?comp=component` returns them. [`new`](Self::new) serves them under `core`,
+    /// [`from_config`](Self::from_config) under `metric.component`.
+    pub fn with_component(mut self, registry: &MetricsRegistry, component: &str) -> Self {
+        match &mut self.served {
+            Some((_, components)) => components.push(component.to_owned()),
+            None => self.served = Some((registry.clone(), vec![component.to_owned()])),
+        }
+        self.changed()
     }
 
     /// Uses `names` for the families. Defaults to Harbor's names without a prefix.
-    ///
-    /// Register the new names with [`with_component`](Self::with_component) if the layer is
-    /// served by component.
     pub fn with_names(mut self, names: MetricNames) -> Self {
         self.names = names;
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// Methods kept as label values; others are counted as `_OTHER`. Defaults to the eight
     /// RFC 9110 methods and PATCH.
     pub fn with_methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.methods = methods.into_iter().collect();
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// Caps the distinct operation label values; requests of further operations are labelled
@@ -171,15 +139,14 @@ impl MetricsLayer {
     /// to 1000.
     pub fn with_max_operations(mut self, max: usize) -> Self {
         self.max_operations = max;
-        self.rebuild();
-        self
+        self.changed()
     }
 
-    /// Resolves operations with `resolver`. Defaults to axum's `MatchedPath` (feature `axum`),
-    /// or to nothing (`unknown`) without it.
-    pub fn with_resolver(mut self, resolver: impl OperationResolver) -> Self {
-        self.resolver = Arc::new(resolver);
-        self
+    /// Resolves operations with `resolver` (when no outer stage put an [`OperationId`] in the
+    /// request extensions). Defaults to axum's `MatchedPath` (feature `axum`), or to nothing
+    /// (`unknown`) without it.
+    pub fn with_resolver(self, resolver: impl OperationResolver) -> Self {
+        self.with_shared_resolver(Arc::new(resolver))
     }
 
     pub(crate) fn with_shared_resolver(mut self, resolver: Arc<dyn OperationResolver>) -> Self {
@@ -187,22 +154,33 @@ impl MetricsLayer {
         self
     }
 
-    /// Turns the layer into a pass-through that records nothing.
+    /// Turns the layer into a pass-through that records nothing. Defaults to enabled.
     pub fn disabled(mut self) -> Self {
-        self.table = None;
+        self.enabled = false;
         self
     }
-}
 
-/// The resolver layers use unless told otherwise.
-pub(crate) fn default_resolver() -> Arc<dyn OperationResolver> {
-    #[cfg(feature = "axum")]
-    {
-        Arc::new(crate::operation::MatchedPathResolver::new())
-    }
-    #[cfg(not(feature = "axum"))]
-    {
-        Arc::new(())
+    /// The series table, built on first use.
+    fn table(&self) -> Option<Arc<SeriesTable>> {
+        if !self.enabled {
+            return None;
+        }
+        let table = self.table.get_or_init(|| {
+            let families = series::families(&self.names);
+            match &self.served {
+                Some((registry, components)) => {
+                    toolkit::declare(&self.recorder, Some(registry), components, &families)
+                }
+                None => toolkit::declare::<&str>(&self.recorder, None, &[], &families),
+            }
+            SeriesTable::new(
+                self.recorder.clone(),
+                &self.names,
+                MethodTable::new(&self.methods),
+                self.max_operations,
+            )
+        });
+        Some(table.clone())
     }
 }
 
@@ -212,7 +190,7 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MetricsService {
             inner,
-            table: self.table.clone(),
+            table: self.table(),
             resolver: self.resolver.clone(),
         }
     }
@@ -252,7 +230,7 @@ where
         let Some(table) = &self.table else {
             return ResponseFuture {
                 inner: self.inner.call(req),
-                state: None,
+                guard: None,
             };
         };
         let method_index = table.method_index(req.method());
@@ -263,10 +241,10 @@ where
                 None => table.unknown_series(method_index),
             },
         };
-        let guard = RequestGuard::start(series);
+        let guard = SettleGuard::new(RequestMetrics::start(series));
         ResponseFuture {
             inner: self.inner.call(req),
-            state: Some(guard),
+            guard: Some(guard),
         }
     }
 }
@@ -276,7 +254,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        state: Option<RequestGuard>,
+        guard: Option<SettleGuard<RequestMetrics>>,
     }
 }
 
@@ -295,27 +273,29 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(guard) = this.state.as_mut() {
-            guard.set_polling(true);
-        }
-        let polled = this.inner.poll(cx);
-        if let Some(guard) = this.state.as_mut() {
-            guard.set_polling(false);
-        }
-        let result = ready!(polled);
-        let Some(mut guard) = this.state.take() else {
-            return Poll::Ready(result.map(|res| res.map(|b| ResponseBody::new(b, None))));
+        let Some(guard) = this.guard.as_mut() else {
+            let res = ready!(this.inner.poll(cx));
+            return Poll::Ready(res.map(|res| res.map(|b| SettleBody::new(b, None))));
         };
+        let result = ready!(guard.poll(|| this.inner.poll(cx)));
+        let mut guard = this.guard.take();
         match result {
             Ok(res) => {
-                guard.set_status(res.status().as_u16());
-                if let Some(op) = res.extensions().get::<OperationId>() {
-                    guard.settle_on_operation(op);
+                if let Some(state) = guard.as_mut().and_then(SettleGuard::state) {
+                    state.set_status(res.status().as_u16());
+                    if let Some(op) = res.extensions().get::<OperationId>() {
+                        state.settle_on_operation(op);
+                    }
                 }
-                Poll::Ready(Ok(res.map(|b| ResponseBody::new(b, Some(guard)))))
+                Poll::Ready(Ok(res.map(|b| SettleBody::new(b, guard))))
             }
             Err(err) => {
-                guard.finish(500);
+                if let Some(mut guard) = guard {
+                    if let Some(state) = guard.state() {
+                        state.set_status(500);
+                    }
+                    guard.settle(Outcome::Error);
+                }
                 Poll::Ready(Err(err))
             }
         }

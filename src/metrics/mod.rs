@@ -49,7 +49,6 @@
 //! # }
 //! ```
 
-mod body;
 mod endpoint;
 mod exposition;
 mod layer;
@@ -57,14 +56,21 @@ mod names;
 #[cfg(feature = "pushgateway")]
 pub mod push;
 mod registry;
+mod request;
 pub mod runtime;
 mod series;
+pub mod toolkit;
 
-pub use body::{ResponseBody, CLIENT_CLOSED_REQUEST};
 pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, CONTENT_TYPE};
-pub(crate) use layer::default_resolver;
-pub use layer::{MetricsLayer, MetricsService, ResponseFuture, DEFAULT_MAX_OPERATIONS};
+pub use layer::{
+    MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
+    DEFAULT_MAX_OPERATIONS,
+};
 pub use names::MetricNames;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
-pub(crate) use series::RecorderRef;
-pub use series::{OTHER_METHOD, OVERFLOW_OPERATION};
+pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};
+pub use toolkit::RecorderRef;
+
+pub use crate::labels::OTHER_METHOD;
+/// Label value of the operations beyond the cap.
+pub use crate::labels::OVERFLOW_LABEL as OVERFLOW_OPERATION;

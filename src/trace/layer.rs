@@ -9,8 +9,8 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{HeaderValue, Method, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
 use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -20,7 +20,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::propagation;
 use crate::{
-    operation::{OperationId, OperationResolver, RequestRef},
+    labels::{standard_method, OTHER_METHOD},
+    metrics::toolkit::{Outcome, Settle, SettleBody, SettleGuard},
+    operation::{default_resolver, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
 
@@ -78,7 +80,7 @@ impl TraceLayer {
     pub fn new() -> Self {
         Self {
             propagator: None,
-            resolver: crate::metrics::default_resolver(),
+            resolver: default_resolver(),
             echo_traceparent: false,
         }
     }
@@ -145,31 +147,16 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
     }
 }
 
-fn method_label(method: &Method) -> Option<&'static str> {
-    Some(match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => return None,
-    })
-}
-
 impl<S> TraceService<S> {
-    fn make_span<B>(&self, req: &mut Request<B>) -> Span {
-        let method = method_label(req.method());
+    fn make_span<B>(&self, req: &Request<B>) -> Span {
+        let method = standard_method(req.method());
         let span = tracing::info_span!(
             target: "towerscope::http",
             "HTTP request",
             otel.name = Empty,
             otel.kind = "server",
             otel.status_code = Empty,
-            http.request.method = method.unwrap_or("_OTHER"),
+            http.request.method = method.unwrap_or(OTHER_METHOD),
             url.path = Empty,
             url.query = Empty,
             http.route = Empty,
@@ -182,19 +169,9 @@ impl<S> TraceService<S> {
         if span.is_disabled() {
             return span;
         }
-        let operation = match req.extensions().get::<OperationId>() {
-            Some(op) => op.clone(),
-            None => {
-                let op = self
-                    .layer
-                    .resolver
-                    .resolve(&RequestRef::from(&*req))
-                    .unwrap_or_else(OperationId::unknown);
-                // Shared with the metrics layer inside: resolved once per request.
-                req.extensions_mut().insert(op.clone());
-                op
-            }
-        };
+        // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
+        // metrics label does not depend on whether this span is enabled.
+        let operation = operation_of(req, &*self.layer.resolver);
         #[cfg(feature = "axum")]
         let route = req
             .extensions()
@@ -250,8 +227,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let span = self.make_span(&mut req);
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = self.make_span(&req);
         if span.is_disabled() {
             // No subscriber wants it: carry nothing, enter nothing.
             return ResponseFuture {
@@ -326,13 +303,18 @@ where
                     if status.is_server_error() {
                         span.record("otel.status_code", "ERROR");
                     }
+                    // A handler's override renames the metrics; the span says the same.
+                    if let Some(op) = res.extensions().get::<OperationId>() {
+                        span.record("operation", op.as_str());
+                    }
                     if *this.echo_traceparent {
                         if let Some(tp) = traceparent(span) {
                             res.headers_mut().insert("traceparent", tp);
                         }
                     }
                 }
-                Poll::Ready(Ok(res.map(|inner| ResponseBody { inner, span })))
+                let guard = span.map(|span| SettleGuard::new(ServerSpan(span)));
+                Poll::Ready(Ok(res.map(|inner| SettleBody::new(inner, guard))))
             }
             Err(err) => {
                 if let Some(span) = &span {
@@ -344,45 +326,24 @@ where
     }
 }
 
-pin_project! {
-    /// Response body of [`TraceService`]: holds the span open until the body ends or drops.
-    pub struct ResponseBody<B> {
-        #[pin]
-        inner: B,
-        span: Option<Span>,
-    }
-}
+/// Response body of [`TraceService`]: holds the span open until the body ends, fails or
+/// drops.
+pub type ResponseBody<B> = SettleBody<B, ServerSpan>;
 
-impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
+/// The server span of one request, carried by the response body of [`TraceService`] and ended
+/// when the request settles; a body that fails mid-stream marks it `ERROR`.
+#[derive(Debug)]
+pub struct ServerSpan(Span);
 
-impl<B: Body> Body for ResponseBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = &polled {
-            // The body ended: close the span now rather than when hyper drops the body.
-            this.span.take();
+impl Settle for ServerSpan {
+    fn settle(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Error | Outcome::Panicked => {
+                self.0.record("otel.status_code", "ERROR");
+            }
+            Outcome::Complete | Outcome::Cancelled => {}
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // The state is dropped right after this: the span ends with the body, not when hyper
+        // frees it.
     }
 }

@@ -1,0 +1,83 @@
+//! [`RequestMetrics`]: what one request records when it settles.
+//!
+//! A request is "in flight" from the moment the service is called until its response body
+//! ends. The [`SettleGuard`](super::toolkit::SettleGuard) holding this state is created in
+//! [`MetricsService::call`](super::MetricsService), moved into the response future, then into
+//! the [`ResponseBody`](super::ResponseBody); it settles the request exactly once:
+//!
+//! | what happened                                   | code counted            |
+//! |-------------------------------------------------|-------------------------|
+//! | body reached its end (or was empty)             | the response status     |
+//! | body returned an error mid-stream               | the response status     |
+//! | service returned an error                       | 500                     |
+//! | future or body dropped early (client went away) | 499                     |
+//! | handler panicked through the layer              | 500                     |
+
+use std::{fmt, sync::Arc, time::Instant};
+
+use super::{
+    series::MethodSeries,
+    toolkit::{Outcome, Settle},
+};
+use crate::operation::OperationId;
+
+/// Status code counted for a request dropped before it finished (nginx's "client closed").
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The metrics state of one request in flight, carried by the response future and body of
+/// [`MetricsService`](super::MetricsService) until the request settles.
+pub struct RequestMetrics {
+    /// The series whose in-flight gauge this request incremented.
+    inflight: Arc<MethodSeries>,
+    /// The series the duration and total go to, when the response overrides the operation.
+    settled_on: Option<Arc<MethodSeries>>,
+    start: Instant,
+    status: u16,
+}
+
+impl RequestMetrics {
+    /// Counts the request in flight in `series`.
+    pub(crate) fn start(series: Arc<MethodSeries>) -> Self {
+        series.inflight().increment(1.0);
+        Self {
+            inflight: series,
+            settled_on: None,
+            start: Instant::now(),
+            status: CLIENT_CLOSED_REQUEST,
+        }
+    }
+
+    /// Notes the response status, counted when the body ends.
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Sends the duration and total to `operation` (a handler's override on the response).
+    pub(crate) fn settle_on_operation(&mut self, operation: &OperationId) {
+        self.settled_on = self.inflight.sibling(operation);
+    }
+}
+
+impl Settle for RequestMetrics {
+    fn settle(&mut self, outcome: Outcome) {
+        let code = match outcome {
+            Outcome::Complete | Outcome::Error => self.status,
+            Outcome::Cancelled => CLIENT_CLOSED_REQUEST,
+            Outcome::Panicked => 500,
+        };
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.inflight.inflight().decrement(1.0);
+        let series = self.settled_on.as_ref().unwrap_or(&self.inflight);
+        series.duration().record(elapsed);
+        series.count(code);
+    }
+}
+
+impl fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestMetrics")
+            .field("operation", &self.inflight.operation())
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
