@@ -1,5 +1,7 @@
 //! Unit tests of the OpenAPI resolver.
 
+use std::borrow::Cow;
+
 use super::*;
 
 const PETS: &str = r#"
