@@ -61,7 +61,7 @@ pub mod runtime;
 mod series;
 
 pub use body::{ResponseBody, CLIENT_CLOSED_REQUEST};
-pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, CONTENT_TYPE};
+pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE};
 pub(crate) use layer::default_resolver;
 pub use layer::{MetricsLayer, MetricsService, ResponseFuture, DEFAULT_MAX_OPERATIONS};
 pub use names::MetricNames;
