@@ -2,16 +2,25 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use axum::{routing::get, Router};
+use http_body_util::BodyExt;
 use support::sample;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 use towerscope::{
-    metrics::{MetricsEndpoint, MetricsLayer, MetricsRegistry, MetricsServer},
+    metrics::{MetricsEndpoint, MetricsLayer, MetricsRegistry, MetricsServer, Refresh},
     Config, ObservabilityLayer, Telemetry,
 };
 
@@ -298,4 +307,210 @@ async fn registries_in_one_process_are_independent() {
     assert!(!body.contains("operation=\"/a\""), "{body}");
     wait_for(|| a.render().contains(r#"operation="/a""#)).await;
     server.shutdown().await;
+}
+
+/// GETs `target` from `endpoint` without a socket; returns status and body.
+async fn scrape<R: Refresh>(endpoint: &MetricsEndpoint<R>, target: &str) -> (u16, String) {
+    let res = endpoint
+        .respond(&http::Request::get(target).body(()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sets the gauge `computed` to the number of refreshes so far, after yielding once so the
+/// refresh is really awaited.
+fn counting_refresh(
+    registry: &MetricsRegistry,
+) -> impl Refresh<Future: Send> + Clone + Send + 'static {
+    let recorder = registry.recorder();
+    let calls = Arc::new(AtomicUsize::new(0));
+    move |_: &[&str]| {
+        let recorder = recorder.clone();
+        let calls = calls.clone();
+        async move {
+            tokio::task::yield_now().await;
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            metrics::with_local_recorder(&*recorder, || metrics::gauge!("computed").set(n as f64));
+            Ok::<_, Infallible>(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn refresh_runs_before_the_render_and_its_gauge_is_in_the_same_scrape() {
+    let registry = MetricsRegistry::new(&Default::default()).unwrap();
+    let endpoint = MetricsEndpoint::new(registry.clone()).with_refresh(counting_refresh(&registry));
+    for n in 1..=3 {
+        let (status, body) = scrape(&endpoint, "/metrics").await;
+        assert_eq!(status, 200);
+        assert_eq!(sample(&body, "computed"), Some(f64::from(n)), "{body}");
+    }
+
+    // The standalone server runs the hook too, once per scrape.
+    let server = MetricsServer::bind_endpoint("127.0.0.1:0".parse().unwrap(), "/m", endpoint)
+        .await
+        .unwrap();
+    let (status, _, body) = fetch(server.local_addr(), "/m", "").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, "computed"), Some(4.0), "{body}");
+    let (status, _, _) = fetch(server.local_addr(), "/other", "").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (_, _, body) = fetch(server.local_addr(), "/m", "").await;
+    assert_eq!(
+        sample(&body, "computed"),
+        Some(5.0),
+        "not run for other paths: {body}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refresh_receives_the_requested_components_and_not_refused_requests() {
+    let registry = MetricsRegistry::new(&Default::default()).unwrap();
+    registry.register_component("core", ["core_total"]);
+    registry.register_component("job service", ["jobs_total"]);
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let log = seen.clone();
+    let endpoint = MetricsEndpoint::new(registry)
+        .with_bearer_token("t")
+        .with_refresh(move |components: &[&str]| {
+            log.lock()
+                .unwrap()
+                .push(components.iter().map(|c| c.to_string()).collect());
+            std::future::ready(Ok::<_, Infallible>(()))
+        });
+    let get = |target: &str, token: bool| {
+        let mut req = http::Request::get(target);
+        if token {
+            req = req.header("authorization", "Bearer t");
+        }
+        endpoint.respond(&req.body(()).unwrap())
+    };
+    let status = |res: http::Response<_>| res.status().as_u16();
+
+    assert_eq!(status(get("/metrics", true).await.unwrap()), 200);
+    assert_eq!(
+        status(
+            get("/metrics?comp=core&comp=job%20service", true)
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    // Refused requests do not run the hook: no token, an unknown component, a POST.
+    assert_eq!(status(get("/metrics", false).await.unwrap()), 401);
+    assert_eq!(
+        status(get("/metrics?comp=core&comp=nope", true).await.unwrap()),
+        404
+    );
+    let post = http::Request::post("/metrics")
+        .header("authorization", "Bearer t")
+        .body(())
+        .unwrap();
+    assert_eq!(status(endpoint.respond(&post).await.unwrap()), 405);
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [vec![], vec!["core".to_owned(), "job service".to_owned()]]
+    );
+}
+
+/// Captures `tracing` output (plain text, no colours) of the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::WARN)
+                .with_writer(move || writer.clone())
+                .finish(),
+        )
+    }
+
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_or_panicking_refresh_still_renders_what_exists_and_warns() {
+    let registry = MetricsRegistry::new(&Default::default()).unwrap();
+    metrics::with_local_recorder(&*registry.recorder(), || {
+        metrics::counter!("kept_total").increment(2)
+    });
+    let logs = Captured::default();
+    let _guard = logs.install();
+
+    // The future fails.
+    let failing = MetricsEndpoint::new(registry.clone()).with_refresh(|_: &[&str]| async {
+        Err::<(), _>(std::io::Error::other("database is locked"))
+    });
+    let (status, body) = scrape(&failing, "/metrics").await;
+    assert_eq!(
+        (status, sample(&body, "kept_total")),
+        (200, Some(2.0)),
+        "{body}"
+    );
+    let log = logs.take();
+    assert!(
+        log.contains("WARN")
+            && log.contains("towerscope::metrics")
+            && log.contains("database is locked"),
+        "{log}"
+    );
+
+    // The future panics while polled.
+    let panics_in_future =
+        MetricsEndpoint::new(registry.clone()).with_refresh(|_: &[&str]| async {
+            tokio::task::yield_now().await;
+            panic!("refresh future exploded");
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(())
+        });
+    let (status, body) = scrape(&panics_in_future, "/metrics").await;
+    assert_eq!(
+        (status, sample(&body, "kept_total")),
+        (200, Some(2.0)),
+        "{body}"
+    );
+    let log = logs.take();
+    assert!(
+        log.contains("WARN") && log.contains("refresh future exploded"),
+        "{log}"
+    );
+
+    // The hook itself panics before returning a future.
+    let panics_in_call = MetricsEndpoint::new(registry).with_refresh(|_: &[&str]| {
+        panic!("refresh hook exploded");
+        #[allow(unreachable_code)]
+        std::future::ready(Ok::<_, Infallible>(()))
+    });
+    let (status, body) = scrape(&panics_in_call, "/metrics?").await;
+    assert_eq!(
+        (status, sample(&body, "kept_total")),
+        (200, Some(2.0)),
+        "{body}"
+    );
+    let log = logs.take();
+    assert!(
+        log.contains("WARN") && log.contains("refresh hook exploded"),
+        "{log}"
+    );
 }

@@ -3,29 +3,23 @@
 //! `{ns}_project_repo_total{project_name,public}`, `{ns}_project_artifact_total{project_name}`
 //! and `{ns}_artifact_pulled{name}`, where `{ns}` is `metric.namespace` (default `harbor`).
 //!
-//! The SDK's [`MetricsEndpoint`] renders what the registry holds, so the metrics server here
-//! wraps it: a scrape that asks for everything or for `exporter` first runs the queries and
-//! sets the gauges, then the endpoint renders as usual. Pulls (manifest GETs answered 2xx) are
-//! counted in the database, in the demo's own `artifact_pull` table.
+//! They are the SDK endpoint's refresh hook ([`MetricsEndpoint::with_refresh`], see
+//! [`ExporterGauges::refresh_for`]): a scrape that asks for everything or for `exporter` first
+//! runs the queries and sets the gauges, then the endpoint renders as usual. Pulls (manifest
+//! GETs answered 2xx) are counted in the database, in the demo's own `artifact_pull` table.
+//!
+//! [`MetricsEndpoint::with_refresh`]: towerscope::metrics::MetricsEndpoint::with_refresh
 
 use std::{
     collections::BTreeSet,
-    io,
-    net::SocketAddr,
+    future::Future,
     sync::{Arc, Mutex, PoisonError},
 };
 
-use axum::{
-    body::Body,
-    extract::{Request, State},
-    response::Response,
-    routing::any,
-    Router,
-};
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::PrometheusRecorder;
 use sqlx::SqlitePool;
-use towerscope::{metrics::MetricsEndpoint, Telemetry};
+use towerscope::Telemetry;
 
 use crate::db::Db;
 
@@ -150,8 +144,25 @@ impl ExporterGauges {
         Ok((gauges, pulls))
     }
 
+    /// The refresh before a scrape of `components` (empty: everything): the queries run only
+    /// when the scrape asks for everything or for `exporter`.
+    pub(crate) fn refresh_for(
+        &self,
+        components: &[&str],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'static {
+        let wanted = components.is_empty() || components.contains(&COMPONENT);
+        let gauges = self.clone();
+        async move {
+            if wanted {
+                gauges.refresh().await
+            } else {
+                Ok(())
+            }
+        }
+    }
+
     /// Runs the queries and sets the gauges.
-    pub(crate) async fn refresh(&self) -> Result<(), sqlx::Error> {
+    async fn refresh(&self) -> Result<(), sqlx::Error> {
         let names = &self.names;
         let mut values: Vec<Sample> = Vec::new();
         let public = |p: bool| if p { "true" } else { "false" }.to_owned();
@@ -230,87 +241,5 @@ impl ExporterGauges {
             .collect::<Vec<_>>();
         self.recorder
             .register_gauge(&Key::from_parts(name.to_owned(), labels), &METADATA)
-    }
-}
-
-/// Whether a scrape asks for the exporter gauges: no `comp`, or `comp=exporter`.
-fn wants_exporter(query: Option<&str>) -> bool {
-    let comps: Vec<&str> = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("comp="))
-        .filter(|v| !v.is_empty())
-        .collect();
-    comps.is_empty() || comps.contains(&COMPONENT)
-}
-
-#[derive(Debug, Clone)]
-struct Scrape {
-    endpoint: MetricsEndpoint,
-    gauges: ExporterGauges,
-}
-
-async fn scrape(State(scrape): State<Scrape>, req: Request) -> Response {
-    if wants_exporter(req.uri().query()) {
-        if let Err(err) = scrape.gauges.refresh().await {
-            eprintln!("registry_demo: exporter gauges: {err}");
-        }
-    }
-    match scrape.endpoint.respond(&req).await {
-        Ok(res) => res.map(Body::new),
-        Err(never) => match never {},
-    }
-}
-
-/// The metrics server: the SDK's endpoint on `metric.path`, the gauges refreshed first.
-#[derive(Debug)]
-pub(crate) struct MetricsServer {
-    local_addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MetricsServer {
-    /// Binds `metric.host:metric.port`; `None` when `metric.enabled` is false.
-    pub(crate) async fn bind(
-        telemetry: &Telemetry,
-        gauges: ExporterGauges,
-    ) -> io::Result<Option<Self>> {
-        let config = &telemetry.config().metric;
-        if !config.enabled {
-            return Ok(None);
-        }
-        let listener = tokio::net::TcpListener::bind(config.socket_addr()).await?;
-        let local_addr = listener.local_addr()?;
-        let app = Router::new()
-            .route(&config.path, any(scrape))
-            .with_state(Scrape {
-                endpoint: telemetry.metrics_endpoint(),
-                gauges,
-            });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(Some(Self {
-            local_addr,
-            stop,
-            task,
-        }))
-    }
-
-    /// The address it listens on.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops it.
-    pub(crate) async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
     }
 }

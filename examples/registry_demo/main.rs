@@ -42,7 +42,10 @@ use axum::{
 use towerscope::{
     db::Transactions,
     jobs::Jobs,
-    metrics::runtime::{build_info, RuntimeMetrics},
+    metrics::{
+        runtime::{build_info, RuntimeMetrics},
+        MetricsServer,
+    },
     openapi::OpenApiResolver,
     operation::OperationResolverExt,
     Telemetry,
@@ -290,14 +293,23 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(format!("cannot bind {}: {err}", config.listen)),
     };
-    let metrics = match gauges::MetricsServer::bind(&telemetry, exporter_gauges).await {
-        Ok(server) => server,
-        Err(err) => {
-            return fail(format!(
-                "cannot bind the metrics server on {}: {err}",
-                telemetry.config().metric.socket_addr()
-            ))
+    // The SDK's metrics server; its refresh hook computes the exporter gauges at scrape time.
+    let metric = &telemetry.config().metric;
+    let metrics = if metric.enabled {
+        let endpoint = telemetry
+            .metrics_endpoint()
+            .with_refresh(move |components: &[&str]| exporter_gauges.refresh_for(components));
+        match MetricsServer::bind_endpoint(metric.socket_addr(), &metric.path, endpoint).await {
+            Ok(server) => Some(server),
+            Err(err) => {
+                return fail(format!(
+                    "cannot bind the metrics server on {}: {err}",
+                    metric.socket_addr()
+                ))
+            }
         }
+    } else {
+        None
     };
     let local = listener.local_addr().unwrap_or(config.listen);
     println!("registry (OCI distribution) on http://{local}/v2/");

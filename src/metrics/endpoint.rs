@@ -1,11 +1,14 @@
 //! The `/metrics` endpoint: a tower service for any router, and a standalone server.
 
 use std::{
+    any::Any,
     convert::Infallible,
+    error::Error as StdError,
     fmt,
-    future::Future,
+    future::{Future, Ready},
     io,
     net::SocketAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -24,8 +27,64 @@ use crate::config::MetricConfig;
 /// The content type of the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The `tracing` target of a failed or panicked [`Refresh`].
+const LOG_TARGET: &str = "towerscope::metrics";
+
+/// Updates computed gauges just before a scrape renders them: the hook of
+/// [`MetricsEndpoint::with_refresh`].
+///
+/// `refresh` is called once per scrape that gets rendered, with the components it asks for
+/// (the `?comp=` values, empty for every family), and the endpoint awaits its future before the
+/// render moves to the blocking pool, so what it sets is in the same scrape. Requests that are
+/// refused (method, bearer token, unknown component) do not call it. It runs only when the
+/// endpoint is scraped, never on the request path of the instrumented service.
+///
+/// A refresh that returns an error or panics does not fail the scrape: it is logged at `warn`
+/// (target `towerscope::metrics`) and the registry's current values are rendered. It has no
+/// timeout of its own; bound a slow source with `tokio::time::timeout` inside the future.
+///
+/// Implemented for `()` (nothing to refresh) and for closures `Fn(&[&str]) -> Fut`, where
+/// `Fut: Future<Output = Result<(), E>>` and `E` converts into
+/// `Box<dyn Error + Send + Sync>`. Annotate the closure's argument (`|components: &[&str]|`);
+/// the future must own what it uses, so copy what it needs from `components` before an
+/// `async move` block. Blocking work belongs in `tokio::task::spawn_blocking`: the future is
+/// polled on an async worker.
+pub trait Refresh {
+    /// Why a refresh failed; logged, never shown to the scraper.
+    type Error: Into<Box<dyn StdError + Send + Sync>>;
+    /// The refresh in progress.
+    type Future: Future<Output = Result<(), Self::Error>>;
+
+    /// Starts refreshing for a scrape of `components` (empty: every family).
+    fn refresh(&self, components: &[&str]) -> Self::Future;
+}
+
+impl Refresh for () {
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn refresh(&self, _: &[&str]) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl<F, Fut, E> Refresh for F
+where
+    F: Fn(&[&str]) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Error = E;
+    type Future = Fut;
+
+    fn refresh(&self, components: &[&str]) -> Self::Future {
+        self(components)
+    }
+}
+
 /// Serves a [`MetricsRegistry`] in the Prometheus text format: GET and HEAD only, Harbor's
-/// `?comp=NAME` selection (repeatable; an unknown name is a 404), optional bearer token.
+/// `?comp=NAME` selection (repeatable; an unknown name is a 404), optional bearer token, and an
+/// optional [`Refresh`] hook that updates computed gauges before each render.
 /// Rendering runs on tokio's blocking pool, off the async worker threads.
 ///
 /// Mount it on any router; with axum: `Router::new().route_service("/metrics", endpoint)`.
@@ -49,16 +108,18 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct MetricsEndpoint {
+pub struct MetricsEndpoint<R = ()> {
     registry: MetricsRegistry,
     bearer: Option<Arc<[u8]>>,
+    refresh: R,
 }
 
-impl fmt::Debug for MetricsEndpoint {
+impl<R> fmt::Debug for MetricsEndpoint<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsEndpoint")
             .field("registry", &self.registry)
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("refresh", &std::any::type_name::<R>())
             .finish()
     }
 }
@@ -69,6 +130,7 @@ impl MetricsEndpoint {
         Self {
             registry,
             bearer: None,
+            refresh: (),
         }
     }
 
@@ -80,7 +142,9 @@ impl MetricsEndpoint {
             None => endpoint,
         }
     }
+}
 
+impl<R> MetricsEndpoint<R> {
     /// Requires `Authorization: Bearer <token>`; other requests get a 401. Defaults to no
     /// authentication.
     pub fn with_bearer_token(mut self, token: &str) -> Self {
@@ -90,8 +154,53 @@ impl MetricsEndpoint {
         self
     }
 
-    /// Answers one request; the future renders on the blocking pool.
-    pub fn respond<B>(&self, req: &Request<B>) -> EndpointFuture {
+    /// Runs `refresh` before each render, to set gauges computed at scrape time (rows in a
+    /// database, files on disk); it replaces any earlier hook. See [`Refresh`] for when it runs
+    /// and what happens when it fails. Defaults to none: a scrape renders what the registry
+    /// holds.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::Request;
+    /// use http_body_util::BodyExt;
+    /// use tower::ServiceExt;
+    /// use towerscope::{config::MetricConfig, metrics::{MetricsEndpoint, MetricsRegistry}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+    /// registry.register_component("queue", ["queue_depth"]);
+    /// let recorder = registry.recorder();
+    /// let endpoint = MetricsEndpoint::new(registry).with_refresh(move |components: &[&str]| {
+    ///     let wanted = components.is_empty() || components.contains(&"queue");
+    ///     let recorder = recorder.clone();
+    ///     async move {
+    ///         if wanted {
+    ///             let depth = 7.0; // e.g. `SELECT COUNT(*) FROM queue`, awaited here
+    ///             metrics::with_local_recorder(&*recorder, || metrics::gauge!("queue_depth").set(depth));
+    ///         }
+    ///         Ok::<_, Infallible>(())
+    ///     }
+    /// });
+    ///
+    /// let req = Request::get("/metrics?comp=queue").body(()).unwrap();
+    /// let body = endpoint.oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, "# TYPE queue_depth gauge\nqueue_depth 7\n\n");
+    /// # }
+    /// ```
+    pub fn with_refresh<T: Refresh>(self, refresh: T) -> MetricsEndpoint<T> {
+        MetricsEndpoint {
+            registry: self.registry,
+            bearer: self.bearer,
+            refresh,
+        }
+    }
+}
+
+impl<R: Refresh> MetricsEndpoint<R> {
+    /// Answers one request; the future awaits the refresh hook, then renders on the blocking
+    /// pool.
+    pub fn respond<B>(&self, req: &Request<B>) -> EndpointFuture<R> {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -117,28 +226,39 @@ impl MetricsEndpoint {
             }
         }
         let components = components(req.uri().query());
-        let registry = self.registry.clone();
-        let render = move || {
-            let names: Vec<&str> = components.iter().map(String::as_str).collect();
-            registry.render_components(&names)
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => EndpointFuture {
-                state: State::Rendering {
-                    task: rt.spawn_blocking(render),
+        // Refused before the hook: a 404 is no reason to query a database.
+        if !components.is_empty() {
+            let known = self.registry.components();
+            if let Some(unknown) = components.iter().find(|c| !known.contains(c)) {
+                return EndpointFuture::ready(rendered(
+                    Err(UnknownComponent(unknown.clone())),
                     head,
-                },
-            },
-            // Outside a tokio runtime there are no async workers to protect: render inline.
-            Err(_) => EndpointFuture::ready(rendered(render(), head)),
+                ));
+            }
+        }
+        let names: Vec<&str> = components.iter().map(String::as_str).collect();
+        let refresh = match catch_unwind(AssertUnwindSafe(|| self.refresh.refresh(&names))) {
+            Ok(future) => Some(future),
+            Err(panic) => {
+                refresh_panicked(&*panic);
+                None
+            }
+        };
+        EndpointFuture {
+            refresh,
+            state: State::Refreshing(Some(Render {
+                registry: self.registry.clone(),
+                components,
+                head,
+            })),
         }
     }
 }
 
-impl<B> Service<Request<B>> for MetricsEndpoint {
+impl<B, R: Refresh> Service<Request<B>> for MetricsEndpoint<R> {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = EndpointFuture;
+    type Future = EndpointFuture<R>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -166,6 +286,27 @@ fn components(query: Option<&str>) -> Vec<String> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refresh_failed(err: Box<dyn StdError + Send + Sync>) {
+    tracing::warn!(
+        target: LOG_TARGET,
+        error = %err,
+        "refreshing metrics before a scrape failed; rendering the current values"
+    );
+}
+
+fn refresh_panicked(panic: &(dyn Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    tracing::warn!(
+        target: LOG_TARGET,
+        panic = message,
+        "refreshing metrics before a scrape panicked; rendering the current values"
+    );
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -204,50 +345,102 @@ fn rendered(result: Result<String, UnknownComponent>, head: bool) -> Response<Fu
     }
 }
 
-/// Response future of [`MetricsEndpoint`].
-pub struct EndpointFuture {
-    state: State,
+pin_project_lite::pin_project! {
+    /// Response future of [`MetricsEndpoint`]: the refresh hook, then the render.
+    pub struct EndpointFuture<R: Refresh = ()> {
+        // `None` once it is done, failed or panicked (it is never polled again).
+        #[pin]
+        refresh: Option<R::Future>,
+        state: State,
+    }
+}
+
+/// What a render needs.
+struct Render {
+    registry: MetricsRegistry,
+    components: Vec<String>,
+    head: bool,
+}
+
+impl Render {
+    fn run(self) -> Result<String, UnknownComponent> {
+        let names: Vec<&str> = self.components.iter().map(String::as_str).collect();
+        self.registry.render_components(&names)
+    }
 }
 
 enum State {
     Ready(Option<Response<Full<Bytes>>>),
+    /// Waiting for the refresh; the render starts when it is done.
+    Refreshing(Option<Render>),
     Rendering {
         task: JoinHandle<Result<String, UnknownComponent>>,
         head: bool,
     },
 }
 
-impl EndpointFuture {
+impl<R: Refresh> EndpointFuture<R> {
     fn ready(res: Response<Full<Bytes>>) -> Self {
         Self {
+            refresh: None,
             state: State::Ready(Some(res)),
         }
     }
 }
 
-impl fmt::Debug for EndpointFuture {
+impl<R: Refresh> fmt::Debug for EndpointFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointFuture").finish_non_exhaustive()
     }
 }
 
-impl Future for EndpointFuture {
+impl<R: Refresh> Future for EndpointFuture<R> {
     type Output = Result<Response<Full<Bytes>>, Infallible>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            State::Ready(res) => Poll::Ready(Ok(res.take().unwrap_or_else(|| {
-                plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "polled after completion\n",
-                )
-            }))),
-            State::Rendering { task, head } => {
-                let res = match std::task::ready!(Pin::new(task).poll(cx)) {
-                    Ok(result) => rendered(result, *head),
-                    Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
-                };
-                Poll::Ready(Ok(res))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(refresh) = this.refresh.as_mut().as_pin_mut() {
+            match catch_unwind(AssertUnwindSafe(|| refresh.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(()))) => {}
+                Ok(Poll::Ready(Err(err))) => refresh_failed(err.into()),
+                Err(panic) => refresh_panicked(&*panic),
+            }
+            this.refresh.set(None);
+        }
+        loop {
+            match this.state {
+                State::Ready(res) => {
+                    return Poll::Ready(Ok(res.take().unwrap_or_else(|| {
+                        plain(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "polled after completion\n",
+                        )
+                    })))
+                }
+                State::Refreshing(render) => {
+                    let Some(render) = render.take() else {
+                        *this.state = State::Ready(None);
+                        continue;
+                    };
+                    let head = render.head;
+                    *this.state = match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => State::Rendering {
+                            task: rt.spawn_blocking(move || render.run()),
+                            head,
+                        },
+                        // Outside a tokio runtime there are no async workers to protect.
+                        Err(_) => State::Ready(Some(rendered(render.run(), head))),
+                    };
+                }
+                State::Rendering { task, head } => {
+                    let res = match std::task::ready!(Pin::new(task).poll(cx)) {
+                        Ok(result) => rendered(result, *head),
+                        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
+                    };
+                    *this.state = State::Ready(None);
+                    return Poll::Ready(Ok(res));
+                }
             }
         }
     }
@@ -273,12 +466,18 @@ impl MetricsServer {
         .await
     }
 
-    /// Binds `addr` and serves `endpoint` on `path`.
-    pub async fn bind_endpoint(
+    /// Binds `addr` and serves `endpoint` on `path`, with its [`Refresh`] hook if it has one
+    /// (for example [`Telemetry::metrics_endpoint`](crate::Telemetry::metrics_endpoint) with
+    /// [`with_refresh`](MetricsEndpoint::with_refresh)).
+    pub async fn bind_endpoint<R>(
         addr: SocketAddr,
         path: &str,
-        endpoint: MetricsEndpoint,
-    ) -> io::Result<Self> {
+        endpoint: MetricsEndpoint<R>,
+    ) -> io::Result<Self>
+    where
+        R: Refresh + Clone + Send + 'static,
+        R::Future: Send,
+    {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = oneshot::channel::<()>();

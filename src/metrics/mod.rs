@@ -61,7 +61,7 @@ pub mod runtime;
 mod series;
 pub mod toolkit;
 
-pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, CONTENT_TYPE};
+pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE};
 pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
     DEFAULT_MAX_OPERATIONS,
