@@ -3,10 +3,59 @@
 //! These constructors live with the configuration, not with the layers, so that the layers
 //! never depend on `config` (imports point from the configuration down to the domain types).
 
+use std::{io, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
 use crate::{
     config::MetricConfig,
-    metrics::{MetricNames, MetricsLayer, MetricsRegistry},
+    metrics::{
+        MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry, MetricsServer,
+        DURATION_SUFFIX,
+    },
 };
+
+impl MetricsRegistry {
+    /// Builds a registry from the `metric:` configuration: durations as a summary with
+    /// `quantiles` (default 0.5, 0.9, 0.99 over a 60 s window), or as a histogram with `buckets`
+    /// for every histogram family ending in `_seconds` (and `family_buckets` for single
+    /// families); upkeep every `upkeep_interval_secs`. Nothing global is installed.
+    pub fn new(config: &MetricConfig) -> Result<Self, MetricsError> {
+        let mut builder = PrometheusBuilder::new().set_quantiles(config.quantiles())?;
+        if let Some(buckets) = &config.buckets {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
+        }
+        for (family, buckets) in &config.family_buckets {
+            builder = builder.set_buckets_for_metric(Matcher::Full(family.clone()), buckets)?;
+        }
+        Self::from_builder(builder, Duration::from_secs(config.upkeep_interval_secs))
+    }
+}
+
+impl MetricsEndpoint {
+    /// An endpoint with the `metric.bearer_token` of `config`.
+    pub fn from_config(config: &MetricConfig, registry: MetricsRegistry) -> Self {
+        let endpoint = Self::new(registry);
+        match &config.bearer_token {
+            Some(token) => endpoint.with_bearer_token(token),
+            None => endpoint,
+        }
+    }
+}
+
+impl MetricsServer {
+    /// Binds `metric.host:port` and serves `metric.path` (with `metric.bearer_token`) on the
+    /// current tokio runtime.
+    pub async fn bind(config: &MetricConfig, registry: MetricsRegistry) -> io::Result<Self> {
+        Self::bind_endpoint(
+            config.socket_addr(),
+            &config.path,
+            MetricsEndpoint::from_config(config, registry),
+        )
+        .await
+    }
+}
 
 impl MetricsLayer {
     /// A layer built from the `metric:` configuration: names from `namespace`/`subsystem`,

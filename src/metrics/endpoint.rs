@@ -22,7 +22,6 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_service::Service;
 
 use super::registry::{MetricsRegistry, UnknownComponent};
-use crate::config::MetricConfig;
 
 /// The content type of the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -131,15 +130,6 @@ impl MetricsEndpoint {
             registry,
             bearer: None,
             refresh: (),
-        }
-    }
-
-    /// An endpoint with the `metric.bearer_token` of `config`.
-    pub fn from_config(config: &MetricConfig, registry: MetricsRegistry) -> Self {
-        let endpoint = Self::new(registry);
-        match &config.bearer_token {
-            Some(token) => endpoint.with_bearer_token(token),
-            None => endpoint,
         }
     }
 }
@@ -456,16 +446,6 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds the configured address and starts serving on the current tokio runtime.
-    pub async fn bind(config: &MetricConfig, registry: MetricsRegistry) -> io::Result<Self> {
-        Self::bind_endpoint(
-            config.socket_addr(),
-            &config.path,
-            MetricsEndpoint::from_config(config, registry),
-        )
-        .await
-    }
-
     /// Binds `addr` and serves `endpoint` on `path`, with its [`Refresh`] hook if it has one
     /// (for example [`Telemetry::metrics_endpoint`](crate::Telemetry::metrics_endpoint) with
     /// [`with_refresh`](MetricsEndpoint::with_refresh)).

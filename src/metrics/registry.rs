@@ -8,12 +8,9 @@ use std::{
     time::Duration,
 };
 
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::exposition;
-use crate::config::MetricConfig;
 
 /// Errors of setting up metrics.
 #[derive(Debug, thiserror::Error)]
@@ -81,23 +78,16 @@ impl fmt::Debug for MetricsRegistry {
 pub const DURATION_SUFFIX: &str = "_seconds";
 
 impl MetricsRegistry {
-    /// Builds a registry from the `metric:` configuration: durations as a summary with
-    /// `quantiles` (default 0.5, 0.9, 0.99 over a 60 s window), or as a histogram with `buckets`
-    /// for every histogram family ending in `_seconds`; upkeep every
-    /// `upkeep_interval_secs`. Nothing global is installed.
-    pub fn new(config: &MetricConfig) -> Result<Self, MetricsError> {
-        let mut builder = PrometheusBuilder::new().set_quantiles(config.quantiles())?;
-        if let Some(buckets) = &config.buckets {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
-        }
-        for (family, buckets) in &config.family_buckets {
-            builder = builder.set_buckets_for_metric(Matcher::Full(family.clone()), buckets)?;
-        }
+    /// A registry recording with `builder`'s settings, running upkeep every `upkeep`
+    /// (at least one second). [`MetricsRegistry::new`] builds one from the `metric:` block.
+    pub(crate) fn from_builder(
+        builder: PrometheusBuilder,
+        upkeep: Duration,
+    ) -> Result<Self, MetricsError> {
         let recorder = Arc::new(builder.build_recorder());
         let handle = recorder.handle();
         let (tx, rx) = mpsc::channel::<()>();
-        let interval = Duration::from_secs(config.upkeep_interval_secs.max(1));
+        let interval = upkeep.max(Duration::from_secs(1));
         let upkeep_handle = handle.clone();
         thread::Builder::new()
             .name("towerscope-upkeep".into())
