@@ -299,3 +299,114 @@ async fn exporter_health_is_on_the_metrics_endpoint() {
         "{text}"
     );
 }
+
+/// Counts of `http_request_total` by operation after one `GET /users/42` through a layer whose
+/// operation stage and trace layer resolve differently, under `subscriber` (none when `None`).
+async fn operation_under(
+    subscriber: impl FnOnce(&Telemetry) -> Option<tracing::Dispatch>,
+) -> (String, Vec<SpanData>) {
+    use towerscope::{
+        operation::{OperationId, RequestRef},
+        trace::TraceLayer,
+    };
+    let (t, exporter) = telemetry(TRACED);
+    let subscriber = subscriber(&t);
+    let layer = t
+        .layer()
+        .with_resolver(|_: &RequestRef<'_>| Some(OperationId::from("getUser")))
+        // A trace layer of its own with another resolver: the stage decides for both.
+        .with_trace(
+            TraceLayer::new().with_resolver(|_: &RequestRef<'_>| Some(OperationId::from("traced"))),
+        );
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from("user")))
+        }));
+    let call = async {
+        let res = svc
+            .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    };
+    match subscriber {
+        Some(dispatch) => {
+            let _guard = tracing::dispatcher::set_default(&dispatch);
+            call.await;
+        }
+        None => call.await,
+    }
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let text = t.registry().render();
+    let totals = text
+        .lines()
+        .filter(|l| l.starts_with("http_request_total{"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (totals, exporter.get_finished_spans().unwrap())
+}
+
+#[tokio::test]
+async fn the_operation_label_is_the_same_whatever_the_subscriber() {
+    use tracing_subscriber::{filter::LevelFilter, Layer as _};
+    let expected = r#"http_request_total{method="GET",code="200",operation="getUser"} 1"#;
+
+    let (none, spans) = operation_under(|_| None).await;
+    assert_eq!(none, expected);
+    assert!(spans.is_empty());
+
+    let (at_info, spans) = operation_under(|t| {
+        let layer = t.tracing_layer().with_filter(LevelFilter::INFO);
+        Some(tracing_subscriber::registry().with(layer).into())
+    })
+    .await;
+    assert_eq!(at_info, expected);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(attr(&spans[0], "operation").as_deref(), Some("getUser"));
+
+    // The server span is at INFO: a WARN filter disables it.
+    let (at_warn, spans) = operation_under(|t| {
+        let layer = t.tracing_layer().with_filter(LevelFilter::WARN);
+        Some(tracing_subscriber::registry().with(layer).into())
+    })
+    .await;
+    assert_eq!(at_warn, expected);
+    assert!(spans.is_empty(), "{spans:#?}");
+}
+
+#[tokio::test]
+async fn a_response_override_renames_the_span_operation_too() {
+    use towerscope::operation::OperationId;
+    let (t, exporter) = telemetry(TRACED);
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async {
+                let mut res = Response::new(Body::from("user"));
+                res.extensions_mut().insert(OperationId::from("overridden"));
+                res
+            }),
+        )
+        .layer(t.layer());
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let res = app
+        .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = named(&spans, "GET /users/{id}");
+    assert_eq!(attr(span, "operation").as_deref(), Some("overridden"));
+    let text = t.registry().render();
+    assert_eq!(
+        support::sample(
+            &text,
+            r#"http_request_total{method="GET",code="200",operation="overridden"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
