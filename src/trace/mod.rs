@@ -13,9 +13,7 @@ pub use layer::{
 };
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
 
-/// Installs rustls' ring provider as the process default unless one is installed already:
-/// reqwest (OTLP/HTTP, the Jaeger collector) is built without a provider of its own.
-pub(crate) fn ensure_tls_provider() {
-    #[cfg(feature = "tls")]
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+// Callers outside trace/ (metrics/push, client) still name it here; they move to
+// `crate::tls` with their own changes.
+#[allow(unused_imports)]
+pub(crate) use crate::tls::ensure_tls_provider;

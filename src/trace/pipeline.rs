@@ -104,7 +104,7 @@ fn build_exporter(
 ) -> Result<AnyExporter, ExporterError> {
     let _ = stats;
     // An application that installed its own rustls provider keeps it.
-    super::ensure_tls_provider();
+    crate::tls::ensure_tls_provider();
     if let Some(otel) = &config.otel {
         #[cfg(feature = "otlp")]
         {

@@ -270,7 +270,7 @@ impl JaegerExporter {
     ///
     /// The endpoint is parsed here; no connection is made until the first export.
     pub fn collector(options: CollectorOptions) -> Result<Self, JaegerError> {
-        super::ensure_tls_provider();
+        crate::tls::ensure_tls_provider();
         let CollectorOptions {
             endpoint,
             username,
