@@ -6,6 +6,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
 use super::ConfigProblem;
+pub use crate::trace::propagation::Propagator;
 
 /// The `trace:` block (harbor.yml's keys, plus `service_name`, `otel.protocol`,
 /// `otel.headers`, `propagators`, `max_queue_size`, `shutdown_timeout_secs` and
@@ -61,18 +62,6 @@ impl Default for TraceConfig {
             echo_traceparent: false,
         }
     }
-}
-
-/// A context propagation format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Propagator {
-    /// W3C `traceparent` / `tracestate`.
-    TraceContext,
-    /// W3C `baggage`.
-    Baggage,
-    /// Jaeger's `uber-trace-id`.
-    Jaeger,
 }
 
 /// `trace.jaeger`: a collector endpoint (`endpoint`, HTTP) or an agent (`agent_host`, UDP),
