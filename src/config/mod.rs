@@ -54,15 +54,14 @@ use serde::Deserialize;
 mod env;
 mod error;
 mod metric;
+mod pipeline;
 mod request_id;
 mod trace;
 
 pub use error::{ConfigError, ConfigProblem};
 pub use metric::{MetricConfig, DEFAULT_METHODS, DEFAULT_QUANTILES};
 pub use request_id::RequestIdConfig;
-pub use trace::{
-    JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig, DEFAULT_JAEGER_AGENT_PORT,
-};
+pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
 
 /// The whole towerscope configuration.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -145,9 +145,6 @@ impl OtelConfig {
     }
 }
 
-/// Default Jaeger agent port (compact Thrift over UDP).
-pub const DEFAULT_JAEGER_AGENT_PORT: u16 = 6831;
-
 fn check_http_url(url: &str) -> Result<(), String> {
     let uri: Uri = url
         .parse()

@@ -269,20 +269,19 @@ impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
 #[cfg(feature = "otlp")]
 impl<E> OnRuntime<E> {
     /// Starts the runtime and builds the exporter inside it.
-    pub fn build<B, Err>(timeout: Duration, build: B) -> Result<Self, ExporterError>
+    pub fn build<B>(timeout: Duration, build: B) -> Result<Self, ExporterError>
     where
-        B: FnOnce() -> Result<E, Err>,
-        Err: fmt::Display,
+        B: FnOnce() -> Result<E, opentelemetry_otlp::ExporterBuildError>,
     {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("towerscope-otlp")
             .enable_all()
             .build()
-            .map_err(|e| ExporterError::Runtime(e.to_string()))?;
+            .map_err(ExporterError::Runtime)?;
         let inner = {
             let _guard = runtime.enter();
-            build().map_err(|e| ExporterError::Otlp(e.to_string()))?
+            build().map_err(ExporterError::Otlp)?
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -340,21 +339,37 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
 }
 
 /// Errors of building an exporter.
+///
+/// Each message names the `trace:` block to check; the source error, where there is one, says
+/// which setting was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExporterError {
-    /// opentelemetry-otlp refused the settings (check `trace.otel`).
-    #[error("cannot build the OTLP exporter: {0}")]
-    Otlp(String),
-    /// The Jaeger exporter refused the settings (check `trace.jaeger`).
-    #[error("cannot build the Jaeger exporter: {0}")]
-    Jaeger(String),
-    /// The runtime for gRPC export could not start.
-    #[error("cannot start the export runtime: {0}")]
-    Runtime(String),
-    /// The configured exporter is not compiled in; enable the named cargo feature.
+    /// opentelemetry-otlp refused the settings: check `trace.otel` (its endpoint must be a URL
+    /// the transport can reach, its headers valid HTTP headers or gRPC metadata).
+    #[cfg(feature = "otlp")]
+    #[error("cannot build the OTLP exporter (check trace.otel): {0}")]
+    Otlp(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The Jaeger exporter refused the settings: check `trace.jaeger`; the [`JaegerError`]
+    /// names the option.
+    ///
+    /// [`JaegerError`]: super::jaeger::JaegerError
+    #[cfg(feature = "jaeger")]
+    #[error("cannot build the Jaeger exporter (check trace.jaeger): {0}")]
+    Jaeger(#[source] super::jaeger::JaegerError),
+    /// The runtime that drives OTLP/gRPC export could not start, because its worker thread
+    /// could not be spawned: check the process's thread and memory limits, or use
+    /// `protocol: http`.
     #[error(
-        "trace.{exporter} is configured but towerscope was built without the `{feature}` feature"
+        "cannot start the runtime for OTLP/gRPC export (check the process's thread and memory \
+         limits, or use trace.otel.protocol: http): {0}"
+    )]
+    Runtime(#[source] std::io::Error),
+    /// The configured exporter is not compiled in: enable the named cargo feature of
+    /// towerscope, or configure another exporter.
+    #[error(
+        "trace.{exporter} is configured but towerscope was built without the `{feature}` \
+         feature: enable it in Cargo.toml or configure another exporter"
     )]
     FeatureDisabled {
         /// `otel` or `jaeger`.
@@ -362,7 +377,8 @@ pub enum ExporterError {
         /// The cargo feature to enable.
         feature: &'static str,
     },
-    /// Tracing is enabled with no exporter (validate the configuration first).
-    #[error("tracing is enabled but no exporter is configured")]
+    /// Tracing is enabled with no exporter: set `trace.otel` or `trace.jaeger`
+    /// ([`Config::validate`](crate::Config::validate) reports this first).
+    #[error("tracing is enabled but no exporter is configured: set trace.otel or trace.jaeger")]
     NoExporter,
 }

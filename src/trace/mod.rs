@@ -1,5 +1,6 @@
 //! Tracing: server spans, context propagation, and span export over OTLP or Jaeger.
 
+mod build;
 pub mod exporter;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
@@ -7,11 +8,16 @@ mod layer;
 pub mod pipeline;
 pub mod propagation;
 
+pub(crate) use build::{ExporterSpec, OtlpOptions};
 pub use layer::{
     ResponseBody, ResponseFuture, TraceLayer, TraceService, MAX_PATH_ATTRIBUTE,
     MAX_USER_AGENT_ATTRIBUTE,
 };
+pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
+
+/// `service.name` of a resource that names none (OpenTelemetry's default).
+pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
 
 // Callers outside trace/ (metrics/push, client) still name it here; they move to
 // `crate::tls` with their own changes.
