@@ -64,7 +64,7 @@ pub const DEFAULT_METHODS: [Method; 9] = [
 ];
 
 /// The default quantiles of the request-duration summary (Harbor's).
-pub const DEFAULT_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+const DEFAULT_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 impl Default for MetricConfig {
     fn default() -> Self {

@@ -59,7 +59,7 @@ mod request_id;
 mod trace;
 
 pub use error::{ConfigError, ConfigProblem};
-pub use metric::{MetricConfig, DEFAULT_METHODS, DEFAULT_QUANTILES};
+pub use metric::{MetricConfig, DEFAULT_METHODS};
 pub use request_id::RequestIdConfig;
 pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
 

@@ -227,10 +227,7 @@ mod jaeger {
     use super::AnyExporter;
     use crate::trace::{
         exporter::{DroppedSpans, ExportStats, ExporterError},
-        jaeger::{
-            AgentOptions, CollectorOptions, JaegerExporter, DEFAULT_AGENT_PORT,
-            DEFAULT_COLLECTOR_TIMEOUT,
-        },
+        jaeger::{AgentOptions, CollectorOptions, JaegerExporter},
     };
 
     /// A Jaeger agent over UDP; `port` defaults to the agent's 6831.
@@ -239,10 +236,11 @@ mod jaeger {
         port: Option<u16>,
         stats: &Arc<ExportStats>,
     ) -> Result<AnyExporter, ExporterError> {
+        let defaults = AgentOptions::default();
         let exporter = JaegerExporter::agent(AgentOptions {
             host,
-            port: port.unwrap_or(DEFAULT_AGENT_PORT),
-            ..AgentOptions::default()
+            port: port.unwrap_or(defaults.port),
+            ..defaults
         })
         .map_err(ExporterError::Jaeger)?;
         Ok(counted(exporter, stats))
@@ -260,7 +258,7 @@ mod jaeger {
             endpoint,
             username,
             password,
-            timeout: timeout.unwrap_or(DEFAULT_COLLECTOR_TIMEOUT),
+            timeout: timeout.unwrap_or(CollectorOptions::default().timeout),
         })
         .map_err(ExporterError::Jaeger)?;
         Ok(counted(exporter, stats))

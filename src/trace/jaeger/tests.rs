@@ -539,7 +539,7 @@ fn send_errors_are_reported_after_every_datagram_was_tried() {
     let chunks = pack(&process(), spans.clone(), 1_000).chunks.len();
     assert!(chunks > 1);
     let report = agent.send(&process(), spans);
-    let error = report.error.expect("send fails");
+    let error = report.error.expect("send fails").to_string();
     assert!(
         error.contains(&format!("{chunks} of {chunks} datagrams not sent")),
         "{error}"
