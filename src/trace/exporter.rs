@@ -1,12 +1,16 @@
-//! Span exporters built from `trace:` configuration, with bounded queueing and health metrics.
+//! Span export with bounded queueing and health metrics, and the errors of building an
+//! exporter.
 //!
 //! - [`ExportStats`]: spans exported, failed and dropped, as `metrics` counters
 //!   (`{prefix}trace_spans_exported_total{exporter}`, `..._failed_total`, `..._dropped_total`)
-//!   and as numbers for the shutdown report.
-//! - [`BoundedProcessor`]: admits a finished span only while fewer than `max_queue_size` spans
-//!   wait for export; the rest are dropped and counted, so the request path never waits and
-//!   memory stays bounded whatever the collector does.
-//! - [`MeteredExporter`]: counts the outcome of every export and bounds its duration.
+//!   and as numbers for the shutdown report ([`TracePipeline::stats`](super::TracePipeline::stats)).
+//! - [`ExporterError`]: why the exporter of `trace:` could not be built.
+//!
+//! Inside the crate, `BoundedProcessor` admits a finished span only while fewer than
+//! `max_queue_size` spans wait for export (the rest are dropped and counted, so the request
+//! path never waits and memory stays bounded whatever the collector does), `MeteredExporter`
+//! counts the outcome of every export, and `OnRuntime` drives an exporter that needs a tokio
+//! reactor and bounds each export's duration.
 
 use std::{
     fmt,
@@ -45,7 +49,7 @@ pub struct ExportStats {
 impl ExportStats {
     /// Registers the counters for `exporter` (`otlp`, `jaeger`, ...) with `prefix` in
     /// `recorder`.
-    pub fn new(recorder: &dyn Recorder, prefix: &str, exporter: &'static str) -> Self {
+    pub(crate) fn new(recorder: &dyn Recorder, prefix: &str, exporter: &'static str) -> Self {
         let counter = |what: &str, help: &'static str| {
             let name = format!("{prefix}trace_spans_{what}_total");
             recorder.describe_counter(name.clone().into(), None, help.into());
@@ -73,7 +77,7 @@ impl ExportStats {
     }
 
     /// The family names, for `?comp=` registration.
-    pub fn families(prefix: &str) -> [String; 3] {
+    pub(crate) fn families(prefix: &str) -> [String; 3] {
         ["exported", "failed", "dropped"].map(|w| format!("{prefix}trace_spans_{w}_total"))
     }
 
@@ -103,7 +107,7 @@ impl ExportStats {
     }
 
     /// Counts `n` dropped spans.
-    pub fn record_dropped(&self, n: u64) {
+    pub(crate) fn record_dropped(&self, n: u64) {
         self.dropped.increment(n);
         self.dropped_n.fetch_add(n, Ordering::Relaxed);
     }
@@ -138,7 +142,7 @@ impl metrics::CounterFn for DroppedSpans {
 /// `BatchSpanProcessor` (whose own queue must be larger: see
 /// [`pipeline`](super::pipeline)).
 #[derive(Debug)]
-pub struct BoundedProcessor<P> {
+pub(crate) struct BoundedProcessor<P> {
     inner: P,
     stats: Arc<ExportStats>,
     max_pending: usize,
@@ -146,7 +150,7 @@ pub struct BoundedProcessor<P> {
 
 impl<P> BoundedProcessor<P> {
     /// Admits at most `max_pending` spans that no export has taken yet.
-    pub fn new(inner: P, stats: Arc<ExportStats>, max_pending: usize) -> Self {
+    pub(crate) fn new(inner: P, stats: Arc<ExportStats>, max_pending: usize) -> Self {
         Self {
             inner,
             stats,
@@ -191,7 +195,7 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
 /// Wraps an exporter: releases the admitted spans of each batch, counts the outcome, and
 /// fails an export that exceeds `timeout` (for exporters driven on a tokio runtime; blocking
 /// exporters enforce their own timeout).
-pub struct MeteredExporter<E> {
+pub(crate) struct MeteredExporter<E> {
     inner: E,
     stats: Arc<ExportStats>,
 }
@@ -207,7 +211,7 @@ impl<E: fmt::Debug> fmt::Debug for MeteredExporter<E> {
 
 impl<E> MeteredExporter<E> {
     /// Wraps `inner`, recording into `stats`.
-    pub fn new(inner: E, stats: Arc<ExportStats>) -> Self {
+    pub(crate) fn new(inner: E, stats: Arc<ExportStats>) -> Self {
         Self { inner, stats }
     }
 }
@@ -250,7 +254,7 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
 /// one-worker runtime, since the SDK's batch processor drives `export` on a plain thread.
 /// Each export is bounded by `timeout`.
 #[cfg(feature = "otlp")]
-pub struct OnRuntime<E> {
+pub(crate) struct OnRuntime<E> {
     inner: Arc<E>,
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
@@ -269,7 +273,7 @@ impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
 #[cfg(feature = "otlp")]
 impl<E> OnRuntime<E> {
     /// Starts the runtime and builds the exporter inside it.
-    pub fn build<B>(timeout: Duration, build: B) -> Result<Self, ExporterError>
+    pub(crate) fn build<B>(timeout: Duration, build: B) -> Result<Self, ExporterError>
     where
         B: FnOnce() -> Result<E, opentelemetry_otlp::ExporterBuildError>,
     {

@@ -69,7 +69,7 @@
 mod agent;
 mod collector;
 mod convert;
-pub mod model;
+mod model;
 #[cfg(test)]
 mod tests;
 
