@@ -78,6 +78,8 @@ pub(crate) fn build(
 }
 
 /// The configured exporter.
+// One value per pipeline, built once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum AnyExporter {
     #[cfg(feature = "otlp")]
