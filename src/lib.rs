@@ -17,6 +17,7 @@ pub mod operation;
 pub mod request_id;
 pub mod telemetry;
 mod text;
+mod tls;
 pub mod trace;
 
 pub use config::Config;

@@ -161,14 +161,6 @@ impl RequestIdLayer {
         }
     }
 
-    /// Builds the layer from the `request_id:` configuration block.
-    pub fn from_config(config: &crate::config::RequestIdConfig) -> Self {
-        Self {
-            header: config.header.clone(),
-            trust_incoming: config.trust_incoming,
-        }
-    }
-
     /// Uses `header` instead of `x-request-id`. Defaults to `x-request-id`.
     pub fn with_header(mut self, header: HeaderName) -> Self {
         self.header = header;

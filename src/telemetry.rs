@@ -27,9 +27,14 @@ pub enum TelemetryError {
     /// The span exporter could not be built.
     #[error(transparent)]
     Exporter(#[from] ExporterError),
-    /// A global `tracing` subscriber is already installed.
-    #[error("a global tracing subscriber is already installed: {0}")]
-    Subscriber(String),
+    /// A global `tracing` subscriber is already installed, so
+    /// [`init_subscriber`](Telemetry::init_subscriber) could not install its own: call it once,
+    /// or add [`tracing_layer`](Telemetry::tracing_layer) to the subscriber you install.
+    #[error(
+        "a global tracing subscriber is already installed (call init_subscriber once, or add \
+         Telemetry::tracing_layer to your own subscriber): {0}"
+    )]
+    Subscriber(#[source] tracing_subscriber::util::TryInitError),
 }
 
 /// The running telemetry of a service: its metrics registry, its span pipeline (when
@@ -185,7 +190,7 @@ impl Telemetry {
             .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
             .with(self.tracing_layer())
             .try_init()
-            .map_err(|e| TelemetryError::Subscriber(e.to_string()))
+            .map_err(TelemetryError::Subscriber)
     }
 
     /// The metrics endpoint, to mount on the service's own router.

@@ -47,21 +47,22 @@
 //!   trust_incoming: true   # keep valid incoming ids; false: always make a new one
 //! ```
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::Path,
-};
+use std::path::Path;
 
-use http::{HeaderName, Method};
-use serde::{de, Deserialize, Deserializer};
+use serde::Deserialize;
 
 mod build;
+mod env;
+mod error;
+mod metric;
+mod pipeline;
+mod request_id;
 mod trace;
 
-pub use trace::{
-    JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig, DEFAULT_JAEGER_AGENT_PORT,
-};
+pub use error::{ConfigError, ConfigProblem};
+pub use metric::{MetricConfig, DEFAULT_METHODS};
+pub use request_id::RequestIdConfig;
+pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
 
 /// The whole towerscope configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,336 +74,6 @@ pub struct Config {
     pub request_id: RequestIdConfig,
     /// The `trace:` block.
     pub trace: TraceConfig,
-}
-
-/// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricConfig {
-    /// Whether requests are measured and the metrics server runs. Defaults to `true`.
-    pub enabled: bool,
-    /// Address the standalone metrics server binds. Defaults to `127.0.0.1`.
-    pub host: IpAddr,
-    /// Port of the standalone metrics server. Defaults to `9090` (Harbor's).
-    pub port: u16,
-    /// Path the metrics are served on. Defaults to `/metrics`.
-    pub path: String,
-    /// First part of every metric name's prefix (Harbor: `harbor`). Defaults to none.
-    pub namespace: Option<String>,
-    /// Second part of the prefix (Harbor core: `core`). Defaults to none.
-    pub subsystem: Option<String>,
-    /// The `?comp=` component the HTTP request families are registered under. Defaults to `core`.
-    pub component: String,
-    /// Quantiles of the request-duration summary. Defaults to `[0.5, 0.9, 0.99]`.
-    pub quantiles: Option<Vec<f64>>,
-    /// Histogram buckets (upper bounds, seconds) for request durations; when set, durations are
-    /// a histogram instead of a summary. Defaults to none (a summary).
-    pub buckets: Option<Vec<f64>>,
-    /// Methods kept as label values; any other method is counted as `_OTHER`.
-    /// Defaults to the eight RFC 9110 methods and PATCH.
-    #[serde(deserialize_with = "de_methods")]
-    pub methods: Vec<Method>,
-    /// Cap on distinct `operation` label values per family. Defaults to `1000`.
-    pub max_operations: usize,
-    /// A bearer token the metrics endpoint requires. Defaults to none (no authentication).
-    pub bearer_token: Option<String>,
-    /// Seconds between upkeep runs (draining summary samples). Defaults to `5`.
-    pub upkeep_interval_secs: u64,
-    /// Histogram buckets for individual families, by full name, whatever `quantiles` and
-    /// `buckets` say (e.g. a Distribution-compatible `registry_http_request_duration_seconds`
-    /// beside Harbor's summaries). Defaults to none.
-    pub family_buckets: std::collections::BTreeMap<String, Vec<f64>>,
-}
-
-/// The methods counted under their own name by default.
-pub const DEFAULT_METHODS: [Method; 9] = [
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::DELETE,
-    Method::CONNECT,
-    Method::OPTIONS,
-    Method::TRACE,
-    Method::PATCH,
-];
-
-/// The default quantiles of the request-duration summary (Harbor's).
-pub const DEFAULT_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
-
-impl Default for MetricConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 9090,
-            path: "/metrics".to_owned(),
-            namespace: None,
-            subsystem: None,
-            component: "core".to_owned(),
-            quantiles: None,
-            buckets: None,
-            methods: DEFAULT_METHODS.to_vec(),
-            max_operations: 1000,
-            bearer_token: None,
-            upkeep_interval_secs: 5,
-            family_buckets: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-impl MetricConfig {
-    /// The metric name prefix, `{namespace}_{subsystem}_`, each part optional.
-    pub fn prefix(&self) -> String {
-        let mut prefix = String::new();
-        for part in [&self.namespace, &self.subsystem].into_iter().flatten() {
-            prefix.push_str(part);
-            prefix.push('_');
-        }
-        prefix
-    }
-
-    /// The address of the standalone metrics server.
-    pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host, self.port)
-    }
-
-    /// The summary quantiles in force (the configured ones or the default).
-    pub fn quantiles(&self) -> &[f64] {
-        self.quantiles.as_deref().unwrap_or(&DEFAULT_QUANTILES)
-    }
-
-    fn check(&self, problems: &mut Vec<ConfigProblem>) {
-        let mut problem = |field: String, message: String| {
-            problems.push(ConfigProblem {
-                field: format!("metric.{field}"),
-                message,
-            })
-        };
-        if !self.path.starts_with('/') {
-            problem(
-                "path".into(),
-                format!("must start with '/' (got {:?})", self.path),
-            );
-        } else if self
-            .path
-            .bytes()
-            .any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            problem(
-                "path".into(),
-                format!(
-                    "must be a plain path without query, fragment or spaces (got {:?})",
-                    self.path
-                ),
-            );
-        }
-        for (key, part) in [
-            ("namespace", &self.namespace),
-            ("subsystem", &self.subsystem),
-        ] {
-            if let Some(part) = part {
-                if !is_metric_name_part(part) {
-                    problem(
-                        key.into(),
-                        format!("must match [a-zA-Z_][a-zA-Z0-9_]* (got {part:?})"),
-                    );
-                }
-            }
-        }
-        if self.component.is_empty()
-            || !self
-                .component
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            problem(
-                "component".into(),
-                format!(
-                    "must be non-empty and match [a-zA-Z0-9_-]+ (got {:?})",
-                    self.component
-                ),
-            );
-        }
-        if self.quantiles.is_some() && self.buckets.is_some() {
-            problem(
-                "buckets".into(),
-                "set either quantiles (a summary) or buckets (a histogram), not both".into(),
-            );
-        }
-        if let Some(quantiles) = &self.quantiles {
-            if quantiles.is_empty() {
-                problem("quantiles".into(), "must not be empty".into());
-            }
-            for (i, q) in quantiles.iter().enumerate() {
-                if !(0.0..=1.0).contains(q) {
-                    problem(
-                        format!("quantiles[{i}]"),
-                        format!("must be between 0 and 1 (got {q})"),
-                    );
-                }
-            }
-        }
-        if let Some(buckets) = &self.buckets {
-            check_buckets("buckets", buckets, &mut problem);
-        }
-        for (i, m) in self.methods.iter().enumerate() {
-            if self.methods[..i].contains(m) {
-                problem(format!("methods[{i}]"), format!("{m} is listed twice"));
-            }
-        }
-        if self.max_operations == 0 {
-            problem("max_operations".into(), "must be at least 1".into());
-        }
-        if let Some(token) = &self.bearer_token {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                problem(
-                    "bearer_token".into(),
-                    "must be non-empty printable ASCII without spaces".into(),
-                );
-            }
-        }
-        for (family, buckets) in &self.family_buckets {
-            let field = format!("family_buckets.{family}");
-            if !is_metric_name_part(family) {
-                problem(
-                    field.clone(),
-                    "must be a metric name matching [a-zA-Z_][a-zA-Z0-9_]*".into(),
-                );
-            }
-            check_buckets(&field, buckets, &mut problem);
-        }
-        if self.upkeep_interval_secs == 0 {
-            problem("upkeep_interval_secs".into(), "must be at least 1".into());
-        }
-    }
-}
-
-/// Histogram buckets: non-empty, positive, finite, strictly increasing.
-fn check_buckets(field: &str, buckets: &[f64], problem: &mut impl FnMut(String, String)) {
-    if buckets.is_empty() {
-        problem(field.to_owned(), "must not be empty".into());
-    }
-    for (i, b) in buckets.iter().enumerate() {
-        if !b.is_finite() || *b <= 0.0 {
-            problem(
-                format!("{field}[{i}]"),
-                format!("must be a positive number (got {b})"),
-            );
-        } else if i > 0 && buckets[i - 1] >= *b {
-            problem(
-                format!("{field}[{i}]"),
-                format!("must be greater than the bucket before it (got {b})"),
-            );
-        }
-    }
-}
-
-fn is_metric_name_part(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// The `request_id:` block.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RequestIdConfig {
-    /// The request id header. Defaults to `X-Request-ID`.
-    #[serde(deserialize_with = "de_header_name")]
-    pub header: HeaderName,
-    /// Keep valid incoming ids; when `false` every request gets a new id. Defaults to `true`.
-    pub trust_incoming: bool,
-}
-
-impl Default for RequestIdConfig {
-    fn default() -> Self {
-        Self {
-            header: crate::request_id::X_REQUEST_ID,
-            trust_incoming: true,
-        }
-    }
-}
-
-fn de_header_name<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
-    let s = String::deserialize(d)?;
-    HeaderName::try_from(s.as_str())
-        .map_err(|_| de::Error::custom(format!("{s:?} is not a valid header name")))
-}
-
-fn de_methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    names
-        .iter()
-        .map(|s| {
-            if s == crate::metrics::OTHER_METHOD {
-                return Err(de::Error::custom("_OTHER is the label of unlisted methods"));
-            }
-            Method::from_bytes(s.as_bytes())
-                .map_err(|_| de::Error::custom(format!("{s:?} is not a valid HTTP method")))
-        })
-        .collect()
-}
-
-/// One problem found in a configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The field path, e.g. `metric.quantiles[0]`.
-    pub field: String,
-    /// What is wrong, and what would be right.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// An invalid configuration: every problem found, each with its field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// The problems, in the order the fields appear.
-    pub problems: Vec<ConfigProblem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid configuration:")?;
-        for p in &self.problems {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigError {
-    fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            problems: vec![ConfigProblem {
-                field: field.into(),
-                message: message.into(),
-            }],
-        }
-    }
-
-    fn from_path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
-        let path = err.path().to_string();
-        let field = if path == "." {
-            "(root)".to_owned()
-        } else {
-            path
-        };
-        let message = err.into_inner().to_string();
-        // serde_norway prefixes some messages with (part of) the path already.
-        let message = match message.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
-                rest.to_owned()
-            }
-            _ => message,
-        };
-        Self::one(field, message)
-    }
 }
 
 impl Config {
@@ -437,39 +108,12 @@ impl Config {
         }
     }
 
-    /// Applies the standard `OTEL_*` environment variables of this process over the file's
-    /// values (see [`apply_env_overrides`](Self::apply_env_overrides)).
-    /// [`Telemetry::init`](crate::Telemetry::init) calls it.
-    pub fn apply_process_env(&mut self) -> Result<(), ConfigError> {
-        self.apply_env_overrides(|name| std::env::var(name).ok())
-    }
-
-    /// Applies `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-    /// `OTEL_TRACES_SAMPLER_ARG` and `OTEL_EXPORTER_OTLP[_TRACES]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`
-    /// read through `lookup`. A value that does not parse is a problem named `$VARIABLE`.
-    pub fn apply_env_overrides(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        self.trace.apply_env(&lookup, &mut problems);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
-    }
-
     /// Checks every field; returns all problems at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.metric.check(&mut problems);
         self.trace.check(&mut problems);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
+        ConfigError::check(problems)
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
-use super::ConfigProblem;
+use super::error::{ConfigProblem, Problems};
+pub use crate::trace::propagation::Propagator;
 
 /// The `trace:` block (harbor.yml's keys, plus `service_name`, `otel.protocol`,
 /// `otel.headers`, `propagators`, `max_queue_size`, `shutdown_timeout_secs` and
@@ -61,18 +62,6 @@ impl Default for TraceConfig {
             echo_traceparent: false,
         }
     }
-}
-
-/// A context propagation format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Propagator {
-    /// W3C `traceparent` / `tracestate`.
-    TraceContext,
-    /// W3C `baggage`.
-    Baggage,
-    /// Jaeger's `uber-trace-id`.
-    Jaeger,
 }
 
 /// `trace.jaeger`: a collector endpoint (`endpoint`, HTTP) or an agent (`agent_host`, UDP),
@@ -156,9 +145,6 @@ impl OtelConfig {
     }
 }
 
-/// Default Jaeger agent port (compact Thrift over UDP).
-pub const DEFAULT_JAEGER_AGENT_PORT: u16 = 6831;
-
 fn check_http_url(url: &str) -> Result<(), String> {
     let uri: Uri = url
         .parse()
@@ -180,247 +166,150 @@ fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 impl TraceConfig {
+    /// Checks the block: its own keys, the choice of exporter, then the exporter's block.
     pub(super) fn check(&self, problems: &mut Vec<ConfigProblem>) {
-        let mut problem = |field: &str, message: String| {
-            problems.push(ConfigProblem {
-                field: format!("trace{}{field}", if field.is_empty() { "" } else { "." }),
-                message,
-            })
-        };
+        let mut p = Problems::new(problems, "trace");
+        self.check_pipeline(&mut p);
+        self.check_exporter_choice(&mut p);
+        if let Some(jaeger) = &self.jaeger {
+            jaeger.check(&mut p.block("jaeger"));
+        }
+        if let Some(otel) = &self.otel {
+            otel.check(&mut p.block("otel"));
+        }
+    }
+
+    /// Sampling, the resource's name and the export queue.
+    fn check_pipeline(&self, p: &mut Problems<'_>) {
         if !(0.0..=1.0).contains(&self.sample_rate) {
-            problem(
+            p.push(
                 "sample_rate",
                 format!("must be between 0 and 1 (got {})", self.sample_rate),
             );
         }
         if let Some(name) = &self.service_name {
             if name.trim().is_empty() {
-                problem("service_name", "must not be empty".into());
+                p.push("service_name", "must not be empty");
             }
         }
         if self.max_queue_size == 0 {
-            problem("max_queue_size", "must be at least 1".into());
+            p.push("max_queue_size", "must be at least 1");
         }
         if self.shutdown_timeout_secs == 0 {
-            problem("shutdown_timeout_secs", "must be at least 1".into());
-        }
-        match (&self.jaeger, &self.otel) {
-            (None, None) if self.enabled => problem(
-                "",
-                "tracing is enabled but no exporter is set: add trace.jaeger or trace.otel".into(),
-            ),
-            (Some(_), Some(_)) => problem(
-                "",
-                "set exactly one exporter: trace.jaeger or trace.otel, not both".into(),
-            ),
-            _ => {}
-        }
-        if let Some(j) = &self.jaeger {
-            match (&j.endpoint, &j.agent_host) {
-                (Some(_), Some(_)) => problem(
-                    "jaeger",
-                    "set exactly one of endpoint (collector over HTTP) and agent_host (agent over UDP), not both".into(),
-                ),
-                (None, None) => problem(
-                    "jaeger",
-                    "set endpoint (collector over HTTP) or agent_host (agent over UDP)".into(),
-                ),
-                _ => {}
-            }
-            if let Some(endpoint) = &j.endpoint {
-                if let Err(e) = check_http_url(endpoint) {
-                    problem("jaeger.endpoint", e);
-                }
-            }
-            if let Some(host) = &j.agent_host {
-                if host.trim().is_empty() || host.contains(['/', ' ']) {
-                    problem(
-                        "jaeger.agent_host",
-                        format!("must be a host name or IP address (got {host:?})"),
-                    );
-                }
-                if j.agent_port == Some(0) {
-                    problem("jaeger.agent_port", "must not be 0".into());
-                }
-            } else if j.agent_port.is_some() {
-                problem("jaeger.agent_port", "is only used with agent_host".into());
-            }
-            match (&j.username, &j.password) {
-                (Some(_), None) => {
-                    problem("jaeger.password", "is required when username is set".into())
-                }
-                (None, Some(_)) => {
-                    problem("jaeger.username", "is required when password is set".into())
-                }
-                (Some(_), Some(_)) if j.endpoint.is_none() => problem(
-                    "jaeger.username",
-                    "basic auth applies to the collector endpoint only".into(),
-                ),
-                _ => {}
-            }
-            if j.timeout == Some(0) {
-                problem("jaeger.timeout", "must be at least 1".into());
-            }
-        }
-        if let Some(o) = &self.otel {
-            if o.endpoint.trim().is_empty() {
-                problem("otel.endpoint", "must be set, e.g. 127.0.0.1:4318".into());
-            } else if let Err(e) = check_http_url(&o.url()) {
-                problem("otel.endpoint", e);
-            }
-            if !o.url_path.starts_with('/') {
-                problem(
-                    "otel.url_path",
-                    format!("must start with '/' (got {:?})", o.url_path),
-                );
-            }
-            if o.timeout == 0 {
-                problem("otel.timeout", "must be at least 1".into());
-            }
-            for (name, value) in &o.headers {
-                if HeaderName::try_from(name.as_str()).is_err() {
-                    problem(
-                        &format!("otel.headers.{name}"),
-                        "is not a valid header name".into(),
-                    );
-                } else if HeaderValue::try_from(value.as_str()).is_err() {
-                    problem(
-                        &format!("otel.headers.{name}"),
-                        "is not a valid header value".into(),
-                    );
-                }
-            }
+            p.push("shutdown_timeout_secs", "must be at least 1");
         }
     }
 
-    /// Applies the standard OpenTelemetry environment variables, read through `lookup`:
-    /// `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-    /// `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT`,
-    /// `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`, `OTEL_EXPORTER_OTLP[_TRACES]_HEADERS` and
-    /// `OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT` (milliseconds). An OTLP endpoint from the
-    /// environment enables OTLP export (and tracing). Values that do not parse are reported as
-    /// problems of the variable.
-    pub(super) fn apply_env(
-        &mut self,
-        lookup: &dyn Fn(&str) -> Option<String>,
-        problems: &mut Vec<ConfigProblem>,
-    ) {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let traces_or_generic = |suffix: &str| {
-            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"))
-                .map(|v| (v, true))
-                .or_else(|| var(&format!("OTEL_EXPORTER_OTLP_{suffix}")).map(|v| (v, false)))
-        };
-        let mut bad = |name: &str, message: String| {
-            problems.push(ConfigProblem {
-                field: format!("${name}"),
-                message,
-            })
-        };
-        if let Some(v) = var("OTEL_SDK_DISABLED") {
-            if v.trim().eq_ignore_ascii_case("true") {
-                self.enabled = false;
-            }
-        }
-        if let Some(v) = var("OTEL_SERVICE_NAME") {
-            self.service_name = Some(v);
-        }
-        if let Some(v) = var("OTEL_RESOURCE_ATTRIBUTES") {
-            match parse_key_values(&v) {
-                Ok(pairs) => self.attributes.extend(pairs),
-                Err(e) => bad("OTEL_RESOURCE_ATTRIBUTES", e),
-            }
-        }
-        if let Some(v) = var("OTEL_TRACES_SAMPLER_ARG") {
-            match v.trim().parse::<f64>() {
-                Ok(rate) => self.sample_rate = rate,
-                Err(_) => bad("OTEL_TRACES_SAMPLER_ARG", format!("is not a number: {v:?}")),
-            }
-        }
-        let protocol = traces_or_generic("PROTOCOL").map(|(v, _)| v);
-        let protocol = match protocol.as_deref().map(str::trim) {
-            None => None,
-            Some("grpc") => Some(OtlpProtocol::Grpc),
-            Some("http/protobuf") => Some(OtlpProtocol::Http),
-            Some(other) => {
-                bad(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    format!("must be grpc or http/protobuf (got {other:?})"),
-                );
-                None
-            }
-        };
-        if let Some((endpoint, signal_specific)) = traces_or_generic("ENDPOINT") {
-            let otel = self.otel.get_or_insert_with(OtelConfig::default);
-            if let Some(p) = protocol {
-                otel.protocol = p;
-            }
-            let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
-            // The generic variable names the collector; the spec appends the signal path for
-            // HTTP. The signal-specific one is used as it is.
-            otel.endpoint = if !signal_specific && otel.protocol == OtlpProtocol::Http {
-                format!("{endpoint}{}", otel.url_path)
-            } else {
-                endpoint
-            };
-            if !otel.endpoint.contains("://") {
-                otel.endpoint = format!("http://{}", otel.endpoint);
-            }
-            self.enabled = true;
-        } else if let (Some(p), Some(otel)) = (protocol, self.otel.as_mut()) {
-            otel.protocol = p;
-        }
-        if let Some((headers, _)) = traces_or_generic("HEADERS") {
-            match parse_key_values(&headers) {
-                Ok(pairs) => {
-                    if let Some(otel) = self.otel.as_mut() {
-                        otel.headers.extend(pairs);
-                    }
-                }
-                Err(e) => bad("OTEL_EXPORTER_OTLP_HEADERS", e),
-            }
-        }
-        if let Some((timeout, _)) = traces_or_generic("TIMEOUT") {
-            match timeout.trim().parse::<u64>() {
-                Ok(ms) => {
-                    if let Some(otel) = self.otel.as_mut() {
-                        otel.timeout = ms.div_ceil(1000).max(1);
-                    }
-                }
-                Err(_) => bad(
-                    "OTEL_EXPORTER_OTLP_TIMEOUT",
-                    format!("is not milliseconds: {timeout:?}"),
-                ),
-            }
+    /// Exactly one exporter when tracing is enabled, at most one otherwise.
+    fn check_exporter_choice(&self, p: &mut Problems<'_>) {
+        match (&self.jaeger, &self.otel) {
+            (None, None) if self.enabled => p.push(
+                "",
+                "tracing is enabled but no exporter is set: add trace.jaeger or trace.otel",
+            ),
+            (Some(_), Some(_)) => p.push(
+                "",
+                "set exactly one exporter: trace.jaeger or trace.otel, not both",
+            ),
+            _ => {}
         }
     }
 }
 
-/// Parses the W3C-baggage-like `k1=v1,k2=v2` lists of the OTEL_* variables (values
-/// percent-decoded).
-fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',')
-        .filter(|item| !item.trim().is_empty())
-        .map(|item| {
-            let (k, v) = item
-                .split_once('=')
-                .ok_or_else(|| format!("{item:?} is not key=value"))?;
-            let k = k.trim();
-            if k.is_empty() {
-                return Err(format!("{item:?} has an empty key"));
+impl JaegerConfig {
+    /// Checks `trace.jaeger`; `p` names fields under it.
+    fn check(&self, p: &mut Problems<'_>) {
+        self.check_mode(p);
+        if let Some(endpoint) = &self.endpoint {
+            if let Err(e) = check_http_url(endpoint) {
+                p.push("endpoint", e);
             }
-            let v = percent_encoding::percent_decode_str(v.trim())
-                .decode_utf8()
-                .map_err(|_| format!("{item:?} is not UTF-8 once decoded"))?;
-            Ok((k.to_owned(), v.into_owned()))
-        })
-        .collect()
+        }
+        self.check_agent(p);
+        self.check_auth(p);
+        if self.timeout == Some(0) {
+            p.push("timeout", "must be at least 1");
+        }
+    }
+
+    /// A collector (`endpoint`) or an agent (`agent_host`), exactly one.
+    fn check_mode(&self, p: &mut Problems<'_>) {
+        match (&self.endpoint, &self.agent_host) {
+            (Some(_), Some(_)) => p.push(
+                "",
+                "set exactly one of endpoint (collector over HTTP) and agent_host (agent over UDP), not both",
+            ),
+            (None, None) => p.push(
+                "",
+                "set endpoint (collector over HTTP) or agent_host (agent over UDP)",
+            ),
+            _ => {}
+        }
+    }
+
+    fn check_agent(&self, p: &mut Problems<'_>) {
+        if let Some(host) = &self.agent_host {
+            if host.trim().is_empty() || host.contains(['/', ' ']) {
+                p.push(
+                    "agent_host",
+                    format!("must be a host name or IP address (got {host:?})"),
+                );
+            }
+            if self.agent_port == Some(0) {
+                p.push("agent_port", "must not be 0");
+            }
+        } else if self.agent_port.is_some() {
+            p.push("agent_port", "is only used with agent_host");
+        }
+    }
+
+    /// Basic auth: both parts or neither, and only for the collector.
+    fn check_auth(&self, p: &mut Problems<'_>) {
+        match (&self.username, &self.password) {
+            (Some(_), None) => p.push("password", "is required when username is set"),
+            (None, Some(_)) => p.push("username", "is required when password is set"),
+            (Some(_), Some(_)) if self.endpoint.is_none() => p.push(
+                "username",
+                "basic auth applies to the collector endpoint only",
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl OtelConfig {
+    /// Checks `trace.otel`; `p` names fields under it.
+    fn check(&self, p: &mut Problems<'_>) {
+        if self.endpoint.trim().is_empty() {
+            p.push("endpoint", "must be set, e.g. 127.0.0.1:4318");
+        } else if let Err(e) = check_http_url(&self.url()) {
+            p.push("endpoint", e);
+        }
+        if !self.url_path.starts_with('/') {
+            p.push(
+                "url_path",
+                format!("must start with '/' (got {:?})", self.url_path),
+            );
+        }
+        if self.timeout == 0 {
+            p.push("timeout", "must be at least 1");
+        }
+        self.check_headers(p);
+    }
+
+    fn check_headers(&self, p: &mut Problems<'_>) {
+        for (name, value) in &self.headers {
+            if HeaderName::try_from(name.as_str()).is_err() {
+                p.push(&format!("headers.{name}"), "is not a valid header name");
+            } else if HeaderValue::try_from(value.as_str()).is_err() {
+                p.push(&format!("headers.{name}"), "is not a valid header value");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use crate::config::{Config, OtlpProtocol};
 
     fn err(yaml: &str) -> String {
@@ -490,96 +379,5 @@ mod tests {
                 "{yaml}\n  expected: {expected}\n  got: {got}"
             );
         }
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn otel_environment_overrides_the_file() {
-        let mut c = Config::from_yaml_str(
-            "trace: { enabled: true, service_name: file, sample_rate: 1, otel: { endpoint: 'file:4318' } }",
-        )
-        .unwrap();
-        c.apply_env_overrides(env(&[
-            ("OTEL_SERVICE_NAME", "from-env"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment=staging,team=a%20b",
-            ),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k1"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-        ]))
-        .unwrap();
-        c.validate().unwrap();
-        let t = &c.trace;
-        assert_eq!(t.service_name.as_deref(), Some("from-env"));
-        assert_eq!(t.sample_rate, 0.25);
-        assert_eq!(t.attributes["deployment.environment"], "staging");
-        assert_eq!(t.attributes["team"], "a b");
-        let o = t.otel.as_ref().unwrap();
-        assert_eq!(o.url(), "http://collector:4318/v1/traces");
-        assert_eq!(o.headers["x-api-key"], "k1");
-        assert_eq!(o.timeout, 3);
-
-        let mut grpc = Config::default();
-        grpc.apply_env_overrides(env(&[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4317"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
-        ]))
-        .unwrap();
-        assert!(
-            grpc.trace.enabled,
-            "an endpoint in the environment turns export on"
-        );
-        let o = grpc.trace.otel.as_ref().unwrap();
-        assert_eq!(o.protocol, OtlpProtocol::Grpc);
-        assert_eq!(o.url(), "http://collector:4317");
-
-        let mut off = c.clone();
-        off.apply_env_overrides(env(&[("OTEL_SDK_DISABLED", "true")]))
-            .unwrap();
-        assert!(!off.trace.enabled);
-    }
-
-    #[test]
-    fn bad_environment_values_are_reported_by_variable() {
-        let mut c = Config::default();
-        let e = c
-            .apply_env_overrides(env(&[
-                ("OTEL_TRACES_SAMPLER_ARG", "half"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
-            ]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("$OTEL_TRACES_SAMPLER_ARG: is not a number: \"half\""),
-            "{e}"
-        );
-        assert!(
-            e.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: must be grpc or http/protobuf"),
-            "{e}"
-        );
-        assert!(
-            e.contains("$OTEL_RESOURCE_ATTRIBUTES: \"novalue\" is not key=value"),
-            "{e}"
-        );
-        // A sampler argument out of range is caught by validation, with its field.
-        let mut c = Config::default();
-        c.apply_env_overrides(env(&[("OTEL_TRACES_SAMPLER_ARG", "7")]))
-            .unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("trace.sample_rate"));
     }
 }

@@ -241,7 +241,7 @@ where
                 None => table.unknown_series(method_index),
             },
         };
-        let guard = SettleGuard::new(RequestMetrics::start(series));
+        let guard = SettleGuard::new(RequestMetrics::start(table.clone(), series));
         ResponseFuture {
             inner: self.inner.call(req),
             guard: Some(guard),

@@ -16,7 +16,7 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use super::{
-    series::MethodSeries,
+    series::{MethodSeries, SeriesTable},
     toolkit::{Outcome, Settle},
 };
 use crate::operation::OperationId;
@@ -27,6 +27,9 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// The metrics state of one request in flight, carried by the response future and body of
 /// [`MetricsService`](super::MetricsService) until the request settles.
 pub struct RequestMetrics {
+    /// The table, for a response that overrides the operation (the service that owned it may
+    /// be gone by then: tower's `oneshot` drops it once called).
+    table: Arc<SeriesTable>,
     /// The series whose in-flight gauge this request incremented.
     inflight: Arc<MethodSeries>,
     /// The series the duration and total go to, when the response overrides the operation.
@@ -37,9 +40,10 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Counts the request in flight in `series`.
-    pub(crate) fn start(series: Arc<MethodSeries>) -> Self {
+    pub(crate) fn start(table: Arc<SeriesTable>, series: Arc<MethodSeries>) -> Self {
         series.inflight().increment(1.0);
         Self {
+            table,
             inflight: series,
             settled_on: None,
             start: Instant::now(),
@@ -54,7 +58,7 @@ impl RequestMetrics {
 
     /// Sends the duration and total to `operation` (a handler's override on the response).
     pub(crate) fn settle_on_operation(&mut self, operation: &OperationId) {
-        self.settled_on = self.inflight.sibling(operation);
+        self.settled_on = Some(self.table.series(operation, self.inflight.method_index()));
     }
 }
 

@@ -1,12 +1,16 @@
-//! Span exporters built from `trace:` configuration, with bounded queueing and health metrics.
+//! Span export with bounded queueing and health metrics, and the errors of building an
+//! exporter.
 //!
 //! - [`ExportStats`]: spans exported, failed and dropped, as `metrics` counters
 //!   (`{prefix}trace_spans_exported_total{exporter}`, `..._failed_total`, `..._dropped_total`)
-//!   and as numbers for the shutdown report.
-//! - [`BoundedProcessor`]: admits a finished span only while fewer than `max_queue_size` spans
-//!   wait for export; the rest are dropped and counted, so the request path never waits and
-//!   memory stays bounded whatever the collector does.
-//! - [`MeteredExporter`]: counts the outcome of every export and bounds its duration.
+//!   and as numbers for the shutdown report ([`TracePipeline::stats`](super::TracePipeline::stats)).
+//! - [`ExporterError`]: why the exporter of `trace:` could not be built.
+//!
+//! Inside the crate, `BoundedProcessor` admits a finished span only while fewer than
+//! `max_queue_size` spans wait for export (the rest are dropped and counted, so the request
+//! path never waits and memory stays bounded whatever the collector does), `MeteredExporter`
+//! counts the outcome of every export, and `OnRuntime` drives an exporter that needs a tokio
+//! reactor and bounds each export's duration.
 
 use std::{
     fmt,
@@ -45,7 +49,7 @@ pub struct ExportStats {
 impl ExportStats {
     /// Registers the counters for `exporter` (`otlp`, `jaeger`, ...) with `prefix` in
     /// `recorder`.
-    pub fn new(recorder: &dyn Recorder, prefix: &str, exporter: &'static str) -> Self {
+    pub(crate) fn new(recorder: &dyn Recorder, prefix: &str, exporter: &'static str) -> Self {
         let counter = |what: &str, help: &'static str| {
             let name = format!("{prefix}trace_spans_{what}_total");
             recorder.describe_counter(name.clone().into(), None, help.into());
@@ -73,7 +77,7 @@ impl ExportStats {
     }
 
     /// The family names, for `?comp=` registration.
-    pub fn families(prefix: &str) -> [String; 3] {
+    pub(crate) fn families(prefix: &str) -> [String; 3] {
         ["exported", "failed", "dropped"].map(|w| format!("{prefix}trace_spans_{w}_total"))
     }
 
@@ -103,7 +107,7 @@ impl ExportStats {
     }
 
     /// Counts `n` dropped spans.
-    pub fn record_dropped(&self, n: u64) {
+    pub(crate) fn record_dropped(&self, n: u64) {
         self.dropped.increment(n);
         self.dropped_n.fetch_add(n, Ordering::Relaxed);
     }
@@ -138,7 +142,7 @@ impl metrics::CounterFn for DroppedSpans {
 /// `BatchSpanProcessor` (whose own queue must be larger: see
 /// [`pipeline`](super::pipeline)).
 #[derive(Debug)]
-pub struct BoundedProcessor<P> {
+pub(crate) struct BoundedProcessor<P> {
     inner: P,
     stats: Arc<ExportStats>,
     max_pending: usize,
@@ -146,7 +150,7 @@ pub struct BoundedProcessor<P> {
 
 impl<P> BoundedProcessor<P> {
     /// Admits at most `max_pending` spans that no export has taken yet.
-    pub fn new(inner: P, stats: Arc<ExportStats>, max_pending: usize) -> Self {
+    pub(crate) fn new(inner: P, stats: Arc<ExportStats>, max_pending: usize) -> Self {
         Self {
             inner,
             stats,
@@ -191,7 +195,7 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
 /// Wraps an exporter: releases the admitted spans of each batch, counts the outcome, and
 /// fails an export that exceeds `timeout` (for exporters driven on a tokio runtime; blocking
 /// exporters enforce their own timeout).
-pub struct MeteredExporter<E> {
+pub(crate) struct MeteredExporter<E> {
     inner: E,
     stats: Arc<ExportStats>,
 }
@@ -207,14 +211,35 @@ impl<E: fmt::Debug> fmt::Debug for MeteredExporter<E> {
 
 impl<E> MeteredExporter<E> {
     /// Wraps `inner`, recording into `stats`.
-    pub fn new(inner: E, stats: Arc<ExportStats>) -> Self {
+    pub(crate) fn new(inner: E, stats: Arc<ExportStats>) -> Self {
         Self { inner, stats }
     }
 }
 
+/// Keeps the last value of an attribute recorded more than once on `span` (a response that
+/// overrides the `operation`), in place of the first: OpenTelemetry's rule for a key set twice,
+/// which the SDK leaves to exporters (it appends). A span without repeats is not touched.
+fn fold_repeated_attributes(span: &mut SpanData) {
+    let attributes = &mut span.attributes;
+    let repeated =
+        (1..attributes.len()).any(|i| attributes[..i].iter().any(|kv| kv.key == attributes[i].key));
+    if !repeated {
+        return;
+    }
+    let mut kept: Vec<opentelemetry::KeyValue> = Vec::with_capacity(attributes.len());
+    for kv in attributes.drain(..) {
+        match kept.iter_mut().find(|k| k.key == kv.key) {
+            Some(slot) => slot.value = kv.value,
+            None => kept.push(kv),
+        }
+    }
+    *attributes = kept;
+}
+
 impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
+        batch.iter_mut().for_each(fold_repeated_attributes);
         // The spans have left the queue: admit new ones in their place.
         let _ = self
             .stats
@@ -250,7 +275,7 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
 /// one-worker runtime, since the SDK's batch processor drives `export` on a plain thread.
 /// Each export is bounded by `timeout`.
 #[cfg(feature = "otlp")]
-pub struct OnRuntime<E> {
+pub(crate) struct OnRuntime<E> {
     inner: Arc<E>,
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
@@ -269,20 +294,19 @@ impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
 #[cfg(feature = "otlp")]
 impl<E> OnRuntime<E> {
     /// Starts the runtime and builds the exporter inside it.
-    pub fn build<B, Err>(timeout: Duration, build: B) -> Result<Self, ExporterError>
+    pub(crate) fn build<B>(timeout: Duration, build: B) -> Result<Self, ExporterError>
     where
-        B: FnOnce() -> Result<E, Err>,
-        Err: fmt::Display,
+        B: FnOnce() -> Result<E, opentelemetry_otlp::ExporterBuildError>,
     {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("towerscope-otlp")
             .enable_all()
             .build()
-            .map_err(|e| ExporterError::Runtime(e.to_string()))?;
+            .map_err(ExporterError::Runtime)?;
         let inner = {
             let _guard = runtime.enter();
-            build().map_err(|e| ExporterError::Otlp(e.to_string()))?
+            build().map_err(ExporterError::Otlp)?
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -340,21 +364,37 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
 }
 
 /// Errors of building an exporter.
+///
+/// Each message names the `trace:` block to check; the source error, where there is one, says
+/// which setting was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExporterError {
-    /// opentelemetry-otlp refused the settings (check `trace.otel`).
-    #[error("cannot build the OTLP exporter: {0}")]
-    Otlp(String),
-    /// The Jaeger exporter refused the settings (check `trace.jaeger`).
-    #[error("cannot build the Jaeger exporter: {0}")]
-    Jaeger(String),
-    /// The runtime for gRPC export could not start.
-    #[error("cannot start the export runtime: {0}")]
-    Runtime(String),
-    /// The configured exporter is not compiled in; enable the named cargo feature.
+    /// opentelemetry-otlp refused the settings: check `trace.otel` (its endpoint must be a URL
+    /// the transport can reach, its headers valid HTTP headers or gRPC metadata).
+    #[cfg(feature = "otlp")]
+    #[error("cannot build the OTLP exporter (check trace.otel): {0}")]
+    Otlp(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The Jaeger exporter refused the settings: check `trace.jaeger`; the [`JaegerError`]
+    /// names the option.
+    ///
+    /// [`JaegerError`]: super::jaeger::JaegerError
+    #[cfg(feature = "jaeger")]
+    #[error("cannot build the Jaeger exporter (check trace.jaeger): {0}")]
+    Jaeger(#[source] super::jaeger::JaegerError),
+    /// The runtime that drives OTLP/gRPC export could not start, because its worker thread
+    /// could not be spawned: check the process's thread and memory limits, or use
+    /// `protocol: http`.
     #[error(
-        "trace.{exporter} is configured but towerscope was built without the `{feature}` feature"
+        "cannot start the runtime for OTLP/gRPC export (check the process's thread and memory \
+         limits, or use trace.otel.protocol: http): {0}"
+    )]
+    Runtime(#[source] std::io::Error),
+    /// The configured exporter is not compiled in: enable the named cargo feature of
+    /// towerscope, or configure another exporter.
+    #[error(
+        "trace.{exporter} is configured but towerscope was built without the `{feature}` \
+         feature: enable it in Cargo.toml or configure another exporter"
     )]
     FeatureDisabled {
         /// `otel` or `jaeger`.
@@ -362,7 +402,8 @@ pub enum ExporterError {
         /// The cargo feature to enable.
         feature: &'static str,
     },
-    /// Tracing is enabled with no exporter (validate the configuration first).
-    #[error("tracing is enabled but no exporter is configured")]
+    /// Tracing is enabled with no exporter: set `trace.otel` or `trace.jaeger`
+    /// ([`Config::validate`](crate::Config::validate) reports this first).
+    #[error("tracing is enabled but no exporter is configured: set trace.otel or trace.jaeger")]
     NoExporter,
 }

@@ -1,5 +1,6 @@
 //! Tracing: server spans, context propagation, and span export over OTLP or Jaeger.
 
+mod build;
 pub mod exporter;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
@@ -7,15 +8,18 @@ mod layer;
 pub mod pipeline;
 pub mod propagation;
 
+pub(crate) use build::{ExporterSpec, OtlpOptions};
 pub use layer::{
     ResponseBody, ResponseFuture, TraceLayer, TraceService, MAX_PATH_ATTRIBUTE,
     MAX_USER_AGENT_ATTRIBUTE,
 };
+pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
 
-/// Installs rustls' ring provider as the process default unless one is installed already:
-/// reqwest (OTLP/HTTP, the Jaeger collector) is built without a provider of its own.
-pub(crate) fn ensure_tls_provider() {
-    #[cfg(feature = "tls")]
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// `service.name` of a resource that names none (OpenTelemetry's default).
+pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
+
+// Callers outside trace/ (metrics/push, client) still name it here; they move to
+// `crate::tls` with their own changes.
+#[allow(unused_imports)]
+pub(crate) use crate::tls::ensure_tls_provider;

@@ -1,20 +1,26 @@
 //! [`TracePipeline`]: the tracer provider built from `trace:` — resource, sampler, bounded
 //! batch export through exactly one exporter, and its health counters.
+//!
+//! Its constructors from the configuration ([`TracePipeline::new`],
+//! [`TracePipeline::with_exporter`]) are defined in `config`, which maps the
+//! `trace:` block onto the settings this module takes.
 
 use std::{sync::Arc, time::Duration};
 
-use opentelemetry::{trace::TracerProvider as _, KeyValue};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     trace::{
-        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
-        SpanExporter,
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanExporter,
     },
     Resource,
 };
 
-use super::exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter};
-use crate::{config::TraceConfig, metrics::MetricsRegistry};
+use super::{
+    build::{self, ExporterSpec},
+    exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter},
+};
+use crate::metrics::MetricsRegistry;
 
 /// The `?comp=` component the exporter health families are served under.
 pub const TRACE_COMPONENT: &str = "trace";
@@ -41,180 +47,18 @@ impl ShutdownReport {
     }
 }
 
-/// The configured exporter.
-#[derive(Debug)]
-enum AnyExporter {
-    #[cfg(feature = "otlp")]
-    OtlpHttp(opentelemetry_otlp::SpanExporter),
-    #[cfg(feature = "otlp")]
-    OtlpGrpc(super::exporter::OnRuntime<opentelemetry_otlp::SpanExporter>),
-    #[cfg(feature = "jaeger")]
-    Jaeger(super::jaeger::JaegerExporter),
-}
-
-// With no exporter feature the enum is empty and the parameters go unused.
-#[allow(unused_variables)]
-impl SpanExporter for AnyExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        match self {
-            #[cfg(feature = "otlp")]
-            Self::OtlpHttp(e) => e.export(batch).await,
-            #[cfg(feature = "otlp")]
-            Self::OtlpGrpc(e) => e.export(batch).await,
-            #[cfg(feature = "jaeger")]
-            Self::Jaeger(e) => e.export(batch).await,
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = batch;
-                Ok(())
-            }
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        match self {
-            #[cfg(feature = "otlp")]
-            Self::OtlpHttp(e) => e.shutdown_with_timeout(timeout),
-            #[cfg(feature = "otlp")]
-            Self::OtlpGrpc(e) => e.shutdown_with_timeout(timeout),
-            #[cfg(feature = "jaeger")]
-            Self::Jaeger(e) => e.shutdown_with_timeout(timeout),
-            #[allow(unreachable_patterns)]
-            _ => Ok(()),
-        }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        match self {
-            #[cfg(feature = "otlp")]
-            Self::OtlpHttp(e) => e.set_resource(resource),
-            #[cfg(feature = "otlp")]
-            Self::OtlpGrpc(e) => e.set_resource(resource),
-            #[cfg(feature = "jaeger")]
-            Self::Jaeger(e) => e.set_resource(resource),
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-    }
-}
-
-fn build_exporter(
-    config: &TraceConfig,
-    stats: &Arc<ExportStats>,
-) -> Result<AnyExporter, ExporterError> {
-    let _ = stats;
-    // An application that installed its own rustls provider keeps it.
-    super::ensure_tls_provider();
-    if let Some(otel) = &config.otel {
-        #[cfg(feature = "otlp")]
-        {
-            use opentelemetry_otlp::{
-                Compression, WithExportConfig, WithHttpConfig, WithTonicConfig,
-            };
-            let timeout = Duration::from_secs(otel.timeout);
-            let url = otel.url();
-            return match otel.protocol {
-                crate::config::OtlpProtocol::Http => {
-                    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_endpoint(url)
-                        .with_timeout(timeout)
-                        .with_headers(otel.headers.clone().into_iter().collect());
-                    if otel.compression {
-                        builder = builder.with_compression(Compression::Gzip);
-                    }
-                    builder
-                        .build()
-                        .map(AnyExporter::OtlpHttp)
-                        .map_err(|e| ExporterError::Otlp(e.to_string()))
-                }
-                crate::config::OtlpProtocol::Grpc => {
-                    let headers = otel.headers.clone();
-                    let compression = otel.compression;
-                    super::exporter::OnRuntime::build(timeout, move || {
-                        let mut metadata = tonic::metadata::MetadataMap::new();
-                        for (k, v) in &headers {
-                            if let (Ok(k), Ok(v)) =
-                                (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse())
-                            {
-                                metadata.insert(k, v);
-                            }
-                        }
-                        let tls = url.starts_with("https://");
-                        let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                            .with_tonic()
-                            .with_endpoint(url)
-                            .with_timeout(timeout)
-                            .with_metadata(metadata);
-                        #[cfg(feature = "tls")]
-                        if tls {
-                            builder = builder.with_tls_config(
-                                tonic::transport::ClientTlsConfig::new().with_native_roots(),
-                            );
-                        }
-                        #[cfg(not(feature = "tls"))]
-                        let _ = tls;
-                        if compression {
-                            builder = builder.with_compression(Compression::Gzip);
-                        }
-                        builder.build()
-                    })
-                    .map(AnyExporter::OtlpGrpc)
-                }
-            };
-        }
-        #[cfg(not(feature = "otlp"))]
-        {
-            let _ = otel;
-            return Err(ExporterError::FeatureDisabled {
-                exporter: "otel",
-                feature: "otlp",
-            });
-        }
-    }
-    if let Some(jaeger) = &config.jaeger {
-        #[cfg(feature = "jaeger")]
-        {
-            use super::jaeger::{AgentOptions, CollectorOptions, JaegerExporter};
-            let exporter = match (&jaeger.endpoint, &jaeger.agent_host) {
-                (Some(endpoint), _) => JaegerExporter::collector(CollectorOptions {
-                    endpoint: endpoint.clone(),
-                    username: jaeger.username.clone(),
-                    password: jaeger.password.clone(),
-                    timeout: Duration::from_secs(jaeger.timeout.unwrap_or(10)),
-                }),
-                (None, Some(host)) => JaegerExporter::agent(AgentOptions {
-                    host: host.clone(),
-                    port: jaeger
-                        .agent_port
-                        .unwrap_or(crate::config::DEFAULT_JAEGER_AGENT_PORT),
-                    ..AgentOptions::default()
-                }),
-                (None, None) => return Err(ExporterError::NoExporter),
-            }
-            .map_err(|e| ExporterError::Jaeger(e.to_string()))?;
-            let dropped =
-                metrics::Counter::from_arc(Arc::new(super::exporter::DroppedSpans(stats.clone())));
-            return Ok(AnyExporter::Jaeger(exporter.with_dropped_counter(dropped)));
-        }
-        #[cfg(not(feature = "jaeger"))]
-        {
-            let _ = jaeger;
-            return Err(ExporterError::FeatureDisabled {
-                exporter: "jaeger",
-                feature: "jaeger",
-            });
-        }
-    }
-    Err(ExporterError::NoExporter)
-}
-
-fn exporter_label(config: &TraceConfig) -> &'static str {
-    if config.jaeger.is_some() {
-        "jaeger"
-    } else {
-        "otlp"
-    }
+/// What a pipeline is made of besides its exporter, in trace's own terms (`config` builds it
+/// from `trace:`).
+#[derive(Debug, Clone)]
+pub(crate) struct PipelineSettings {
+    /// The resource every span is reported with.
+    pub(crate) resource: Resource,
+    /// Ratio of new traces sampled; children follow their parent.
+    pub(crate) sample_rate: f64,
+    /// Spans waiting for export at most (at least 1 is used).
+    pub(crate) max_queue_size: usize,
+    /// How long `shutdown` waits for the last export.
+    pub(crate) shutdown_timeout: Duration,
 }
 
 /// The running span pipeline of a service.
@@ -225,44 +69,47 @@ pub struct TracePipeline {
     shutdown_timeout: Duration,
 }
 
+// `TracePipeline::new` and `with_exporter`, which take the `trace:` block, are defined in
+// `config`: trace knows nothing of the configuration.
 impl TracePipeline {
-    /// Builds the pipeline of `config` (which must be valid and enabled), counting into
-    /// `registry` with metric name `prefix`.
-    pub fn new(
-        config: &TraceConfig,
+    /// Builds the pipeline of `settings`, exporting through the exporter of `spec`, counting
+    /// into `registry` with metric name `prefix`.
+    pub(crate) fn build(
+        settings: PipelineSettings,
+        spec: ExporterSpec,
         registry: &MetricsRegistry,
         prefix: &str,
     ) -> Result<Self, ExporterError> {
         let stats = Arc::new(ExportStats::new(
             &*registry.recorder(),
             prefix,
-            exporter_label(config),
+            spec.label(),
         ));
-        let exporter = build_exporter(config, &stats)?;
-        Ok(Self::assemble(config, exporter, stats, registry, prefix))
+        let exporter = build::build(spec, &stats)?;
+        Ok(Self::assemble(settings, exporter, stats, registry, prefix))
     }
 
-    /// Builds a pipeline around any exporter (an in-memory one in tests), labelled `name`.
-    pub fn with_exporter<E: SpanExporter + 'static>(
-        config: &TraceConfig,
+    /// Builds a pipeline around any exporter, labelled `name`.
+    pub(crate) fn build_with_exporter<E: SpanExporter + 'static>(
+        settings: PipelineSettings,
         exporter: E,
         name: &'static str,
         registry: &MetricsRegistry,
         prefix: &str,
     ) -> Self {
         let stats = Arc::new(ExportStats::new(&*registry.recorder(), prefix, name));
-        Self::assemble(config, exporter, stats, registry, prefix)
+        Self::assemble(settings, exporter, stats, registry, prefix)
     }
 
     fn assemble<E: SpanExporter + 'static>(
-        config: &TraceConfig,
+        settings: PipelineSettings,
         exporter: E,
         stats: Arc<ExportStats>,
         registry: &MetricsRegistry,
         prefix: &str,
     ) -> Self {
         registry.register_component(TRACE_COMPONENT, ExportStats::families(prefix));
-        let max_queue = config.max_queue_size.max(1);
+        let max_queue = settings.max_queue_size.max(1);
         let batch = BatchConfigBuilder::default()
             // Our BoundedProcessor admits `max_queue` spans; the SDK's queue has room for them
             // plus a batch in flight, so it never drops silently.
@@ -275,14 +122,14 @@ impl TracePipeline {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BoundedProcessor::new(processor, stats.clone(), max_queue))
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_rate,
+                settings.sample_rate,
             ))))
-            .with_resource(resource(config))
+            .with_resource(settings.resource)
             .build();
         Self {
             provider,
             stats,
-            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs.max(1)),
+            shutdown_timeout: settings.shutdown_timeout,
         }
     }
 
@@ -332,27 +179,4 @@ impl Drop for TracePipeline {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
-}
-
-fn resource(config: &TraceConfig) -> Resource {
-    let mut builder = Resource::builder().with_service_name(
-        config
-            .service_name
-            .clone()
-            .unwrap_or_else(|| "unknown_service".to_owned()),
-    );
-    if let Some(ns) = &config.namespace {
-        builder = builder.with_attribute(KeyValue::new("service.namespace", ns.clone()));
-    }
-    if let Some(version) = &config.service_version {
-        builder = builder.with_attribute(KeyValue::new("service.version", version.clone()));
-    }
-    builder
-        .with_attributes(
-            config
-                .attributes
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        )
-        .build()
 }

@@ -110,7 +110,7 @@ impl Pushgateway {
             return Err(PushConfigError::EmptyJob);
         }
 
-        crate::trace::ensure_tls_provider();
+        crate::tls::ensure_tls_provider();
         let client = Client::builder()
             .redirect(redirect::Policy::none())
             .user_agent(concat!("towerscope/", env!("CARGO_PKG_VERSION")))

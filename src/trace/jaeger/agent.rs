@@ -74,6 +74,75 @@ pub(crate) fn pack(process: &Process, spans: Vec<Span>, max_packet_size: usize) 
     packing
 }
 
+/// Why an export to the agent failed (in part).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AgentError {
+    /// No span can ever fit: the process alone fills a datagram.
+    #[error(
+        "jaeger agent {target}: the process and its tags alone take {overhead} bytes, \
+         max_packet_size is {max_packet_size}: raise max_packet_size or send fewer resource \
+         attributes"
+    )]
+    ProcessTooLarge {
+        target: String,
+        overhead: usize,
+        max_packet_size: usize,
+    },
+    /// The host name did not resolve.
+    #[error(
+        "jaeger agent {target}: cannot resolve the host (check the agent's host name): {source}"
+    )]
+    Resolve {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host name resolved to nothing.
+    #[error(
+        "jaeger agent {target}: the host resolves to no address (check the agent's host name)"
+    )]
+    NoAddress { target: String },
+    /// Some datagrams were not sent; `first` is the first failure.
+    #[error("jaeger agent {target}: {failed} of {total} datagrams not sent: {first}")]
+    Datagrams {
+        target: String,
+        failed: usize,
+        total: usize,
+        #[source]
+        first: DatagramError,
+    },
+}
+
+/// Why one datagram was not sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DatagramError {
+    /// The encoder produced a datagram over the limit (`pack` makes this impossible).
+    #[error("encoded {len} bytes for a limit of {limit}")]
+    Oversized { len: usize, limit: usize },
+    /// No local UDP socket could be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket took only part of the datagram.
+    #[error("sent {sent} of {len} bytes to {addr}")]
+    Partial {
+        sent: usize,
+        len: usize,
+        addr: SocketAddr,
+    },
+    /// The socket refused the datagram.
+    #[error("sending {len} bytes to {addr}: {source}")]
+    Send {
+        len: usize,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The UDP side of a [`JaegerExporter`](super::JaegerExporter) in agent mode.
 #[derive(Debug)]
 pub(crate) struct AgentTransport {
@@ -88,11 +157,11 @@ pub(crate) struct AgentTransport {
     failed_to_emit: AtomicU64,
 }
 
-/// What one send did: spans dropped for size, and the first error if any datagram failed.
+/// What one send did: spans dropped for size, and the error if any datagram failed.
 #[derive(Debug)]
 pub(crate) struct SendReport {
     pub(crate) too_large: u64,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<AgentError>,
 }
 
 impl AgentTransport {
@@ -127,97 +196,112 @@ impl AgentTransport {
             .too_large
             .fetch_add(too_large, Ordering::Relaxed)
             .wrapping_add(too_large);
-        let mut report = SendReport {
+        let result = if packing.kept.is_empty() {
+            self.check_capacity(process, too_large)
+        } else {
+            self.send_packing(process, &packing, dropped_so_far)
+        };
+        SendReport {
             too_large,
-            error: None,
-        };
-        if packing.kept.is_empty() {
-            let overhead = fixed_overhead(process);
-            if too_large > 0 && overhead >= self.max_packet_size {
-                // Not one span's fault: the configuration cannot carry any span.
-                report.error = Some(format!(
-                    "jaeger agent {}: the process and its tags alone take {overhead} bytes, \
-                     max_packet_size is {}",
-                    self.target(),
-                    self.max_packet_size
-                ));
-            }
-            return report;
+            error: result.err(),
         }
+    }
 
-        let addr = match self.resolve() {
-            Ok(addr) => addr,
-            Err(e) => {
-                self.failed_to_emit
-                    .fetch_add(packing.kept.len() as u64, Ordering::Relaxed);
-                report.error = Some(e);
-                return report;
-            }
-        };
-        let mut failures = 0usize;
+    /// Nothing was kept: not one span's fault when the configuration cannot carry any span.
+    fn check_capacity(&self, process: &Process, too_large: u64) -> Result<(), AgentError> {
+        if too_large == 0 {
+            return Ok(());
+        }
+        let overhead = fixed_overhead(process);
+        if overhead >= self.max_packet_size {
+            return Err(AgentError::ProcessTooLarge {
+                target: self.target(),
+                overhead,
+                max_packet_size: self.max_packet_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends every chunk of `packing`, one datagram each, counting the spans of failed ones.
+    fn send_packing(
+        &self,
+        process: &Process,
+        packing: &Packing,
+        dropped_so_far: u64,
+    ) -> Result<(), AgentError> {
+        let addr = self.resolve().inspect_err(|_| {
+            self.failed_to_emit
+                .fetch_add(packing.kept.len() as u64, Ordering::Relaxed);
+        })?;
+        let mut failed = 0usize;
+        let mut first = None;
         for chunk in &packing.chunks {
             let spans = &packing.kept[chunk.clone()];
-            let batch = BatchRef {
-                process,
-                spans,
-                seq_no: Some(
-                    self.next_seq_no
-                        .fetch_add(1, Ordering::Relaxed)
-                        .wrapping_add(1),
-                ),
-                stats: Some(ClientStats {
-                    full_queue_dropped_spans: 0,
-                    too_large_dropped_spans: saturating_i64(dropped_so_far),
-                    failed_to_emit_spans: saturating_i64(
-                        self.failed_to_emit.load(Ordering::Relaxed),
-                    ),
-                }),
-            };
-            let seq_id = self
-                .next_seq_id
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_add(1);
-            let datagram = batch.encode_agent_emit_batch(seq_id);
-            let result = if datagram.is_empty() || datagram.len() > self.max_packet_size {
-                // `pack` makes this impossible; refuse rather than send a bad packet.
-                Err(format!(
-                    "encoded {} bytes for a limit of {}",
-                    datagram.len(),
-                    self.max_packet_size
-                ))
-            } else {
-                self.send_datagram(&datagram, addr)
-            };
-            if let Err(e) = result {
+            if let Err(e) = self.send_chunk(process, spans, dropped_so_far, addr) {
                 self.failed_to_emit
                     .fetch_add(spans.len() as u64, Ordering::Relaxed);
-                failures += 1;
-                if report.error.is_none() {
-                    report.error = Some(e);
-                }
+                failed += 1;
+                first.get_or_insert(e);
             }
         }
-        if let Some(first) = report.error.take() {
-            report.error = Some(format!(
-                "jaeger agent {}: {failures} of {} datagrams not sent: {first}",
-                self.target(),
-                packing.chunks.len()
-            ));
+        match first {
+            None => Ok(()),
+            Some(first) => Err(AgentError::Datagrams {
+                target: self.target(),
+                failed,
+                total: packing.chunks.len(),
+                first,
+            }),
         }
-        report
+    }
+
+    /// One `emitBatch` datagram with `spans`, its sequence numbers and the client's counters.
+    fn send_chunk(
+        &self,
+        process: &Process,
+        spans: &[Span],
+        dropped_so_far: u64,
+        addr: SocketAddr,
+    ) -> Result<(), DatagramError> {
+        let batch = BatchRef {
+            process,
+            spans,
+            seq_no: Some(
+                self.next_seq_no
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_add(1),
+            ),
+            stats: Some(ClientStats {
+                full_queue_dropped_spans: 0,
+                too_large_dropped_spans: saturating_i64(dropped_so_far),
+                failed_to_emit_spans: saturating_i64(self.failed_to_emit.load(Ordering::Relaxed)),
+            }),
+        };
+        let seq_id = self
+            .next_seq_id
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        let datagram = batch.encode_agent_emit_batch(seq_id);
+        if datagram.is_empty() || datagram.len() > self.max_packet_size {
+            // `pack` makes this impossible; refuse rather than send a bad packet.
+            return Err(DatagramError::Oversized {
+                len: datagram.len(),
+                limit: self.max_packet_size,
+            });
+        }
+        self.send_datagram(&datagram, addr)
     }
 
     /// Resolves the agent's address, again on every export so that a DNS change is followed.
     /// An IPv4 address is preferred: `localhost` often resolves to `::1` first, while agents
     /// commonly listen on IPv4 only, and a UDP datagram to a closed port is lost silently.
-    fn resolve(&self) -> Result<SocketAddr, String> {
+    fn resolve(&self) -> Result<SocketAddr, AgentError> {
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| {
-                format!(
-                    "jaeger agent {}: cannot resolve the host: {e}",
-                    self.target()
-                )
+            .map_err(|source| AgentError::Resolve {
+                target: self.target(),
+                source,
             })?
             .collect();
         addrs
@@ -225,43 +309,50 @@ impl AgentTransport {
             .find(|a| a.is_ipv4())
             .or_else(|| addrs.first())
             .copied()
-            .ok_or_else(|| {
-                format!(
-                    "jaeger agent {}: the host resolves to no address",
-                    self.target()
-                )
+            .ok_or_else(|| AgentError::NoAddress {
+                target: self.target(),
             })
     }
 
-    fn send_datagram(&self, datagram: &[u8], addr: SocketAddr) -> Result<(), String> {
+    fn send_datagram(&self, datagram: &[u8], addr: SocketAddr) -> Result<(), DatagramError> {
         let mut guard = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let same_family = guard
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .is_some_and(|local| local.is_ipv4() == addr.is_ipv4());
-        if !same_family {
-            let wildcard: SocketAddr = if addr.is_ipv4() {
-                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let socket =
-                UdpSocket::bind(wildcard).map_err(|e| format!("cannot bind {wildcard}: {e}"))?;
-            *guard = Some(socket);
-        }
-        let Some(socket) = guard.as_ref() else {
-            return Err("no socket".to_owned());
-        };
-        match socket.send_to(datagram, addr) {
-            Ok(n) if n == datagram.len() => Ok(()),
-            Ok(n) => Err(format!("sent {n} of {} bytes to {addr}", datagram.len())),
-            Err(e) => {
-                // A broken socket is rebuilt on the next send.
-                *guard = None;
-                Err(format!("sending {} bytes to {addr}: {e}", datagram.len()))
+        let socket = match guard.take() {
+            Some(socket)
+                if socket
+                    .local_addr()
+                    .is_ok_and(|local| local.is_ipv4() == addr.is_ipv4()) =>
+            {
+                socket
             }
+            _ => bind_wildcard(addr)?,
+        };
+        let len = datagram.len();
+        match socket.send_to(datagram, addr) {
+            Ok(sent) => {
+                *guard = Some(socket);
+                if sent == len {
+                    Ok(())
+                } else {
+                    Err(DatagramError::Partial { sent, len, addr })
+                }
+            }
+            // A broken socket is dropped here and rebuilt on the next send.
+            Err(source) => Err(DatagramError::Send { len, addr, source }),
         }
     }
+}
+
+/// A socket on the wildcard address of `target`'s family, any port.
+fn bind_wildcard(target: SocketAddr) -> Result<UdpSocket, DatagramError> {
+    let wildcard: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    UdpSocket::bind(wildcard).map_err(|source| DatagramError::Bind {
+        addr: wildcard,
+        source,
+    })
 }
 
 fn saturating_i64(n: u64) -> i64 {

@@ -8,13 +8,13 @@
 //! most the configured timeout plus a grace second.
 
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::header::CONTENT_TYPE;
-use reqwest::Url;
+use reqwest::{StatusCode, Url};
 
 /// The content type of a binary-protocol Thrift body, as the Jaeger collector expects it.
 pub(crate) const THRIFT_BINARY: &str = "application/vnd.apache.thrift.binary";
@@ -34,7 +34,64 @@ struct Request {
 
 struct Job {
     body: Vec<u8>,
-    reply: mpsc::Sender<Result<(), String>>,
+    reply: mpsc::Sender<Result<(), CollectorError>>,
+}
+
+/// Why a post to the collector failed. `endpoint` is the URL without credentials.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectorError {
+    /// The worker gave no answer within the timeout plus the grace second.
+    #[error(
+        "jaeger collector {endpoint}: no answer within {timeout:?} (check that the collector \
+         is reachable, or raise the timeout)"
+    )]
+    NoAnswer { endpoint: String, timeout: Duration },
+    /// The worker thread ended while a request waited for it.
+    #[error("jaeger collector {endpoint}: the HTTP worker thread stopped")]
+    WorkerStopped { endpoint: String },
+    /// The worker thread was replaced and the new one is gone too.
+    #[error("jaeger collector {endpoint}: the HTTP worker thread is gone")]
+    WorkerGone { endpoint: String },
+    /// No worker thread could be spawned.
+    #[error("jaeger collector {endpoint}: cannot start the HTTP worker thread: {source}")]
+    Spawn {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// reqwest could not build its client (every post reports the same error).
+    #[error(
+        "jaeger collector {endpoint}: cannot build the HTTP client: {}",
+        error_chain(&**.source)
+    )]
+    Client {
+        endpoint: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The request failed: connecting, sending or reading the answer.
+    #[error("jaeger collector {endpoint}: {}", error_chain(.source))]
+    Request {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The collector answered with a status other than 2xx; `excerpt` is the start of its body.
+    #[error("jaeger collector {endpoint} answered {status}{}", excerpt_suffix(.excerpt))]
+    Status {
+        endpoint: String,
+        status: StatusCode,
+        excerpt: String,
+    },
+}
+
+/// `: excerpt`, or nothing when the body was empty.
+fn excerpt_suffix(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(": {excerpt}")
+    }
 }
 
 /// The HTTP side of a [`JaegerExporter`](super::JaegerExporter) in collector mode.
@@ -72,7 +129,7 @@ impl CollectorTransport {
     }
 
     /// Posts `body` and waits for the collector's answer; blocks the calling thread.
-    pub(crate) fn post(&self, body: Vec<u8>) -> Result<(), String> {
+    pub(crate) fn post(&self, body: Vec<u8>) -> Result<(), CollectorError> {
         let (reply, answer) = mpsc::channel();
         let mut job = Job { body, reply };
         let wait = self.request.timeout.saturating_add(GRACE);
@@ -83,15 +140,15 @@ impl CollectorTransport {
                 Ok(()) => {
                     return match answer.recv_timeout(wait) {
                         Ok(result) => result,
-                        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-                            "jaeger collector {}: no answer within {:?}",
-                            self.endpoint(),
-                            self.request.timeout
-                        )),
-                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
-                            "jaeger collector {}: the HTTP worker thread stopped",
-                            self.endpoint()
-                        )),
+                        Err(mpsc::RecvTimeoutError::Timeout) => Err(CollectorError::NoAnswer {
+                            endpoint: self.endpoint(),
+                            timeout: self.request.timeout,
+                        }),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            Err(CollectorError::WorkerStopped {
+                                endpoint: self.endpoint(),
+                            })
+                        }
                     };
                 }
                 Err(mpsc::SendError(returned)) => {
@@ -100,10 +157,9 @@ impl CollectorTransport {
                 }
             }
         }
-        Err(format!(
-            "jaeger collector {}: the HTTP worker thread is gone",
-            self.endpoint()
-        ))
+        Err(CollectorError::WorkerGone {
+            endpoint: self.endpoint(),
+        })
     }
 
     /// Stops the worker thread (after any request in flight); a later `post` starts a new one.
@@ -111,7 +167,7 @@ impl CollectorTransport {
         self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Job>, String> {
+    fn sender(&self) -> Result<mpsc::Sender<Job>, CollectorError> {
         let mut guard = self.worker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = guard.as_ref() {
             return Ok(sender.clone());
@@ -121,11 +177,9 @@ impl CollectorTransport {
         thread::Builder::new()
             .name("towerscope-jaeger-http".to_owned())
             .spawn(move || run_worker(&request, jobs))
-            .map_err(|e| {
-                format!(
-                    "jaeger collector {}: cannot start the HTTP worker thread: {e}",
-                    redacted(&self.request.endpoint)
-                )
+            .map_err(|source| CollectorError::Spawn {
+                endpoint: self.endpoint(),
+                source,
             })?;
         *guard = Some(sender.clone());
         Ok(sender)
@@ -137,24 +191,21 @@ fn run_worker(request: &Request, jobs: mpsc::Receiver<Job>) {
         .timeout(request.timeout)
         .connect_timeout(request.timeout)
         .build()
-        .map_err(|e| {
-            format!(
-                "jaeger collector {}: cannot build the HTTP client: {}",
-                redacted(&request.endpoint),
-                error_chain(&e)
-            )
-        });
+        .map_err(Arc::new);
     for job in jobs {
         let result = match &client {
             Ok(client) => post_once(client, request, job.body),
-            Err(e) => Err(e.clone()),
+            Err(source) => Err(CollectorError::Client {
+                endpoint: redacted(&request.endpoint),
+                source: source.clone(),
+            }),
         };
         // The exporter may have given up waiting; nobody to tell then.
         let _ = job.reply.send(result);
     }
 }
 
-fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), String> {
+fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), CollectorError> {
     let endpoint = redacted(&request.endpoint);
     let mut builder = client
         .post(request.endpoint.clone())
@@ -163,12 +214,15 @@ fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), St
     if let Some((username, password)) = &request.auth {
         builder = builder.basic_auth(username, Some(password));
     }
-    let response = builder.send().map_err(|e| {
-        format!(
-            "jaeger collector {endpoint}: {}",
-            error_chain(&e.without_url())
-        )
-    })?;
+    let response = match builder.send() {
+        Ok(response) => response,
+        Err(e) => {
+            return Err(CollectorError::Request {
+                endpoint,
+                source: e.without_url(),
+            })
+        }
+    };
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -176,14 +230,11 @@ fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), St
     // The body is read within the same client timeout; it only adds detail to the error.
     let text = response.text().unwrap_or_default();
     let excerpt: String = text.chars().take(BODY_EXCERPT).collect();
-    let excerpt = excerpt.trim();
-    if excerpt.is_empty() {
-        Err(format!("jaeger collector {endpoint} answered {status}"))
-    } else {
-        Err(format!(
-            "jaeger collector {endpoint} answered {status}: {excerpt}"
-        ))
-    }
+    Err(CollectorError::Status {
+        endpoint,
+        status,
+        excerpt: excerpt.trim().to_owned(),
+    })
 }
 
 /// An error and its sources, so that "error sending request" says why.

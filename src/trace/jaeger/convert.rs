@@ -11,9 +11,7 @@ use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 
 use super::model::{Log, Process, Span, SpanRef, SpanRefType, Tag};
-
-/// The service name used when the resource has none (OpenTelemetry's own default).
-pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
+use crate::trace::UNKNOWN_SERVICE;
 
 const SERVICE_NAME: &str = "service.name";
 

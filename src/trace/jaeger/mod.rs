@@ -69,7 +69,7 @@
 mod agent;
 mod collector;
 mod convert;
-pub mod model;
+mod model;
 #[cfg(test)]
 mod tests;
 
@@ -87,19 +87,19 @@ use collector::CollectorTransport;
 use model::{BatchRef, Process};
 
 /// The Jaeger agent's default compact-Thrift UDP port.
-pub const DEFAULT_AGENT_PORT: u16 = 6831;
+const DEFAULT_AGENT_PORT: u16 = 6831;
 
 /// The default largest datagram, the limit Jaeger's own clients use.
-pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_000;
+const DEFAULT_MAX_PACKET_SIZE: usize = 65_000;
 
 /// The largest [`AgentOptions::max_packet_size`] accepted: the largest UDP payload over IPv4.
-pub const MAX_PACKET_SIZE_LIMIT: usize = agent::MAX_UDP_PAYLOAD;
+const MAX_PACKET_SIZE_LIMIT: usize = agent::MAX_UDP_PAYLOAD;
 
 /// The default collector endpoint.
-pub const DEFAULT_COLLECTOR_ENDPOINT: &str = "http://127.0.0.1:14268/api/traces";
+const DEFAULT_COLLECTOR_ENDPOINT: &str = "http://127.0.0.1:14268/api/traces";
 
 /// The default collector request timeout.
-pub const DEFAULT_COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach a Jaeger agent over UDP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,10 +107,10 @@ pub struct AgentOptions {
     /// The agent's host name or IP address; resolved again on every export, so a name that
     /// does not resolve is an export error, not a build error. Defaults to `127.0.0.1`.
     pub host: String,
-    /// The agent's compact-Thrift port. Defaults to [`DEFAULT_AGENT_PORT`] (6831).
+    /// The agent's compact-Thrift port. Defaults to 6831.
     pub port: u16,
-    /// The largest datagram sent, in bytes, between 1 and [`MAX_PACKET_SIZE_LIMIT`].
-    /// Defaults to [`DEFAULT_MAX_PACKET_SIZE`] (65,000).
+    /// The largest datagram sent, in bytes, between 1 and 65,507 (the largest UDP payload
+    /// over IPv4). Defaults to 65,000, the limit Jaeger's own clients use.
     pub max_packet_size: usize,
 }
 
@@ -129,14 +129,14 @@ impl Default for AgentOptions {
 pub struct CollectorOptions {
     /// The collector URL, used as is (no path is appended), e.g.
     /// `http://jaeger:14268/api/traces`. Must be `http` or `https`; `https` needs a reqwest
-    /// built with a TLS feature. Defaults to [`DEFAULT_COLLECTOR_ENDPOINT`].
+    /// built with a TLS feature. Defaults to `http://127.0.0.1:14268/api/traces`.
     pub endpoint: String,
     /// The basic-auth username, sent only together with a password. Defaults to `None`.
     pub username: Option<String>,
     /// The basic-auth password, sent only together with a username. Defaults to `None`.
     pub password: Option<String>,
     /// The limit for one export: connect, send and response together. Must not be zero.
-    /// Defaults to [`DEFAULT_COLLECTOR_TIMEOUT`] (10 s).
+    /// Defaults to 10 s.
     pub timeout: Duration,
 }
 
@@ -172,34 +172,52 @@ impl fmt::Debug for CollectorOptions {
 #[non_exhaustive]
 pub enum JaegerError {
     /// The agent host is empty. Set [`AgentOptions::host`] to the agent's name or address.
-    #[error("jaeger agent: the host is empty")]
+    #[error("jaeger agent: the host is empty (set the agent's host name or IP address)")]
     EmptyHost,
     /// The agent port is 0. Set [`AgentOptions::port`] (the agent listens on 6831).
-    #[error("jaeger agent: the port is 0")]
+    #[error(
+        "jaeger agent: the port is 0 (the agent listens on {})",
+        DEFAULT_AGENT_PORT
+    )]
     ZeroPort,
-    /// [`AgentOptions::max_packet_size`] is 0 or larger than a UDP datagram can be.
-    #[error("jaeger agent: max_packet_size {size} is outside 1..={MAX_PACKET_SIZE_LIMIT}")]
+    /// [`AgentOptions::max_packet_size`] is 0 or larger than a UDP datagram can be: leave the
+    /// default or give a size up to the limit.
+    #[error(
+        "jaeger agent: max_packet_size {size} is outside 1..={} (the default is {})",
+        MAX_PACKET_SIZE_LIMIT,
+        DEFAULT_MAX_PACKET_SIZE
+    )]
     InvalidPacketSize {
         /// The size that was given.
         size: usize,
     },
-    /// [`CollectorOptions::endpoint`] is not a URL. Give a full URL such as
+    /// [`CollectorOptions::endpoint`] is not a URL with a host. Give a full URL such as
     /// `http://jaeger:14268/api/traces`.
-    #[error("jaeger collector: endpoint {endpoint:?} is not a URL: {reason}")]
+    #[error(
+        "jaeger collector: endpoint {endpoint:?} is not a URL: {reason} (give a full URL such \
+         as {})",
+        DEFAULT_COLLECTOR_ENDPOINT
+    )]
     InvalidEndpoint {
         /// The endpoint that was given.
         endpoint: String,
         /// Why it did not parse.
         reason: String,
     },
-    /// [`CollectorOptions::endpoint`] is a URL whose scheme is neither `http` nor `https`.
+    /// [`CollectorOptions::endpoint`] is a URL whose scheme is neither `http` nor `https`:
+    /// give the collector's `http://` or `https://` URL.
     #[error("jaeger collector: endpoint {endpoint:?} must be http:// or https://")]
     UnsupportedScheme {
         /// The endpoint that was given.
         endpoint: String,
     },
-    /// [`CollectorOptions::timeout`] is zero, which would fail every export.
-    #[error("jaeger collector: the timeout is zero")]
+    /// [`CollectorOptions::timeout`] is zero, which would fail every export: leave the
+    /// default or give at least a millisecond.
+    #[error(
+        "jaeger collector: the timeout is zero, which would fail every export (the default is \
+         {:?})",
+        DEFAULT_COLLECTOR_TIMEOUT
+    )]
     ZeroTimeout,
 }
 
@@ -270,7 +288,7 @@ impl JaegerExporter {
     ///
     /// The endpoint is parsed here; no connection is made until the first export.
     pub fn collector(options: CollectorOptions) -> Result<Self, JaegerError> {
-        super::ensure_tls_provider();
+        crate::tls::ensure_tls_provider();
         let CollectorOptions {
             endpoint,
             username,
@@ -345,9 +363,7 @@ impl JaegerExporter {
                         counter.increment(report.too_large);
                     }
                 }
-                report
-                    .error
-                    .map_or(Ok(()), |e| Err(OTelSdkError::InternalFailure(e)))
+                report.error.map_or(Ok(()), |e| Err(internal_failure(&e)))
             }
             Transport::Collector(collector) => {
                 let body = BatchRef {
@@ -357,7 +373,7 @@ impl JaegerExporter {
                     stats: None,
                 }
                 .encode_binary();
-                collector.post(body).map_err(OTelSdkError::InternalFailure)
+                collector.post(body).map_err(|e| internal_failure(&e))
             }
         }
     }
@@ -386,4 +402,9 @@ impl SpanExporter for JaegerExporter {
     fn set_resource(&mut self, resource: &Resource) {
         self.process = convert::process_from_resource(resource);
     }
+}
+
+/// The SDK's error type carries a message only: the transport error's, which names its cause.
+fn internal_failure(e: &dyn std::error::Error) -> OTelSdkError {
+    OTelSdkError::InternalFailure(e.to_string())
 }

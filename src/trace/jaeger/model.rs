@@ -7,41 +7,18 @@
 //!
 //! Two encodings are used on the wire:
 //!
-//! - [`encode_agent_emit_batch`]: what a Jaeger agent reads from UDP: a oneway
-//!   `Agent.emitBatch` message in the compact protocol, whose argument struct has the
-//!   [`Batch`] as field 1.
-//! - [`encode_batch_binary`]: what a Jaeger collector reads from `POST /api/traces`: a bare
-//!   [`Batch`] struct in the strict binary protocol.
+//! - [`BatchRef::encode_agent_emit_batch`]: what a Jaeger agent reads from UDP: a oneway
+//!   `Agent.emitBatch` message in the compact protocol, whose argument struct has the batch
+//!   as field 1.
+//! - [`BatchRef::encode_binary`]: what a Jaeger collector reads from `POST /api/traces`: a
+//!   bare `Batch` struct in the strict binary protocol.
+//!
+//! The exporter encodes borrowed [`BatchRef`]s; the owned `Batch` and the free encoders exist
+//! for the unit tests.
 //!
 //! Encoding never panics. A string or byte array longer than Thrift can frame (`i32::MAX`
 //! bytes) is cut to that length (on a character boundary), and a list longer than `i32::MAX`
 //! items keeps its first `i32::MAX`, so every output is a well-formed message.
-//!
-//! ```
-//! use towerscope::trace::jaeger::model::{encode_batch_binary, Batch, Process, Span, Tag};
-//!
-//! let batch = Batch {
-//!     process: Process { service_name: "registry".into(), tags: None },
-//!     spans: vec![Span {
-//!         trace_id_low: 2,
-//!         trace_id_high: 1,
-//!         span_id: 3,
-//!         parent_span_id: 0,
-//!         operation_name: "GET /v2/".into(),
-//!         references: None,
-//!         flags: 1,
-//!         start_time: 1_700_000_000_000_000,
-//!         duration: 1_500,
-//!         tags: Some(vec![Tag::string("http.route", "/v2/")]),
-//!         logs: None,
-//!     }],
-//!     seq_no: None,
-//!     stats: None,
-//! };
-//! let bytes = encode_batch_binary(&batch);
-//! // A binary-protocol struct starts with its first field: type STRUCT (12), id 1.
-//! assert_eq!(&bytes[..3], &[12, 0, 1]);
-//! ```
 
 use std::io::{self, Write};
 
@@ -52,7 +29,7 @@ use thrift::protocol::{
 
 /// The type of a [`Tag`]'s value (`enum TagType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TagType {
+pub(crate) enum TagType {
     /// The value is in [`Tag::v_str`].
     String = 0,
     /// The value is in [`Tag::v_double`].
@@ -62,6 +39,8 @@ pub enum TagType {
     /// The value is in [`Tag::v_long`].
     Long = 3,
     /// The value is in [`Tag::v_binary`].
+    // Part of the IDL; the exporter never makes a binary tag, only the tests do.
+    #[cfg_attr(not(test), allow(dead_code))]
     Binary = 4,
 }
 
@@ -70,21 +49,21 @@ pub enum TagType {
 /// Exactly one `v_*` field should be set, the one named by `v_type`; the constructors
 /// ([`Tag::string`], [`Tag::double`], [`Tag::bool`], [`Tag::long`], [`Tag::binary`]) do that.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Tag {
+pub(crate) struct Tag {
     /// 1: the key.
-    pub key: String,
+    pub(crate) key: String,
     /// 2: which of the value fields holds the value.
-    pub v_type: TagType,
+    pub(crate) v_type: TagType,
     /// 3: the string value.
-    pub v_str: Option<String>,
+    pub(crate) v_str: Option<String>,
     /// 4: the floating-point value.
-    pub v_double: Option<f64>,
+    pub(crate) v_double: Option<f64>,
     /// 5: the boolean value.
-    pub v_bool: Option<bool>,
+    pub(crate) v_bool: Option<bool>,
     /// 6: the integer value.
-    pub v_long: Option<i64>,
+    pub(crate) v_long: Option<i64>,
     /// 7: the binary value.
-    pub v_binary: Option<Vec<u8>>,
+    pub(crate) v_binary: Option<Vec<u8>>,
 }
 
 impl Tag {
@@ -101,7 +80,7 @@ impl Tag {
     }
 
     /// A `STRING` tag.
-    pub fn string(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub(crate) fn string(key: impl Into<String>, value: impl Into<String>) -> Self {
         Tag {
             v_str: Some(value.into()),
             ..Tag::empty(key.into(), TagType::String)
@@ -109,7 +88,7 @@ impl Tag {
     }
 
     /// A `DOUBLE` tag.
-    pub fn double(key: impl Into<String>, value: f64) -> Self {
+    pub(crate) fn double(key: impl Into<String>, value: f64) -> Self {
         Tag {
             v_double: Some(value),
             ..Tag::empty(key.into(), TagType::Double)
@@ -117,7 +96,7 @@ impl Tag {
     }
 
     /// A `BOOL` tag.
-    pub fn bool(key: impl Into<String>, value: bool) -> Self {
+    pub(crate) fn bool(key: impl Into<String>, value: bool) -> Self {
         Tag {
             v_bool: Some(value),
             ..Tag::empty(key.into(), TagType::Bool)
@@ -125,7 +104,7 @@ impl Tag {
     }
 
     /// A `LONG` tag.
-    pub fn long(key: impl Into<String>, value: i64) -> Self {
+    pub(crate) fn long(key: impl Into<String>, value: i64) -> Self {
         Tag {
             v_long: Some(value),
             ..Tag::empty(key.into(), TagType::Long)
@@ -133,7 +112,8 @@ impl Tag {
     }
 
     /// A `BINARY` tag.
-    pub fn binary(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn binary(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         Tag {
             v_binary: Some(value.into()),
             ..Tag::empty(key.into(), TagType::Binary)
@@ -141,7 +121,7 @@ impl Tag {
     }
 
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Tag"))?;
         write_string_field(o, 1, &self.key)?;
         write_i32_field(o, 2, self.v_type as i32)?;
@@ -173,16 +153,16 @@ impl Tag {
 
 /// A timed event with fields (`struct Log`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Log {
+pub(crate) struct Log {
     /// 1: microseconds since the Unix epoch.
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// 2: the event's fields; OpenTelemetry exporters put the event name in `event`.
-    pub fields: Vec<Tag>,
+    pub(crate) fields: Vec<Tag>,
 }
 
 impl Log {
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Log"))?;
         write_i64_field(o, 1, self.timestamp)?;
         field_begin(o, TType::List, 2)?;
@@ -195,7 +175,7 @@ impl Log {
 
 /// The kind of a [`SpanRef`] (`enum SpanRefType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SpanRefType {
+pub(crate) enum SpanRefType {
     /// The span is a child of the referenced span.
     ChildOf = 0,
     /// The span follows from the referenced span (an OpenTelemetry link).
@@ -204,20 +184,20 @@ pub enum SpanRefType {
 
 /// A causal reference to another span (`struct SpanRef`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SpanRef {
+pub(crate) struct SpanRef {
     /// 1: the kind of reference.
-    pub ref_type: SpanRefType,
+    pub(crate) ref_type: SpanRefType,
     /// 2: the low 64 bits of the referenced trace id.
-    pub trace_id_low: i64,
+    pub(crate) trace_id_low: i64,
     /// 3: the high 64 bits of the referenced trace id.
-    pub trace_id_high: i64,
+    pub(crate) trace_id_high: i64,
     /// 4: the referenced span id.
-    pub span_id: i64,
+    pub(crate) span_id: i64,
 }
 
 impl SpanRef {
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("SpanRef"))?;
         write_i32_field(o, 1, self.ref_type as i32)?;
         write_i64_field(o, 2, self.trace_id_low)?;
@@ -230,34 +210,34 @@ impl SpanRef {
 
 /// A named, timed unit of work (`struct Span`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Span {
+pub(crate) struct Span {
     /// 1: the low 64 bits of the trace id.
-    pub trace_id_low: i64,
+    pub(crate) trace_id_low: i64,
     /// 2: the high 64 bits of the trace id (0 for 64-bit trace ids).
-    pub trace_id_high: i64,
+    pub(crate) trace_id_high: i64,
     /// 3: the span id.
-    pub span_id: i64,
+    pub(crate) span_id: i64,
     /// 4: the parent's span id, 0 for a root span.
-    pub parent_span_id: i64,
+    pub(crate) parent_span_id: i64,
     /// 5: the operation name.
-    pub operation_name: String,
+    pub(crate) operation_name: String,
     /// 6: causal references to other spans.
-    pub references: Option<Vec<SpanRef>>,
+    pub(crate) references: Option<Vec<SpanRef>>,
     /// 7: bit field: 1 = sampled, 2 = debug.
-    pub flags: i32,
+    pub(crate) flags: i32,
     /// 8: start, microseconds since the Unix epoch.
-    pub start_time: i64,
+    pub(crate) start_time: i64,
     /// 9: duration in microseconds.
-    pub duration: i64,
+    pub(crate) duration: i64,
     /// 10: the span's tags.
-    pub tags: Option<Vec<Tag>>,
+    pub(crate) tags: Option<Vec<Tag>>,
     /// 11: the span's logs.
-    pub logs: Option<Vec<Log>>,
+    pub(crate) logs: Option<Vec<Log>>,
 }
 
 impl Span {
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Span"))?;
         write_i64_field(o, 1, self.trace_id_low)?;
         write_i64_field(o, 2, self.trace_id_high)?;
@@ -289,16 +269,16 @@ impl Span {
 
 /// The process that emitted a batch (`struct Process`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Process {
+pub(crate) struct Process {
     /// 1: the service name.
-    pub service_name: String,
+    pub(crate) service_name: String,
     /// 2: the process's tags (OpenTelemetry resource attributes).
-    pub tags: Option<Vec<Tag>>,
+    pub(crate) tags: Option<Vec<Tag>>,
 }
 
 impl Process {
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Process"))?;
         write_string_field(o, 1, &self.service_name)?;
         if let Some(tags) = &self.tags {
@@ -313,18 +293,18 @@ impl Process {
 
 /// The client's own counters, reported with a batch (`struct ClientStats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ClientStats {
+pub(crate) struct ClientStats {
     /// 1: spans dropped because a queue was full.
-    pub full_queue_dropped_spans: i64,
+    pub(crate) full_queue_dropped_spans: i64,
     /// 2: spans dropped because they could not fit in a packet.
-    pub too_large_dropped_spans: i64,
+    pub(crate) too_large_dropped_spans: i64,
     /// 3: spans in batches that could not be sent.
-    pub failed_to_emit_spans: i64,
+    pub(crate) failed_to_emit_spans: i64,
 }
 
 impl ClientStats {
     /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("ClientStats"))?;
         write_i64_field(o, 1, self.full_queue_dropped_spans)?;
         write_i64_field(o, 2, self.too_large_dropped_spans)?;
@@ -335,26 +315,20 @@ impl ClientStats {
 }
 
 /// Spans of one process, reported together (`struct Batch`).
+#[cfg(test)]
 #[derive(Clone, Debug, PartialEq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// 1: the process that emitted the spans.
-    pub process: Process,
+    pub(crate) process: Process,
     /// 2: the spans.
-    pub spans: Vec<Span>,
+    pub(crate) spans: Vec<Span>,
     /// 3: an incrementing sequence number, so that a backend can see lost packets.
-    pub seq_no: Option<i64>,
+    pub(crate) seq_no: Option<i64>,
     /// 4: the client's counters.
-    pub stats: Option<ClientStats>,
+    pub(crate) stats: Option<ClientStats>,
 }
 
-impl Batch {
-    /// Writes this struct with the given protocol.
-    pub fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
-        BatchRef::of(self).write(o)
-    }
-}
-
-/// A [`Batch`] whose process and spans are borrowed, so that the agent can encode parts of
+/// A `Batch` whose process and spans are borrowed, so that the agent can encode parts of
 /// one export without cloning them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchRef<'a> {
@@ -365,6 +339,7 @@ pub(crate) struct BatchRef<'a> {
 }
 
 impl<'a> BatchRef<'a> {
+    #[cfg(test)]
     pub(crate) fn of(batch: &'a Batch) -> Self {
         BatchRef {
             process: &batch.process,
@@ -412,12 +387,14 @@ impl<'a> BatchRef<'a> {
         o.flush()
     }
 
+    /// The oneway `Agent.emitBatch` message (compact protocol) carrying this batch.
     pub(crate) fn encode_agent_emit_batch(&self, seq_id: i32) -> Vec<u8> {
         let mut buf = Vec::new();
         let written = self.write_emit_batch(&mut TCompactOutputProtocol::new(&mut buf), seq_id);
         or_empty(written, buf)
     }
 
+    /// This batch as a bare struct in the strict binary protocol.
     pub(crate) fn encode_binary(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         let written = {
@@ -435,7 +412,8 @@ impl<'a> BatchRef<'a> {
 /// Writing into memory cannot fail, so the result is always a complete message (an empty
 /// vector would only come back if the `thrift` crate reported an error, which it does not
 /// for in-memory output).
-pub fn encode_agent_emit_batch(batch: &Batch, seq_id: i32) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn encode_agent_emit_batch(batch: &Batch, seq_id: i32) -> Vec<u8> {
     BatchRef::of(batch).encode_agent_emit_batch(seq_id)
 }
 
@@ -443,7 +421,8 @@ pub fn encode_agent_emit_batch(batch: &Batch, seq_id: i32) -> Vec<u8> {
 /// collector takes on `POST /api/traces` (`Content-Type: application/vnd.apache.thrift.binary`).
 ///
 /// Like [`encode_agent_emit_batch`], this cannot fail.
-pub fn encode_batch_binary(batch: &Batch) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn encode_batch_binary(batch: &Batch) -> Vec<u8> {
     BatchRef::of(batch).encode_binary()
 }
 

@@ -13,8 +13,7 @@
 //! ```
 //! use http::HeaderMap;
 //! use opentelemetry::trace::TraceContextExt;
-//! use towerscope::config::Propagator;
-//! use towerscope::trace::propagation::{composite, extract, inject};
+//! use towerscope::trace::propagation::{composite, extract, inject, Propagator};
 //!
 //! let propagator = composite(&[Propagator::TraceContext, Propagator::Jaeger]);
 //!
@@ -48,8 +47,7 @@ use opentelemetry::{
     Context,
 };
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-
-use crate::config::Propagator;
+use serde::Deserialize;
 
 pub use headers::{HeaderExtractor, HeaderInjector};
 pub use jaeger::JaegerPropagator;
@@ -137,6 +135,20 @@ impl CappedList {
             self.members += 1;
         }
     }
+}
+
+/// A context propagation format, as named in `trace.propagators` (lowercase).
+///
+/// Also reachable as `towerscope::config::Propagator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagator {
+    /// W3C `traceparent` / `tracestate`.
+    TraceContext,
+    /// W3C `baggage`.
+    Baggage,
+    /// Jaeger's `uber-trace-id`.
+    Jaeger,
 }
 
 /// Builds the propagators named in `propagators`, in that order: extraction reads them in

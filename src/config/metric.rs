@@ -1,0 +1,268 @@
+//! The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use http::Method;
+use serde::{de, Deserialize, Deserializer};
+
+use super::error::{ConfigProblem, Problems};
+use crate::metrics::{DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
+
+/// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricConfig {
+    /// Whether requests are measured and the metrics server runs. Defaults to `true`.
+    pub enabled: bool,
+    /// Address the standalone metrics server binds. Defaults to `127.0.0.1`.
+    pub host: IpAddr,
+    /// Port of the standalone metrics server. Defaults to `9090` (Harbor's).
+    pub port: u16,
+    /// Path the metrics are served on. Defaults to `/metrics`.
+    pub path: String,
+    /// First part of every metric name's prefix (Harbor: `harbor`). Defaults to none.
+    pub namespace: Option<String>,
+    /// Second part of the prefix (Harbor core: `core`). Defaults to none.
+    pub subsystem: Option<String>,
+    /// The `?comp=` component the HTTP request families are registered under. Defaults to `core`.
+    pub component: String,
+    /// Quantiles of the request-duration summary. Defaults to `[0.5, 0.9, 0.99]`.
+    pub quantiles: Option<Vec<f64>>,
+    /// Histogram buckets (upper bounds, seconds) for request durations; when set, durations are
+    /// a histogram instead of a summary. Defaults to none (a summary).
+    pub buckets: Option<Vec<f64>>,
+    /// Methods kept as label values; any other method is counted as `_OTHER`.
+    /// Defaults to the eight RFC 9110 methods and PATCH.
+    #[serde(deserialize_with = "de_methods")]
+    pub methods: Vec<Method>,
+    /// Cap on distinct `operation` label values per family. Defaults to `1000`.
+    pub max_operations: usize,
+    /// A bearer token the metrics endpoint requires. Defaults to none (no authentication).
+    pub bearer_token: Option<String>,
+    /// Seconds between upkeep runs (draining summary samples). Defaults to `5`.
+    pub upkeep_interval_secs: u64,
+    /// Histogram buckets for individual families, by full name, whatever `quantiles` and
+    /// `buckets` say (e.g. a Distribution-compatible `registry_http_request_duration_seconds`
+    /// beside Harbor's summaries). Defaults to none.
+    pub family_buckets: BTreeMap<String, Vec<f64>>,
+}
+
+/// The methods counted under their own name by default.
+pub const DEFAULT_METHODS: [Method; 9] = crate::labels::STANDARD_METHODS;
+
+/// The default quantiles of the request-duration summary (Harbor's).
+const DEFAULT_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+impl Default for MetricConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9090,
+            path: "/metrics".to_owned(),
+            namespace: None,
+            subsystem: None,
+            component: "core".to_owned(),
+            quantiles: None,
+            buckets: None,
+            methods: DEFAULT_METHODS.to_vec(),
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            bearer_token: None,
+            upkeep_interval_secs: 5,
+            family_buckets: BTreeMap::new(),
+        }
+    }
+}
+
+impl MetricConfig {
+    /// The metric name prefix, `{namespace}_{subsystem}_`, each part optional.
+    pub fn prefix(&self) -> String {
+        let mut prefix = String::new();
+        for part in [&self.namespace, &self.subsystem].into_iter().flatten() {
+            prefix.push_str(part);
+            prefix.push('_');
+        }
+        prefix
+    }
+
+    /// The address of the standalone metrics server.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// The summary quantiles in force (the configured ones or the default).
+    pub fn quantiles(&self) -> &[f64] {
+        self.quantiles.as_deref().unwrap_or(&DEFAULT_QUANTILES)
+    }
+
+    /// Checks the block, field by field in the order the fields are documented.
+    pub(super) fn check(&self, problems: &mut Vec<ConfigProblem>) {
+        let mut p = Problems::new(problems, "metric");
+        self.check_path(&mut p);
+        self.check_prefix(&mut p);
+        self.check_component(&mut p);
+        self.check_durations(&mut p);
+        self.check_methods(&mut p);
+        if self.max_operations == 0 {
+            p.push("max_operations", "must be at least 1");
+        }
+        self.check_bearer_token(&mut p);
+        self.check_family_buckets(&mut p);
+        if self.upkeep_interval_secs == 0 {
+            p.push("upkeep_interval_secs", "must be at least 1");
+        }
+    }
+
+    fn check_path(&self, p: &mut Problems<'_>) {
+        if !self.path.starts_with('/') {
+            p.push("path", format!("must start with '/' (got {:?})", self.path));
+        } else if self
+            .path
+            .bytes()
+            .any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            p.push(
+                "path",
+                format!(
+                    "must be a plain path without query, fragment or spaces (got {:?})",
+                    self.path
+                ),
+            );
+        }
+    }
+
+    /// `namespace` and `subsystem`: each becomes part of every metric name.
+    fn check_prefix(&self, p: &mut Problems<'_>) {
+        for (key, part) in [
+            ("namespace", &self.namespace),
+            ("subsystem", &self.subsystem),
+        ] {
+            if let Some(part) = part {
+                if !is_metric_name_part(part) {
+                    p.push(
+                        key,
+                        format!("must match [a-zA-Z_][a-zA-Z0-9_]* (got {part:?})"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_component(&self, p: &mut Problems<'_>) {
+        if self.component.is_empty()
+            || !self
+                .component
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            p.push(
+                "component",
+                format!(
+                    "must be non-empty and match [a-zA-Z0-9_-]+ (got {:?})",
+                    self.component
+                ),
+            );
+        }
+    }
+
+    /// `quantiles` (a summary) or `buckets` (a histogram), not both.
+    fn check_durations(&self, p: &mut Problems<'_>) {
+        if self.quantiles.is_some() && self.buckets.is_some() {
+            p.push(
+                "buckets",
+                "set either quantiles (a summary) or buckets (a histogram), not both",
+            );
+        }
+        if let Some(quantiles) = &self.quantiles {
+            if quantiles.is_empty() {
+                p.push("quantiles", "must not be empty");
+            }
+            for (i, q) in quantiles.iter().enumerate() {
+                if !(0.0..=1.0).contains(q) {
+                    p.push(
+                        &format!("quantiles[{i}]"),
+                        format!("must be between 0 and 1 (got {q})"),
+                    );
+                }
+            }
+        }
+        if let Some(buckets) = &self.buckets {
+            check_buckets("buckets", buckets, p);
+        }
+    }
+
+    fn check_methods(&self, p: &mut Problems<'_>) {
+        for (i, m) in self.methods.iter().enumerate() {
+            if self.methods[..i].contains(m) {
+                p.push(&format!("methods[{i}]"), format!("{m} is listed twice"));
+            }
+        }
+    }
+
+    fn check_bearer_token(&self, p: &mut Problems<'_>) {
+        if let Some(token) = &self.bearer_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                p.push(
+                    "bearer_token",
+                    "must be non-empty printable ASCII without spaces",
+                );
+            }
+        }
+    }
+
+    fn check_family_buckets(&self, p: &mut Problems<'_>) {
+        for (family, buckets) in &self.family_buckets {
+            let field = format!("family_buckets.{family}");
+            if !is_metric_name_part(family) {
+                p.push(
+                    &field,
+                    "must be a metric name matching [a-zA-Z_][a-zA-Z0-9_]*",
+                );
+            }
+            check_buckets(&field, buckets, p);
+        }
+    }
+}
+
+/// Histogram buckets: non-empty, positive, finite, strictly increasing.
+fn check_buckets(field: &str, buckets: &[f64], p: &mut Problems<'_>) {
+    if buckets.is_empty() {
+        p.push(field, "must not be empty");
+    }
+    for (i, b) in buckets.iter().enumerate() {
+        if !b.is_finite() || *b <= 0.0 {
+            p.push(
+                &format!("{field}[{i}]"),
+                format!("must be a positive number (got {b})"),
+            );
+        } else if i > 0 && buckets[i - 1] >= *b {
+            p.push(
+                &format!("{field}[{i}]"),
+                format!("must be greater than the bucket before it (got {b})"),
+            );
+        }
+    }
+}
+
+fn is_metric_name_part(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn de_methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|s| {
+            if s == OTHER_METHOD {
+                return Err(de::Error::custom("_OTHER is the label of unlisted methods"));
+            }
+            Method::from_bytes(s.as_bytes())
+                .map_err(|_| de::Error::custom(format!("{s:?} is not a valid HTTP method")))
+        })
+        .collect()
+}
