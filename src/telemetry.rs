@@ -1,5 +1,7 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
+mod jobs;
+
 use std::{io, sync::Arc};
 
 use opentelemetry::propagation::TextMapPropagator;
