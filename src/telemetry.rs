@@ -1,5 +1,9 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
+#[cfg(feature = "sqlx")]
+mod db;
+mod jobs;
+
 use std::{io, sync::Arc};
 
 use opentelemetry::propagation::TextMapPropagator;

@@ -115,7 +115,7 @@ async fn jobs_are_linked_spans_with_status_and_counted_by_type_and_status() {
     let (t, exporter) = telemetry();
     let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let jobs = Jobs::new(t.registry(), &t.config().metric.prefix());
+    let jobs = Jobs::from_telemetry(&t);
 
     let context = enqueue(&t).await;
     assert_eq!(context.request_id().unwrap().as_str(), "req-42");
@@ -256,7 +256,7 @@ async fn the_traceparent_round_trip_keeps_the_link() {
     let (t, exporter) = telemetry();
     let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let jobs = Jobs::new(t.registry(), "");
+    let jobs = Jobs::new(t.registry());
 
     let captured = enqueue(&t).await;
     let traceparent = captured.to_traceparent().expect("a traced request");
@@ -320,7 +320,7 @@ async fn a_job_without_context_has_no_link_and_no_request_id() {
     let (t, exporter) = telemetry();
     let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let jobs = Jobs::new(t.registry(), "");
+    let jobs = Jobs::new(t.registry());
     // Even when run inside some other span: the job's span is a root.
     let outer = tracing::info_span!("scheduler-tick");
     let job = {
@@ -344,7 +344,7 @@ async fn a_job_without_context_has_no_link_and_no_request_id() {
 #[tokio::test]
 async fn job_types_beyond_the_cap_share_the_overflow_series() {
     let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-    let jobs = Jobs::new(&registry, "").with_max_types(2);
+    let jobs = Jobs::new(&registry).with_max_types(2);
     for name in ["A", "B", "C", "D", "A"] {
         jobs.run(info("1", name, false), JobContext::default(), async {})
             .await;

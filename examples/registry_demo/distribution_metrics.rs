@@ -5,18 +5,18 @@
 //! `registry_http_request_size_bytes{handler}` / `registry_http_response_size_bytes{handler}`.
 //!
 //! The handler label reuses the registry's path parser ([`Route::parse`]); other paths pass
-//! through untouched. Handles are resolved once per label set: fixed arrays for the per-handler
-//! and per-(handler, method) families, a read-locked map for the counters by status code.
+//! through untouched. Handles are resolved once per label set with towerscope's metrics
+//! toolkit: fixed arrays for the per-handler and per-(handler, method) families, and a
+//! [`CodeCounters`] per (handler, method) for the counters by status code.
 //!
 //! The duration and size families are Prometheus histograms (Distribution's default buckets for
 //! durations; set through `metric.family_buckets` at start, see [`HISTOGRAMS`]).
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock, PoisonError, RwLock},
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -27,11 +27,13 @@ use axum::{
     response::Response,
 };
 use http_body::Body as _;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use metrics::{Gauge, Histogram, Key, Label};
 use tower_layer::Layer;
 use tower_service::Service;
-use towerscope::metrics::MetricsRegistry;
+use towerscope::metrics::{
+    toolkit::{http_slot, CodeCounters, Family, FamilyKind, RecorderRef, HTTP_SLOTS},
+    MetricsRegistry,
+};
 
 use crate::{gauges::PullCounter, registry::Route};
 
@@ -86,9 +88,6 @@ const HANDLERS: [&str; 7] = [
 /// The methods with their own series; others are counted as `_OTHER`.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "_OTHER"];
 
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
-
 fn handler_index(route: Route<'_>) -> usize {
     match route {
         Route::Base => 0,
@@ -113,6 +112,29 @@ fn method_index(method: &Method) -> usize {
     }
 }
 
+/// The families with their HELP texts; the histograms have no unit, as in Distribution.
+fn families() -> [Family; 5] {
+    let histogram = |name: &'static str, help: &'static str| {
+        Family::new(name, FamilyKind::Histogram, None, help)
+    };
+    [
+        Family::counter(
+            REQUESTS,
+            "The number of requests received, by status code, handler and method.",
+        ),
+        histogram(
+            DURATION,
+            "The latency of the HTTP requests in seconds, by handler and method.",
+        ),
+        Family::gauge(IN_FLIGHT, "The in-flight HTTP requests, by handler."),
+        histogram(REQUEST_SIZE, "The HTTP request sizes in bytes, by handler."),
+        histogram(
+            RESPONSE_SIZE,
+            "The HTTP response sizes in bytes, by handler.",
+        ),
+    ]
+}
+
 /// Per-handler handles, registered at start.
 #[derive(Debug)]
 struct HandlerSeries {
@@ -121,14 +143,14 @@ struct HandlerSeries {
     response_size: Histogram,
     /// By method, registered on first use.
     duration: [OnceLock<Histogram>; METHODS.len()],
+    /// By method, the request counters by status code, each registered on first use.
+    requests: [CodeCounters<u16, HTTP_SLOTS>; METHODS.len()],
 }
 
 #[derive(Debug)]
 struct Shared {
-    recorder: Arc<PrometheusRecorder>,
+    recorder: RecorderRef,
     handlers: [HandlerSeries; HANDLERS.len()],
-    /// `(handler, method, code)` -> counter.
-    requests: RwLock<HashMap<(u8, u8, u16), Counter>>,
     pulls: Option<PullCounter>,
 }
 
@@ -142,83 +164,49 @@ impl Shared {
                     Label::new("method", METHODS[method]),
                 ],
             );
-            self.recorder.register_histogram(&key, &METADATA)
+            self.recorder.histogram(&key)
         })
     }
 
-    fn requests(&self, handler: usize, method: usize, code: u16) -> Counter {
-        let slot = (handler as u8, method as u8, code);
-        if let Some(counter) = self
-            .requests
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&slot)
-        {
-            return counter.clone();
-        }
-        let key = Key::from_parts(
-            REQUESTS,
-            vec![
-                Label::new("code", code.to_string()),
-                Label::new("handler", HANDLERS[handler]),
-                Label::new("method", METHODS[method]),
-            ],
-        );
-        let counter = self.recorder.register_counter(&key, &METADATA);
-        self.requests
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(slot)
-            .or_insert(counter)
-            .clone()
+    /// Counts one request of (handler, method) answered with `code`.
+    fn count_request(&self, handler: usize, method: usize, code: u16) {
+        self.handlers[handler].requests[method].increment(code, http_slot(code), |code| {
+            let key = Key::from_parts(
+                REQUESTS,
+                vec![
+                    Label::new("code", code.to_string()),
+                    Label::new("handler", HANDLERS[handler]),
+                    Label::new("method", METHODS[method]),
+                ],
+            );
+            self.recorder.counter(&key)
+        });
     }
 }
 
 /// Registers the families (with their HELP text) under `?comp=registry` and builds the layer.
 /// Manifest GETs answered 200 are counted as pulls by `pulls`.
 pub(crate) fn layer(registry: &MetricsRegistry, pulls: Option<PullCounter>) -> DistributionLayer {
-    let recorder = registry.recorder();
-    let describe = [
-        (
-            REQUESTS,
-            "The number of requests received, by status code, handler and method.",
-        ),
-        (
-            DURATION,
-            "The latency of the HTTP requests in seconds, by handler and method.",
-        ),
-        (IN_FLIGHT, "The in-flight HTTP requests, by handler."),
-        (REQUEST_SIZE, "The HTTP request sizes in bytes, by handler."),
-        (
-            RESPONSE_SIZE,
-            "The HTTP response sizes in bytes, by handler.",
-        ),
-    ];
-    for (name, help) in describe {
-        let key = KeyName::from(name);
-        match name {
-            REQUESTS => recorder.describe_counter(key, None, help.into()),
-            IN_FLIGHT => recorder.describe_gauge(key, None, help.into()),
-            _ => recorder.describe_histogram(key, None, help.into()),
-        }
+    let recorder = RecorderRef::from(registry);
+    let families = families();
+    for family in &families {
+        recorder.describe(family);
     }
-    registry.register_component(COMPONENT, describe.map(|(name, _)| name));
+    registry.register_component(COMPONENT, families.iter().map(|f| f.name.as_ref()));
     let handlers = HANDLERS.map(|handler| {
-        let labels = || vec![Label::new("handler", handler)];
+        let key = |name: &'static str| Key::from_parts(name, vec![Label::new("handler", handler)]);
         HandlerSeries {
-            in_flight: recorder.register_gauge(&Key::from_parts(IN_FLIGHT, labels()), &METADATA),
-            request_size: recorder
-                .register_histogram(&Key::from_parts(REQUEST_SIZE, labels()), &METADATA),
-            response_size: recorder
-                .register_histogram(&Key::from_parts(RESPONSE_SIZE, labels()), &METADATA),
+            in_flight: recorder.gauge(&key(IN_FLIGHT)),
+            request_size: recorder.histogram(&key(REQUEST_SIZE)),
+            response_size: recorder.histogram(&key(RESPONSE_SIZE)),
             duration: Default::default(),
+            requests: Default::default(),
         }
     });
     DistributionLayer {
         shared: Arc::new(Shared {
             recorder,
             handlers,
-            requests: RwLock::new(HashMap::new()),
             pulls,
         }),
     }
@@ -311,8 +299,7 @@ where
                 .unwrap_or(0);
             series.response_size.record(response_size as f64);
             shared.duration(handler, method).record(elapsed);
-            let code = res.status().as_u16();
-            shared.requests(handler, method, code).increment(1);
+            shared.count_request(handler, method, res.status().as_u16());
             if let (Some(name), Some(pulls), true) =
                 (pulled, &shared.pulls, res.status().is_success())
             {

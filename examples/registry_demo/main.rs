@@ -248,7 +248,7 @@ async fn main() -> ExitCode {
     };
 
     // 3. Metrics of the process and the jobs.
-    let jobs = Jobs::new(telemetry.registry(), &prefix);
+    let jobs = Jobs::from_telemetry(&telemetry);
     if let Err(err) = build_info(
         telemetry.registry(),
         &prefix,

@@ -1,43 +1,50 @@
-//! The transaction metric families and their handles, cached per operation with a cap.
+//! The transaction families, and their handles per operation in a capped [`LabelTable`].
 
-use std::{
-    borrow::Cow,
-    collections::HashMap,
-    fmt,
-    sync::{Arc, OnceLock, PoisonError, RwLock},
-};
+use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics::{Counter, Histogram, Key, Label, SharedString};
 
-use super::{Outcome, TARGET};
+use super::Outcome;
 use crate::{
-    metrics::{MetricsRegistry, OVERFLOW_OPERATION},
+    metrics::{
+        toolkit::{self, Family, LabelTable, RecorderRef},
+        MetricsRegistry, DEFAULT_MAX_OPERATIONS,
+    },
     operation::OperationId,
 };
 
 /// The `?comp=` component the transaction families are registered under.
 pub const DB_COMPONENT: &str = "db";
 
-// `TARGET` is the module path of `db`, where the families were always recorded from.
-static METADATA: Metadata<'static> = Metadata::new(TARGET, Level::INFO, Some(TARGET));
-
-/// What an [`OperationSeries`] needs to register its handles lazily.
-pub(super) struct Registrar {
-    recorder: Arc<dyn Recorder + Send + Sync>,
-    duration: KeyName,
-    total: KeyName,
+/// The transaction families under `prefix`, with their help texts: duration, total, overflow.
+pub(super) fn families(prefix: &str) -> [Family; 3] {
+    [
+        Family::seconds(
+            format!("{prefix}db_transaction_duration_seconds"),
+            "Database transaction durations in seconds, from begin (acquiring a connection included) to commit, rollback or drop, by operation and outcome.",
+        ),
+        Family::counter(
+            format!("{prefix}db_transaction_total"),
+            "Database transactions by operation and outcome (commit, rollback, rollback_on_drop, error).",
+        ),
+        Family::counter(
+            format!("{prefix}db_transaction_operation_overflow_total"),
+            "Database transactions labelled operation=\"_overflow\" because the cap on distinct operations was reached.",
+        ),
+    ]
 }
 
-impl fmt::Debug for Registrar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registrar")
-            .field("duration", &self.duration)
-            .field("total", &self.total)
-            .finish_non_exhaustive()
-    }
+/// Where and under which names an [`OperationSeries`] registers its handles.
+#[derive(Debug)]
+struct Registrar {
+    recorder: RecorderRef,
+    duration: SharedString,
+    total: SharedString,
 }
 
-/// The handles of one operation, one (duration, total) pair per outcome.
+/// The handles of one operation, one (duration, total) pair per outcome, each registered
+/// with its first transaction.
+#[derive(Debug)]
 pub(super) struct OperationSeries {
     label: Label,
     by_outcome: [OnceLock<(Histogram, Counter)>; Outcome::ALL.len()],
@@ -54,54 +61,37 @@ impl OperationSeries {
             let r = &self.registrar;
             let duration = Key::from_parts(r.duration.clone(), labels.clone());
             let total = Key::from_parts(r.total.clone(), labels);
-            (
-                r.recorder.register_histogram(&duration, &METADATA),
-                r.recorder.register_counter(&total, &METADATA),
-            )
+            (r.recorder.histogram(&duration), r.recorder.counter(&total))
         })
     }
 }
 
-/// The per-[`Transactions`](super::Transactions) cache of series, with the cap on distinct operations.
+/// The series of each operation, built once per [`Transactions`](super::Transactions) (and
+/// shared by its clones).
+#[derive(Debug)]
 pub(super) struct TxMetrics {
-    pub(super) registrar: Arc<Registrar>,
-    max_operations: usize,
-    operations: RwLock<HashMap<Box<str>, Arc<OperationSeries>, foldhash::fast::RandomState>>,
-    overflow: OnceLock<Arc<OperationSeries>>,
+    registrar: Arc<Registrar>,
+    operations: LabelTable<OperationSeries>,
 }
 
 impl TxMetrics {
-    pub(super) fn new(registry: &MetricsRegistry, prefix: &str, max_operations: usize) -> Self {
-        let duration = format!("{prefix}db_transaction_duration_seconds");
-        let total = format!("{prefix}db_transaction_total");
-        registry.register_component(DB_COMPONENT, [&duration, &total]);
-        let recorder: Arc<dyn Recorder + Send + Sync> = registry.recorder();
-        recorder.describe_histogram(
-            KeyName::from(duration.clone()),
-            Some(Unit::Seconds),
-            "Database transaction durations in seconds, from begin (acquiring a connection included) to commit, rollback or drop, by operation and outcome.".into(),
-        );
-        recorder.describe_counter(
-            KeyName::from(total.clone()),
-            None,
-            "Database transactions by operation and outcome (commit, rollback, rollback_on_drop, error).".into(),
-        );
-        Self::from_registrar(
-            Arc::new(Registrar {
-                recorder,
-                duration: duration.into(),
-                total: total.into(),
-            }),
-            max_operations,
-        )
-    }
-
-    pub(super) fn from_registrar(registrar: Arc<Registrar>, max_operations: usize) -> Self {
+    /// An empty table for the `families` (as [`families`] returns them) recorded in
+    /// `recorder`; the families are described by the caller. The overflow counter is
+    /// registered now.
+    pub(super) fn new(
+        recorder: RecorderRef,
+        families: &[Family; 3],
+        max_operations: usize,
+    ) -> Self {
+        let [duration, total, overflow] = families.clone().map(|family| family.name);
         Self {
-            registrar,
-            max_operations: max_operations.max(1),
-            operations: RwLock::new(HashMap::default()),
-            overflow: OnceLock::new(),
+            operations: LabelTable::new(max_operations)
+                .with_overflow_counter(recorder.clone(), overflow),
+            registrar: Arc::new(Registrar {
+                recorder,
+                duration,
+                total,
+            }),
         }
     }
 
@@ -112,38 +102,58 @@ impl TxMetrics {
         } else {
             operation
         };
-        if let Some(series) = self
-            .operations
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(operation)
-        {
-            return series.clone();
-        }
-        let mut ops = self
-            .operations
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = ops.get(operation) {
-            return series.clone();
-        }
-        if ops.len() >= self.max_operations {
-            drop(ops);
-            return self
-                .overflow
-                .get_or_init(|| self.new_series(Cow::Borrowed(OVERFLOW_OPERATION)))
-                .clone();
-        }
-        let series = self.new_series(Cow::Owned(operation.to_owned()));
-        ops.insert(operation.into(), series.clone());
-        series
-    }
-
-    fn new_series(&self, operation: Cow<'static, str>) -> Arc<OperationSeries> {
-        Arc::new(OperationSeries {
-            label: Label::new("operation", operation),
+        self.operations.get(operation, |label| OperationSeries {
+            label: Label::new("operation", label),
             by_outcome: std::array::from_fn(|_| OnceLock::new()),
             registrar: self.registrar.clone(),
+        })
+    }
+}
+
+/// What the metrics of a [`Transactions`](super::Transactions) are built from, and their
+/// table once built, shared by the clones.
+#[derive(Debug, Clone)]
+pub(super) struct MetricsSpec {
+    recorder: RecorderRef,
+    /// Serves the families under [`DB_COMPONENT`].
+    registry: MetricsRegistry,
+    pub(super) prefix: Arc<str>,
+    pub(super) max_operations: usize,
+    table: Arc<OnceLock<TxMetrics>>,
+}
+
+impl MetricsSpec {
+    /// Metrics in `registry`, without prefix, with the default cap.
+    pub(super) fn new(registry: &MetricsRegistry) -> Self {
+        // The component exists from now on, so that `?comp=db` is served (empty) before the
+        // first transaction; its families are added when the table is built.
+        registry.register_component(DB_COMPONENT, std::iter::empty::<&str>());
+        Self {
+            recorder: RecorderRef::from(registry),
+            registry: registry.clone(),
+            prefix: Arc::from(""),
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            table: Arc::default(),
+        }
+    }
+
+    /// Changes what the table is built from: the next transaction builds a new one.
+    pub(super) fn set(&mut self, change: impl FnOnce(&mut Self)) {
+        change(self);
+        self.table = Arc::default();
+    }
+
+    /// The table, built (and its families described and served) on first use.
+    pub(super) fn table(&self) -> &TxMetrics {
+        self.table.get_or_init(|| {
+            let families = families(&self.prefix);
+            toolkit::declare(
+                &self.recorder,
+                Some(&self.registry),
+                &[DB_COMPONENT],
+                &families,
+            );
+            TxMetrics::new(self.recorder.clone(), &families, self.max_operations)
         })
     }
 }
@@ -151,15 +161,15 @@ impl TxMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::MetricConfig, db::Transactions};
+    use crate::{db::Transactions, metrics::OVERFLOW_OPERATION};
 
     #[test]
     fn series_are_cached_per_operation_and_capped() {
-        let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-        let tx = Transactions::new()
-            .with_metrics(&registry, "t_")
+        let registry = MetricsRegistry::new(&Default::default()).unwrap();
+        let tx = Transactions::new(&registry)
+            .with_prefix("t_")
             .with_max_operations(2);
-        let metrics = tx.metrics.as_ref().unwrap();
+        let metrics = tx.metrics().unwrap();
         let a = metrics.series("a");
         assert!(Arc::ptr_eq(&a, &metrics.series("a")));
         let unknown = metrics.series("");
@@ -180,13 +190,31 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_set_before_the_registry_applies() {
-        let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-        let tx = Transactions::new()
+    fn the_cap_set_before_the_prefix_applies() {
+        let registry = MetricsRegistry::new(&Default::default()).unwrap();
+        let tx = Transactions::new(&registry)
             .with_max_operations(1)
-            .with_metrics(&registry, "");
-        let metrics = tx.metrics.as_ref().unwrap();
+            .with_prefix("");
+        let metrics = tx.metrics().unwrap();
         metrics.series("a");
         assert_eq!(metrics.series("b").label.value(), OVERFLOW_OPERATION);
+    }
+
+    #[test]
+    fn lookups_past_the_cap_are_counted_in_the_overflow_family() {
+        let registry = MetricsRegistry::new(&Default::default()).unwrap();
+        let tx = Transactions::new(&registry)
+            .with_prefix("t_")
+            .with_max_operations(1);
+        let metrics = tx.metrics().unwrap();
+        let overflow = "t_db_transaction_operation_overflow_total";
+        let text = registry.render_components(&[DB_COMPONENT]).unwrap();
+        assert!(text.contains(&format!("{overflow} 0")), "{text}");
+        metrics.series("a");
+        metrics.series("b");
+        metrics.series("c");
+        let text = registry.render_components(&[DB_COMPONENT]).unwrap();
+        assert!(text.contains(&format!("{overflow} 2")), "{text}");
+        assert!(text.contains(&format!("# HELP {overflow} ")), "{text}");
     }
 }

@@ -20,7 +20,7 @@
 //! sqlx::query("CREATE TABLE project (name TEXT NOT NULL)").execute(&pool).await?;
 //!
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-//! let transactions = Transactions::new().with_metrics(&registry, "harbor_core_");
+//! let transactions = Transactions::new(&registry).with_prefix("harbor_core_");
 //!
 //! // Inside a request handler, the span `tx-createProject` is a child of the request's span.
 //! let mut tx = transactions.begin(&pool, "createProject").await?;
@@ -45,8 +45,8 @@
 //! # The span
 //!
 //! A `tracing` span (target `towerscope::db`, level `INFO`), so it nests under the current
-//! request span; with the OpenTelemetry layer of [`Telemetry`](crate::Telemetry) it becomes an
-//! OpenTelemetry span in the request's trace.
+//! request span; with the OpenTelemetry layer of `Telemetry` (its `tracing_layer`) it becomes
+//! an OpenTelemetry span in the request's trace.
 //!
 //! | field | value |
 //! |---|---|
@@ -92,19 +92,26 @@
 //!
 //! # Metrics
 //!
-//! Built [`with_metrics`](Transactions::with_metrics), each transaction is also counted:
+//! Built with [`Transactions::new`] (a registry) or [`Transactions::from_telemetry`] (the
+//! registry of a started `Telemetry`, its prefix `{metric.namespace}_{metric.subsystem}_` and
+//! its `metric.max_operations`), each transaction is also counted:
 //!
 //! | family (after the prefix) | type | labels |
 //! |---|---|---|
 //! | `db_transaction_duration_seconds` | summary (the registry's quantiles) | `operation`, `outcome` |
 //! | `db_transaction_total` | counter | `operation`, `outcome` |
+//! | `db_transaction_operation_overflow_total` | counter | |
 //!
 //! The duration runs from the call to `begin` (acquiring a connection included) until the
-//! commit or rollback returns, or the transaction is dropped. Both families are registered
+//! commit or rollback returns, or the transaction is dropped. The families are registered
 //! under the `?comp=` component [`DB_COMPONENT`] (`db`). Handles are resolved once per
 //! (operation, outcome); operations beyond the cap (default
 //! [`DEFAULT_MAX_OPERATIONS`](crate::metrics::DEFAULT_MAX_OPERATIONS)) are counted as
-//! [`_overflow`](crate::metrics::OVERFLOW_OPERATION), an empty operation as `unknown`.
+//! [`_overflow`](crate::metrics::OVERFLOW_OPERATION), and each such transaction in
+//! `db_transaction_operation_overflow_total`; an empty operation is `unknown`.
+//!
+//! For spans without metrics, use [`Transactions::without_metrics`] (also
+//! `Transactions::default()`) or the free function [`begin`].
 
 mod metrics;
 mod outcome;
@@ -145,5 +152,5 @@ pub async fn begin<'c, A>(
 where
     A: Acquire<'c>,
 {
-    Transactions::new().begin(conn, operation).await
+    Transactions::without_metrics().begin(conn, operation).await
 }

@@ -1,90 +1,80 @@
 //! [`Transactions`]: the options of traced transactions, and beginning one inside its span.
 
-use std::{fmt, future::Future, sync::Arc, time::Instant};
+use std::{fmt, future::Future, time::Instant};
 
 use sqlx::{Acquire, Database, Transaction};
 use tracing::field::Empty;
 
 use super::{
-    metrics::TxMetrics,
+    metrics::{MetricsSpec, TxMetrics},
     span::{system_name, Ending, Step},
     transaction::TracedTransaction,
     TARGET,
 };
-use crate::{
-    metrics::{MetricsRegistry, DEFAULT_MAX_OPERATIONS},
-    Telemetry,
-};
+use crate::metrics::MetricsRegistry;
 
 /// The span name of a transaction begun without an operation (Harbor's).
 pub const DEFAULT_SPAN_NAME: &str = "start-transaction";
 
 /// Begins traced transactions: the span options and, optionally, the metrics they record.
 ///
-/// Cloning is cheap and shares the metric handles.
-#[derive(Clone)]
+/// Built with [`new`](Self::new) (spans and metrics in a [`MetricsRegistry`]),
+/// [`from_telemetry`](Self::from_telemetry) (a started `Telemetry`'s registry and prefix) or
+/// [`without_metrics`](Self::without_metrics) (spans only, also the [`Default`]), then the
+/// `with_*` setters, which only store their value. The families are described (and served
+/// under `?comp=db`) and the series table is built once, at the first transaction; the
+/// clones of a `Transactions` share that table and its metric handles.
+#[derive(Clone, Default)]
 pub struct Transactions {
-    pub(super) metrics: Option<Arc<TxMetrics>>,
-    max_operations: usize,
+    /// `None`: spans only.
+    metrics: Option<MetricsSpec>,
     statements: bool,
-}
-
-impl Default for Transactions {
-    fn default() -> Self {
-        Self {
-            metrics: None,
-            max_operations: DEFAULT_MAX_OPERATIONS,
-            statements: false,
-        }
-    }
 }
 
 impl fmt::Debug for Transactions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transactions")
-            .field("metrics", &self.metrics.as_ref().map(|m| &m.registrar))
-            .field("max_operations", &self.max_operations)
+            .field("metrics", &self.metrics)
             .field("statements", &self.statements)
             .finish()
     }
 }
 
 impl Transactions {
-    /// Spans only: no metrics, no statement text.
-    pub fn new() -> Self {
+    /// Spans, and metrics in `registry`: `db_transaction_duration_seconds`,
+    /// `db_transaction_total` (by operation and outcome) and
+    /// `db_transaction_operation_overflow_total`, served under the `?comp=` component
+    /// [`DB_COMPONENT`](super::DB_COMPONENT) (`db`); no prefix (see
+    /// [`with_prefix`](Self::with_prefix)), no statement text.
+    pub fn new(registry: &MetricsRegistry) -> Self {
+        Self {
+            metrics: Some(MetricsSpec::new(registry)),
+            statements: false,
+        }
+    }
+
+    /// Spans only: no metrics, no statement text. Also the [`Default`], and what the free
+    /// function [`begin`](super::begin) uses.
+    pub fn without_metrics() -> Self {
         Self::default()
     }
 
-    /// Spans and metrics in the telemetry's registry, with its prefix
-    /// (`{namespace}_{subsystem}_`) and its cap on distinct operations (`metric.max_operations`).
-    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
-        let metric = &telemetry.config().metric;
-        Self::new()
-            .with_max_operations(metric.max_operations)
-            .with_metrics(telemetry.registry(), &metric.prefix())
-    }
-
-    /// Records `{prefix}db_transaction_duration_seconds` and `{prefix}db_transaction_total` by
-    /// operation and outcome in `registry`, registered under the `?comp=` component
-    /// [`DB_COMPONENT`](super::DB_COMPONENT). `prefix` ends in `_` unless empty. Defaults to no metrics.
-    pub fn with_metrics(mut self, registry: &MetricsRegistry, prefix: &str) -> Self {
-        self.metrics = Some(Arc::new(TxMetrics::new(
-            registry,
-            prefix,
-            self.max_operations,
-        )));
+    /// Puts `prefix` before the family names (`{prefix}db_transaction_total`, ...); it ends
+    /// in `_` unless empty. Defaults to none; does nothing without metrics.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        if let Some(spec) = &mut self.metrics {
+            spec.set(|spec| spec.prefix = prefix.into());
+        }
         self
     }
 
     /// Caps the distinct `operation` label values; further operations are counted as
-    /// `_overflow`. Defaults to [`DEFAULT_MAX_OPERATIONS`].
+    /// `_overflow`, and in `db_transaction_operation_overflow_total`. Defaults to
+    /// [`DEFAULT_MAX_OPERATIONS`](crate::metrics::DEFAULT_MAX_OPERATIONS); does nothing
+    /// without metrics.
     pub fn with_max_operations(mut self, max: usize) -> Self {
-        self.max_operations = max.max(1);
-        if let Some(metrics) = &mut self.metrics {
-            *metrics = Arc::new(TxMetrics::from_registrar(
-                metrics.registrar.clone(),
-                self.max_operations,
-            ));
+        if let Some(spec) = &mut self.metrics {
+            spec.set(|spec| spec.max_operations = max);
         }
         self
     }
@@ -95,6 +85,11 @@ impl Transactions {
     pub fn with_statements(mut self, record: bool) -> Self {
         self.statements = record;
         self
+    }
+
+    /// The series table, built on first use; `None` without metrics.
+    pub(super) fn metrics(&self) -> Option<&TxMetrics> {
+        self.metrics.as_ref().map(MetricsSpec::table)
     }
 
     /// Begins a transaction on `conn` inside a span `tx-<operation>` (`start-transaction` when
@@ -155,7 +150,7 @@ impl Transactions {
         Ending {
             span,
             start: Instant::now(),
-            series: self.metrics.as_ref().map(|m| m.series(operation)),
+            series: self.metrics().map(|m| m.series(operation)),
             statements: self.statements,
             ended: false,
         }

@@ -36,9 +36,9 @@ impl Default for JobContext {
 
 impl JobContext {
     /// The context of the code running now: the current `tracing` span's OpenTelemetry span
-    /// context and [`request_id::current`]. Inside a handler behind
-    /// [`Telemetry::layer`](crate::Telemetry::layer), that is the request's server span (or a
-    /// span inside it) and its `X-Request-ID`. Outside a traced span, the span context is
+    /// context and [`request_id::current`]. Inside a handler behind `Telemetry::layer` (an
+    /// [`ObservabilityLayer`](crate::ObservabilityLayer)), that is the request's server span
+    /// (or a span inside it) and its `X-Request-ID`. Outside a traced span, the span context is
     /// invalid and the job's span gets no link.
     pub fn capture() -> Self {
         let cx = Span::current().context();

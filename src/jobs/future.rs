@@ -1,4 +1,4 @@
-//! [`JobFuture`]: the instrumented job, and the `Run` guard that records how it ended.
+//! [`JobFuture`]: the instrumented job, settled by a [`SettleGuard`] holding its [`JobRun`].
 
 use std::{
     any::Any,
@@ -15,25 +15,44 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use super::{series::TypeSeries, JobOutcome, JobStatus, MAX_STATUS_DESCRIPTION};
-use crate::text::capped;
+use crate::{
+    metrics::toolkit::{Outcome, Settle, SettleGuard},
+    text::capped,
+};
 
-/// One job run: records its status on the span and in the metrics when dropped, so every way
-/// the future can end (completion, panic, cancellation) is counted exactly once.
-struct Run {
+/// One job run: what its [`SettleGuard`] records, exactly once, however the future ends.
+///
+/// | how the job ended | [`Outcome`] | `status` |
+/// |---|---|---|
+/// | resolved to a successful [`JobOutcome`] | `Complete` | `success` |
+/// | resolved to a failed one | `Complete` | `fail`, with its message |
+/// | panicked while polled | `Panicked` | `fail`, with the panic message |
+/// | dropped before it completed | `Cancelled` | `stop` |
+pub(super) struct JobRun {
     series: Arc<TypeSeries>,
     span: Span,
     start: Instant,
-    /// Set when the job completed or panicked; `None` at drop means it was cancelled.
-    outcome: Option<(JobStatus, Option<String>)>,
+    /// Set when the job resolved to a failed outcome or panicked: its message, if any.
+    failure: Option<Option<String>>,
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let (status, message) = self.outcome.take().unwrap_or((JobStatus::Stop, None));
+impl JobRun {
+    fn failed(&mut self, message: Option<String>) {
+        self.failure = Some(message);
+    }
+}
+
+impl Settle for JobRun {
+    fn settle(&mut self, outcome: Outcome) {
+        let status = match outcome {
+            Outcome::Complete if self.failure.is_none() => JobStatus::Success,
+            Outcome::Complete | Outcome::Error | Outcome::Panicked => JobStatus::Fail,
+            Outcome::Cancelled => JobStatus::Stop,
+        };
         self.span.record("job.status", status.as_str());
         if status == JobStatus::Fail {
             self.span.record("otel.status_code", "ERROR");
-            if let Some(message) = message {
+            if let Some(message) = self.failure.take().flatten() {
                 self.span.record(
                     "otel.status_description",
                     capped(&message, MAX_STATUS_DESCRIPTION),
@@ -42,6 +61,18 @@ impl Drop for Run {
         }
         self.series
             .record(status, self.start.elapsed().as_secs_f64());
+    }
+
+    fn span(&self) -> Option<&Span> {
+        Some(&self.span)
+    }
+}
+
+impl fmt::Debug for JobRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobRun")
+            .field("type", &self.series.label())
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,14 +95,14 @@ pin_project! {
         // Declared first so the job's own state is dropped before the run is counted.
         #[pin]
         inner: F,
-        run: Option<Run>,
+        guard: Option<SettleGuard<JobRun>>,
     }
 }
 
 impl<F> fmt::Debug for JobFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobFuture")
-            .field("finished", &self.run.is_none())
+            .field("finished", &self.guard.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -81,12 +112,12 @@ impl<F> JobFuture<F> {
     pub(super) fn new(inner: F, series: Arc<TypeSeries>, span: Span) -> Self {
         JobFuture {
             inner,
-            run: Some(Run {
+            guard: Some(SettleGuard::new(JobRun {
                 series,
                 span,
                 start: Instant::now(),
-                outcome: None,
-            }),
+                failure: None,
+            })),
         }
     }
 }
@@ -100,29 +131,33 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(run) = this.run.as_mut() else {
+        let Some(guard) = this.guard.as_mut() else {
             // Polled after completion: the inner future decides what that means.
             return this.inner.poll(cx);
         };
-        let polled = {
-            let _entered = run.span.enter();
-            // Cheap when nothing panics; lets a panicking job be counted before unwinding on.
-            panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)))
-        };
+        // The guard tells a panic as everywhere (it is dropped mid-poll); catching it here
+        // only reads its message for the span, before it goes on to the task.
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            guard.poll(|| this.inner.as_mut().poll(cx))
+        }));
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
-                run.outcome = Some(if output.is_failure() {
-                    (JobStatus::Fail, output.failure_message())
-                } else {
-                    (JobStatus::Success, None)
-                });
-                this.run.take();
+                if let Some(run) = guard.state() {
+                    if output.is_failure() {
+                        run.failed(output.failure_message());
+                    }
+                }
+                guard.settle(Outcome::Complete);
+                *this.guard = None;
                 Poll::Ready(output)
             }
             Err(payload) => {
-                run.outcome = Some((JobStatus::Fail, Some(panic_message(&*payload))));
-                this.run.take();
+                if let Some(run) = guard.state() {
+                    run.failed(Some(panic_message(&*payload)));
+                }
+                // Dropped mid-poll, the guard settles the run as `Panicked`.
+                *this.guard = None;
                 panic::resume_unwind(payload)
             }
         }
@@ -138,5 +173,12 @@ mod tests {
         assert_eq!(capped("héllo", 2), "h");
         assert_eq!(capped("héllo", 3), "hé");
         assert_eq!(capped("abc", 10), "abc");
+    }
+
+    #[test]
+    fn panic_messages_read_str_and_string_payloads() {
+        assert_eq!(panic_message(&"out of disk"), "panicked: out of disk");
+        assert_eq!(panic_message(&String::from("x")), "panicked: x");
+        assert_eq!(panic_message(&7_u8), "panicked: Box<dyn Any>");
     }
 }

@@ -11,8 +11,9 @@
 //!   span, not parented to it, as a job may run long after the request ended), with the fields
 //!   `job.id`, `job.name`, `job.periodic`, `request_id` (the enqueuer's) and `job.status`;
 //! - `{prefix}task_total{type,status}` (counter) and `{prefix}task_process_time_seconds{type,status}`
-//!   (summary with the registry's quantiles), where `type` is the job name, registered under
-//!   the `?comp=jobservice` component.
+//!   (summary with the registry's quantiles), where `type` is the job name, and
+//!   `{prefix}task_type_overflow_total` (counter: runs labelled `type="_overflow"`), served
+//!   under the `?comp=jobservice` component.
 //!
 //! The status is `success` when the future resolves to a successful [`JobOutcome`] (`Ok(_)`,
 //! `()`), `fail` when it resolves to a failed one (`Err(_)`) or panics (the panic is then
@@ -25,7 +26,17 @@
 //! first run of a job type (so `increase(...{status="fail"}[5m])` is 0, not absent); a
 //! summary series appears with its first observation. At most [`DEFAULT_MAX_JOB_TYPES`]
 //! distinct job names get their own series (see [`Jobs::with_max_types`]); further names are
-//! counted under `type="_overflow"` (their spans keep the real name).
+//! counted under `type="_overflow"` (their spans keep the real name), and each such run in
+//! `task_type_overflow_total`, scraped as 0 from the first run on.
+//!
+//! # Construction
+//!
+//! [`Jobs::new`] records into a [`MetricsRegistry`](crate::metrics::MetricsRegistry) and serves
+//! the families under `?comp=jobservice`; [`Jobs::with_recorder`] records into any `metrics`
+//! recorder (a `DebuggingRecorder` in tests, another exporter). Then [`Jobs::with_prefix`] and
+//! [`Jobs::with_max_types`]. [`Jobs::from_telemetry`] takes the registry of a started
+//! `Telemetry` and the prefix `{metric.namespace}_{metric.subsystem}_`: Harbor's jobservice
+//! runs with `namespace: harbor, subsystem: jobservice`, hence `harbor_jobservice_task_total`.
 //!
 //! # Example
 //!
@@ -39,7 +50,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-//! let jobs = Jobs::new(&registry, "harbor_jobservice_");
+//! let jobs = Jobs::new(&registry).with_prefix("harbor_jobservice_");
 //!
 //! // In the handler that enqueues the job (here outside any request: an empty context).
 //! let context = JobContext::capture();
@@ -66,8 +77,6 @@ mod outcome;
 mod runner;
 mod series;
 
-use metrics::{Level, Metadata};
-
 pub use context::{InvalidTraceparent, JobContext};
 pub use future::JobFuture;
 pub use outcome::{JobOutcome, JobStatus};
@@ -81,7 +90,3 @@ pub const DEFAULT_MAX_JOB_TYPES: usize = 1000;
 
 /// Longest failure message recorded as the span's status description, in bytes.
 pub const MAX_STATUS_DESCRIPTION: usize = 1024;
-
-// Here rather than in `series.rs`, so that its target is `towerscope::jobs`.
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));

@@ -1,50 +1,39 @@
-//! The metric handles of each job type, registered on first use and cached, with the cap on
-//! distinct types.
+//! The task families, and the handles of each job type in a capped [`LabelTable`].
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, OnceLock, PoisonError, RwLock,
-    },
-};
+use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Histogram, Key, Label, Recorder, SharedString};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use metrics::{Counter, Histogram, Key, Label, SharedString};
 
-use super::{JobStatus, METADATA};
-use crate::metrics::OVERFLOW_OPERATION;
+use super::JobStatus;
+use crate::metrics::toolkit::{Family, LabelTable, RecorderRef};
 
-/// Names and recorder of the two families.
-pub(super) struct Families {
-    pub(super) recorder: Arc<PrometheusRecorder>,
-    pub(super) total: SharedString,
-    pub(super) time: SharedString,
+/// The task families under `prefix`, with their help texts: total, process time, overflow.
+pub(super) fn families(prefix: &str) -> [Family; 3] {
+    [
+        Family::counter(
+            format!("{prefix}task_total"),
+            "Finished jobs, by type (job name) and status (success, fail, stop: cancelled).",
+        ),
+        Family::seconds(
+            format!("{prefix}task_process_time_seconds"),
+            "Job process time in seconds, by type (job name) and status.",
+        ),
+        Family::counter(
+            format!("{prefix}task_type_overflow_total"),
+            "Job runs labelled type=\"_overflow\" because the cap on distinct job types was reached.",
+        ),
+    ]
 }
 
-/// The handles of one job type: counters of every status, summaries registered on first use.
-pub(super) struct TypeSeries {
-    label: SharedString,
-    total: [Counter; 3],
-    time: [OnceLock<Histogram>; 3],
-    families: Arc<Families>,
+/// Where and under which names a [`TypeSeries`] registers its handles.
+#[derive(Debug)]
+struct Registrar {
+    recorder: RecorderRef,
+    total: SharedString,
+    time: SharedString,
 }
 
-impl TypeSeries {
-    fn new(families: Arc<Families>, label: SharedString) -> Self {
-        let total = JobStatus::ALL.map(|status| {
-            families
-                .recorder
-                .register_counter(&Self::key(&families.total, &label, status), &METADATA)
-        });
-        Self {
-            label,
-            total,
-            time: std::array::from_fn(|_| OnceLock::new()),
-            families,
-        }
-    }
-
+impl Registrar {
     fn key(name: &SharedString, label: &SharedString, status: JobStatus) -> Key {
         Key::from_parts(
             name.clone(),
@@ -54,58 +43,77 @@ impl TypeSeries {
             ],
         )
     }
+}
 
+/// The handles of one job type: the counters of every status, registered with the type (so
+/// that `status="fail"` is scraped as 0 before the first failure), and the process-time
+/// summaries, registered with their first observation.
+#[derive(Debug)]
+pub(super) struct TypeSeries {
+    label: SharedString,
+    total: [Counter; 3],
+    time: [OnceLock<Histogram>; 3],
+    registrar: Arc<Registrar>,
+}
+
+impl TypeSeries {
+    fn new(registrar: Arc<Registrar>, label: SharedString) -> Self {
+        let total = JobStatus::ALL.map(|status| {
+            let key = Registrar::key(&registrar.total, &label, status);
+            registrar.recorder.counter(&key)
+        });
+        Self {
+            label,
+            total,
+            time: std::array::from_fn(|_| OnceLock::new()),
+            registrar,
+        }
+    }
+
+    /// Counts one run that ended with `status` after `seconds`.
     pub(super) fn record(&self, status: JobStatus, seconds: f64) {
         self.total[status.index()].increment(1);
         self.time[status.index()]
             .get_or_init(|| {
-                let key = Self::key(&self.families.time, &self.label, status);
-                self.families.recorder.register_histogram(&key, &METADATA)
+                let key = Registrar::key(&self.registrar.time, &self.label, status);
+                self.registrar.recorder.histogram(&key)
             })
             .record(seconds);
     }
+
+    /// The `type` label value of this series (`_overflow` past the cap).
+    pub(super) fn label(&self) -> &str {
+        self.label.as_ref()
+    }
 }
 
-/// What the clones of a [`Jobs`](super::Jobs) share: the families and the handles per job type.
-pub(super) struct JobsInner {
-    pub(super) families: Arc<Families>,
-    pub(super) types: RwLock<HashMap<String, Arc<TypeSeries>, foldhash::fast::RandomState>>,
-    pub(super) overflow: OnceLock<Arc<TypeSeries>>,
-    pub(super) max_types: AtomicUsize,
+/// The series of each job type, built once per [`Jobs`](super::Jobs) (and shared by its
+/// clones).
+#[derive(Debug)]
+pub(super) struct JobTable {
+    registrar: Arc<Registrar>,
+    types: LabelTable<TypeSeries>,
 }
 
-impl JobsInner {
-    /// The handles of job type `name`, registered on first use.
+impl JobTable {
+    /// An empty table for the `families` (as [`families`] returns them) recorded in
+    /// `recorder`; the families are described by the caller. The overflow counter is
+    /// registered now.
+    pub(super) fn new(recorder: RecorderRef, families: &[Family; 3], max_types: usize) -> Self {
+        let [total, time, overflow] = families.clone().map(|family| family.name);
+        Self {
+            types: LabelTable::new(max_types).with_overflow_counter(recorder.clone(), overflow),
+            registrar: Arc::new(Registrar {
+                recorder,
+                total,
+                time,
+            }),
+        }
+    }
+
+    /// The handles of job type `name`, registered on first use (`_overflow` past the cap).
     pub(super) fn series(&self, name: &str) -> Arc<TypeSeries> {
-        if let Some(series) = self
-            .types
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-        {
-            return series.clone();
-        }
-        let mut types = self.types.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = types.get(name) {
-            return series.clone();
-        }
-        if types.len() >= self.max_types.load(Ordering::Relaxed) {
-            drop(types);
-            return self
-                .overflow
-                .get_or_init(|| {
-                    Arc::new(TypeSeries::new(
-                        self.families.clone(),
-                        SharedString::const_str(OVERFLOW_OPERATION),
-                    ))
-                })
-                .clone();
-        }
-        let series = Arc::new(TypeSeries::new(
-            self.families.clone(),
-            SharedString::from(name.to_owned()),
-        ));
-        types.insert(name.to_owned(), series.clone());
-        series
+        self.types
+            .get(name, |label| TypeSeries::new(self.registrar.clone(), label))
     }
 }

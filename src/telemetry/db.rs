@@ -1,0 +1,21 @@
+//! [`Transactions::from_telemetry`]: here, not in `db`, so that the integration does not
+//! import the facade built on top of it.
+
+use super::Telemetry;
+use crate::db::Transactions;
+
+impl Transactions {
+    /// Spans, and metrics in the registry of a service started with [`Telemetry`]: the prefix
+    /// `{metric.namespace}_{metric.subsystem}_` (`harbor_core_db_transaction_total` for
+    /// Harbor's core) and the cap `metric.max_operations`; that is, with
+    /// `let metric = &telemetry.config().metric`,
+    /// `Transactions::new(telemetry.registry()).with_prefix(&metric.prefix())`
+    /// `.with_max_operations(metric.max_operations)`. For spans only, use
+    /// [`Transactions::without_metrics`].
+    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
+        let metric = &telemetry.config().metric;
+        Self::new(telemetry.registry())
+            .with_prefix(&metric.prefix())
+            .with_max_operations(metric.max_operations)
+    }
+}
