@@ -160,7 +160,9 @@ mod tests {
         )
     }
 
-    fn poll_once<B: Body + Unpin>(b: &mut B) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
+    fn poll_once<B: Body + Unpin>(b: &mut B) -> Polled<B> {
         Pin::new(b).poll_frame(&mut Context::from_waker(Waker::noop()))
     }
 
