@@ -1,5 +1,8 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
+#[cfg(feature = "tonic")]
+mod grpc;
+
 use std::{io, sync::Arc};
 
 use opentelemetry::propagation::TextMapPropagator;
