@@ -1,5 +1,7 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
+#[cfg(feature = "reqwest")]
+mod client;
 #[cfg(feature = "tonic")]
 mod grpc;
 
