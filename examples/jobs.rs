@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The worker: each run is a `run-job` span linked to the request, and is counted.
-    let jobs = Jobs::new(telemetry.registry(), &config.metric.prefix());
+    let jobs = Jobs::from_telemetry(&telemetry);
     let info = |id: &str| JobInfo {
         id: id.into(),
         name: "REPLICATION".into(),

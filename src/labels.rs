@@ -58,6 +58,7 @@ impl MethodTable {
     }
 
     /// The standard set ([`STANDARD_METHODS`]).
+    #[cfg(feature = "reqwest")]
     pub(crate) fn standard() -> Self {
         Self::new(&STANDARD_METHODS)
     }

@@ -1,7 +1,11 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
 
+#[cfg(feature = "reqwest")]
+mod client;
 #[cfg(feature = "sqlx")]
 mod db;
+#[cfg(feature = "tonic")]
+mod grpc;
 mod jobs;
 
 use std::{io, sync::Arc};

@@ -8,7 +8,9 @@ mod support;
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::SocketAddr,
+    pin::Pin,
     time::{Duration, Instant},
 };
 
@@ -470,6 +472,47 @@ async fn urls_are_redacted_and_operations_and_the_peer_cap_label_calls() {
         sample(&text, "red_http_client_peer_overflow_total"),
         Some(1.0),
         "{text}"
+    );
+}
+
+/// A middleware that panics in its future, below the instrumentation.
+fn panics<'a>(
+    _req: reqwest::Request,
+    _extensions: &'a mut http::Extensions,
+    _next: reqwest_middleware::Next<'a>,
+) -> Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>> {
+    Box::pin(async { panic!("a middleware panicked on purpose") })
+}
+
+#[tokio::test]
+async fn a_panic_below_the_middleware_is_an_error_not_a_cancelled_call() {
+    let (t, exporter) = telemetry("pan");
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    // Added by hand, not with `build_client`: the table is built at the first call.
+    let client = reqwest_middleware::ClientBuilder::new(plain_client())
+        .with(ClientMiddleware::new(t.registry()).with_prefix("p_"))
+        .with(panics)
+        .build();
+    let url = "http://127.0.0.1:9/x";
+    let call = tokio::spawn(async move { client.get(url).send().await });
+    assert!(call.await.unwrap_err().is_panic());
+
+    let text = t.registry().render_components(&["client"]).unwrap();
+    let series = r#"p_http_client_request_total{method="GET",code="error",peer="127.0.0.1:9"}"#;
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    let inflight = r#"p_http_client_inflight_requests{method="GET",peer="127.0.0.1:9"}"#;
+    assert_eq!(sample(&text, inflight), Some(0.0), "{text}");
+    assert!(!text.contains(r#"code="cancelled""#), "{text}");
+
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = client_span(&spans, url);
+    assert_eq!(attr(span, "error.type").as_deref(), Some("_OTHER"));
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
     );
 }
 

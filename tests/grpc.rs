@@ -669,6 +669,29 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
     );
 }
 
+async fn panics(_req: Request<()>) -> Result<Response<Frames>, Infallible> {
+    panic!("the service panicked on purpose")
+}
+
+#[tokio::test]
+async fn a_service_panicking_through_the_layer_is_500_unknown() {
+    let registry = registry();
+    let svc = ServiceBuilder::new()
+        .layer(GrpcLayer::new(&registry))
+        .service(service_fn(panics));
+    let req = Request::post("/pkg.Svc/Panic").body(()).unwrap();
+    let call = tokio::spawn(svc.oneshot(req));
+    assert!(matches!(call.await, Err(e) if e.is_panic()));
+    let text = registry.render_components(&["grpc"]).unwrap();
+    assert_eq!(
+        sample(&text, &total(500, "UNKNOWN", "pkg.Svc/Panic")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, &inflight("pkg.Svc/Panic")), Some(0.0));
+    assert!(!text.contains(r#"grpc_code="CANCELLED""#), "{text}");
+}
+
 #[tokio::test]
 async fn non_grpc_paths_are_unknown_and_operations_are_capped() {
     let registry = registry();

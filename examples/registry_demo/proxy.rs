@@ -367,7 +367,7 @@ mod tests {
 
     fn proxy_of(base: &str) -> Proxy {
         let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-        let client = ClientMiddleware::new(&registry, "")
+        let client = ClientMiddleware::new(&registry)
             .build_client(reqwest::Client::builder())
             .unwrap();
         Proxy::with_client(base, client)

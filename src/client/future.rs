@@ -3,25 +3,116 @@
 
 use std::{
     error::Error as StdError,
+    fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
+    time::Instant,
 };
 
 use reqwest::Response;
 use tracing::Span;
 
-use super::metrics::{Code, InFlight};
+use super::metrics::{Code, Series};
+use crate::metrics::toolkit::{Outcome, Settle, SettleGuard};
 
 pub(super) type BoxFuture<'a> =
     Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'a>>;
+
+/// A call in flight: its span, and its series when metrics are recorded. Settled once, when
+/// the response headers arrive or the call fails (its code), when the caller drops the call
+/// (`cancelled`), or when a middleware below panics (`error`).
+pub(super) struct InFlight {
+    span: Span,
+    metrics: Option<(Arc<Series>, Instant)>,
+    /// The code of the response or failure, counted when the call settles.
+    code: Code,
+}
+
+impl InFlight {
+    /// Counts the call in flight in `series`, if any; `span` ends when the call settles.
+    pub(super) fn start(span: Span, series: Option<Arc<Series>>) -> Self {
+        let metrics = series.map(|series| {
+            series.start();
+            (series, Instant::now())
+        });
+        Self {
+            span,
+            metrics,
+            code: Code::Error,
+        }
+    }
+
+    /// Notes the outcome of the call on its span, and the code it is counted with.
+    fn on_result(&mut self, result: &reqwest_middleware::Result<Response>) {
+        let span = &self.span;
+        match result {
+            Ok(res) => {
+                let status = res.status();
+                self.code = Code::Status(status.as_u16());
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                span.record("network.protocol.version", protocol_version(res.version()));
+                if status.is_client_error() || status.is_server_error() {
+                    span.record("error.type", status.as_str());
+                }
+                if status.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(err) => {
+                let failure = Failure::of(err);
+                self.code = match failure {
+                    Failure::Timeout => Code::Timeout,
+                    Failure::Connect => Code::Connect,
+                    Failure::Request | Failure::Other => Code::Error,
+                };
+                span.record("error.type", failure.error_type());
+                span.record("otel.status_code", "ERROR");
+                if let Some(cause) = cause(err) {
+                    span.record("otel.status_description", cause);
+                }
+            }
+        }
+    }
+}
+
+impl Settle for InFlight {
+    fn settle(&mut self, outcome: Outcome) {
+        let code = match outcome {
+            Outcome::Complete | Outcome::Error => self.code,
+            Outcome::Cancelled => Code::Cancelled,
+            Outcome::Panicked => {
+                self.span.record("error.type", Failure::Other.error_type());
+                self.span.record("otel.status_code", "ERROR");
+                Code::Error
+            }
+        };
+        if let Some((series, start)) = &self.metrics {
+            series.finish(start.elapsed(), code);
+        }
+        // The span is dropped with this state: it ends when the headers arrived.
+    }
+
+    fn span(&self) -> Option<&Span> {
+        Some(&self.span)
+    }
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlight")
+            .field("code", &self.code)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The future of one call: polls the rest of the stack inside the span, then records the
 /// outcome and ends the span.
 pub(super) struct ResponseFuture<'a> {
     pub(super) inner: BoxFuture<'a>,
-    pub(super) span: Option<Span>,
-    pub(super) metrics: Option<InFlight>,
+    pub(super) guard: Option<SettleGuard<InFlight>>,
 }
 
 impl Future for ResponseFuture<'_> {
@@ -29,42 +120,18 @@ impl Future for ResponseFuture<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let result = {
-            let _entered = this.span.as_ref().map(Span::enter);
-            ready!(this.inner.as_mut().poll(cx))
+        let Some(guard) = this.guard.as_mut() else {
+            return this.inner.as_mut().poll(cx);
         };
-        let failure = result.as_ref().err().map(Failure::of);
-        if let Some(mut metrics) = this.metrics.take() {
-            metrics.finish(match (&result, failure) {
-                (Ok(res), _) => Code::Status(res.status().as_u16()),
-                (Err(_), Some(Failure::Timeout)) => Code::Timeout,
-                (Err(_), Some(Failure::Connect)) => Code::Connect,
-                (Err(_), _) => Code::Error,
-            });
+        let result = ready!(guard.poll(|| this.inner.as_mut().poll(cx)));
+        if let Some(call) = guard.state() {
+            call.on_result(&result);
         }
-        // Dropping the span here ends it when the headers arrived.
-        if let Some(span) = this.span.take() {
-            match &result {
-                Ok(res) => {
-                    let status = res.status();
-                    span.record("http.response.status_code", i64::from(status.as_u16()));
-                    span.record("network.protocol.version", protocol_version(res.version()));
-                    if status.is_client_error() || status.is_server_error() {
-                        span.record("error.type", status.as_str());
-                    }
-                    if status.is_server_error() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                }
-                Err(err) => {
-                    span.record("error.type", failure.map_or("_OTHER", Failure::error_type));
-                    span.record("otel.status_code", "ERROR");
-                    if let Some(cause) = cause(err) {
-                        span.record("otel.status_description", cause);
-                    }
-                }
-            }
-        }
+        guard.settle(match result {
+            Ok(_) => Outcome::Complete,
+            Err(_) => Outcome::Error,
+        });
+        this.guard = None;
         Poll::Ready(result)
     }
 }
@@ -129,14 +196,21 @@ fn cause(err: &reqwest_middleware::Error) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::metrics::known_method;
+    use crate::labels::{standard_method, MethodTable, OTHER_METHOD};
     use http::Method;
 
     #[test]
     fn failures_are_classified() {
         let err = reqwest_middleware::Error::Middleware(std::io::Error::other("boom").into());
         assert_eq!(Failure::of(&err), Failure::Other);
-        assert_eq!(known_method(&Method::PATCH), Some((8, "PATCH")));
-        assert_eq!(known_method(&Method::from_bytes(b"PURGE").unwrap()), None);
+        // The client's methods: PATCH at index 8 with its name, PURGE without index or name.
+        let methods = MethodTable::standard();
+        assert_eq!(methods.index(&Method::PATCH), 8);
+        assert_eq!(methods.label(8).as_ref(), "PATCH");
+        assert_eq!(standard_method(&Method::PATCH), Some("PATCH"));
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(methods.index(&purge), methods.len());
+        assert_eq!(methods.label(methods.len()).as_ref(), OTHER_METHOD);
+        assert_eq!(standard_method(&purge), None);
     }
 }

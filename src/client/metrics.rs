@@ -1,32 +1,27 @@
-//! The client metric families: their names, the handles cached per (peer, method) with the cap
-//! on distinct peers, and the guard that counts a call in flight.
+//! The client metric families: their names, and the handles of each (peer, method), resolved
+//! once in a [`LabelTable`] with the cap on distinct peers.
 
 use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, OnceLock, PoisonError, RwLock},
-    time::Instant,
+    fmt::{self, Write as _},
+    sync::{Arc, OnceLock},
+    time::Duration,
 };
 
 use http::Method;
-use metrics::{
-    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, Label, SharedString};
 
-use crate::metrics::{OTHER_METHOD, OVERFLOW_OPERATION};
+use crate::{
+    labels::MethodTable,
+    metrics::toolkit::{
+        http_slot, status_label, CodeCounters, Family, LabelTable, RecorderRef, HTTP_SLOTS,
+    },
+};
 
 /// The `?comp=` component the client families are registered under.
 pub const CLIENT_COMPONENT: &str = "client";
 
 /// The default cap on distinct `peer` label values.
 pub const DEFAULT_MAX_PEERS: usize = 1000;
-
-// The module path of `client`, where the families were always recorded from, not this file's.
-static METADATA: Metadata<'static> = Metadata::new(
-    "towerscope::client",
-    Level::INFO,
-    Some("towerscope::client"),
-);
 
 /// The names of the client families behind a prefix.
 ///
@@ -65,23 +60,28 @@ impl ClientMetricNames {
     }
 }
 
-/// The number of standard methods; their indexes are `0..METHODS`, `_OTHER` is `METHODS`.
-pub(super) const METHODS: usize = 9;
+impl Default for ClientMetricNames {
+    /// The names without a prefix: `http_client_request_total`, ...
+    fn default() -> Self {
+        Self::with_prefix("")
+    }
+}
 
-/// The label index and name of a method of the standard set.
-pub(super) fn known_method(method: &Method) -> Option<(usize, &'static str)> {
-    Some(match method.as_str() {
-        "GET" => (0, "GET"),
-        "HEAD" => (1, "HEAD"),
-        "POST" => (2, "POST"),
-        "PUT" => (3, "PUT"),
-        "DELETE" => (4, "DELETE"),
-        "CONNECT" => (5, "CONNECT"),
-        "OPTIONS" => (6, "OPTIONS"),
-        "TRACE" => (7, "TRACE"),
-        "PATCH" => (8, "PATCH"),
-        _ => return None,
-    })
+// The `# HELP` texts of the client families.
+const INFLIGHT_HELP: &str = "Outgoing HTTP requests in flight, by method and peer.";
+const DURATION_HELP: &str = "Outgoing HTTP request durations in seconds until the response headers arrived, by method and peer.";
+const TOTAL_HELP: &str = "Finished outgoing HTTP requests, by method, status code (or timeout, connect, error, cancelled) and peer.";
+const OVERFLOW_HELP: &str = "Outgoing HTTP requests labelled peer=\"_overflow\" because the cap on distinct peers was reached.";
+
+/// The families of [`ClientMiddleware`](super::ClientMiddleware), with their help texts.
+pub(super) fn families(names: &ClientMetricNames) -> [Family; 4] {
+    let [inflight, duration, total, overflow] = names.families().map(str::to_owned);
+    [
+        Family::gauge(inflight, INFLIGHT_HELP),
+        Family::seconds(duration, DURATION_HELP),
+        Family::counter(total, TOTAL_HELP),
+        Family::counter(overflow, OVERFLOW_HELP),
+    ]
 }
 
 /// The `code` label of a finished call.
@@ -97,67 +97,28 @@ pub(super) enum Code {
 impl Code {
     fn label(self) -> SharedString {
         match self {
-            Self::Status(code) => SharedString::from(code.to_string()),
+            Self::Status(code) => status_label(code),
             Self::Timeout => SharedString::const_str("timeout"),
             Self::Connect => SharedString::const_str("connect"),
             Self::Error => SharedString::const_str("error"),
             Self::Cancelled => SharedString::const_str("cancelled"),
         }
     }
-}
 
-/// Where series are registered, and under which names.
-pub(super) struct Families {
-    recorder: Arc<dyn Recorder + Send + Sync>,
-    inflight: SharedString,
-    duration: SharedString,
-    total: SharedString,
-    overflowed: Counter,
-}
-
-impl fmt::Debug for Families {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Families")
-            .field("total", &self.total)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Families {
-    pub(super) fn new(
-        recorder: Arc<dyn Recorder + Send + Sync>,
-        names: &ClientMetricNames,
-    ) -> Self {
-        recorder.describe_gauge(
-            names.inflight.clone().into(),
-            None,
-            "Outgoing HTTP requests in flight, by method and peer.".into(),
-        );
-        recorder.describe_histogram(
-            names.duration.clone().into(),
-            Some(Unit::Seconds),
-            "Outgoing HTTP request durations in seconds until the response headers arrived, by method and peer.".into(),
-        );
-        recorder.describe_counter(
-            names.total.clone().into(),
-            None,
-            "Finished outgoing HTTP requests, by method, status code (or timeout, connect, error, cancelled) and peer.".into(),
-        );
-        recorder.describe_counter(
-            names.overflow.clone().into(),
-            None,
-            "Outgoing HTTP requests labelled peer=\"_overflow\" because the cap on distinct peers was reached.".into(),
-        );
-        let overflowed =
-            recorder.register_counter(&Key::from_name(names.overflow.clone()), &METADATA);
-        Self {
-            recorder,
-            inflight: names.inflight.clone().into(),
-            duration: names.duration.clone().into(),
-            total: names.total.clone().into(),
-            overflowed,
+    /// The counter slot of a status; the other codes are in the list.
+    fn slot(self) -> Option<usize> {
+        match self {
+            Self::Status(code) => http_slot(code),
+            _ => None,
         }
     }
+}
+
+/// Where a [`Series`] registers the counter of each code it counts.
+#[derive(Debug)]
+struct Totals {
+    recorder: RecorderRef,
+    name: SharedString,
 }
 
 /// The handles of one (peer, method).
@@ -165,50 +126,37 @@ impl Families {
 pub(super) struct Series {
     inflight: Gauge,
     duration: Histogram,
+    /// `[method, peer]`.
     labels: [Label; 2],
-    totals: RwLock<Vec<(Code, Counter)>>,
-    families: Arc<Families>,
+    totals: CodeCounters<Code, HTTP_SLOTS>,
+    totals_in: Arc<Totals>,
 }
 
 impl Series {
-    fn new(families: &Arc<Families>, method: &'static str, peer: SharedString) -> Self {
-        let labels = [
-            Label::new("method", SharedString::const_str(method)),
-            Label::new("peer", peer),
-        ];
-        let r = &families.recorder;
-        let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
-        Self {
-            inflight: r.register_gauge(&key(&families.inflight), &METADATA),
-            duration: r.register_histogram(&key(&families.duration), &METADATA),
-            labels,
-            totals: RwLock::new(Vec::new()),
-            families: families.clone(),
-        }
+    /// Counts a call in flight.
+    pub(super) fn start(&self) {
+        self.inflight.increment(1.0);
     }
 
-    fn count(&self, code: Code) {
-        let find = |totals: &[(Code, Counter)]| {
-            totals
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map(|(_, counter)| counter.increment(1))
-        };
-        if find(&self.totals.read().unwrap_or_else(PoisonError::into_inner)).is_some() {
-            return;
-        }
-        let mut totals = self.totals.write().unwrap_or_else(PoisonError::into_inner);
-        if find(&totals).is_some() {
-            return;
-        }
+    /// Ends a call started with [`start`](Self::start) after `elapsed`, with `code`.
+    pub(super) fn finish(&self, elapsed: Duration, code: Code) {
+        self.inflight.decrement(1.0);
+        self.duration.record(elapsed.as_secs_f64());
+        self.count(code);
+    }
+
+    pub(super) fn count(&self, code: Code) {
+        self.totals
+            .increment(code, code.slot(), |code| self.register_total(code));
+    }
+
+    fn register_total(&self, code: Code) -> Counter {
         let [method, peer] = self.labels.clone();
-        let key = Key::from_parts(
-            self.families.total.clone(),
-            vec![method, Label::new("code", code.label()), peer],
-        );
-        let counter = self.families.recorder.register_counter(&key, &METADATA);
-        counter.increment(1);
-        totals.push((code, counter));
+        let labels = vec![method, Label::new("code", code.label()), peer];
+        let totals = &self.totals_in;
+        totals
+            .recorder
+            .counter(&Key::from_parts(totals.name.clone(), labels))
     }
 }
 
@@ -216,171 +164,142 @@ impl Series {
 #[derive(Debug)]
 struct Peer {
     label: SharedString,
-    by_method: [OnceLock<Arc<Series>>; METHODS + 1],
-}
-
-impl Peer {
-    fn new(label: SharedString) -> Arc<Self> {
-        Arc::new(Self {
-            label,
-            by_method: std::array::from_fn(|_| OnceLock::new()),
-        })
-    }
+    by_method: Box<[OnceLock<Arc<Series>>]>,
 }
 
 /// A call's peer before it is resolved to a label.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum PeerRef<'a> {
+    /// The URL's host and port: the label `host:port`.
     Host(&'a str, u16),
+    /// A [`ClientOperation`](super::ClientOperation): the label is its name.
     Operation(&'a str),
-}
-
-#[derive(Debug, Default)]
-struct Peers {
-    /// host -> (port, peer): looked up without formatting `host:port`.
-    hosts: HashMap<String, Vec<(u16, Arc<Peer>)>, foldhash::fast::RandomState>,
-    operations: HashMap<String, Arc<Peer>, foldhash::fast::RandomState>,
-    len: usize,
-}
-
-impl Peers {
-    fn get(&self, peer: PeerRef<'_>) -> Option<&Arc<Peer>> {
-        match peer {
-            PeerRef::Host(host, port) => self
-                .hosts
-                .get(host)?
-                .iter()
-                .find_map(|(p, peer)| (*p == port).then_some(peer)),
-            PeerRef::Operation(name) => self.operations.get(name),
-        }
-    }
 }
 
 /// The per-middleware cache of series, with the cap on distinct peers.
 #[derive(Debug)]
 pub(super) struct PeerTable {
-    pub(super) families: Arc<Families>,
-    pub(super) max_peers: usize,
-    peers: RwLock<Peers>,
-    overflow: OnceLock<Arc<Peer>>,
+    recorder: RecorderRef,
+    inflight: SharedString,
+    duration: SharedString,
+    totals: Arc<Totals>,
+    methods: MethodTable,
+    peers: LabelTable<Peer>,
 }
 
 impl PeerTable {
-    pub(super) fn new(families: Arc<Families>, max_peers: usize) -> Arc<Self> {
-        Arc::new(Self {
-            families,
-            max_peers: max_peers.max(1),
-            peers: RwLock::default(),
-            overflow: OnceLock::new(),
-        })
+    /// An empty table, with its overflow counter registered; the families are described by
+    /// the caller.
+    pub(super) fn new(recorder: RecorderRef, names: &ClientMetricNames, max_peers: usize) -> Self {
+        let peers = LabelTable::new(max_peers)
+            .with_overflow_counter(recorder.clone(), names.overflow.clone());
+        Self {
+            totals: Arc::new(Totals {
+                recorder: recorder.clone(),
+                name: names.total.clone().into(),
+            }),
+            recorder,
+            inflight: names.inflight.clone().into(),
+            duration: names.duration.clone().into(),
+            methods: MethodTable::standard(),
+            peers,
+        }
+    }
+
+    /// The index of `method` in the label table; other methods share the `_OTHER` slot.
+    pub(super) fn method_index(&self, method: &Method) -> usize {
+        self.methods.index(method)
     }
 
     /// The handles of (`peer`, method at `method_index`), registered on first use.
     pub(super) fn series(&self, peer: PeerRef<'_>, method_index: usize) -> Arc<Series> {
-        let peer = self.peer(peer);
-        let method = method_index.min(METHODS);
-        peer.by_method[method]
-            .get_or_init(|| {
-                let label = KNOWN_METHOD_LABELS.get(method).copied();
-                Arc::new(Series::new(
-                    &self.families,
-                    label.unwrap_or(OTHER_METHOD),
-                    peer.label.clone(),
-                ))
-            })
-            .clone()
-    }
-
-    fn peer(&self, peer: PeerRef<'_>) -> Arc<Peer> {
-        if let Some(found) = self
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(peer)
-        {
-            return found.clone();
-        }
-        let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = peers.get(peer) {
-            return found.clone();
-        }
-        if peers.len >= self.max_peers {
-            drop(peers);
-            self.families.overflowed.increment(1);
-            return self
-                .overflow
-                .get_or_init(|| Peer::new(SharedString::const_str(OVERFLOW_OPERATION)))
-                .clone();
-        }
-        peers.len += 1;
-        match peer {
+        let peer = match peer {
+            PeerRef::Operation(name) => self.peer(name),
             PeerRef::Host(host, port) => {
-                let new = Peer::new(SharedString::from(format!("{host}:{port}")));
-                peers
-                    .hosts
-                    .entry(host.to_owned())
-                    .or_default()
-                    .push((port, new.clone()));
-                new
+                let mut label = PeerLabel::default();
+                match write!(label, "{host}:{port}") {
+                    Ok(()) => self.peer(label.as_str()),
+                    // Longer than the buffer: a host this long is rare enough to format.
+                    Err(fmt::Error) => self.peer(&format!("{host}:{port}")),
+                }
             }
-            PeerRef::Operation(name) => {
-                let new = Peer::new(SharedString::from(name.to_owned()));
-                peers.operations.insert(name.to_owned(), new.clone());
-                new
-            }
-        }
+        };
+        let method_index = method_index.min(self.methods.len());
+        let make = || {
+            let method = Label::new("method", self.methods.label(method_index));
+            let labels = [method, Label::new("peer", peer.label.clone())];
+            let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
+            Arc::new(Series {
+                inflight: self.recorder.gauge(&key(&self.inflight)),
+                duration: self.recorder.histogram(&key(&self.duration)),
+                labels,
+                totals: CodeCounters::new(),
+                totals_in: self.totals.clone(),
+            })
+        };
+        peer.by_method[method_index].get_or_init(make).clone()
+    }
+
+    fn peer(&self, label: &str) -> Arc<Peer> {
+        let slots = self.methods.len() + 1;
+        self.peers.get(label, |label| Peer {
+            label,
+            by_method: (0..slots).map(|_| OnceLock::new()).collect(),
+        })
     }
 }
 
-const KNOWN_METHOD_LABELS: [&str; METHODS] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
-/// A call in flight: counted out when it finishes, or as `cancelled` when dropped before.
-pub(super) struct InFlight {
-    series: Arc<Series>,
-    start: Instant,
-    done: bool,
+/// `host:port` written on the stack, so that a call to a known peer allocates nothing.
+struct PeerLabel {
+    bytes: [u8; 128],
+    len: usize,
 }
 
-impl InFlight {
-    pub(super) fn start(series: Arc<Series>) -> Self {
-        series.inflight.increment(1.0);
+impl Default for PeerLabel {
+    fn default() -> Self {
         Self {
-            series,
-            start: Instant::now(),
-            done: false,
+            bytes: [0; 128],
+            len: 0,
         }
-    }
-
-    pub(super) fn finish(&mut self, code: Code) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        self.series.inflight.decrement(1.0);
-        self.series
-            .duration
-            .record(self.start.elapsed().as_secs_f64());
-        self.series.count(code);
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled);
+impl PeerLabel {
+    fn as_str(&self) -> &str {
+        // Only whole `str`s are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for PeerLabel {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let to = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        to.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
     use super::*;
-    use crate::{client::ClientMiddleware, config::MetricConfig, metrics::MetricsRegistry};
+    use crate::client::ClientMiddleware;
+
+    /// A middleware recording into a Prometheus recorder of its own, and that recorder.
+    fn recorded() -> (ClientMiddleware, PrometheusHandle) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        (ClientMiddleware::with_recorder(Arc::new(recorder)), handle)
+    }
 
     #[test]
     fn series_are_resolved_once_and_peers_capped() {
-        let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-        let middleware = ClientMiddleware::new(&registry, "t_").with_max_peers(2);
-        let table = middleware.table.unwrap();
+        let (middleware, registry) = recorded();
+        let middleware = middleware.with_prefix("t_").with_max_peers(2);
+        let table = middleware.table().unwrap();
         let a = table.series(PeerRef::Host("a", 80), 0);
         assert!(Arc::ptr_eq(&a, &table.series(PeerRef::Host("a", 80), 0)));
         let b = table.series(PeerRef::Operation("op"), 9);
@@ -398,5 +317,21 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_host_too_long_for_the_buffer_is_still_its_own_peer() {
+        let (middleware, _) = recorded();
+        let table = middleware.table().unwrap();
+        let host = "h".repeat(200);
+        let long = table.series(PeerRef::Host(&host, 443), 0);
+        assert!(Arc::ptr_eq(
+            &long,
+            &table.series(PeerRef::Host(&host, 443), 0)
+        ));
+        assert_eq!(long.labels[1].value(), format!("{host}:443"));
+        let short = table.series(PeerRef::Host("[::1]", 8080), 2);
+        assert_eq!(short.labels[1].value(), "[::1]:8080");
+        assert_eq!(short.labels[0].value(), "POST");
     }
 }

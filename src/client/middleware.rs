@@ -1,7 +1,12 @@
 //! [`ClientMiddleware`]: the span, the propagated context, the request id and the metrics of
 //! each call; and [`ClientOperation`], a call's name for its `peer` label.
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use crate::trace::propagation::{composite, Propagator};
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use http::{Extensions, HeaderName};
 use opentelemetry::propagation::TextMapPropagator;
@@ -11,20 +16,20 @@ use tracing::{field::Empty, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
-    future::{BoxFuture, ResponseFuture},
+    future::{BoxFuture, InFlight, ResponseFuture},
     metrics::{
-        known_method, ClientMetricNames, Families, InFlight, PeerRef, PeerTable, CLIENT_COMPONENT,
-        DEFAULT_MAX_PEERS, METHODS,
+        families, ClientMetricNames, PeerRef, PeerTable, CLIENT_COMPONENT, DEFAULT_MAX_PEERS,
     },
     propagation::{unbracketed, ContextHosts, FilteredInjector},
     redact::redact_url,
 };
 use crate::{
-    config::Propagator,
-    metrics::{MetricsRegistry, OTHER_METHOD},
+    labels::{standard_method, OTHER_METHOD},
+    metrics::{
+        toolkit::{self, RecorderRef, SettleGuard},
+        MetricsRegistry,
+    },
     request_id::{self, X_REQUEST_ID},
-    trace::propagation::composite,
-    Telemetry,
 };
 
 /// A name for a call, used as its `peer` label instead of the URL's `host:port`.
@@ -54,59 +59,101 @@ impl ClientOperation {
 }
 
 /// Middleware instrumenting reqwest calls; see the [module docs](super).
+///
+/// The `with_*` setters only store their value. The series table is built, and the families
+/// described and registered under the `client` component, once: in
+/// [`build_client`](Self::build_client), or at the first call when the middleware is added to
+/// a `reqwest_middleware` client by hand. The clones of a middleware share that table.
 #[derive(Clone)]
 pub struct ClientMiddleware {
+    recorder: RecorderRef,
+    /// The registry the families are served from under [`CLIENT_COMPONENT`].
+    registry: Option<MetricsRegistry>,
+    names: ClientMetricNames,
+    max_peers: usize,
+    metrics: bool,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     context_hosts: Arc<ContextHosts>,
     request_id_header: HeaderName,
-    pub(super) table: Option<Arc<PeerTable>>,
+    table: Arc<OnceLock<PeerTable>>,
 }
 
 impl fmt::Debug for ClientMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientMiddleware")
+            .field("names", &self.names)
+            .field("max_peers", &self.max_peers)
+            .field("metrics", &self.metrics)
             .field("context_hosts", &self.context_hosts)
             .field("request_id_header", &self.request_id_header)
-            .field("max_peers", &self.table.as_ref().map(|t| t.max_peers))
             .finish_non_exhaustive()
     }
 }
 
 impl ClientMiddleware {
-    /// A middleware recording into `registry` with metric names behind `prefix`, registered
+    /// A middleware recording into `registry` with metric names without a prefix, served
     /// under the `client` component; propagating `tracecontext` and `baggage`, `tracestate`
     /// and `baggage` to no host; forwarding request ids in `x-request-id`; at most 1000 peers.
-    pub fn new(registry: &MetricsRegistry, prefix: &str) -> Self {
-        let names = ClientMetricNames::with_prefix(prefix);
-        registry.register_component(CLIENT_COMPONENT, names.families());
+    pub fn new(registry: &MetricsRegistry) -> Self {
         Self {
+            registry: Some(registry.clone()),
+            ..Self::recording_into(RecorderRef::from(registry))
+        }
+    }
+
+    /// Like [`new`](Self::new), recording into `recorder` (for tests with `metrics_util`'s
+    /// `DebuggingRecorder`, or for other exporters), its families served under no component.
+    pub fn with_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
+        Self::recording_into(RecorderRef::Shared(recorder))
+    }
+
+    /// Like [`new`](Self::new), recording through the global `metrics` recorder, whatever it
+    /// is, its families served under no component.
+    pub fn with_global_recorder() -> Self {
+        Self::recording_into(RecorderRef::Global)
+    }
+
+    fn recording_into(recorder: RecorderRef) -> Self {
+        Self {
+            recorder,
+            registry: None,
+            names: ClientMetricNames::default(),
+            max_peers: DEFAULT_MAX_PEERS,
+            metrics: true,
             propagator: Arc::new(composite(&[Propagator::TraceContext, Propagator::Baggage])),
             context_hosts: Arc::default(),
             request_id_header: X_REQUEST_ID,
-            table: Some(PeerTable::new(
-                Arc::new(Families::new(registry.recorder(), &names)),
-                DEFAULT_MAX_PEERS,
-            )),
+            table: Arc::default(),
         }
     }
 
-    /// A middleware configured from `telemetry`: its registry, `metric` prefix (recording
-    /// nothing when `metric.enabled` is false), `trace.propagators` and `request_id.header`.
-    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
-        let config = telemetry.config();
-        let mut middleware = Self::new(telemetry.registry(), &config.metric.prefix())
-            .with_propagators(&config.trace.propagators)
-            .with_request_id_header(config.request_id.header.clone());
-        if !config.metric.enabled {
-            middleware.table = None;
-        }
-        middleware
+    /// A setter changed what the table is built from: the next use builds a new one.
+    fn changed(mut self) -> Self {
+        self.table = Arc::default();
+        self
+    }
+
+    /// Names the families behind `prefix` (which ends in `_` unless empty):
+    /// `{prefix}http_client_request_total`, ... Defaults to no prefix.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.names = ClientMetricNames::with_prefix(prefix);
+        self.changed()
+    }
+
+    /// Writes the trace context with `propagator` (every host gets `traceparent` and
+    /// `uber-trace-id`, only the [context hosts](Self::with_context_hosts) the rest).
+    /// Defaults to `tracecontext` and `baggage`.
+    pub fn with_propagator<P>(self, propagator: P) -> Self
+    where
+        P: TextMapPropagator + Send + Sync + 'static,
+    {
+        let propagator = Arc::new(propagator);
+        Self { propagator, ..self }
     }
 
     /// Writes the trace context in these formats. Defaults to `tracecontext` and `baggage`.
-    pub fn with_propagators(mut self, propagators: &[Propagator]) -> Self {
-        self.propagator = Arc::new(composite(propagators));
-        self
+    pub fn with_propagators(self, propagators: &[Propagator]) -> Self {
+        self.with_propagator(composite(propagators))
     }
 
     /// Hosts that receive `tracestate` and `baggage` (`traceparent` and `uber-trace-id` go to
@@ -131,39 +178,62 @@ impl ClientMiddleware {
     /// peers are labelled `_overflow` and counted in `http_client_peer_overflow_total`.
     /// Defaults to 1000.
     pub fn with_max_peers(mut self, max: usize) -> Self {
-        if let Some(table) = &self.table {
-            self.table = Some(PeerTable::new(table.families.clone(), max));
-        }
-        self
+        self.max_peers = max;
+        self.changed()
     }
 
-    /// Builds a client from `builder` with this middleware. With the `tls` feature, installs
-    /// rustls' ring provider first unless a provider is installed.
+    /// Records no metrics (spans, trace context and request ids only). Defaults to recording
+    /// them.
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics = false;
+        self.changed()
+    }
+
+    /// Builds a client from `builder` with this middleware, and this middleware's series
+    /// table. With the `tls` feature, installs rustls' ring provider first unless a provider
+    /// is installed.
     ///
     /// Fails as [`reqwest::ClientBuilder::build`] does.
     pub fn build_client(
         self,
         builder: reqwest::ClientBuilder,
     ) -> Result<ClientWithMiddleware, reqwest::Error> {
-        crate::trace::ensure_tls_provider();
+        crate::tls::ensure_tls_provider();
         let client = builder.build()?;
+        self.table();
         Ok(reqwest_middleware::ClientBuilder::new(client)
             .with(self)
             .build())
     }
 
+    /// The series table, built (and its families declared) on first use.
+    pub(super) fn table(&self) -> Option<&PeerTable> {
+        if !self.metrics {
+            return None;
+        }
+        Some(self.table.get_or_init(|| {
+            let (recorder, served) = (&self.recorder, self.registry.as_ref());
+            toolkit::declare(
+                recorder,
+                served,
+                &[CLIENT_COMPONENT],
+                &families(&self.names),
+            );
+            PeerTable::new(recorder.clone(), &self.names, self.max_peers)
+        }))
+    }
+
     /// Opens the span, writes the headers and counts the call in flight.
-    fn start(&self, req: &mut Request, extensions: &Extensions) -> (Span, Option<InFlight>) {
-        let method = req.method();
-        let known = known_method(method);
+    fn start(&self, req: &mut Request, extensions: &Extensions) -> SettleGuard<InFlight> {
+        let method = standard_method(req.method());
         let span = tracing::info_span!(
             target: "towerscope::client",
             "HTTP client request",
-            otel.name = known.map_or("HTTP", |(_, m)| m),
+            otel.name = method.unwrap_or("HTTP"),
             otel.kind = "client",
             otel.status_code = Empty,
             otel.status_description = Empty,
-            http.request.method = known.map_or(OTHER_METHOD, |(_, m)| m),
+            http.request.method = method.unwrap_or(OTHER_METHOD),
             url.full = Empty,
             server.address = Empty,
             server.port = Empty,
@@ -188,12 +258,12 @@ impl ClientMiddleware {
             }
             span.context()
         };
-        let metrics = self.table.as_ref().map(|table| {
+        let series = self.table().map(|table| {
             let peer = match operation {
                 Some(op) => PeerRef::Operation(op.as_str()),
                 None => PeerRef::Host(host, port),
             };
-            InFlight::start(table.series(peer, known.map_or(METHODS, |(i, _)| i)))
+            table.series(peer, table.method_index(req.method()))
         });
         let full_context = self.context_hosts.allows(host);
         let headers = req.headers_mut();
@@ -209,7 +279,7 @@ impl ClientMiddleware {
                 headers.insert(self.request_id_header.clone(), id.into_header_value());
             }
         }
-        (span, metrics)
+        SettleGuard::new(InFlight::start(span, series))
     }
 }
 
@@ -226,15 +296,11 @@ impl Middleware for ClientMiddleware {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        let (span, metrics) = self.start(&mut req, extensions);
-        let inner = {
-            let _entered = span.enter();
-            next.run(req, extensions)
-        };
+        let mut guard = self.start(&mut req, extensions);
+        let inner = guard.poll(|| next.run(req, extensions));
         Box::pin(ResponseFuture {
             inner,
-            span: Some(span),
-            metrics,
+            guard: Some(guard),
         })
     }
 }

@@ -2,7 +2,9 @@
 //! context and request id passed on, and client metrics named like the server's.
 //!
 //! [`ClientMiddleware`] is a [`reqwest_middleware::Middleware`]; [`instrumented_client`] builds
-//! a client with it, configured from a [`Telemetry`]. Per call it:
+//! a client with it, configured from a [`Telemetry`](super::Telemetry), and returns a
+//! [`ClientWithMiddleware`], re-exported here so that naming it needs no `reqwest-middleware`
+//! dependency. Per call it:
 //!
 //! - opens a span, child of the current one, following the stable HTTP client semantic
 //!   conventions:
@@ -15,7 +17,7 @@
 //!   | `url.full` | the URL, credentials and signature-like query values replaced by `REDACTED` ([`redact_url`]) |
 //!   | `server.address`, `server.port` | host and port of the URL (the scheme's default port when none is given) |
 //!   | `http.response.status_code`, `network.protocol.version` | from the response |
-//!   | `error.type` | the status code for 4xx and 5xx; `timeout`, `connect`, `request` (other reqwest failures) or `_OTHER` (errors of other middleware) when no response came |
+//!   | `error.type` | the status code for 4xx and 5xx; `timeout`, `connect`, `request` (other reqwest failures) or `_OTHER` (errors or panics of other middleware) when no response came |
 //!   | `otel.status_code` | `ERROR` for 5xx and failures, with the failure's cause as the description |
 //!   | `operation` | the [`ClientOperation`] of the call, if any |
 //!
@@ -39,8 +41,9 @@
 //!   `peer` is the URL's `host:port`, or the call's [`ClientOperation`]; distinct peers are
 //!   capped ([`with_max_peers`](ClientMiddleware::with_max_peers)), the rest share `_overflow`.
 //!   `method` is one of the eight RFC 9110 methods or PATCH, else `_OTHER`. `code` is the
-//!   status, or `timeout`, `connect` or `error` when no response came, or `cancelled` when the
-//!   caller dropped the call before its response.
+//!   status, or `timeout`, `connect` or `error` when no response came (`error` also when a
+//!   middleware below this one panicked), or `cancelled` when the caller dropped the call
+//!   before its response.
 //!
 //! The span, the duration and the in-flight count end when the response headers arrive:
 //! reading the body is the caller's business, and a body may be streamed for minutes.
@@ -60,7 +63,8 @@
 //!
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
 //! // `towerscope::client::instrumented_client(&telemetry)` does this from a `Telemetry`.
-//! let client = ClientMiddleware::new(&registry, "harbor_core_")
+//! let client = ClientMiddleware::new(&registry)
+//!     .with_prefix("harbor_core_")
 //!     .with_context_hosts(["registry.internal"])
 //!     .build_client(reqwest::Client::builder().timeout(Duration::from_secs(30)))
 //!     .unwrap();
@@ -85,30 +89,31 @@ pub use self::{
     middleware::{ClientMiddleware, ClientOperation},
     redact::{redact_url, REDACTED, REDACTED_QUERY_PARAMS},
 };
+/// The client [`instrumented_client`] and [`ClientMiddleware::build_client`] return.
+pub use reqwest_middleware::ClientWithMiddleware;
 
-use reqwest_middleware::ClientWithMiddleware;
-
-use crate::Telemetry;
-
-/// A client with [`ClientMiddleware::from_telemetry`], built like `reqwest::Client::new()`.
+/// A client with `middleware`, built like `reqwest::Client::new()`; with a
+/// [`Telemetry`](super::Telemetry), `instrumented_client(&telemetry)` uses
+/// [`ClientMiddleware::from_telemetry`].
 ///
 /// # Panics
 ///
 /// As `reqwest::Client::new()`, if the TLS backend cannot be initialized.
-pub fn instrumented_client(telemetry: &Telemetry) -> ClientWithMiddleware {
+pub fn instrumented_client(middleware: impl Into<ClientMiddleware>) -> ClientWithMiddleware {
     // Without user input the default builder only fails if TLS cannot start, which is
     // `reqwest::Client::new()`'s panic too.
-    instrumented_client_with(reqwest::Client::builder(), telemetry)
+    instrumented_client_with(reqwest::Client::builder(), middleware)
         .unwrap_or_else(|e| panic!("cannot build the reqwest client: {e}"))
 }
 
-/// A client built from `builder` (timeouts, proxies, ...) with
+/// A client built from `builder` (timeouts, proxies, ...) with `middleware`; with a
+/// [`Telemetry`](super::Telemetry), `instrumented_client_with(builder, &telemetry)` uses
 /// [`ClientMiddleware::from_telemetry`].
 ///
 /// Fails as [`reqwest::ClientBuilder::build`] does.
 pub fn instrumented_client_with(
     builder: reqwest::ClientBuilder,
-    telemetry: &Telemetry,
+    middleware: impl Into<ClientMiddleware>,
 ) -> Result<ClientWithMiddleware, reqwest::Error> {
-    ClientMiddleware::from_telemetry(telemetry).build_client(builder)
+    middleware.into().build_client(builder)
 }

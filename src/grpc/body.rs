@@ -1,24 +1,16 @@
-//! The call guard and the response body that carries it to the end of the response stream.
+//! [`GrpcCall`]: what one call records when it settles, and the [`ResponseBody`] that carries
+//! it to the end of the response stream.
 //!
 //! A call is in flight from the moment the service is called until its response stream ends.
-//! The [`CallGuard`] is created in [`GrpcService::call`](super::GrpcService), moved into the
-//! response future, then into the [`ResponseBody`]; whichever of them finishes or drops it
-//! settles the call exactly once.
+//! The [`SettleGuard`](crate::metrics::toolkit::SettleGuard) holding its [`GrpcCall`] is
+//! created in [`GrpcService::call`](super::GrpcService), moved into the response future, then
+//! into the [`ResponseBody`]; it settles the call exactly once, however it ends.
 //!
 //! The cases and the codes they are counted with are in the [module docs](super).
 
-use crate::text::capped;
-use std::{
-    fmt,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::{fmt, sync::Arc, time::Instant};
 
 use http::{HeaderMap, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tonic::Code;
 use tracing::Span;
 
@@ -26,26 +18,39 @@ use super::{
     series::OperationSeries,
     status::{code_from_http, is_server_error, status_in, GRPC_MESSAGE},
 };
-use crate::metrics::CLIENT_CLOSED_REQUEST;
+use crate::{
+    metrics::{
+        toolkit::{Outcome, Settle, SettleBody},
+        CLIENT_CLOSED_REQUEST,
+    },
+    text::capped,
+};
 
 /// Longest `grpc-message` recorded as a span's status description, in bytes.
 const MAX_STATUS_DESCRIPTION: usize = 256;
 
-/// Tracks one call from the call of the service to the end of its response stream.
-pub(super) struct CallGuard {
+/// Response body of [`GrpcService`](super::GrpcService): reads `grpc-status` from the
+/// trailers and ends the call's measurement and span when the stream ends, fails or is
+/// dropped.
+pub type ResponseBody<B> = SettleBody<B, GrpcCall>;
+
+/// The metrics and span of one gRPC call in flight, carried by the response future and body
+/// of [`GrpcService`](super::GrpcService) until the call settles.
+///
+/// Opaque: it is only named as the state of [`ResponseBody`].
+pub struct GrpcCall {
     series: Option<Arc<OperationSeries>>,
     span: Option<Span>,
     start: Instant,
-    http_status: u16,
+    /// The response's HTTP status; `None` until the response head.
+    http_status: Option<u16>,
     code: Option<Code>,
     /// The decoded `grpc-message` of a server error, for the span.
     message: Option<String>,
-    done: bool,
-    /// Set while the inner future or body is polled: still set at drop means it panicked.
-    polling: bool,
 }
 
-impl CallGuard {
+impl GrpcCall {
+    /// Counts the call as started in `series`, if any; `span` ends when the call settles.
     pub(super) fn start(series: Option<Arc<OperationSeries>>, span: Option<Span>) -> Self {
         if let Some(series) = &series {
             series.start();
@@ -54,33 +59,16 @@ impl CallGuard {
             series,
             span,
             start: Instant::now(),
-            http_status: CLIENT_CLOSED_REQUEST,
+            http_status: None,
             code: None,
             message: None,
-            done: false,
-            polling: false,
         }
-    }
-
-    /// Runs a poll of the inner future or body inside the call's span.
-    pub(super) fn poll_inner<T>(&mut self, poll: impl FnOnce() -> T) -> T {
-        let _entered = self.span.as_ref().map(Span::enter);
-        self.polling = true;
-        let out = poll();
-        self.polling = false;
-        out
     }
 
     /// Notes the response head: its HTTP status, and `grpc-status` of a trailers-only response.
     pub(super) fn on_response(&mut self, status: StatusCode, headers: &HeaderMap) {
-        self.http_status = status.as_u16();
+        self.http_status = Some(status.as_u16());
         self.read_status(headers);
-    }
-
-    /// Reads the status of the trailers (the last frame) and finishes the call.
-    pub(super) fn on_trailers(&mut self, trailers: &HeaderMap) {
-        self.read_status(trailers);
-        self.complete();
     }
 
     fn read_status(&mut self, headers: &HeaderMap) {
@@ -96,23 +84,8 @@ impl CallGuard {
         }
     }
 
-    /// Finishes with the status read so far (or the one the HTTP status implies).
-    pub(super) fn complete(&mut self) {
-        let status = StatusCode::from_u16(self.http_status).unwrap_or(StatusCode::OK);
-        let code = self.code.unwrap_or_else(|| code_from_http(status));
-        self.finish(self.http_status, code);
-    }
-
-    /// Finishes a call whose body failed mid-stream.
-    pub(super) fn fail(&mut self) {
-        self.finish(self.http_status, self.code.unwrap_or(Code::Unknown));
-    }
-
-    /// Records the call as finished; later calls do nothing.
-    pub(super) fn finish(&mut self, http_status: u16, code: Code) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
+    /// Records the call as finished with `http_status` and `code`.
+    fn finish(&mut self, http_status: u16, code: Code) {
         if let Some(series) = &self.series {
             series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
         }
@@ -133,118 +106,123 @@ impl CallGuard {
     }
 }
 
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        if self.polling || std::thread::panicking() {
-            self.finish(500, Code::Unknown);
-        } else {
-            self.finish(CLIENT_CLOSED_REQUEST, Code::Cancelled);
-        }
+impl Settle for GrpcCall {
+    fn settle(&mut self, outcome: Outcome) {
+        let (http_status, code) = match outcome {
+            // The status read so far, or the one the HTTP status implies.
+            Outcome::Complete => {
+                let http_status = self.http_status.unwrap_or(200);
+                let status = StatusCode::from_u16(http_status).unwrap_or(StatusCode::OK);
+                (
+                    http_status,
+                    self.code.unwrap_or_else(|| code_from_http(status)),
+                )
+            }
+            // Without a response head, the error is the service's: 500.
+            Outcome::Error => (
+                self.http_status.unwrap_or(500),
+                self.code.unwrap_or(Code::Unknown),
+            ),
+            Outcome::Cancelled => (CLIENT_CLOSED_REQUEST, Code::Cancelled),
+            Outcome::Panicked => (500, Code::Unknown),
+        };
+        self.finish(http_status, code);
+    }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        self.read_status(trailers);
+    }
+
+    fn span(&self) -> Option<&Span> {
+        self.span.as_ref()
     }
 }
 
-impl fmt::Debug for CallGuard {
+impl fmt::Debug for GrpcCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallGuard")
+        f.debug_struct("GrpcCall")
             .field("http_status", &self.http_status)
             .field("code", &self.code)
-            .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
 
-pin_project! {
-    /// Response body of [`GrpcService`](super::GrpcService): reads `grpc-status` from the
-    /// trailers and ends the call's measurement and span when the stream ends, fails or is
-    /// dropped.
-    pub struct ResponseBody<B>
-    where
-        B: Body,
-    {
-        #[pin]
-        inner: B,
-        guard: Option<CallGuard>,
-    }
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-    impl<B> PinnedDrop for ResponseBody<B>
-    where
-        B: Body,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(guard) = this.guard.as_mut() {
-                // hyper drops a body without polling it once `is_end_stream` is true (a
-                // trailers-only response): that call is complete, not cancelled.
-                if this.inner.is_end_stream() {
-                    guard.complete();
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+    use crate::{
+        grpc::{series::SeriesTable, GrpcMetricNames, GrpcOperation},
+        metrics::toolkit::{RecorderRef, SettleGuard},
+    };
+
+    /// The `grpc_request_total` samples as `code,grpc_code` with their counts.
+    fn totals(snapshotter: &Snapshotter) -> Vec<(String, u64)> {
+        let mut totals: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(n) if key.key().name() == "grpc_request_total" => {
+                    let labels: Vec<_> = key.key().labels().map(|l| l.value().to_owned()).collect();
+                    Some((labels[..2].join(","), n))
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
+        totals.sort();
+        totals
     }
-}
 
-impl<B: Body> ResponseBody<B> {
-    pub(super) fn new(inner: B, guard: Option<CallGuard>) -> Self {
-        Self { inner, guard }
-    }
-}
-
-impl<B: Body + fmt::Debug> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B: Body> Body for ResponseBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let Some(guard) = this.guard.as_mut() else {
-            return this.inner.poll_frame(cx);
+    #[test]
+    fn each_outcome_is_counted_with_its_codes() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let recorder = RecorderRef::Shared(Arc::new(recorder));
+        let table = SeriesTable::new(recorder, &GrpcMetricNames::default(), 10, Arc::default());
+        let call = || {
+            let series = table.series(GrpcOperation::from_path("/p.S/M"));
+            SettleGuard::new(GrpcCall::start(Some(series), None))
         };
-        let polled = guard.poll_inner(|| this.inner.as_mut().poll_frame(cx));
-        let finished = match &polled {
-            Poll::Pending => false,
-            Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
-                // Trailers are the last frame: the call is over whether or not hyper polls
-                // again.
-                Some(trailers) => {
-                    guard.on_trailers(trailers);
-                    true
-                }
-                None if this.inner.is_end_stream() => {
-                    guard.complete();
-                    true
-                }
-                None => false,
-            },
-            Poll::Ready(Some(Err(_))) => {
-                guard.fail();
-                true
+        let head = |guard: &mut SettleGuard<GrpcCall>, status: u16, grpc_status: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = grpc_status {
+                headers.insert("grpc-status", value.parse().unwrap());
             }
-            Poll::Ready(None) => {
-                guard.complete();
-                true
-            }
+            let status = StatusCode::from_u16(status).unwrap();
+            guard.state().unwrap().on_response(status, &headers);
         };
-        if finished {
-            *this.guard = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // Complete: the status of a trailers-only head, or the one the HTTP status implies.
+        let mut g = call();
+        head(&mut g, 200, Some("5"));
+        g.settle(Outcome::Complete);
+        let mut g = call();
+        head(&mut g, 503, None);
+        g.settle(Outcome::Complete);
+        // Error: the status read so far, else UNKNOWN; before any head, the service's 500.
+        let mut g = call();
+        head(&mut g, 200, Some("7"));
+        g.settle(Outcome::Error);
+        let mut g = call();
+        head(&mut g, 200, None);
+        g.settle(Outcome::Error);
+        call().settle(Outcome::Error);
+        // Dropped (cancelled), and panicked.
+        drop(call());
+        call().settle(Outcome::Panicked);
+        assert_eq!(
+            totals(&snapshotter),
+            [
+                ("200,NOT_FOUND".to_owned(), 1),
+                ("200,PERMISSION_DENIED".to_owned(), 1),
+                ("200,UNKNOWN".to_owned(), 1),
+                ("499,CANCELLED".to_owned(), 1),
+                ("500,UNKNOWN".to_owned(), 2),
+                ("503,UNAVAILABLE".to_owned(), 1),
+            ]
+        );
     }
 }

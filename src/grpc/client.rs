@@ -1,5 +1,6 @@
 //! [`GrpcClientLayer`]: trace context and request id on the calls of a tonic channel.
 
+use crate::trace::propagation::{composite, Propagator};
 use std::{
     fmt,
     sync::Arc,
@@ -8,15 +9,14 @@ use std::{
 
 use http::{HeaderName, Request};
 use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    config::Propagator,
     request_id::{self, X_REQUEST_ID},
     trace::propagation,
-    Telemetry,
 };
 
 /// Layer for a tonic `Channel` (any `Service<http::Request<B>>`) that writes the current trace
@@ -67,18 +67,9 @@ impl GrpcClientLayer {
     /// A layer writing W3C `traceparent`/`tracestate` and `x-request-id`.
     pub fn new() -> Self {
         Self {
-            propagator: Arc::new(propagation::composite(&[Propagator::TraceContext])),
+            propagator: Arc::new(TraceContextPropagator::new()),
             request_id_header: X_REQUEST_ID,
         }
-    }
-
-    /// A layer writing the formats of `trace.propagators` and the id under
-    /// `request_id.header`.
-    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
-        let config = telemetry.config();
-        Self::new()
-            .with_propagators(&config.trace.propagators)
-            .with_request_id_header(config.request_id.header.clone())
     }
 
     /// Writes the context with `propagator`. Defaults to W3C trace context.
@@ -93,7 +84,7 @@ impl GrpcClientLayer {
     /// Writes the context in every one of the given formats (`baggage` included: a channel
     /// talks to one peer, chosen by the caller). Defaults to `[tracecontext]`.
     pub fn with_propagators(self, propagators: &[Propagator]) -> Self {
-        self.with_propagator(propagation::composite(propagators))
+        self.with_propagator(composite(propagators))
     }
 
     /// Forwards the request id under `header`. Defaults to `x-request-id`.

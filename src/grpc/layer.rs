@@ -1,11 +1,12 @@
 //! [`GrpcLayer`], its service and its response future.
 
+use crate::trace::propagation::{composite, Propagator};
 use std::{
     collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
 };
 
@@ -18,18 +19,19 @@ use tracing::{field::Empty, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
-    body::{CallGuard, ResponseBody},
+    body::{GrpcCall, ResponseBody},
     names::{GrpcMetricNames, GrpcType},
-    series::{RecorderRef, SeriesTable},
+    series::{self, SeriesTable},
     status::GrpcOperation,
 };
 use crate::{
-    config::Propagator,
-    metrics::{MetricsRegistry, DEFAULT_MAX_OPERATIONS},
+    metrics::{
+        toolkit::{self, Outcome, RecorderRef, SettleBody, SettleGuard},
+        MetricsRegistry, DEFAULT_MAX_OPERATIONS,
+    },
     operation::OperationId,
     request_id::{is_valid_request_id, RequestId, X_REQUEST_ID},
     trace::propagation,
-    Telemetry,
 };
 
 /// The `?comp=` component the gRPC families are registered under.
@@ -37,21 +39,26 @@ pub const GRPC_COMPONENT: &str = "grpc";
 
 /// Layer that measures and traces the calls of a tonic server; see the
 /// [module docs](super).
+///
+/// The `with_*` setters only store their value. The series table is built, and the families
+/// described (and registered under `grpc` with a registry), once, when the layer first wraps
+/// a service; the clones of a layer share that table.
 #[derive(Clone)]
 pub struct GrpcLayer {
     recorder: RecorderRef,
+    /// The registry the families are served from under [`GRPC_COMPONENT`].
+    registry: Option<MetricsRegistry>,
     names: GrpcMetricNames,
     max_operations: usize,
     types: Arc<HashMap<String, GrpcType>>,
-    /// Where the families are registered by component, when built from a registry.
-    registry: Option<(MetricsRegistry, String)>,
     metrics: bool,
-    shared: Arc<Shared>,
+    spans: Arc<CallSpans>,
+    table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
-/// What every service of a layer shares.
-struct Shared {
-    table: Option<Arc<SeriesTable>>,
+/// How the server span of a call is made; shared by the services of a layer.
+#[derive(Clone)]
+struct CallSpans {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     request_id_header: HeaderName,
 }
@@ -63,15 +70,14 @@ impl fmt::Debug for GrpcLayer {
             .field("max_operations", &self.max_operations)
             .field("types", &self.types)
             .field("metrics", &self.metrics)
-            .field("shared", &self.shared)
+            .field("spans", &self.spans)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for CallSpans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("enabled", &self.table.is_some())
+        f.debug_struct("CallSpans")
             .field("extracts_context", &self.propagator.is_some())
             .field("request_id_header", &self.request_id_header)
             .finish()
@@ -82,100 +88,41 @@ impl GrpcLayer {
     /// A layer recording into `registry` with towerscope's names without a prefix, a cap of
     /// 1000 operations, no parent extraction, families served under the `grpc` component.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        Self::build(RecorderRef::Shared(registry.recorder()))
-            .registered_in(registry.clone(), GRPC_COMPONENT)
+        let mut layer = Self::with_recorder_ref(RecorderRef::from(registry));
+        layer.registry = Some(registry.clone());
+        layer
     }
 
     /// A layer recording into `recorder`: for tests with `metrics_util`'s
     /// `DebuggingRecorder`, or for other exporters.
     pub fn with_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
-        let mut layer = Self::build(RecorderRef::Shared(recorder));
-        layer.rebuild();
-        layer
+        Self::with_recorder_ref(RecorderRef::Shared(recorder))
     }
 
     /// A layer recording through the global `metrics` recorder, whatever it is.
     pub fn with_global_recorder() -> Self {
-        let mut layer = Self::build(RecorderRef::Global);
-        layer.rebuild();
-        layer
+        Self::with_recorder_ref(RecorderRef::Global)
     }
 
-    /// The layer for a service started with [`Telemetry`]: names under
-    /// `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
-    /// registry (component `grpc`), parents read with `trace.propagators` (when
-    /// `trace.enabled`), the request id read from `request_id.header`; no metrics when
-    /// `metric.enabled` is false.
-    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
-        let config = telemetry.config();
-        let mut layer = Self::build(RecorderRef::Shared(telemetry.registry().recorder()));
-        layer.names = GrpcMetricNames::with_prefix(&config.metric.prefix());
-        layer.max_operations = config.metric.max_operations;
-        layer.metrics = config.metric.enabled;
-        let propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>> = config
-            .trace
-            .enabled
-            .then(|| Arc::new(propagation::composite(&config.trace.propagators)) as _);
-        layer.shared = Arc::new(Shared {
-            table: None,
-            propagator,
-            request_id_header: config.request_id.header.clone(),
-        });
-        layer.registered_in(telemetry.registry().clone(), GRPC_COMPONENT)
-    }
-
-    /// A layer with the defaults and no series table yet: every constructor ends in
-    /// [`rebuild`](Self::rebuild), so that no family is registered under a name it replaces.
-    fn build(recorder: RecorderRef) -> Self {
+    fn with_recorder_ref(recorder: RecorderRef) -> Self {
         Self {
             recorder,
+            registry: None,
             names: GrpcMetricNames::default(),
             max_operations: DEFAULT_MAX_OPERATIONS,
             types: Arc::default(),
-            registry: None,
             metrics: true,
-            shared: Arc::new(Shared {
-                table: None,
+            spans: Arc::new(CallSpans {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
             }),
+            table: Arc::default(),
         }
     }
 
-    fn registered_in(mut self, registry: MetricsRegistry, component: &str) -> Self {
-        self.registry = Some((registry, component.to_owned()));
-        self.rebuild();
-        self
-    }
-
-    /// Rebuilds the series table (and registers the families) after a change of settings.
-    fn rebuild(&mut self) {
-        let table = self.metrics.then(|| {
-            if let Some((registry, component)) = &self.registry {
-                registry.register_component(component, self.names.families());
-            }
-            SeriesTable::new(
-                self.recorder.clone(),
-                &self.names,
-                self.max_operations,
-                self.types.clone(),
-            )
-        });
-        self.shared = Arc::new(Shared {
-            table,
-            propagator: self.shared.propagator.clone(),
-            request_id_header: self.shared.request_id_header.clone(),
-        });
-    }
-
-    fn with_shared(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = Shared {
-            table: self.shared.table.clone(),
-            propagator: self.shared.propagator.clone(),
-            request_id_header: self.shared.request_id_header.clone(),
-        };
-        f(&mut shared);
-        self.shared = Arc::new(shared);
+    /// A setter changed what the table is built from: the next service gets a new one.
+    fn changed(mut self) -> Self {
+        self.table = Arc::default();
         self
     }
 
@@ -183,8 +130,7 @@ impl GrpcLayer {
     /// without a prefix; [`GrpcMetricNames::go_grpc_prometheus`] gives go-grpc-prometheus'.
     pub fn with_names(mut self, names: GrpcMetricNames) -> Self {
         self.names = names;
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// Labels `operation` (`package.Service/Method`) with `grpc_type` in the
@@ -192,8 +138,7 @@ impl GrpcLayer {
     /// streaming type is in the service's descriptor, not on the wire.
     pub fn with_grpc_type(mut self, operation: &str, grpc_type: GrpcType) -> Self {
         Arc::make_mut(&mut self.types).insert(operation.to_owned(), grpc_type);
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// Caps the distinct operations; calls of further ones are labelled `_overflow` and
@@ -201,43 +146,64 @@ impl GrpcLayer {
     /// count against the cap. Defaults to 1000.
     pub fn with_max_operations(mut self, max: usize) -> Self {
         self.max_operations = max;
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// Reads the caller's trace context from the request metadata with `propagator`.
     /// Defaults to none (every call starts a new trace); [`from_telemetry`](Self::from_telemetry)
     /// uses the configured propagators.
     pub fn with_propagator(
-        self,
+        mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
     ) -> Self {
-        self.with_shared(|s| s.propagator = Some(Arc::new(propagator)))
+        Arc::make_mut(&mut self.spans).propagator = Some(Arc::new(propagator));
+        self
     }
 
     /// Reads the caller's trace context in the given formats, in order. Defaults to none.
     pub fn with_propagators(self, propagators: &[Propagator]) -> Self {
-        self.with_propagator(propagation::composite(propagators))
+        self.with_propagator(composite(propagators))
     }
 
     /// Records the request id from `header` on the span when no [`RequestIdLayer`] ran
     /// before this layer. Defaults to `x-request-id`.
     ///
     /// [`RequestIdLayer`]: crate::RequestIdLayer
-    pub fn with_request_id_header(self, header: HeaderName) -> Self {
-        self.with_shared(|s| s.request_id_header = header)
+    pub fn with_request_id_header(mut self, header: HeaderName) -> Self {
+        Arc::make_mut(&mut self.spans).request_id_header = header;
+        self
     }
 
-    /// Records no metrics (spans only).
+    /// Records no metrics (spans only). Defaults to recording them.
     pub fn without_metrics(mut self) -> Self {
         self.metrics = false;
-        self.rebuild();
-        self
+        self.changed()
     }
 
     /// The family names in use.
     pub fn names(&self) -> &GrpcMetricNames {
         &self.names
+    }
+
+    /// The series table, built (and its families declared) on first use.
+    fn table(&self) -> Option<Arc<SeriesTable>> {
+        if !self.metrics {
+            return None;
+        }
+        let table = self.table.get_or_init(|| {
+            let families = series::families(&self.names);
+            let registry = self.registry.as_ref();
+            toolkit::declare(&self.recorder, registry, &[GRPC_COMPONENT], &families);
+            let types = self.types.clone();
+            let table = SeriesTable::new(
+                self.recorder.clone(),
+                &self.names,
+                self.max_operations,
+                types,
+            );
+            Arc::new(table)
+        });
+        Some(table.clone())
     }
 }
 
@@ -247,7 +213,8 @@ impl<S> Layer<S> for GrpcLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcService {
             inner,
-            shared: self.shared.clone(),
+            table: self.table(),
+            spans: self.spans.clone(),
         }
     }
 }
@@ -256,19 +223,21 @@ impl<S> Layer<S> for GrpcLayer {
 #[derive(Clone)]
 pub struct GrpcService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    table: Option<Arc<SeriesTable>>,
+    spans: Arc<CallSpans>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcService")
             .field("inner", &self.inner)
-            .field("shared", &self.shared)
+            .field("metrics", &self.table.is_some())
+            .field("spans", &self.spans)
             .finish()
     }
 }
 
-impl Shared {
+impl CallSpans {
     /// The server span of a call, `None` when no subscriber wants it.
     fn make_span<B>(&self, req: &Request<B>, operation: Option<GrpcOperation<'_>>) -> Option<Span> {
         let span = tracing::info_span!(
@@ -330,10 +299,10 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
-        let series = self.shared.table.as_ref().map(|t| t.series(operation));
-        let span = self.shared.make_span(&req, operation);
-        let mut guard = CallGuard::start(series, span);
-        let inner = guard.poll_inner(|| self.inner.call(req));
+        let series = self.table.as_ref().map(|t| t.series(operation));
+        let span = self.spans.make_span(&req, operation);
+        let mut guard = SettleGuard::new(GrpcCall::start(series, span));
+        let inner = guard.poll(|| self.inner.call(req));
         ResponseFuture {
             inner,
             guard: Some(guard),
@@ -346,7 +315,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<CallGuard>,
+        guard: Option<SettleGuard<GrpcCall>>,
     }
 }
 
@@ -366,23 +335,35 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let result = match this.guard.as_mut() {
-            Some(guard) => ready!(guard.poll_inner(|| this.inner.as_mut().poll(cx))),
-            None => ready!(this.inner.as_mut().poll(cx)),
+        let this = self.project();
+        let polled = match this.guard.as_mut() {
+            Some(guard) => guard.poll(|| this.inner.poll(cx)),
+            None => this.inner.poll(cx),
         };
-        let Some(mut guard) = this.guard.take() else {
-            return Poll::Ready(result.map(|res| res.map(|b| ResponseBody::new(b, None))));
-        };
-        match result {
-            Ok(res) => {
-                guard.on_response(res.status(), res.headers());
-                Poll::Ready(Ok(res.map(|b| ResponseBody::new(b, Some(guard)))))
+        let result = ready!(polled);
+        Poll::Ready(hand_over(this.guard.take(), result))
+    }
+}
+
+/// Moves the call's guard into the response body with the response head noted, or settles
+/// it as [`Outcome::Error`] when the service failed (500 / `UNKNOWN`: no head was read).
+fn hand_over<B: http_body::Body, E>(
+    guard: Option<SettleGuard<GrpcCall>>,
+    result: Result<Response<B>, E>,
+) -> Result<Response<ResponseBody<B>>, E> {
+    let Some(mut guard) = guard else {
+        return result.map(|res| res.map(|body| SettleBody::new(body, None)));
+    };
+    match result {
+        Err(err) => {
+            guard.settle(Outcome::Error);
+            Err(err)
+        }
+        Ok(res) => {
+            if let Some(call) = guard.state() {
+                call.on_response(res.status(), res.headers());
             }
-            Err(err) => {
-                guard.finish(500, tonic::Code::Unknown);
-                Poll::Ready(Err(err))
-            }
+            Ok(res.map(|body| SettleBody::new(body, Some(guard))))
         }
     }
 }

@@ -90,7 +90,7 @@
 //! # }
 //! ```
 //!
-//! On a tonic server, with a [`Telemetry`](crate::Telemetry):
+//! On a tonic server, with a [`Telemetry`](super::Telemetry):
 //!
 //! ```no_run
 //! # async fn doc(telemetry: towerscope::Telemetry) -> Result<(), tonic::transport::Error> {
@@ -113,7 +113,7 @@ mod names;
 mod series;
 mod status;
 
-pub use body::ResponseBody;
+pub use body::{GrpcCall, ResponseBody};
 pub use client::{GrpcClientLayer, GrpcClientService};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};

@@ -18,8 +18,3 @@ pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
 
 /// `service.name` of a resource that names none (OpenTelemetry's default).
 pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
-
-// Callers outside trace/ (metrics/push, client) still name it here; they move to
-// `crate::tls` with their own changes.
-#[allow(unused_imports)]
-pub(crate) use crate::tls::ensure_tls_provider;

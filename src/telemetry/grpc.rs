@@ -1,0 +1,40 @@
+//! [`GrpcLayer`] and [`GrpcClientLayer`] from a [`Telemetry`]: the integration itself does
+//! not know the facade.
+
+use crate::{
+    grpc::{GrpcClientLayer, GrpcLayer, GrpcMetricNames},
+    Telemetry,
+};
+
+impl GrpcLayer {
+    /// The layer for a service started with [`Telemetry`]: names under
+    /// `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
+    /// registry (component `grpc`), parents read with `trace.propagators` (when
+    /// `trace.enabled`), the request id read from `request_id.header`; no metrics when
+    /// `metric.enabled` is false.
+    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
+        let config = telemetry.config();
+        let mut layer = Self::new(telemetry.registry())
+            .with_names(GrpcMetricNames::with_prefix(&config.metric.prefix()))
+            .with_max_operations(config.metric.max_operations)
+            .with_request_id_header(config.request_id.header.clone());
+        if config.trace.enabled {
+            layer = layer.with_propagators(&config.trace.propagators);
+        }
+        if !config.metric.enabled {
+            layer = layer.without_metrics();
+        }
+        layer
+    }
+}
+
+impl GrpcClientLayer {
+    /// A layer writing the formats of `trace.propagators` and the id under
+    /// `request_id.header`.
+    pub fn from_telemetry(telemetry: &Telemetry) -> Self {
+        let config = telemetry.config();
+        Self::new()
+            .with_propagators(&config.trace.propagators)
+            .with_request_id_header(config.request_id.header.clone())
+    }
+}
