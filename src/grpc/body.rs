@@ -65,12 +65,6 @@ impl GrpcCall {
         }
     }
 
-    /// Notes the response head: its HTTP status, and `grpc-status` of a trailers-only response.
-    pub(super) fn on_response(&mut self, status: StatusCode, headers: &HeaderMap) {
-        self.http_status = Some(status.as_u16());
-        self.read_status(headers);
-    }
-
     fn read_status(&mut self, headers: &HeaderMap) {
         let Some(code) = status_in(headers) else {
             return;
@@ -107,6 +101,12 @@ impl GrpcCall {
 }
 
 impl Settle for GrpcCall {
+    /// Notes the response head: its HTTP status, and `grpc-status` of a trailers-only response.
+    fn on_response<B>(&mut self, response: &http::Response<B>) {
+        self.http_status = Some(response.status().as_u16());
+        self.read_status(response.headers());
+    }
+
     fn settle(&mut self, outcome: Outcome) {
         let (http_status, code) = match outcome {
             // The status read so far, or the one the HTTP status implies.
@@ -188,12 +188,13 @@ mod tests {
             SettleGuard::new(GrpcCall::start(Some(series), None))
         };
         let head = |guard: &mut SettleGuard<GrpcCall>, status: u16, grpc_status: Option<&str>| {
-            let mut headers = HeaderMap::new();
+            let mut res = http::Response::new(());
             if let Some(value) = grpc_status {
-                headers.insert("grpc-status", value.parse().unwrap());
+                res.headers_mut()
+                    .insert("grpc-status", value.parse().unwrap());
             }
-            let status = StatusCode::from_u16(status).unwrap();
-            guard.state().unwrap().on_response(status, &headers);
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            guard.state().unwrap().on_response(&res);
         };
         // Complete: the status of a trailers-only head, or the one the HTTP status implies.
         let mut g = call();

@@ -4,15 +4,12 @@ use crate::trace::propagation::{composite, Propagator};
 use std::{
     collections::HashMap,
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{Arc, OnceLock},
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use http::{HeaderName, Request, Response};
 use opentelemetry::propagation::TextMapPropagator;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field::Empty, Span};
@@ -26,7 +23,7 @@ use super::{
 };
 use crate::{
     metrics::{
-        toolkit::{self, Outcome, RecorderRef, SettleBody, SettleGuard},
+        toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
         MetricsRegistry, DEFAULT_MAX_OPERATIONS,
     },
     operation::OperationId,
@@ -303,67 +300,9 @@ where
         let span = self.spans.make_span(&req, operation);
         let mut guard = SettleGuard::new(GrpcCall::start(series, span));
         let inner = guard.poll(|| self.inner.call(req));
-        ResponseFuture {
-            inner,
-            guard: Some(guard),
-        }
+        SettleFuture::new(inner, Some(guard))
     }
 }
 
-pin_project! {
-    /// Response future of [`GrpcService`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        guard: Option<SettleGuard<GrpcCall>>,
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("guard", &self.guard)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let polled = match this.guard.as_mut() {
-            Some(guard) => guard.poll(|| this.inner.poll(cx)),
-            None => this.inner.poll(cx),
-        };
-        let result = ready!(polled);
-        Poll::Ready(hand_over(this.guard.take(), result))
-    }
-}
-
-/// Moves the call's guard into the response body with the response head noted, or settles
-/// it as [`Outcome::Error`] when the service failed (500 / `UNKNOWN`: no head was read).
-fn hand_over<B: http_body::Body, E>(
-    guard: Option<SettleGuard<GrpcCall>>,
-    result: Result<Response<B>, E>,
-) -> Result<Response<ResponseBody<B>>, E> {
-    let Some(mut guard) = guard else {
-        return result.map(|res| res.map(|body| SettleBody::new(body, None)));
-    };
-    match result {
-        Err(err) => {
-            guard.settle(Outcome::Error);
-            Err(err)
-        }
-        Ok(res) => {
-            if let Some(call) = guard.state() {
-                call.on_response(res.status(), res.headers());
-            }
-            Ok(res.map(|body| SettleBody::new(body, Some(guard))))
-        }
-    }
-}
+/// Response future of [`GrpcService`].
+pub type ResponseFuture<F> = SettleFuture<F, GrpcCall>;

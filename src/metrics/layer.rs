@@ -2,14 +2,11 @@
 
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{Arc, OnceLock},
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use http::{Method, Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -18,7 +15,7 @@ use super::{
     registry::MetricsRegistry,
     request::RequestMetrics,
     series::{self, SeriesTable},
-    toolkit::{self, Outcome, RecorderRef, SettleBody, SettleGuard},
+    toolkit::{self, RecorderRef, SettleBody, SettleFuture, SettleGuard},
 };
 use crate::{
     labels::{MethodTable, STANDARD_METHODS},
@@ -228,10 +225,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(table) = &self.table else {
-            return ResponseFuture {
-                inner: self.inner.call(req),
-                guard: None,
-            };
+            return SettleFuture::new(self.inner.call(req), None);
         };
         let method_index = table.method_index(req.method());
         let series = match req.extensions().get::<OperationId>() {
@@ -242,62 +236,9 @@ where
             },
         };
         let guard = SettleGuard::new(RequestMetrics::start(table.clone(), series));
-        ResponseFuture {
-            inner: self.inner.call(req),
-            guard: Some(guard),
-        }
+        SettleFuture::new(self.inner.call(req), Some(guard))
     }
 }
 
-pin_project! {
-    /// Response future of [`MetricsService`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        guard: Option<SettleGuard<RequestMetrics>>,
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(guard) = this.guard.as_mut() else {
-            let res = ready!(this.inner.poll(cx));
-            return Poll::Ready(res.map(|res| res.map(|b| SettleBody::new(b, None))));
-        };
-        let result = ready!(guard.poll(|| this.inner.poll(cx)));
-        let mut guard = this.guard.take();
-        match result {
-            Ok(res) => {
-                if let Some(state) = guard.as_mut().and_then(SettleGuard::state) {
-                    state.set_status(res.status().as_u16());
-                    if let Some(op) = res.extensions().get::<OperationId>() {
-                        state.settle_on_operation(op);
-                    }
-                }
-                Poll::Ready(Ok(res.map(|b| SettleBody::new(b, guard))))
-            }
-            Err(err) => {
-                if let Some(mut guard) = guard {
-                    if let Some(state) = guard.state() {
-                        state.set_status(500);
-                    }
-                    guard.settle(Outcome::Error);
-                }
-                Poll::Ready(Err(err))
-            }
-        }
-    }
-}
+/// Response future of [`MetricsService`].
+pub type ResponseFuture<F> = SettleFuture<F, RequestMetrics>;

@@ -47,22 +47,22 @@ impl RequestMetrics {
             inflight: series,
             settled_on: None,
             start: Instant::now(),
-            status: CLIENT_CLOSED_REQUEST,
+            // Until a response is seen: a service error is a 500.
+            status: 500,
         }
-    }
-
-    /// Notes the response status, counted when the body ends.
-    pub(crate) fn set_status(&mut self, status: u16) {
-        self.status = status;
-    }
-
-    /// Sends the duration and total to `operation` (a handler's override on the response).
-    pub(crate) fn settle_on_operation(&mut self, operation: &OperationId) {
-        self.settled_on = Some(self.table.series(operation, self.inflight.method_index()));
     }
 }
 
 impl Settle for RequestMetrics {
+    /// Notes the status, counted when the body ends, and a handler's `OperationId` override
+    /// on the response, which the duration and total go to.
+    fn on_response<B>(&mut self, response: &http::Response<B>) {
+        self.status = response.status().as_u16();
+        if let Some(op) = response.extensions().get::<OperationId>() {
+            self.settled_on = Some(self.table.series(op, self.inflight.method_index()));
+        }
+    }
+
     fn settle(&mut self, outcome: Outcome) {
         let code = match outcome {
             Outcome::Complete | Outcome::Error => self.status,

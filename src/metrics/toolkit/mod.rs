@@ -5,9 +5,9 @@
 //! - [`LabelTable`]: the series of each value of a bounded label, with the cap, the
 //!   `_overflow` series and the lazily registered overflow counter.
 //! - [`CodeCounters`]: a series' counters by status code, created on first use.
-//! - [`SettleGuard`] and [`SettleBody`]: settle a request exactly once, with its
-//!   [`Outcome`] (complete, error, cancelled, panicked), when its response body ends, fails
-//!   or is dropped.
+//! - [`SettleGuard`], [`SettleFuture`] and [`SettleBody`]: settle a request exactly once,
+//!   with its [`Outcome`] (complete, error, cancelled, panicked), when its response body ends,
+//!   fails or is dropped, or its service fails.
 //!
 //! The HTTP, gRPC, client, transaction and job families are all built from these; a service
 //! recording families of its own (the example registry's Distribution metrics) uses the same.
@@ -47,12 +47,14 @@
 //! ```
 
 mod body;
+mod future;
 mod handles;
 mod recorder;
 mod settle;
 mod table;
 
 pub use body::SettleBody;
+pub use future::SettleFuture;
 pub(crate) use handles::status_label;
 pub use handles::{http_slot, CodeCounters, HTTP_SLOTS};
 pub use recorder::{Family, FamilyKind, RecorderRef};

@@ -26,6 +26,12 @@ pub trait Settle {
     /// Records the end of the request with `outcome`.
     fn settle(&mut self, outcome: Outcome);
 
+    /// Reads the response head (status, headers, extensions) when the response future of a
+    /// [`SettleFuture`](super::SettleFuture) resolves. Defaults to nothing.
+    fn on_response<B>(&mut self, response: &http::Response<B>) {
+        let _ = response;
+    }
+
     /// Reads the trailers, the last frame of a body (gRPC's `grpc-status`). Called just before
     /// [`settle`](Self::settle) with [`Outcome::Complete`]. Defaults to nothing.
     fn on_trailers(&mut self, trailers: &HeaderMap) {
