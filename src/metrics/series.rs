@@ -151,26 +151,27 @@ impl SeriesTable {
     pub(crate) fn series(&self, operation: &OperationId, method_index: usize) -> Arc<MethodSeries> {
         let method_index = method_index.min(self.methods.len());
         let methods = self.methods.len() + 1;
-        let op = self
-            .operations
-            .get(operation.as_str(), |label| OperationSeries {
-                label,
-                by_method: (0..methods).map(|_| OnceLock::new()).collect(),
-            });
-        op.by_method[method_index]
-            .get_or_init(|| {
-                Arc::new(MethodSeries {
-                    inflight: OnceLock::new(),
-                    duration: OnceLock::new(),
-                    labels: [
-                        Label::new("method", self.methods.label(method_index)),
-                        Label::new("operation", op.label.clone()),
-                    ],
-                    totals: CodeCounters::new(),
-                    registrar: self.registrar.clone(),
-                    method_index,
+        let make = |label| OperationSeries {
+            label,
+            by_method: (0..methods).map(|_| OnceLock::new()).collect(),
+        };
+        // No clone of the operation's `Arc` on the hot path: one read lock, one index.
+        self.operations.with(operation.as_str(), make, |op| {
+            op.by_method[method_index]
+                .get_or_init(|| {
+                    Arc::new(MethodSeries {
+                        inflight: OnceLock::new(),
+                        duration: OnceLock::new(),
+                        labels: [
+                            Label::new("method", self.methods.label(method_index)),
+                            Label::new("operation", op.label.clone()),
+                        ],
+                        totals: CodeCounters::new(),
+                        registrar: self.registrar.clone(),
+                        method_index,
+                    })
                 })
-            })
-            .clone()
+                .clone()
+        })
     }
 }

@@ -88,6 +88,23 @@ impl<V> LabelTable<V> {
         self.len() == 0
     }
 
+    /// `f` of the series of `value` (see [`get`](Self::get)), without cloning the `Arc` of a
+    /// series that exists: the hot path of a request whose series is known.
+    pub fn with<R>(
+        &self,
+        value: &str,
+        make: impl FnOnce(SharedString) -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> R {
+        {
+            let values = self.values.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = values.get(value) {
+                return f(found);
+            }
+        }
+        f(&self.get(value, make))
+    }
+
     /// The series of `value`, made by `make` from the label value on first use (`_overflow`
     /// past the cap).
     pub fn get(&self, value: &str, make: impl FnOnce(SharedString) -> V) -> Arc<V> {
