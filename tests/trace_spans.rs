@@ -391,7 +391,9 @@ async fn a_response_override_renames_the_span_operation_too() {
         .layer(t.layer());
     let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // A clone answers; the router, like a server's, outlives the response.
     let res = app
+        .clone()
         .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
         .await
         .unwrap();

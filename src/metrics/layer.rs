@@ -235,7 +235,7 @@ where
                 None => table.unknown_series(method_index),
             },
         };
-        let guard = SettleGuard::new(RequestMetrics::start(table.clone(), series));
+        let guard = SettleGuard::new(RequestMetrics::start(series));
         SettleFuture::new(self.inner.call(req), Some(guard))
     }
 }

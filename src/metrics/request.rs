@@ -16,7 +16,7 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use super::{
-    series::{MethodSeries, SeriesTable},
+    series::MethodSeries,
     toolkit::{Outcome, Settle},
 };
 use crate::operation::OperationId;
@@ -27,9 +27,6 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// The metrics state of one request in flight, carried by the response future and body of
 /// [`MetricsService`](super::MetricsService) until the request settles.
 pub struct RequestMetrics {
-    /// The table, for a response that overrides the operation (the service that owned it may
-    /// be gone by then: tower's `oneshot` drops it once called).
-    table: Arc<SeriesTable>,
     /// The series whose in-flight gauge this request incremented.
     inflight: Arc<MethodSeries>,
     /// The series the duration and total go to, when the response overrides the operation.
@@ -40,10 +37,9 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Counts the request in flight in `series`.
-    pub(crate) fn start(table: Arc<SeriesTable>, series: Arc<MethodSeries>) -> Self {
+    pub(crate) fn start(series: Arc<MethodSeries>) -> Self {
         series.inflight().increment(1.0);
         Self {
-            table,
             inflight: series,
             settled_on: None,
             start: Instant::now(),
@@ -59,7 +55,7 @@ impl Settle for RequestMetrics {
     fn on_response<B>(&mut self, response: &http::Response<B>) {
         self.status = response.status().as_u16();
         if let Some(op) = response.extensions().get::<OperationId>() {
-            self.settled_on = Some(self.table.series(op, self.inflight.method_index()));
+            self.settled_on = self.inflight.sibling(op);
         }
     }
 

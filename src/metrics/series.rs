@@ -5,7 +5,7 @@
 //! whose series exists does one lookup of its operation in the [`LabelTable`], one index by
 //! method, and atomic updates on the handles.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use metrics::{Gauge, Histogram, Key, Label, SharedString};
 
@@ -45,6 +45,9 @@ pub(crate) struct MethodSeries {
     labels: [Label; 2],
     totals: CodeCounters<u16, HTTP_SLOTS>,
     registrar: Arc<Registrar>,
+    /// The table this series belongs to, for a response that overrides the operation: weak,
+    /// so that a request holds no reference count of its own on the table.
+    table: Weak<SeriesTable>,
     method_index: usize,
 }
 
@@ -87,9 +90,10 @@ impl MethodSeries {
         });
     }
 
-    /// The index of this series' method in its table.
-    pub(crate) fn method_index(&self) -> usize {
-        self.method_index
+    /// The series of `operation` with this series' method, in the same table; `None` once
+    /// the table is gone (the layer and every service built from it were dropped).
+    pub(crate) fn sibling(&self, operation: &OperationId) -> Option<Arc<MethodSeries>> {
+        Some(self.table.upgrade()?.series(operation, self.method_index))
     }
 
     /// The `operation` label value of this series (`_overflow` past the cap).
@@ -112,6 +116,7 @@ pub(crate) struct SeriesTable {
     methods: MethodTable,
     operations: LabelTable<OperationSeries>,
     unknown: OperationId,
+    this: Weak<SeriesTable>,
 }
 
 impl SeriesTable {
@@ -124,7 +129,7 @@ impl SeriesTable {
     ) -> Arc<Self> {
         let operations = LabelTable::new(max_operations)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
             registrar: Arc::new(Registrar {
                 recorder,
                 inflight: names.inflight.clone().into(),
@@ -134,6 +139,7 @@ impl SeriesTable {
             methods,
             operations,
             unknown: OperationId::unknown(),
+            this: this.clone(),
         })
     }
 
@@ -168,6 +174,7 @@ impl SeriesTable {
                         ],
                         totals: CodeCounters::new(),
                         registrar: self.registrar.clone(),
+                        table: self.this.clone(),
                         method_index,
                     })
                 })
