@@ -188,15 +188,26 @@ impl Telemetry {
         })
     }
 
-    /// Installs a global `tracing` subscriber: `RUST_LOG`-filtered (default `info`) log lines
-    /// on stderr, with span fields such as `request_id`, plus the OpenTelemetry layer.
+    /// Installs a global `tracing` subscriber: log lines on stderr filtered by `RUST_LOG`
+    /// (default `info`), with span fields such as `request_id`, in colour only when stderr is
+    /// a terminal; and the OpenTelemetry layer, which `RUST_LOG` does not filter: whether a
+    /// span is exported is decided by `trace.enabled` and the sampler, so `RUST_LOG=warn` in
+    /// production keeps every span. The OpenTelemetry layer takes spans and events at `info`
+    /// and above (towerscope's spans are `info`; libraries' `debug` and `trace` spans are not
+    /// exported).
     pub fn init_subscriber(&self) -> Result<(), TelemetryError> {
-        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        use std::io::IsTerminal;
+        use tracing_subscriber::{
+            filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+        };
+        let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(io::stderr().is_terminal())
+            .with_filter(logs);
         tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
-            .with(self.tracing_layer())
+            .with(fmt)
+            .with(self.tracing_layer().with_filter(LevelFilter::INFO))
             .try_init()
             .map_err(TelemetryError::Subscriber)
     }

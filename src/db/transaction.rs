@@ -46,7 +46,7 @@ impl<'c, DB: Database> TracedTransaction<'c, DB> {
         let Self { tx, mut ending } = self;
         match tx.commit().await {
             Ok(()) => {
-                tracing::info!(target: TARGET, parent: &ending.span, "commit");
+                tracing::debug!(target: TARGET, parent: &ending.span, "commit");
                 ending.end(Outcome::Commit);
                 Ok(())
             }
