@@ -31,10 +31,16 @@ async fn rust_log_warn_filters_log_lines_not_span_export() {
     }
     telemetry.trace_pipeline().unwrap().force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
-    assert_eq!(spans.len(), 3, "one server span per request at RUST_LOG=warn: {spans:#?}");
+    assert_eq!(
+        spans.len(),
+        3,
+        "one server span per request at RUST_LOG=warn: {spans:#?}"
+    );
     assert!(spans.iter().all(|s| s.name == "GET"), "{spans:#?}");
     assert!(
-        spans.iter().all(|s| s.events.iter().any(|e| e.name == "handled")),
+        spans
+            .iter()
+            .all(|s| s.events.iter().any(|e| e.name == "handled")),
         "the handler's info event stays on its span: {spans:#?}"
     );
 }
