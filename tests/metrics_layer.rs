@@ -363,7 +363,9 @@ async fn hostile_traffic_leaves_the_series_bounded() {
         let method = match rng.random_range(0..4) {
             0 => Method::GET,
             1 => Method::from_bytes(random_token(&mut rng, 8).to_uppercase().as_bytes()).unwrap(),
-            2 => Method::from_bytes(random_token(&mut rng, 3).as_bytes()).unwrap(),
+            // Lowercase: a random token may spell `PUT`, a real method with its own series
+            // (methods are case-sensitive, so `put` is `_OTHER`).
+            2 => Method::from_bytes(random_token(&mut rng, 3).to_lowercase().as_bytes()).unwrap(),
             _ => Method::POST,
         };
         let path = format!("/{}/{}", random_token(&mut rng, 12), rng.random::<u32>());
