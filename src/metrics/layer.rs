@@ -164,12 +164,11 @@ impl MetricsLayer {
         }
         let table = self.table.get_or_init(|| {
             let families = series::families(&self.names);
-            match &self.served {
-                Some((registry, components)) => {
-                    toolkit::declare(&self.recorder, Some(registry), components, &families)
-                }
-                None => toolkit::declare::<&str>(&self.recorder, None, &[], &families),
-            }
+            let (registry, components) = match &self.served {
+                Some((registry, components)) => (Some(registry), components.as_slice()),
+                None => (None, &[][..]),
+            };
+            toolkit::declare(&self.recorder, registry, components, &families);
             SeriesTable::new(
                 self.recorder.clone(),
                 &self.names,
