@@ -16,18 +16,17 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use metrics::{Key, KeyName, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use metrics::{Key, Label};
 use sqlx::SqlitePool;
-use towerscope::Telemetry;
+use towerscope::{
+    metrics::toolkit::{Family, RecorderRef},
+    Telemetry,
+};
 
 use crate::db::Db;
 
 /// The `?comp=` component of these families.
 pub(crate) const COMPONENT: &str = "exporter";
-
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 const PULL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS artifact_pull (\
     name TEXT PRIMARY KEY, count INTEGER NOT NULL DEFAULT 0)";
@@ -76,7 +75,7 @@ struct Names {
 #[derive(Debug, Clone)]
 pub(crate) struct ExporterGauges {
     pool: SqlitePool,
-    recorder: Arc<PrometheusRecorder>,
+    recorder: RecorderRef,
     names: Arc<Names>,
     /// Series set by earlier scrapes: those that vanish (a deleted project) are set to 0.
     seen: Arc<Mutex<BTreeSet<Series>>>,
@@ -104,7 +103,7 @@ impl ExporterGauges {
             artifact_pulled: format!("{ns}_artifact_pulled"),
         };
         let registry = telemetry.registry();
-        let recorder = registry.recorder();
+        let recorder = RecorderRef::from(registry);
         for (name, help) in [
             (
                 &names.project_total,
@@ -123,7 +122,7 @@ impl ExporterGauges {
                 "The number of pulls (manifest GETs) of each repository.",
             ),
         ] {
-            recorder.describe_gauge(KeyName::from(name.clone()), None, help.into());
+            recorder.describe(&Family::gauge(name.clone(), help));
         }
         registry.register_component(
             COMPONENT,
@@ -240,6 +239,6 @@ impl ExporterGauges {
             .map(|(k, v)| Label::new(k.clone(), v.clone()))
             .collect::<Vec<_>>();
         self.recorder
-            .register_gauge(&Key::from_parts(name.to_owned(), labels), &METADATA)
+            .gauge(&Key::from_parts(name.to_owned(), labels))
     }
 }

@@ -283,16 +283,17 @@ impl fmt::Write for PeerLabel {
 
 #[cfg(test)]
 mod tests {
-    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
     use super::*;
-    use crate::client::ClientMiddleware;
+    use crate::{client::ClientMiddleware, config::MetricConfig, metrics::MetricsRegistry};
 
-    /// A middleware recording into a Prometheus recorder of its own, and that recorder.
-    fn recorded() -> (ClientMiddleware, PrometheusHandle) {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        (ClientMiddleware::with_recorder(Arc::new(recorder)), handle)
+    /// A middleware recording into a registry's recorder without serving its families (no
+    /// `?comp=`), and that registry.
+    fn recorded() -> (ClientMiddleware, MetricsRegistry) {
+        let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+        (
+            ClientMiddleware::with_recorder(registry.recorder()),
+            registry,
+        )
     }
 
     #[test]

@@ -5,31 +5,30 @@
 
 use std::{io, time::Duration};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-
 use crate::{
     config::MetricConfig,
     metrics::{
-        MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry, MetricsServer,
-        DURATION_SUFFIX,
+        store::Settings, MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry,
+        MetricsServer, DURATION_SUFFIX,
     },
 };
 
 impl MetricsRegistry {
     /// Builds a registry from the `metric:` configuration: durations as a summary with
-    /// `quantiles` (default 0.5, 0.9, 0.99 over a 60 s window), or as a histogram with `buckets`
+    /// `quantiles` (default 0.5, 0.9, 0.99 over a 40–60 s window), or as a histogram with `buckets`
     /// for every histogram family ending in `_seconds` (and `family_buckets` for single
-    /// families); upkeep every `upkeep_interval_secs`. Nothing global is installed.
+    /// families); the summary windows checked every `upkeep_interval_secs`. Nothing global is
+    /// installed.
     pub fn new(config: &MetricConfig) -> Result<Self, MetricsError> {
-        let mut builder = PrometheusBuilder::new().set_quantiles(config.quantiles())?;
-        if let Some(buckets) = &config.buckets {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.to_owned()), buckets)?;
-        }
-        for (family, buckets) in &config.family_buckets {
-            builder = builder.set_buckets_for_metric(Matcher::Full(family.clone()), buckets)?;
-        }
-        Self::from_builder(builder, Duration::from_secs(config.upkeep_interval_secs))
+        let settings = Settings {
+            quantiles: config.quantiles().to_vec(),
+            suffix_buckets: config
+                .buckets
+                .clone()
+                .map(|buckets| (DURATION_SUFFIX.to_owned(), buckets)),
+            family_buckets: config.family_buckets.clone(),
+        };
+        Self::from_settings(settings, Duration::from_secs(config.upkeep_interval_secs))
     }
 }
 

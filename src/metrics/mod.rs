@@ -16,7 +16,8 @@
 //! capped (default 1000 distinct values, the rest `_overflow`). No label value is ever taken
 //! from a raw path, a header or any other client-chosen string.
 //!
-//! [`MetricsRegistry`] holds the Prometheus recorder and runs its upkeep; [`MetricsEndpoint`]
+//! [`MetricsRegistry`] holds the series (towerscope's own recorder and exposition) and moves
+//! the summary windows; [`MetricsEndpoint`]
 //! serves it (with Harbor's `?comp=`), [`MetricsServer`] on its own port.
 //!
 //! # Example
@@ -50,7 +51,6 @@
 //! ```
 
 mod endpoint;
-mod exposition;
 mod layer;
 mod names;
 #[cfg(feature = "pushgateway")]
@@ -59,6 +59,7 @@ mod registry;
 mod request;
 pub mod runtime;
 mod series;
+pub(crate) mod store;
 pub mod toolkit;
 
 pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE};
@@ -69,6 +70,7 @@ pub use layer::{
 pub use names::MetricNames;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};
+pub use store::StoreStats;
 pub use toolkit::RecorderRef;
 
 pub use crate::labels::OTHER_METHOD;

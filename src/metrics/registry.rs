@@ -5,21 +5,23 @@ use std::{
     fmt,
     sync::{mpsc, Arc, PoisonError, RwLock},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::Recorder;
 
-use super::exposition;
+use super::store::{Settings, Store, StoreStats};
 
 /// Errors of setting up metrics.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetricsError {
-    /// The Prometheus recorder rejected the quantiles or buckets; check `metric.quantiles` and
-    /// `metric.buckets` (validate the configuration first to get a field-by-field message).
+    /// Quantiles outside 0..=1, or buckets that are empty, not finite and positive, or not
+    /// strictly increasing; check `metric.quantiles`, `metric.buckets` and
+    /// `metric.family_buckets` (validate the configuration first to get a field-by-field
+    /// message).
     #[error("invalid summary or histogram settings: {0}")]
-    Build(#[from] metrics_exporter_prometheus::BuildError),
+    Invalid(String),
     /// A global `metrics` recorder is already installed in this process; install only one, or
     /// use the registry without installing it (the layers record into it directly).
     #[error("a global metrics recorder is already installed")]
@@ -34,8 +36,9 @@ pub enum MetricsError {
 #[error("unknown component {0:?}")]
 pub struct UnknownComponent(pub String);
 
-/// The metrics of a service: a Prometheus recorder, an upkeep thread, and the component of each
-/// family for Harbor's `?comp=` selection.
+/// The metrics of a service: towerscope's own `metrics` recorder and Prometheus exposition
+/// (lock-free series, families kept in order), an upkeep thread that moves the summary windows,
+/// and the component of each family for Harbor's `?comp=` selection.
 ///
 /// Cloning is cheap and shares the registry. The upkeep thread stops when the last clone drops.
 ///
@@ -57,8 +60,7 @@ pub struct MetricsRegistry {
 }
 
 struct Inner {
-    recorder: Arc<PrometheusRecorder>,
-    handle: PrometheusHandle,
+    store: Arc<Store>,
     /// component name -> family names
     components: RwLock<BTreeMap<String, BTreeSet<String>>>,
     /// Dropping the sender stops the upkeep thread.
@@ -77,31 +79,41 @@ impl fmt::Debug for MetricsRegistry {
 /// calls, gRPC calls, transactions, jobs) are histograms when buckets are configured.
 pub const DURATION_SUFFIX: &str = "_seconds";
 
+/// How long one summary window slot collects; quantiles cover two to three of these.
+pub(crate) const SUMMARY_SLOT: Duration = Duration::from_secs(20);
+
 impl MetricsRegistry {
-    /// A registry recording with `builder`'s settings, running upkeep every `upkeep`
-    /// (at least one second). [`MetricsRegistry::new`] builds one from the `metric:` block.
-    pub(crate) fn from_builder(
-        builder: PrometheusBuilder,
+    /// A registry storing durations as `settings` say, checking every `upkeep` (at least one
+    /// second) whether the summary windows move on. [`MetricsRegistry::new`] builds one from
+    /// the `metric:` block.
+    pub(crate) fn from_settings(
+        settings: Settings,
         upkeep: Duration,
     ) -> Result<Self, MetricsError> {
-        let recorder = Arc::new(builder.build_recorder());
-        let handle = recorder.handle();
+        check_settings(&settings)?;
+        let store = Arc::new(Store::new(settings));
         let (tx, rx) = mpsc::channel::<()>();
-        let interval = upkeep.max(Duration::from_secs(1));
-        let upkeep_handle = handle.clone();
+        let interval = upkeep.max(Duration::from_secs(1)).min(SUMMARY_SLOT);
+        let weak = Arc::downgrade(&store);
         thread::Builder::new()
             .name("towerscope-upkeep".into())
             .spawn(move || {
+                let mut since = Instant::now();
                 // Runs until every sender (every registry clone) is gone.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
-                    upkeep_handle.run_upkeep();
+                    if since.elapsed() >= SUMMARY_SLOT {
+                        since = Instant::now();
+                        match weak.upgrade() {
+                            Some(store) => store.rotate(),
+                            None => return,
+                        }
+                    }
                 }
             })
             .map_err(MetricsError::Upkeep)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                recorder,
-                handle,
+                store,
                 components: RwLock::new(BTreeMap::new()),
                 _upkeep: tx,
             }),
@@ -111,19 +123,19 @@ impl MetricsRegistry {
     /// Installs this registry as the process-wide `metrics` recorder, so `counter!` and friends
     /// anywhere in the service record into it.
     pub fn install_global(&self) -> Result<(), MetricsError> {
-        metrics::set_global_recorder(self.inner.recorder.clone())
+        metrics::set_global_recorder(self.inner.store.clone())
             .map_err(|_| MetricsError::GlobalAlreadyInstalled)
     }
 
     /// The recorder, to record into without installing it globally
-    /// (`metrics::with_local_recorder`).
-    pub fn recorder(&self) -> Arc<PrometheusRecorder> {
-        self.inner.recorder.clone()
+    /// (`metrics::with_local_recorder(&*registry.recorder(), ..)`).
+    pub fn recorder(&self) -> Arc<dyn Recorder + Send + Sync> {
+        self.inner.store.clone()
     }
 
-    /// The Prometheus handle (render, upkeep).
-    pub fn handle(&self) -> &PrometheusHandle {
-        &self.inner.handle
+    /// What the registry holds: families, series and the bytes they take.
+    pub fn stats(&self) -> StoreStats {
+        self.inner.store.stats()
     }
 
     /// Serves `families` under `component`: `?comp=component` returns them (and only the
@@ -156,10 +168,10 @@ impl MetricsRegistry {
     /// Renders every family in the Prometheus text format 0.0.4, families sorted by name and
     /// series by labels, so two scrapes of the same state are byte-identical.
     ///
-    /// Takes milliseconds with many series: call it off the async worker threads
+    /// Takes about a millisecond per thousand series: call it off the async worker threads
     /// (the [`MetricsEndpoint`](super::MetricsEndpoint) does).
     pub fn render(&self) -> String {
-        exposition::canonicalize(&self.inner.handle.render(), |_| true)
+        self.inner.store.render(|_| true)
     }
 
     /// Renders only the families registered under the given components (all families when
@@ -183,9 +195,34 @@ impl MetricsRegistry {
             }
             wanted
         };
-        Ok(exposition::canonicalize(
-            &self.inner.handle.render(),
-            |family| wanted.contains(family),
-        ))
+        Ok(self.inner.store.render(|family| wanted.contains(family)))
     }
+}
+
+/// The checks `metric:` validation makes, for settings that did not come from a validated
+/// configuration.
+fn check_settings(settings: &Settings) -> Result<(), MetricsError> {
+    if let Some(q) = settings
+        .quantiles
+        .iter()
+        .find(|q| !(0.0..=1.0).contains(*q))
+    {
+        return Err(MetricsError::Invalid(format!(
+            "quantile {q} is not between 0 and 1"
+        )));
+    }
+    let buckets = settings
+        .suffix_buckets
+        .iter()
+        .map(|(_, b)| b)
+        .chain(settings.family_buckets.values());
+    for b in buckets {
+        let increasing = b.windows(2).all(|w| w[0] < w[1]);
+        if b.is_empty() || !increasing || b.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            return Err(MetricsError::Invalid(format!(
+                "buckets {b:?} must be non-empty, positive, finite and strictly increasing"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -130,7 +130,6 @@ mod collector {
     };
 
     use metrics::{Counter, Gauge, Key, KeyName, Recorder, SharedString, Unit};
-    use metrics_exporter_prometheus::PrometheusRecorder;
 
     use super::{MetricsRegistry, METADATA, PROCESS_COMPONENT, RUNTIME_COMPONENT};
 
@@ -188,7 +187,7 @@ mod collector {
             Self { name, gauge: None }
         }
 
-        fn set(&mut self, recorder: &PrometheusRecorder, value: Option<f64>) {
+        fn set(&mut self, recorder: &dyn Recorder, value: Option<f64>) {
             let Some(value) = value else { return };
             self.gauge
                 .get_or_insert_with(|| {
@@ -211,7 +210,7 @@ mod collector {
             }
         }
 
-        fn absolute(&mut self, recorder: &PrometheusRecorder, value: Option<u64>) {
+        fn absolute(&mut self, recorder: &dyn Recorder, value: Option<u64>) {
             let Some(value) = value else { return };
             self.counter
                 .get_or_insert_with(|| {
@@ -229,7 +228,7 @@ mod collector {
 
     /// The collector's handles and state; shared by the thread and [`RuntimeMetrics::collect`].
     struct State {
-        recorder: Arc<PrometheusRecorder>,
+        recorder: Arc<dyn Recorder + Send + Sync>,
         runtime: Option<tokio::runtime::RuntimeMetrics>,
         cpu: LazyCounter,
         resident: LazyGauge,
@@ -296,7 +295,7 @@ mod collector {
         }
     }
 
-    fn describe(recorder: &PrometheusRecorder) {
+    fn describe(recorder: &dyn Recorder) {
         let gauges: [(&'static str, Option<Unit>, &'static str); 11] = [
             (
                 RESIDENT,
