@@ -110,6 +110,8 @@ pub(crate) struct Store {
     settings: Settings,
     /// `quantile` label values, formatted once.
     quantile_labels: Vec<String>,
+    /// Indices of `settings.quantiles`, smallest quantile first.
+    quantile_order: Vec<usize>,
     /// The current summary window slot (all summaries rotate together).
     clock: Arc<AtomicUsize>,
     /// Registration cache: the raw key -> its cell. Hit by every `counter!`-style call.
@@ -118,6 +120,8 @@ pub(crate) struct Store {
     families: RwLock<BTreeMap<String, Family>>,
     /// Sanitized family name -> escaped `# HELP` text.
     help: RwLock<HashMap<String, String, foldhash::fast::RandomState>>,
+    /// Length of the last render: the next one reserves it up front.
+    last_len: AtomicUsize,
 }
 
 impl fmt::Debug for Store {
@@ -145,12 +149,14 @@ impl Store {
     pub(crate) fn new(settings: Settings) -> Self {
         let quantile_labels = settings.quantiles.iter().map(|q| float(*q)).collect();
         Self {
+            quantile_order: summary::ascending(&settings.quantiles),
             settings,
             quantile_labels,
             clock: Arc::new(AtomicUsize::new(0)),
             keys: RwLock::default(),
             families: RwLock::default(),
             help: RwLock::default(),
+            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -286,7 +292,7 @@ impl Store {
     pub(crate) fn render(&self, keep: impl Fn(&str) -> bool) -> String {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         let help = self.help.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed));
         let mut render = Render::default();
         for (name, family) in families.iter() {
             if family.series.is_empty() || !keep(name) {
@@ -309,6 +315,7 @@ impl Store {
             }
             out.push('\n');
         }
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
 }
@@ -344,6 +351,7 @@ impl Render {
             (Cell::Summary(s), _) => {
                 s.quantiles(
                     &store.settings.quantiles,
+                    &store.quantile_order,
                     &mut self.scratch,
                     &mut self.quantiles,
                 );

@@ -12,7 +12,7 @@
 //! Prometheus expects of a summary.
 //!
 //! Memory: a table of 64 lazily filled octave pages (2⁻³⁰ to 2³⁴, which covers nanoseconds to
-//! centuries in seconds and bytes up to 16 GiB) and one 384-byte page per octave a value fell in.
+//! centuries in seconds and bytes up to 16 GiB) and one 396-byte page per octave a value fell in.
 //! A page, once there, stays: recording into it never allocates again.
 
 use std::sync::{
@@ -28,8 +28,12 @@ const SUBS: usize = 1 << SUB_BITS;
 const MIN_EXP: i32 = -30;
 const OCTAVES: usize = 64;
 
-/// Counts of one octave, per slot.
-type Page = [[AtomicU32; SUBS]; SLOTS];
+/// Counts of one octave, per slot, and their sum per slot (so that a quantile walk skips
+/// whole octaves).
+struct Page {
+    totals: [AtomicU32; SLOTS],
+    counts: [[AtomicU32; SUBS]; SLOTS],
+}
 
 /// The smallest and largest positive value of a slot, as f64 bits (for non-negative floats,
 /// bit order is numeric order, so `fetch_min`/`fetch_max` work on the bits).
@@ -63,6 +67,9 @@ pub(crate) struct SummaryCell {
     /// The current slot, shared by every summary of the store (rotated together).
     clock: Arc<AtomicUsize>,
     extremes: [Extremes; SLOTS],
+    /// Bit `o` is set once `pages[o]` exists: a render reads only the pages there are, not
+    /// the whole table (which is what kept 10,000 series out of the cache).
+    present: AtomicU64,
     pages: [OnceLock<Box<Page>>; OCTAVES],
 }
 
@@ -79,6 +86,7 @@ impl SummaryCell {
             sum: AtomicU64::new(0f64.to_bits()),
             clock,
             extremes: [const { Extremes::new() }; SLOTS],
+            present: AtomicU64::new(0),
             pages: [const { OnceLock::new() }; OCTAVES],
         }
     }
@@ -100,15 +108,24 @@ impl SummaryCell {
         extremes.min.fetch_min(bits, Ordering::Relaxed);
         extremes.max.fetch_max(bits, Ordering::Relaxed);
         let (octave, sub) = position(value);
-        let page = self.pages[octave].get_or_init(new_page);
-        page[slot][sub].fetch_add(1, Ordering::Relaxed);
+        let page = match self.pages[octave].get() {
+            Some(page) => page,
+            None => {
+                let page = self.pages[octave].get_or_init(new_page);
+                self.present.fetch_or(1 << octave, Ordering::Release);
+                page
+            }
+        };
+        page.counts[slot][sub].fetch_add(1, Ordering::Relaxed);
+        page.totals[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Clears `slot` (the one about to become current).
     pub(crate) fn clear_slot(&self, slot: usize) {
         self.extremes[slot].clear();
-        for page in self.pages.iter().filter_map(OnceLock::get) {
-            for count in &page[slot] {
+        for page in self.existing_pages().map(|(_, page)| page) {
+            page.totals[slot].store(0, Ordering::Relaxed);
+            for count in &page.counts[slot] {
                 count.store(0, Ordering::Relaxed);
             }
         }
@@ -122,13 +139,19 @@ impl SummaryCell {
         }
     }
 
-    /// Writes the value of each of `quantiles` (sorted or not) into `out`, over the window:
-    /// 0 for every quantile when the window holds no value. `scratch` is reused between calls
-    /// (a render passes the same one for every series).
-    pub(crate) fn quantiles(&self, quantiles: &[f64], scratch: &mut Scratch, out: &mut Vec<f64>) {
+    /// Writes the value of each of `quantiles` into `out` (in the same order), over the
+    /// window: 0 for every quantile when the window holds no value. `order` lists the indices
+    /// of `quantiles` from the smallest quantile to the largest; `scratch` is reused between
+    /// calls (a render passes the same one for every series).
+    pub(crate) fn quantiles(
+        &self,
+        quantiles: &[f64],
+        order: &[usize],
+        scratch: &mut Scratch,
+        out: &mut Vec<f64>,
+    ) {
         out.clear();
-        let merged = &mut scratch.0;
-        merged.clear();
+        out.resize(quantiles.len(), 0.0);
         let mut non_positive = 0u64;
         let (mut min, mut max) = (u64::MAX, 0u64);
         for e in &self.extremes {
@@ -136,61 +159,106 @@ impl SummaryCell {
             min = min.min(e.min.load(Ordering::Relaxed));
             max = max.max(e.max.load(Ordering::Relaxed));
         }
-        // Per-bucket counts summed over the slots, only for the octaves that have a page.
+        // The octaves that have a page, with their count over the slots.
+        let pages = &mut scratch.0;
+        pages.clear();
         let mut total = non_positive;
-        for (octave, page) in self.pages.iter().enumerate() {
-            let Some(page) = page.get() else { continue };
-            let mut sums = [0u64; SUBS];
-            for slot in page.iter() {
-                for (sum, count) in sums.iter_mut().zip(slot) {
-                    let c = u64::from(count.load(Ordering::Relaxed));
-                    *sum += c;
-                    total += c;
-                }
+        for (octave, page) in self.existing_pages() {
+            let count: u64 = page
+                .totals
+                .iter()
+                .map(|t| u64::from(t.load(Ordering::Relaxed)))
+                .sum();
+            if count > 0 {
+                pages.push((octave, count));
+                total += count;
             }
-            merged.push((octave, sums));
+        }
+        if total == 0 {
+            return;
         }
         let (lo, hi) = (f64::from_bits(min), f64::from_bits(max));
-        for &q in quantiles {
-            if total == 0 {
-                out.push(0.0);
+        // One walk for all quantiles, smallest first: each is the smallest value whose rank
+        // (from 1) reaches q·total.
+        let mut wanted = order.iter().map(|&i| {
+            let rank = ((quantiles[i] * total as f64).ceil() as u64).clamp(1, total);
+            (i, rank)
+        });
+        let mut next = wanted.next();
+        // Ranks within the values ≤ 0 stay 0.
+        while next.is_some_and(|(_, rank)| rank <= non_positive) {
+            next = wanted.next();
+        }
+        let mut seen = non_positive;
+        'pages: for &(octave, count) in pages.iter() {
+            if next.is_some_and(|(_, rank)| seen + count < rank) {
+                seen += count;
                 continue;
             }
-            // The smallest value whose rank reaches q·total (rank counted from 1).
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-            if rank <= non_positive {
-                out.push(0.0);
+            let Some(page) = self.pages[octave].get() else {
                 continue;
-            }
-            let mut seen = non_positive;
-            let mut value = hi;
-            'walk: for (octave, counts) in merged.iter() {
-                for (sub, count) in counts.iter().enumerate() {
-                    seen += count;
-                    if seen >= rank {
-                        value = middle(*octave, sub, lo, hi);
-                        break 'walk;
-                    }
+            };
+            for sub in 0..SUBS {
+                seen += page
+                    .counts
+                    .iter()
+                    .map(|slot| u64::from(slot[sub].load(Ordering::Relaxed)))
+                    .sum::<u64>();
+                while let Some((i, _)) = next.filter(|(_, rank)| seen >= *rank) {
+                    // Only positive values reach the pages, so min/max are set here.
+                    out[i] = middle(octave, sub, lo, hi).clamp(lo, hi);
+                    next = wanted.next();
+                }
+                if next.is_none() {
+                    break 'pages;
                 }
             }
-            // Only positive values reach the pages, so min/max are set when we get here.
-            out.push(value.clamp(lo, hi));
         }
+        // Records that arrived during the walk can leave the last ranks unreached.
+        while let Some((i, _)) = next {
+            out[i] = hi;
+            next = wanted.next();
+        }
+    }
+
+    /// The pages there are, by octave.
+    fn existing_pages(&self) -> impl Iterator<Item = (usize, &Page)> {
+        let mut bits = self.present.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            while bits != 0 {
+                let octave = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(page) = self.pages[octave].get() {
+                    return Some((octave, &**page));
+                }
+            }
+            None
+        })
     }
 
     /// Bytes this series holds (the cell and its pages).
     pub(crate) fn heap_bytes(&self) -> usize {
-        let pages = self.pages.iter().filter(|p| p.get().is_some()).count();
+        let pages = self.existing_pages().count();
         std::mem::size_of::<Self>() + pages * std::mem::size_of::<Page>()
     }
 }
 
 /// Working memory of [`SummaryCell::quantiles`], kept across the series of one render.
 #[derive(Default)]
-pub(crate) struct Scratch(Vec<(usize, [u64; SUBS])>);
+pub(crate) struct Scratch(Vec<(usize, u64)>);
 
 fn new_page() -> Box<Page> {
-    Box::new([const { [const { AtomicU32::new(0) }; SUBS] }; SLOTS])
+    Box::new(Page {
+        totals: [const { AtomicU32::new(0) }; SLOTS],
+        counts: [const { [const { AtomicU32::new(0) }; SUBS] }; SLOTS],
+    })
+}
+
+/// The indices of `quantiles` from the smallest quantile to the largest.
+pub(crate) fn ascending(quantiles: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..quantiles.len()).collect();
+    order.sort_by(|a, b| quantiles[*a].total_cmp(&quantiles[*b]));
+    order
 }
 
 /// The octave and sub-bucket of a positive value, clamped to the table's range.
@@ -244,7 +312,7 @@ mod tests {
 
     fn q(cell: &SummaryCell, qs: &[f64]) -> Vec<f64> {
         let mut out = Vec::new();
-        cell.quantiles(qs, &mut Scratch::default(), &mut out);
+        cell.quantiles(qs, &ascending(qs), &mut Scratch::default(), &mut out);
         out
     }
 
@@ -293,6 +361,18 @@ mod tests {
         clock.store(next, Ordering::Relaxed);
         assert_eq!(q(&c, &[1.0]), [1.0], "the 10 s value left the window");
         assert_eq!(c.totals().count, SLOTS as u64);
+    }
+
+    #[test]
+    fn quantiles_in_any_order_get_their_own_values() {
+        let (c, _) = cell();
+        for i in 1..=100u32 {
+            c.record(f64::from(i));
+        }
+        let got = q(&c, &[0.99, 0.1, 0.5]);
+        for (got, want) in got.into_iter().zip([99.0, 10.0, 50.0]) {
+            assert!((got - want).abs() / want < 0.017, "{got} vs {want}");
+        }
     }
 
     #[test]
