@@ -1,0 +1,318 @@
+//! towerscope beside what users pick instead, each in one criterion group with the bare router,
+//! so every ratio is read from one run.
+//!
+//! Run with (release, about two minutes):
+//!
+//! ```text
+//! cargo bench --bench compare
+//! ```
+//!
+//! Every case is an axum [`Router`] with one route, `GET /api/v2.0/users/{id}`, answering a
+//! small JSON body, called in process on a current-thread tokio runtime: build the request
+//! (`host`, `user-agent`, `accept`), `ready`, `call`, read the body to its end, drop. The
+//! added cost of a layer is its time minus the group's `bare`.
+//!
+//! | group | cases |
+//! |---|---|
+//! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry) |
+//! | `request_id` | `bare`; `tower_http` (`SetRequestIdLayer` + `PropagateRequestIdLayer`, UUIDs); `towerscope` (`RequestIdLayer`) |
+//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/no_subscriber` (the same layer without any subscriber) |
+//! | `observability` | `bare`; `tower_http+axum_prometheus` (request id pair and metrics layer); `towerscope` (`ObservabilityLayer`: request id, operation, span stage, metrics), no subscriber |
+//!
+//! axum-prometheus installs the global `metrics` recorder; towerscope's cases record into their
+//! own `MetricsRegistry`, so each counts only its own series.
+
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented `pub fn benches`"
+)]
+
+use std::{convert::Infallible, hint::black_box, time::Duration};
+
+use axum::{routing::get, Router};
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use http::{
+    header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT},
+    HeaderValue, Request, Response,
+};
+use http_body::Body;
+use http_body_util::BodyExt;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter},
+};
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
+use towerscope::{
+    config::MetricConfig, trace::TracePipeline, Config, MetricsLayer, MetricsRegistry,
+    ObservabilityLayer, RequestIdLayer, Telemetry,
+};
+use tracing_subscriber::layer::SubscriberExt;
+
+const PATH: &str = "/api/v2.0/users/42";
+
+async fn user() -> ([(http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        "{\"id\":42,\"name\":\"alice\"}",
+    )
+}
+
+fn router() -> Router {
+    Router::new().route("/api/v2.0/users/{id}", get(user))
+}
+
+fn request() -> Request<axum::body::Body> {
+    Request::get(PATH)
+        .header(HOST, HeaderValue::from_static("registry.example:8080"))
+        .header(USER_AGENT, HeaderValue::from_static("skopeo/1.13.3"))
+        .header(ACCEPT, HeaderValue::from_static("application/json"))
+        .body(axum::body::Body::empty())
+        .expect("valid request")
+}
+
+/// One request: ready, call, the body read to its end, drop. Panics unless it is a 200.
+async fn round_trip<S, B>(svc: &mut S)
+where
+    S: Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let req = black_box(request());
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("body");
+    black_box(body);
+}
+
+fn bench<S, B>(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: &str,
+    mut svc: S,
+) where
+    S: Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| b.iter(|| rt.block_on(round_trip(&mut svc))));
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(60);
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn metrics(c: &mut Criterion) {
+    let rt = runtime();
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
+    let (prometheus_layer, prometheus) = axum_prometheus::PrometheusMetricLayer::pair();
+    let mut group = c.benchmark_group("metrics");
+    configure(&mut group);
+    bench(&mut group, &rt, "bare", router());
+    bench(
+        &mut group,
+        &rt,
+        "axum_prometheus",
+        router().layer(prometheus_layer.clone()),
+    );
+    bench(
+        &mut group,
+        &rt,
+        "towerscope",
+        router().layer(MetricsLayer::new(&registry)),
+    );
+    group.finish();
+
+    // Both recorded the requests they served, under the route template.
+    let ours = registry.render();
+    let theirs = prometheus.render();
+    if ours.contains("http_request_total{") {
+        assert!(
+            ours.contains(
+                r#"http_request_total{method="GET",code="200",operation="/api/v2.0/users/{id}"}"#
+            ) && !ours.contains(r#"code="499""#),
+            "towerscope did not record the requests:\n{ours}"
+        );
+    }
+    if theirs.contains("axum_http_requests_total") {
+        assert!(
+            theirs.contains(r#"endpoint="/api/v2.0/users/{id}""#),
+            "axum-prometheus did not record the requests:\n{theirs}"
+        );
+    }
+    // `prometheus_layer` is used again by the observability group.
+    OBSERVABILITY_PROMETHEUS
+        .set(prometheus_layer)
+        .unwrap_or_else(|_| panic!("metrics runs once"));
+}
+
+static OBSERVABILITY_PROMETHEUS: std::sync::OnceLock<
+    axum_prometheus::PrometheusMetricLayer<'static>,
+> = std::sync::OnceLock::new();
+
+fn request_id(c: &mut Criterion) {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let rt = runtime();
+    let mut group = c.benchmark_group("request_id");
+    configure(&mut group);
+    bench(&mut group, &rt, "bare", router());
+    bench(
+        &mut group,
+        &rt,
+        "tower_http",
+        router()
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)),
+    );
+    bench(
+        &mut group,
+        &rt,
+        "towerscope",
+        router().layer(RequestIdLayer::new()),
+    );
+    group.finish();
+}
+
+/// Takes every batch and drops it: the export thread's work is real, nothing leaves the process.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// An SDK tracer provider sampling every span, batching to [`Discard`], as users wire
+/// axum-tracing-opentelemetry or tower-http's `TraceLayer` to OpenTelemetry.
+fn discarding_provider() -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
+        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .build()
+}
+
+fn towerscope_telemetry(sample_rate: &str) -> Telemetry {
+    let config = Config::from_yaml_str(&format!(
+        "trace: {{ enabled: true, sample_rate: {sample_rate}, otel: {{ endpoint: '127.0.0.1:1' }} }}"
+    ))
+    .expect("config");
+    let registry = MetricsRegistry::new(&config.metric).expect("registry");
+    let pipeline = TracePipeline::with_exporter(
+        &config.trace,
+        Discard,
+        "discard",
+        &registry,
+        &config.metric.prefix(),
+    );
+    Telemetry::with_pipeline(&config, registry, pipeline).expect("telemetry")
+}
+
+fn trace(c: &mut Criterion) {
+    let rt = runtime();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = discarding_provider();
+    let peer_subscriber = || {
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("compare")))
+    };
+    let sampled = towerscope_telemetry("1");
+    let sampled_out = towerscope_telemetry("0");
+
+    let mut group = c.benchmark_group("trace");
+    configure(&mut group);
+    tracing::subscriber::with_default(peer_subscriber(), || {
+        bench(&mut group, &rt, "bare", router());
+        bench(
+            &mut group,
+            &rt,
+            "tower_http",
+            router().layer(tower_http::trace::TraceLayer::new_for_http()),
+        );
+        bench(
+            &mut group,
+            &rt,
+            "axum_tracing_opentelemetry",
+            router().layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default()),
+        );
+    });
+    for (name, telemetry) in [
+        ("towerscope/sampled", &sampled),
+        ("towerscope/sampled_out", &sampled_out),
+    ] {
+        let subscriber = tracing_subscriber::registry().with(telemetry.tracing_layer());
+        tracing::subscriber::with_default(subscriber, || {
+            bench(&mut group, &rt, name, router().layer(telemetry.layer()));
+        });
+    }
+    bench(
+        &mut group,
+        &rt,
+        "towerscope/no_subscriber",
+        router().layer(sampled.layer()),
+    );
+    group.finish();
+
+    // The sampled case exported its spans (when it ran: a name filter may skip it), without
+    // failures; the sampled-out case exported none.
+    let sampled = sampled.shutdown().expect("tracing is on");
+    let sampled_out = sampled_out.shutdown().expect("tracing is on");
+    eprintln!("towerscope/sampled: {sampled:?}; towerscope/sampled_out: {sampled_out:?}");
+    assert_eq!(sampled.failed, 0, "{sampled:?}");
+    assert_eq!(
+        sampled_out.exported + sampled_out.dropped,
+        0,
+        "{sampled_out:?}"
+    );
+    provider.shutdown().ok();
+}
+
+fn observability(c: &mut Criterion) {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let rt = runtime();
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
+    let prometheus_layer = OBSERVABILITY_PROMETHEUS
+        .get()
+        .cloned()
+        .unwrap_or_else(|| axum_prometheus::PrometheusMetricLayer::pair().0);
+    let mut group = c.benchmark_group("observability");
+    configure(&mut group);
+    bench(&mut group, &rt, "bare", router());
+    bench(
+        &mut group,
+        &rt,
+        "tower_http+axum_prometheus",
+        router()
+            .layer(prometheus_layer)
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)),
+    );
+    bench(
+        &mut group,
+        &rt,
+        "towerscope",
+        router().layer(ObservabilityLayer::new(
+            RequestIdLayer::new(),
+            MetricsLayer::new(&registry),
+        )),
+    );
+    group.finish();
+}
+
+criterion_group!(benches, metrics, request_id, trace, observability);
+criterion_main!(benches);
