@@ -148,27 +148,18 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
 }
 
 impl<S> TraceService<S> {
+    /// The request's server span, with every field known from the request recorded at
+    /// creation: one pass through the subscriber's `on_new_span` instead of one `on_record`
+    /// per field. Nothing is computed when no subscriber wants the span.
     fn make_span<B>(&self, req: &Request<B>) -> Span {
-        let method = standard_method(req.method());
-        let span = tracing::info_span!(
+        if !tracing::enabled!(
+            kind: tracing::metadata::Kind::SPAN,
             target: "towerscope::http",
-            "HTTP request",
-            otel.name = Empty,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            http.request.method = method.unwrap_or(OTHER_METHOD),
-            url.path = Empty,
-            url.query = Empty,
-            http.route = Empty,
-            user_agent.original = Empty,
-            http.response.status_code = Empty,
-            operation = Empty,
-            request_id = Empty,
-        );
-        // Without a subscriber that wants the span, nothing below is worth its cost.
-        if span.is_disabled() {
-            return span;
+            tracing::Level::INFO
+        ) {
+            return Span::none();
         }
+        let method = standard_method(req.method());
         // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
         // metrics label does not depend on whether this span is enabled.
         let operation = operation_of(req, &*self.layer.resolver);
@@ -179,38 +170,78 @@ impl<S> TraceService<S> {
             .map(|p| p.as_str());
         #[cfg(not(feature = "axum"))]
         let route: Option<&str> = None;
-        let verb = method.unwrap_or("HTTP");
-        match (route, operation.as_str()) {
-            (Some(route), _) => {
-                span.record("otel.name", format!("{verb} {route}"));
-                span.record("http.route", route);
-            }
-            (None, op) if op != OperationId::UNKNOWN => {
-                span.record("otel.name", format!("{verb} {op}"));
-            }
-            _ => {
-                span.record("otel.name", verb);
-            }
-        }
-        span.record("operation", operation.as_str());
-        span.record("url.path", capped(req.uri().path(), MAX_PATH_ATTRIBUTE));
-        if let Some(q) = req.uri().query() {
-            span.record("url.query", capped(q, MAX_PATH_ATTRIBUTE));
-        }
-        if let Some(ua) = req
+        let name = SpanName {
+            verb: method.unwrap_or("HTTP"),
+            route,
+            operation: &operation,
+        };
+        let user_agent = req
             .headers()
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-        {
-            span.record("user_agent.original", capped(ua, MAX_USER_AGENT_ATTRIBUTE));
-        }
-        if let Some(id) = req.extensions().get::<RequestId>() {
-            span.record("request_id", id.as_str());
-        }
+            .map(|ua| capped(ua, MAX_USER_AGENT_ATTRIBUTE));
+        let span = name.with_str(|name| {
+            tracing::info_span!(
+                target: "towerscope::http",
+                "HTTP request",
+                otel.name = name,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                http.request.method = method.unwrap_or(OTHER_METHOD),
+                url.path = capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
+                url.query = req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
+                http.route = route,
+                user_agent.original = user_agent,
+                http.response.status_code = Empty,
+                operation = operation.as_str(),
+                request_id = req.extensions().get::<RequestId>().map(RequestId::as_str),
+            )
+        });
         if let Some(propagator) = &self.layer.propagator {
-            let _ = span.set_parent(propagation::extract(&**propagator, req.headers()));
+            if !span.is_disabled() {
+                let _ = span.set_parent(propagation::extract(&**propagator, req.headers()));
+            }
         }
         span
+    }
+}
+
+/// A server span's name: `{verb} {route}` with a route template, else `{verb} {operation}`
+/// for a known operation, else `{verb}`.
+struct SpanName<'a> {
+    verb: &'a str,
+    route: Option<&'a str>,
+    operation: &'a OperationId,
+}
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.route, self.operation.as_str()) {
+            (Some(route), _) => write!(f, "{} {route}", self.verb),
+            (None, op) if op != OperationId::UNKNOWN => write!(f, "{} {op}", self.verb),
+            _ => f.write_str(self.verb),
+        }
+    }
+}
+
+impl SpanName<'_> {
+    /// Calls `f` with the name written into a per-thread buffer (subscribers copy what they
+    /// keep), so building it allocates nothing once the buffer has grown.
+    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        use std::{cell::RefCell, fmt::Write};
+        thread_local! {
+            static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let _ = write!(buffer, "{self}");
+                f(&buffer)
+            }
+            // Re-entered from inside `f` (a subscriber handling the span opened another
+            // request's): a buffer of its own.
+            Err(_) => f(&self.to_string()),
+        })
     }
 }
 
