@@ -281,12 +281,15 @@ async fn main() -> ExitCode {
     };
     let distribution = distribution_metrics::layer(telemetry.registry(), Some(pulls));
     let resolver = Arc::new(openapi).or(RegistryResolver::new());
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(core::router())
         .fallback(fallback)
-        .with_state(state)
-        .layer(distribution)
-        .layer(telemetry.layer().with_resolver(resolver));
+        .with_state(state);
+    // `metric.enabled: false` records nothing: Distribution's families are metrics too.
+    if telemetry.config().metric.enabled {
+        app = app.layer(distribution);
+    }
+    let app = app.layer(telemetry.layer().with_resolver(resolver));
 
     // 5. Bind and serve.
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
