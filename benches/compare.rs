@@ -27,7 +27,7 @@
     reason = "criterion_group! generates an undocumented `pub fn benches`"
 )]
 
-use std::{convert::Infallible, hint::black_box, time::Duration};
+use std::{convert::Infallible, hint::black_box, sync::OnceLock, time::Duration};
 
 use axum::{routing::get, Router};
 use bytes::Bytes;
@@ -107,29 +107,49 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
         .sample_size(60);
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+/// One current-thread runtime for every group: axum-prometheus spawns its upkeep task on it,
+/// and the task runs while the requests are driven.
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// axum-prometheus's layer and its handle, made once: `pair` installs the global recorder.
+fn axum_prometheus() -> &'static (
+    axum_prometheus::PrometheusMetricLayer<'static>,
+    metrics_exporter_prometheus::PrometheusHandle,
+) {
+    static PAIR: OnceLock<(
+        axum_prometheus::PrometheusMetricLayer<'static>,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let _runtime = runtime().enter();
+        axum_prometheus::PrometheusMetricLayer::pair()
+    })
 }
 
 fn metrics(c: &mut Criterion) {
     let rt = runtime();
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
-    let (prometheus_layer, prometheus) = axum_prometheus::PrometheusMetricLayer::pair();
+    let (prometheus_layer, prometheus) = axum_prometheus();
     let mut group = c.benchmark_group("metrics");
     configure(&mut group);
-    bench(&mut group, &rt, "bare", router());
+    bench(&mut group, rt, "bare", router());
     bench(
         &mut group,
-        &rt,
+        rt,
         "axum_prometheus",
         router().layer(prometheus_layer.clone()),
     );
     bench(
         &mut group,
-        &rt,
+        rt,
         "towerscope",
         router().layer(MetricsLayer::new(&registry)),
     );
@@ -152,25 +172,17 @@ fn metrics(c: &mut Criterion) {
             "axum-prometheus did not record the requests:\n{theirs}"
         );
     }
-    // `prometheus_layer` is used again by the observability group.
-    OBSERVABILITY_PROMETHEUS
-        .set(prometheus_layer)
-        .unwrap_or_else(|_| panic!("metrics runs once"));
 }
-
-static OBSERVABILITY_PROMETHEUS: std::sync::OnceLock<
-    axum_prometheus::PrometheusMetricLayer<'static>,
-> = std::sync::OnceLock::new();
 
 fn request_id(c: &mut Criterion) {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let rt = runtime();
     let mut group = c.benchmark_group("request_id");
     configure(&mut group);
-    bench(&mut group, &rt, "bare", router());
+    bench(&mut group, rt, "bare", router());
     bench(
         &mut group,
-        &rt,
+        rt,
         "tower_http",
         router()
             .layer(PropagateRequestIdLayer::x_request_id())
@@ -178,7 +190,7 @@ fn request_id(c: &mut Criterion) {
     );
     bench(
         &mut group,
-        &rt,
+        rt,
         "towerscope",
         router().layer(RequestIdLayer::new()),
     );
@@ -237,16 +249,16 @@ fn trace(c: &mut Criterion) {
     let mut group = c.benchmark_group("trace");
     configure(&mut group);
     tracing::subscriber::with_default(peer_subscriber(), || {
-        bench(&mut group, &rt, "bare", router());
+        bench(&mut group, rt, "bare", router());
         bench(
             &mut group,
-            &rt,
+            rt,
             "tower_http",
             router().layer(tower_http::trace::TraceLayer::new_for_http()),
         );
         bench(
             &mut group,
-            &rt,
+            rt,
             "axum_tracing_opentelemetry",
             router().layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default()),
         );
@@ -257,12 +269,12 @@ fn trace(c: &mut Criterion) {
     ] {
         let subscriber = tracing_subscriber::registry().with(telemetry.tracing_layer());
         tracing::subscriber::with_default(subscriber, || {
-            bench(&mut group, &rt, name, router().layer(telemetry.layer()));
+            bench(&mut group, rt, name, router().layer(telemetry.layer()));
         });
     }
     bench(
         &mut group,
-        &rt,
+        rt,
         "towerscope/no_subscriber",
         router().layer(sampled.layer()),
     );
@@ -286,16 +298,13 @@ fn observability(c: &mut Criterion) {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let rt = runtime();
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
-    let prometheus_layer = OBSERVABILITY_PROMETHEUS
-        .get()
-        .cloned()
-        .unwrap_or_else(|| axum_prometheus::PrometheusMetricLayer::pair().0);
+    let prometheus_layer = axum_prometheus().0.clone();
     let mut group = c.benchmark_group("observability");
     configure(&mut group);
-    bench(&mut group, &rt, "bare", router());
+    bench(&mut group, rt, "bare", router());
     bench(
         &mut group,
-        &rt,
+        rt,
         "tower_http+axum_prometheus",
         router()
             .layer(prometheus_layer)
@@ -304,7 +313,7 @@ fn observability(c: &mut Criterion) {
     );
     bench(
         &mut group,
-        &rt,
+        rt,
         "towerscope",
         router().layer(ObservabilityLayer::new(
             RequestIdLayer::new(),
