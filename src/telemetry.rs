@@ -13,7 +13,7 @@ use std::{io, sync::Arc};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing_opentelemetry::OpenTelemetryLayer;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{registry::LookupSpan, Layer};
 
 use crate::{
     config::{Config, ConfigError},
@@ -162,29 +162,46 @@ impl Telemetry {
 
     /// The [`ObservabilityLayer`] for the service: request id, a server span whose parent is
     /// read with the configured propagators, and the request metrics.
+    ///
+    /// With tracing enabled the layer decides sampling itself, with the pipeline's rule, before
+    /// it builds the span: a request that is sampled out gets a span that only log layers see
+    /// (target [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET)), which costs nothing when
+    /// no log line wants it. Pair it with [`tracing_layer`](Self::tracing_layer), which leaves
+    /// those spans out; another OpenTelemetry layer would receive them and drop them (they are
+    /// not sampled), and would apply the ratio a second time to the spans the layer sampled.
     pub fn layer(&self) -> ObservabilityLayer {
-        ObservabilityLayer::from_config(&self.config, &self.registry).with_trace(
-            TraceLayer::new()
-                .with_shared_propagator(self.propagator.clone())
-                .echo_traceparent(self.config.trace.echo_traceparent),
-        )
+        let trace = TraceLayer::new()
+            .with_shared_propagator(self.propagator.clone())
+            .echo_traceparent(self.config.trace.echo_traceparent);
+        let trace = match &self.trace {
+            Some(_) => trace.presample(self.config.trace.sample_rate),
+            None => trace,
+        };
+        ObservabilityLayer::from_config(&self.config, &self.registry).with_trace(trace)
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline; `None`
     /// when tracing is disabled. Source locations, thread ids, targets and busy/idle times
     /// are not recorded as attributes.
-    pub fn tracing_layer<S>(&self) -> Option<OpenTelemetryLayer<S, SdkTracer>>
+    ///
+    /// It does not see the server spans of requests that [`layer`](Self::layer) sampled out
+    /// (target [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET)).
+    pub fn tracing_layer<S>(&self) -> Option<impl Layer<S>>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         self.trace.as_ref().map(|t| {
             // Source locations, thread ids and busy/idle times are noise on HTTP spans.
-            tracing_opentelemetry::layer()
+            let otel: OpenTelemetryLayer<S, SdkTracer> = tracing_opentelemetry::layer()
                 .with_tracer(t.tracer())
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
-                .with_target(false)
+                .with_target(false);
+            // A per-layer filter decided per callsite: nothing is checked per span.
+            let sampled: fn(&tracing::Metadata<'_>) -> bool =
+                |meta| meta.target() != crate::trace::UNSAMPLED_TARGET;
+            otel.with_filter(tracing_subscriber::filter::filter_fn(sampled))
         })
     }
 
@@ -198,7 +215,7 @@ impl Telemetry {
     pub fn init_subscriber(&self) -> Result<(), TelemetryError> {
         use std::io::IsTerminal;
         use tracing_subscriber::{
-            filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+            filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter,
         };
         let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         let fmt = tracing_subscriber::fmt::layer()

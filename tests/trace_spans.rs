@@ -276,6 +276,151 @@ async fn sampling_follows_the_ratio_and_the_parent() {
     assert_eq!(spans.len(), 2, "a sampled parent is followed");
 }
 
+/// The layer decides sampling before it builds the span (issue 9); the pipeline must not draw
+/// the ratio again for the spans it sampled, and the children of a request follow it.
+#[tokio::test]
+async fn a_ratio_is_drawn_once_and_children_follow_their_request() {
+    let (t, exporter) =
+        telemetry("trace: { enabled: true, sample_rate: 0.5, otel: { endpoint: '127.0.0.1:1' } }");
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app(&t);
+    const REQUESTS: usize = 400;
+    for i in 0..REQUESTS {
+        let req = Request::get(format!("/users/{i}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let servers: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Server)
+        .collect();
+    let children: Vec<_> = spans.iter().filter(|s| s.name == "db.query").collect();
+    // Expected 200 (σ = 10); drawing twice would give ~100.
+    assert!(
+        (140..=260).contains(&servers.len()),
+        "{} of {REQUESTS} requests sampled at 0.5",
+        servers.len()
+    );
+    assert_eq!(
+        children.len(),
+        servers.len(),
+        "every sampled request has its child, and no sampled-out request's child is exported"
+    );
+    for child in children {
+        assert!(
+            servers
+                .iter()
+                .any(|s| s.span_context.span_id() == child.parent_span_id
+                    && s.span_context.trace_id() == child.span_context.trace_id()),
+            "a child outside its request's trace: {child:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sampled_out_request_forwards_a_context_that_is_not_sampled() {
+    let (t, exporter) = telemetry(
+        "trace: { enabled: true, sample_rate: 0, echo_traceparent: true, otel: { endpoint: '127.0.0.1:1' } }",
+    );
+    let req = Request::get("/users/1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (res, spans) = run(&t, &exporter, req).await;
+    assert!(spans.is_empty(), "{spans:?}");
+    let echoed = res.headers()["traceparent"].to_str().unwrap();
+    assert!(
+        echoed.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && echoed.ends_with("-00"),
+        "{echoed}"
+    );
+    assert!(
+        !echoed.contains("00f067aa0ba902b7"),
+        "the server's own span id: {echoed}"
+    );
+
+    let (res, spans) = run(
+        &t,
+        &exporter,
+        Request::get("/users/1").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(spans.is_empty(), "{spans:?}");
+    let echoed = res.headers()["traceparent"].to_str().unwrap();
+    let parts: Vec<_> = echoed.split('-').collect();
+    assert_eq!(parts.len(), 4, "{echoed}");
+    assert_eq!(
+        (parts[1].len(), parts[2].len(), parts[3]),
+        (32, 16, "00"),
+        "{echoed}"
+    );
+    assert_ne!(parts[1], "0".repeat(32), "{echoed}");
+}
+
+/// Log lines written to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn log_lines_of_a_sampled_out_request_keep_its_request_id_and_operation() {
+    let (t, exporter) =
+        telemetry("trace: { enabled: true, sample_rate: 0, otel: { endpoint: '127.0.0.1:1' } }");
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        )
+        .with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async {
+                tracing::info!("inside the handler");
+                "user"
+            }),
+        )
+        .layer(t.layer());
+    let req = Request::get("/users/7")
+        .header("x-request-id", "req-sampled-out-1")
+        .body(Body::empty())
+        .unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    assert!(exporter.get_finished_spans().unwrap().is_empty());
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("inside the handler"))
+        .unwrap_or_else(|| panic!("no log line: {text}"));
+    assert!(
+        line.contains("request_id=\"req-sampled-out-1\"")
+            && line.contains("operation=\"/users/{id}\""),
+        "{line}"
+    );
+}
+
 #[tokio::test]
 async fn exporter_health_is_on_the_metrics_endpoint() {
     let (t, exporter) = telemetry(TRACED);

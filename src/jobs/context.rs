@@ -41,7 +41,11 @@ impl JobContext {
     /// (or a span inside it) and its `X-Request-ID`. Outside a traced span, the span context is
     /// invalid and the job's span gets no link.
     pub fn capture() -> Self {
-        let cx = Span::current().context();
+        let mut cx = Span::current().context();
+        if !cx.span().span_context().is_valid() {
+            // A request the layer sampled out: its context is the current OpenTelemetry one.
+            cx = opentelemetry::Context::current();
+        }
         Self {
             span_context: cx.span().span_context().clone(),
             request_id: request_id::current(),

@@ -18,7 +18,7 @@ use tower_service::Service;
 use tracing::{field::Empty, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::propagation;
+use super::{propagation, sampling};
 use crate::{
     labels::{standard_method, OTHER_METHOD},
     metrics::toolkit::{Outcome, Settle, SettleBody, SettleGuard},
@@ -57,6 +57,8 @@ pub struct TraceLayer {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     resolver: Arc<dyn OperationResolver>,
     echo_traceparent: bool,
+    /// The pipeline's sample rate, when the layer decides sampling itself (see `sampling`).
+    presample: Option<f64>,
 }
 
 impl fmt::Debug for TraceLayer {
@@ -64,6 +66,7 @@ impl fmt::Debug for TraceLayer {
         f.debug_struct("TraceLayer")
             .field("extracts_context", &self.propagator.is_some())
             .field("echo_traceparent", &self.echo_traceparent)
+            .field("presample", &self.presample)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +85,7 @@ impl TraceLayer {
             propagator: None,
             resolver: default_resolver(),
             echo_traceparent: false,
+            presample: None,
         }
     }
 
@@ -118,6 +122,13 @@ impl TraceLayer {
         self.echo_traceparent = echo;
         self
     }
+
+    /// Decides sampling before the span is built, with the rule of `Telemetry`'s pipeline at
+    /// `rate` (see `sampling`); only for spans exported by that pipeline.
+    pub(crate) fn presample(mut self, rate: f64) -> Self {
+        self.presample = Some(rate);
+        self
+    }
 }
 
 impl<S> Layer<S> for TraceLayer {
@@ -150,15 +161,25 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
 impl<S> TraceService<S> {
     /// The request's server span, with every field known from the request recorded at
     /// creation: one pass through the subscriber's `on_new_span` instead of one `on_record`
-    /// per field. Nothing is computed when no subscriber wants the span.
-    fn make_span<B>(&self, req: &Request<B>) -> Span {
+    /// per field; and, for a request the layer sampled out, the context to make current while
+    /// it is polled. Nothing is computed when no subscriber wants the span.
+    fn make_span<B>(&self, req: &Request<B>) -> (Span, Option<opentelemetry::Context>) {
         if !tracing::enabled!(
             kind: tracing::metadata::Kind::SPAN,
             target: "towerscope::http",
             tracing::Level::INFO
         ) {
-            return Span::none();
+            return (Span::none(), None);
         }
+        let parent = self
+            .layer
+            .propagator
+            .as_ref()
+            .map(|propagator| propagation::extract(&**propagator, req.headers()));
+        let decision = self
+            .layer
+            .presample
+            .map(|rate| sampling::decide(rate, parent.as_ref()));
         let method = standard_method(req.method());
         // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
         // metrics label does not depend on whether this span is enabled.
@@ -180,29 +201,44 @@ impl<S> TraceService<S> {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| capped(ua, MAX_USER_AGENT_ATTRIBUTE));
-        let span = name.with_str(|name| {
-            tracing::info_span!(
-                target: "towerscope::http",
-                "HTTP request",
-                otel.name = name,
-                otel.kind = "server",
-                otel.status_code = Empty,
-                http.request.method = method.unwrap_or(OTHER_METHOD),
-                url.path = capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
-                url.query = req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
-                http.route = route,
-                user_agent.original = user_agent,
-                http.response.status_code = Empty,
-                operation = operation.as_str(),
-                request_id = req.extensions().get::<RequestId>().map(RequestId::as_str),
-            )
-        });
-        if let Some(propagator) = &self.layer.propagator {
-            if !span.is_disabled() {
-                let _ = span.set_parent(propagation::extract(&**propagator, req.headers()));
+        // One field list for both callsites (a callsite's target is fixed).
+        macro_rules! server_span {
+            ($target:expr, $name:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "HTTP request",
+                    otel.name = $name,
+                    otel.kind = "server",
+                    otel.status_code = Empty,
+                    http.request.method = method.unwrap_or(OTHER_METHOD),
+                    url.path = capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
+                    url.query = req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
+                    http.route = route,
+                    user_agent.original = user_agent,
+                    http.response.status_code = Empty,
+                    operation = operation.as_str(),
+                    request_id = req.extensions().get::<RequestId>().map(RequestId::as_str),
+                )
+            };
+        }
+        match decision {
+            Some(sampling::Decision::SampledOut(cx)) => {
+                let span = name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name));
+                (span, Some(cx))
+            }
+            decision => {
+                let span = name.with_str(|name| server_span!("towerscope::http", name));
+                if !span.is_disabled() {
+                    if let Some(parent) = parent {
+                        let _ = span.set_parent(parent);
+                    }
+                    if let Some(sampling::Decision::Sampled { new_trace: true }) = decision {
+                        sampling::start_decided(&span);
+                    }
+                }
+                (span, None)
             }
         }
-        span
     }
 }
 
@@ -259,22 +295,26 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let span = self.make_span(&req);
-        if span.is_disabled() {
+        let (span, sampled_out) = self.make_span(&req);
+        let span = (!span.is_disabled()).then_some(span);
+        if span.is_none() && sampled_out.is_none() {
             // No subscriber wants it: carry nothing, enter nothing.
             return ResponseFuture {
                 inner: self.inner.call(req),
                 span: None,
+                sampled_out: None,
                 echo_traceparent: false,
             };
         }
         let inner = {
-            let _entered = span.enter();
+            let _entered = span.as_ref().map(Span::enter);
+            let _current = sampled_out.clone().map(opentelemetry::Context::attach);
             self.inner.call(req)
         };
         ResponseFuture {
             inner,
-            span: Some(span),
+            span,
+            sampled_out,
             echo_traceparent: self.layer.echo_traceparent,
         }
     }
@@ -286,6 +326,8 @@ pin_project! {
         #[pin]
         inner: F,
         span: Option<Span>,
+        // The context of a request the layer sampled out, current while it is polled.
+        sampled_out: Option<opentelemetry::Context>,
         echo_traceparent: bool,
     }
 }
@@ -296,9 +338,17 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// The `traceparent` of `span`'s OpenTelemetry context, when it has a valid one.
-fn traceparent(span: &Span) -> Option<HeaderValue> {
-    let cx = span.context();
+/// The `traceparent` naming the server span: the sampled-out context's, else `span`'s
+/// OpenTelemetry context's, when it is valid.
+fn traceparent(
+    span: Option<&Span>,
+    sampled_out: Option<&opentelemetry::Context>,
+) -> Option<HeaderValue> {
+    let cx = match (sampled_out, span) {
+        (Some(cx), _) => cx.clone(),
+        (None, Some(span)) => span.context(),
+        (None, None) => return None,
+    };
     let sc = cx.span().span_context().clone();
     if !sc.is_valid() {
         return None;
@@ -323,9 +373,11 @@ where
         let this = self.project();
         let result = {
             let _entered = this.span.as_ref().map(Span::enter);
+            let _current = this.sampled_out.clone().map(opentelemetry::Context::attach);
             ready!(this.inner.poll(cx))
         };
         let span = this.span.take();
+        let sampled_out = this.sampled_out.take();
         match result {
             Ok(mut res) => {
                 if let Some(span) = &span {
@@ -338,10 +390,10 @@ where
                     if let Some(op) = res.extensions().get::<OperationId>() {
                         span.record("operation", op.as_str());
                     }
-                    if *this.echo_traceparent {
-                        if let Some(tp) = traceparent(span) {
-                            res.headers_mut().insert("traceparent", tp);
-                        }
+                }
+                if *this.echo_traceparent {
+                    if let Some(tp) = traceparent(span.as_ref(), sampled_out.as_ref()) {
+                        res.headers_mut().insert("traceparent", tp);
                     }
                 }
                 let guard = span.map(|span| SettleGuard::new(ServerSpan(span)));

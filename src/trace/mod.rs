@@ -7,6 +7,7 @@ pub mod jaeger;
 mod layer;
 pub mod pipeline;
 pub mod propagation;
+pub(crate) mod sampling;
 
 pub(crate) use build::{ExporterSpec, OtlpOptions};
 pub use layer::{
@@ -15,6 +16,7 @@ pub use layer::{
 };
 pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
+pub use sampling::UNSAMPLED_TARGET;
 
 /// `service.name` of a resource that names none (OpenTelemetry's default).
 pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";

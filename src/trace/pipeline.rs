@@ -16,6 +16,7 @@ use opentelemetry_sdk::{
     Resource,
 };
 
+use super::sampling::LayerRootSampler;
 use super::{
     build::{self, ExporterSpec},
     exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter},
@@ -121,7 +122,9 @@ impl TracePipeline {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BoundedProcessor::new(processor, stats.clone(), max_queue))
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            // Parent-based, trace-id ratio for new traces; a new trace that `TraceLayer`
+            // already sampled is not drawn again (see `sampling`).
+            .with_sampler(Sampler::ParentBased(Box::new(LayerRootSampler::new(
                 settings.sample_rate,
             ))))
             .with_resource(settings.resource)
