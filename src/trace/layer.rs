@@ -224,6 +224,11 @@ impl<S> TraceService<S> {
         match decision {
             Some(sampling::Decision::SampledOut(cx)) => {
                 let span = name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name));
+                if !span.is_disabled() {
+                    // An OpenTelemetry layer that does see it (not `Telemetry::tracing_layer`)
+                    // finds a parent that is not sampled, and drops it.
+                    let _ = span.set_parent(cx.clone());
+                }
                 (span, Some(cx))
             }
             decision => {
