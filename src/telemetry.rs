@@ -184,8 +184,10 @@ impl Telemetry {
     /// when tracing is disabled. Source locations, thread ids, targets and busy/idle times
     /// are not recorded as attributes.
     ///
-    /// It does not see the server spans of requests that [`layer`](Self::layer) sampled out
-    /// (target [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET)).
+    /// It does not see the server spans of requests that [`layer`](Self::layer) and
+    /// `GrpcLayer::from_telemetry` sampled out (targets
+    /// [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET) and
+    /// [`GRPC_UNSAMPLED_TARGET`](crate::trace::GRPC_UNSAMPLED_TARGET)).
     pub fn tracing_layer<S>(&self) -> Option<impl Layer<S>>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
@@ -200,7 +202,7 @@ impl Telemetry {
                 .with_target(false);
             // A per-layer filter decided per callsite: nothing is checked per span.
             let sampled: fn(&tracing::Metadata<'_>) -> bool =
-                |meta| meta.target() != crate::trace::UNSAMPLED_TARGET;
+                |meta| !crate::trace::sampling::is_sampled_out(meta.target());
             otel.with_filter(tracing_subscriber::filter::filter_fn(sampled))
         })
     }

@@ -415,8 +415,12 @@ const TRACED: &str =
     "trace: { enabled: true, service_name: grpc-test, otel: { endpoint: '127.0.0.1:1', insecure: true } }";
 
 fn telemetry() -> (Telemetry, InMemorySpanExporter) {
+    telemetry_from(TRACED)
+}
+
+fn telemetry_from(yaml: &str) -> (Telemetry, InMemorySpanExporter) {
     no_stale_span_interest();
-    let config = Config::from_yaml_str(TRACED).unwrap();
+    let config = Config::from_yaml_str(yaml).unwrap();
     let registry = MetricsRegistry::new(&config.metric).unwrap();
     let exporter = InMemorySpanExporter::default();
     let pipeline = TracePipeline::with_exporter(
@@ -537,6 +541,32 @@ async fn span_status_follows_the_grpc_code() {
         Some("5")
     );
     assert_eq!(check_span.status, Status::Unset);
+}
+
+/// `GrpcLayer::from_telemetry` decides sampling before it builds the span, like
+/// `Telemetry::layer`: the ratio is drawn once, and sampled-out calls export nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn the_sample_rate_is_drawn_once_per_call() {
+    let (t, exporter) = telemetry_from(
+        "trace: { enabled: true, sample_rate: 0.5, service_name: grpc-test, otel: { endpoint: '127.0.0.1:1', insecure: true } }",
+    );
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let (mut client, _reporter, _stop) = health(GrpcLayer::from_telemetry(&t)).await;
+    const CALLS: usize = 200;
+    for _ in 0..CALLS {
+        client.check(check("")).await.unwrap();
+    }
+    // The server ends its span just after the client has the answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let servers = spans.iter().filter(|s| s.name == CHECK).count();
+    // Expected 100 (σ ≈ 7); drawing twice would give ~50.
+    assert!(
+        (60..=140).contains(&servers),
+        "{servers} of {CALLS} calls sampled at 0.5"
+    );
 }
 
 // ---- the layer alone, driven with service_fn ----

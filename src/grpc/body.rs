@@ -41,6 +41,8 @@ pub type ResponseBody<B> = SettleBody<B, GrpcCall>;
 pub struct GrpcCall {
     series: Option<Arc<OperationSeries>>,
     span: Option<Span>,
+    /// The context of a call the layer sampled out, current while it is polled.
+    sampled_out: Option<opentelemetry::Context>,
     start: Instant,
     /// The response's HTTP status; `None` until the response head.
     http_status: Option<u16>,
@@ -50,14 +52,20 @@ pub struct GrpcCall {
 }
 
 impl GrpcCall {
-    /// Counts the call as started in `series`, if any; `span` ends when the call settles.
-    pub(super) fn start(series: Option<Arc<OperationSeries>>, span: Option<Span>) -> Self {
+    /// Counts the call as started in `series`, if any; `span` ends when the call settles;
+    /// `sampled_out` is current while it is polled.
+    pub(super) fn start(
+        series: Option<Arc<OperationSeries>>,
+        span: Option<Span>,
+        sampled_out: Option<opentelemetry::Context>,
+    ) -> Self {
         if let Some(series) = &series {
             series.start();
         }
         Self {
             series,
             span,
+            sampled_out,
             start: Instant::now(),
             http_status: None,
             code: None,
@@ -136,6 +144,10 @@ impl Settle for GrpcCall {
     fn span(&self) -> Option<&Span> {
         self.span.as_ref()
     }
+
+    fn context(&self) -> Option<&opentelemetry::Context> {
+        self.sampled_out.as_ref()
+    }
 }
 
 impl fmt::Debug for GrpcCall {
@@ -185,7 +197,7 @@ mod tests {
         let table = SeriesTable::new(recorder, &GrpcMetricNames::default(), 10, Arc::default());
         let call = || {
             let series = table.series(GrpcOperation::from_path("/p.S/M"));
-            SettleGuard::new(GrpcCall::start(Some(series), None))
+            SettleGuard::new(GrpcCall::start(Some(series), None, None))
         };
         let head = |guard: &mut SettleGuard<GrpcCall>, status: u16, grpc_status: Option<&str>| {
             let mut res = http::Response::new(());

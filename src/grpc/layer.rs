@@ -28,7 +28,7 @@ use crate::{
     },
     operation::OperationId,
     request_id::{is_valid_request_id, RequestId, X_REQUEST_ID},
-    trace::propagation,
+    trace::{propagation, sampling},
 };
 
 /// The `?comp=` component the gRPC families are registered under.
@@ -58,6 +58,8 @@ pub struct GrpcLayer {
 struct CallSpans {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     request_id_header: HeaderName,
+    /// The pipeline's sample rate, when the layer decides sampling itself (`from_telemetry`).
+    presample: Option<f64>,
 }
 
 impl fmt::Debug for GrpcLayer {
@@ -112,6 +114,7 @@ impl GrpcLayer {
             spans: Arc::new(CallSpans {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
+                presample: None,
             }),
             table: Arc::default(),
         }
@@ -168,6 +171,13 @@ impl GrpcLayer {
     /// [`RequestIdLayer`]: crate::RequestIdLayer
     pub fn with_request_id_header(mut self, header: HeaderName) -> Self {
         Arc::make_mut(&mut self.spans).request_id_header = header;
+        self
+    }
+
+    /// Decides sampling before the span is built, with the rule of `Telemetry`'s pipeline at
+    /// `rate` (see `trace::sampling`); only for spans exported by that pipeline.
+    pub(crate) fn presample(mut self, rate: f64) -> Self {
+        Arc::make_mut(&mut self.spans).presample = Some(rate);
         self
     }
 
@@ -235,34 +245,28 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
 }
 
 impl CallSpans {
-    /// The server span of a call, `None` when no subscriber wants it.
-    fn make_span<B>(&self, req: &Request<B>, operation: Option<GrpcOperation<'_>>) -> Option<Span> {
-        let span = tracing::info_span!(
+    /// The server span of a call, `None` when no subscriber wants it, with every field known
+    /// from the request recorded at creation; and, for a call the layer sampled out, the
+    /// context to make current while it is polled.
+    fn make_span<B>(
+        &self,
+        req: &Request<B>,
+        operation: Option<GrpcOperation<'_>>,
+    ) -> (Option<Span>, Option<opentelemetry::Context>) {
+        if !tracing::enabled!(
+            kind: tracing::metadata::Kind::SPAN,
             target: "towerscope::grpc",
-            "gRPC call",
-            otel.name = Empty,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            rpc.system = "grpc",
-            rpc.service = Empty,
-            rpc.method = Empty,
-            rpc.grpc.status_code = Empty,
-            request_id = Empty,
-        );
-        if span.is_disabled() {
-            return None;
+            tracing::Level::INFO
+        ) {
+            return (None, None);
         }
-        match operation {
-            Some(op) => {
-                span.record("otel.name", op.as_str());
-                span.record("rpc.service", op.service());
-                span.record("rpc.method", op.method());
-            }
-            None => {
-                span.record("otel.name", OperationId::UNKNOWN);
-            }
-        }
+        let parent = self
+            .propagator
+            .as_ref()
+            .map(|propagator| propagation::extract(&**propagator, req.headers()));
+        let decision = self
+            .presample
+            .map(|rate| sampling::decide(rate, parent.as_ref()));
         let request_id = match req.extensions().get::<RequestId>() {
             Some(id) => Some(id.as_str()),
             None => req
@@ -271,13 +275,49 @@ impl CallSpans {
                 .filter(|v| is_valid_request_id(v.as_bytes()))
                 .and_then(|v| v.to_str().ok()),
         };
-        if let Some(id) = request_id {
-            span.record("request_id", id);
+        // One field list for both callsites (a callsite's target is fixed).
+        macro_rules! call_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "gRPC call",
+                    otel.name = operation.map_or(OperationId::UNKNOWN, |op| op.as_str()),
+                    otel.kind = "server",
+                    otel.status_code = Empty,
+                    otel.status_description = Empty,
+                    rpc.system = "grpc",
+                    rpc.service = operation.map(|op| op.service()),
+                    rpc.method = operation.map(|op| op.method()),
+                    rpc.grpc.status_code = Empty,
+                    request_id = request_id,
+                )
+            };
         }
-        if let Some(propagator) = &self.propagator {
-            let _ = span.set_parent(propagation::extract(&**propagator, req.headers()));
+        match decision {
+            Some(sampling::Decision::SampledOut(cx)) => {
+                let span = call_span!(sampling::GRPC_UNSAMPLED_TARGET);
+                if span.is_disabled() {
+                    return (None, Some(cx));
+                }
+                // An OpenTelemetry layer that does see it (not `Telemetry::tracing_layer`)
+                // finds a parent that is not sampled, and drops it.
+                let _ = span.set_parent(cx.clone());
+                (Some(span), Some(cx))
+            }
+            decision => {
+                let span = call_span!("towerscope::grpc");
+                if span.is_disabled() {
+                    return (None, None);
+                }
+                if let Some(parent) = parent {
+                    let _ = span.set_parent(parent);
+                }
+                if let Some(sampling::Decision::Sampled { new_trace: true }) = decision {
+                    sampling::start_decided(&span);
+                }
+                (Some(span), None)
+            }
         }
-        Some(span)
     }
 }
 
@@ -297,8 +337,8 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
         let series = self.table.as_ref().map(|t| t.series(operation));
-        let span = self.spans.make_span(&req, operation);
-        let mut guard = SettleGuard::new(GrpcCall::start(series, span));
+        let (span, sampled_out) = self.spans.make_span(&req, operation);
+        let mut guard = SettleGuard::new(GrpcCall::start(series, span, sampled_out));
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))
     }

@@ -21,6 +21,10 @@ impl GrpcLayer {
         if config.trace.enabled {
             layer = layer.with_propagators(&config.trace.propagators);
         }
+        // Sampling decided by the layer, as `Telemetry::layer` does, when the pipeline runs.
+        if telemetry.trace_pipeline().is_some() {
+            layer = layer.presample(config.trace.sample_rate);
+        }
         if !config.metric.enabled {
             layer = layer.without_metrics();
         }

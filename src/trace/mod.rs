@@ -16,7 +16,7 @@ pub use layer::{
 };
 pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
-pub use sampling::UNSAMPLED_TARGET;
+pub use sampling::{GRPC_UNSAMPLED_TARGET, UNSAMPLED_TARGET};
 
 /// `service.name` of a resource that names none (OpenTelemetry's default).
 pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";

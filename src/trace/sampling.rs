@@ -29,6 +29,14 @@ use opentelemetry_sdk::trace::{
 /// filter written for `towerscope::http` covers it (targets match by prefix).
 pub const UNSAMPLED_TARGET: &str = "towerscope::http::unsampled";
 
+/// The same for the server spans of gRPC calls ([`GrpcLayer`](crate::grpc::GrpcLayer)).
+pub const GRPC_UNSAMPLED_TARGET: &str = "towerscope::grpc::unsampled";
+
+/// Whether spans of `target` are server spans the layers sampled out.
+pub(crate) fn is_sampled_out(target: &str) -> bool {
+    target == UNSAMPLED_TARGET || target == GRPC_UNSAMPLED_TARGET
+}
+
 thread_local! {
     /// Set while the layer starts a server span of a new trace it has sampled.
     static DECIDED: Cell<bool> = const { Cell::new(false) };

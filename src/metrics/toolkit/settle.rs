@@ -42,6 +42,12 @@ pub trait Settle {
     fn span(&self) -> Option<&Span> {
         None
     }
+
+    /// An OpenTelemetry context to make current while the inner future or body is polled (a
+    /// call the layer sampled out: spans opened inside follow it). Defaults to none.
+    fn context(&self) -> Option<&opentelemetry::Context> {
+        None
+    }
 }
 
 /// Holds a [`Settle`] state from the start of a request to its end, and settles it exactly
@@ -99,6 +105,11 @@ impl<S: Settle> SettleGuard<S> {
     /// panic inside `poll` is settled as [`Outcome::Panicked`] when the guard drops.
     pub fn poll<T>(&mut self, poll: impl FnOnce() -> T) -> T {
         let _entered = self.state.as_ref().and_then(S::span).map(Span::enter);
+        let _current = self
+            .state
+            .as_ref()
+            .and_then(S::context)
+            .map(|cx| cx.clone().attach());
         self.polling = true;
         let out = poll();
         self.polling = false;
