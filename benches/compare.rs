@@ -174,8 +174,16 @@ fn metrics(c: &mut Criterion) {
     }
 }
 
-fn request_id(c: &mut Criterion) {
+/// tower-http's request id pair as its docs wire it: a UUID set on the request (outer), and
+/// propagated to the response.
+fn tower_http_request_id(router: Router) -> Router {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    router
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+fn request_id(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("request_id");
     configure(&mut group);
@@ -184,9 +192,7 @@ fn request_id(c: &mut Criterion) {
         &mut group,
         rt,
         "tower_http",
-        router()
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)),
+        tower_http_request_id(router()),
     );
     bench(
         &mut group,
@@ -295,7 +301,6 @@ fn trace(c: &mut Criterion) {
 }
 
 fn observability(c: &mut Criterion) {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let rt = runtime();
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
     let prometheus_layer = axum_prometheus().0.clone();
@@ -306,10 +311,7 @@ fn observability(c: &mut Criterion) {
         &mut group,
         rt,
         "tower_http+axum_prometheus",
-        router()
-            .layer(prometheus_layer)
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)),
+        tower_http_request_id(router().layer(prometheus_layer)),
     );
     bench(
         &mut group,

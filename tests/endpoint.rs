@@ -14,7 +14,7 @@ use std::{
 
 use axum::{routing::get, Router};
 use http_body_util::BodyExt;
-use support::sample;
+use support::{sample, Captured};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -418,35 +418,16 @@ async fn refresh_receives_the_requested_components_and_not_refused_requests() {
     );
 }
 
-/// Captures `tracing` output (plain text, no colours) of the current thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::WARN)
-                .with_writer(move || writer.clone())
-                .finish(),
-        )
-    }
-
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
+/// Captures `tracing` output (plain text, no colours, `WARN` and above) of the current thread.
+fn install(logs: &Captured) -> tracing::subscriber::DefaultGuard {
+    let writer = logs.clone();
+    tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -456,7 +437,7 @@ async fn a_failing_or_panicking_refresh_still_renders_what_exists_and_warns() {
         metrics::counter!("kept_total").increment(2)
     });
     let logs = Captured::default();
-    let _guard = logs.install();
+    let _guard = install(&logs);
 
     // The future fails.
     let failing = MetricsEndpoint::new(registry.clone()).with_refresh(|_: &[&str]| async {

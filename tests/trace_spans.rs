@@ -364,25 +364,11 @@ async fn a_sampled_out_request_forwards_a_context_that_is_not_sampled() {
     assert_ne!(parts[1], "0".repeat(32), "{echoed}");
 }
 
-/// Log lines written to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn log_lines_of_a_sampled_out_request_keep_its_request_id_and_operation() {
     let (t, exporter) =
         telemetry("trace: { enabled: true, sample_rate: 0, otel: { endpoint: '127.0.0.1:1' } }");
-    let logs = Captured::default();
+    let logs = support::Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::registry()
         .with(
@@ -409,7 +395,7 @@ async fn log_lines_of_a_sampled_out_request_keep_its_request_id_and_operation() 
     res.into_body().collect().await.unwrap();
     t.trace_pipeline().unwrap().force_flush().unwrap();
     assert!(exporter.get_finished_spans().unwrap().is_empty());
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.take();
     let line = text
         .lines()
         .find(|l| l.contains("inside the handler"))

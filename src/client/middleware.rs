@@ -9,10 +9,10 @@ use std::{
 };
 
 use http::{Extensions, HeaderName};
-use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry::propagation::TextMapPropagator;
 use reqwest::Request;
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
-use tracing::{field::Empty, Span};
+use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
@@ -247,14 +247,8 @@ impl ClientMiddleware {
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
         let cx = if span.is_disabled() {
-            // Filtered out: still pass on the caller's context (the layer's context of a
-            // sampled-out request when the current span has none).
-            let cx = Span::current().context();
-            if cx.span().span_context().is_valid() {
-                cx
-            } else {
-                opentelemetry::Context::current()
-            }
+            // Filtered out: still pass on the caller's context.
+            crate::trace::current_context()
         } else {
             span.record("url.full", &*redact_url(url));
             span.record("server.address", unbracketed(host));

@@ -8,11 +8,10 @@ use std::{
 };
 
 use http::{HeaderName, Request};
-use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     request_id::{self, X_REQUEST_ID},
@@ -135,10 +134,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let mut cx = tracing::Span::current().context();
-        if !cx.span().span_context().is_valid() {
-            cx = opentelemetry::Context::current();
-        }
+        let cx = crate::trace::current_context();
         propagation::inject(&*self.layer.propagator, &cx, req.headers_mut());
         let header = &self.layer.request_id_header;
         if !req.headers().contains_key(header) {

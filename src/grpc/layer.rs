@@ -13,7 +13,6 @@ use opentelemetry::propagation::TextMapPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field::Empty, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     body::{GrpcCall, ResponseBody},
@@ -264,9 +263,6 @@ impl CallSpans {
             .propagator
             .as_ref()
             .map(|propagator| propagation::extract(&**propagator, req.headers()));
-        let decision = self
-            .presample
-            .map(|rate| sampling::decide(rate, parent.as_ref()));
         let request_id = match req.extensions().get::<RequestId>() {
             Some(id) => Some(id.as_str()),
             None => req
@@ -293,31 +289,13 @@ impl CallSpans {
                 )
             };
         }
-        match decision {
-            Some(sampling::Decision::SampledOut(cx)) => {
-                let span = call_span!(sampling::GRPC_UNSAMPLED_TARGET);
-                if span.is_disabled() {
-                    return (None, Some(cx));
-                }
-                // An OpenTelemetry layer that does see it (not `Telemetry::tracing_layer`)
-                // finds a parent that is not sampled, and drops it.
-                let _ = span.set_parent(cx.clone());
-                (Some(span), Some(cx))
-            }
-            decision => {
-                let span = call_span!("towerscope::grpc");
-                if span.is_disabled() {
-                    return (None, None);
-                }
-                if let Some(parent) = parent {
-                    let _ = span.set_parent(parent);
-                }
-                if let Some(sampling::Decision::Sampled { new_trace: true }) = decision {
-                    sampling::start_decided(&span);
-                }
-                (Some(span), None)
-            }
-        }
+        let (span, sampled_out) = sampling::open(
+            self.presample,
+            parent,
+            || call_span!("towerscope::grpc"),
+            || call_span!(sampling::GRPC_UNSAMPLED_TARGET),
+        );
+        ((!span.is_disabled()).then_some(span), sampled_out)
     }
 }
 

@@ -3,8 +3,6 @@
 
 use http::HeaderValue;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::request_id::{self, RequestId};
 
@@ -41,11 +39,7 @@ impl JobContext {
     /// (or a span inside it) and its `X-Request-ID`. Outside a traced span, the span context is
     /// invalid and the job's span gets no link.
     pub fn capture() -> Self {
-        let mut cx = Span::current().context();
-        if !cx.span().span_context().is_valid() {
-            // A request the layer sampled out: its context is the current OpenTelemetry one.
-            cx = opentelemetry::Context::current();
-        }
+        let cx = crate::trace::current_context();
         Self {
             span_context: cx.span().span_context().clone(),
             request_id: request_id::current(),

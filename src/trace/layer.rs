@@ -176,10 +176,6 @@ impl<S> TraceService<S> {
             .propagator
             .as_ref()
             .map(|propagator| propagation::extract(&**propagator, req.headers()));
-        let decision = self
-            .layer
-            .presample
-            .map(|rate| sampling::decide(rate, parent.as_ref()));
         let method = standard_method(req.method());
         // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
         // metrics label does not depend on whether this span is enabled.
@@ -221,29 +217,12 @@ impl<S> TraceService<S> {
                 )
             };
         }
-        match decision {
-            Some(sampling::Decision::SampledOut(cx)) => {
-                let span = name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name));
-                if !span.is_disabled() {
-                    // An OpenTelemetry layer that does see it (not `Telemetry::tracing_layer`)
-                    // finds a parent that is not sampled, and drops it.
-                    let _ = span.set_parent(cx.clone());
-                }
-                (span, Some(cx))
-            }
-            decision => {
-                let span = name.with_str(|name| server_span!("towerscope::http", name));
-                if !span.is_disabled() {
-                    if let Some(parent) = parent {
-                        let _ = span.set_parent(parent);
-                    }
-                    if let Some(sampling::Decision::Sampled { new_trace: true }) = decision {
-                        sampling::start_decided(&span);
-                    }
-                }
-                (span, None)
-            }
-        }
+        sampling::open(
+            self.layer.presample,
+            parent,
+            || name.with_str(|name| server_span!("towerscope::http", name)),
+            || name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name)),
+        )
     }
 }
 

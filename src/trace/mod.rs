@@ -18,5 +18,19 @@ pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
 pub use sampling::{GRPC_UNSAMPLED_TARGET, UNSAMPLED_TARGET};
 
+/// The OpenTelemetry context of the code running now: the current `tracing` span's, else the
+/// current OpenTelemetry context (the one a layer made current for a request it sampled out,
+/// or one attached by the application).
+pub(crate) fn current_context() -> opentelemetry::Context {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        opentelemetry::Context::current()
+    }
+}
+
 /// `service.name` of a resource that names none (OpenTelemetry's default).
 pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";

@@ -84,7 +84,7 @@ impl ShouldSample for LayerRootSampler {
 }
 
 /// The layer's decision for one request.
-pub(crate) enum Decision {
+enum Decision {
     /// Sampled; `new_trace` when there is no valid parent (the root sampler is asked).
     Sampled { new_trace: bool },
     /// Sampled out: this context is current while the request is polled.
@@ -93,7 +93,7 @@ pub(crate) enum Decision {
 
 /// Decides like `ParentBased(TraceIdRatioBased(rate))`: a valid parent's flag, else the ratio
 /// over a fresh trace id (the SDK's rule on the SDK's generator).
-pub(crate) fn decide(rate: f64, parent: Option<&Context>) -> Decision {
+fn decide(rate: f64, parent: Option<&Context>) -> Decision {
     let ids = RandomIdGenerator::default();
     if let Some(parent) = parent {
         let span = parent.span();
@@ -132,9 +132,46 @@ pub(crate) fn decide(rate: f64, parent: Option<&Context>) -> Decision {
     Decision::SampledOut(base.with_remote_span_context(sc))
 }
 
+/// Opens a request's server span: with `presample` (the pipeline's rate, when the layer
+/// decides) a sampled-out request's span is built by `sampled_out` (a callsite the
+/// OpenTelemetry layer does not see), any other by `sampled`, with `parent` set and a new
+/// trace the layer sampled started. Returns the span (disabled when no subscriber wants it)
+/// and, for a sampled-out request, the context to make current while it is polled.
+pub(crate) fn open(
+    presample: Option<f64>,
+    parent: Option<Context>,
+    sampled: impl FnOnce() -> tracing::Span,
+    sampled_out: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, Option<Context>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    match presample.map(|rate| decide(rate, parent.as_ref())) {
+        Some(Decision::SampledOut(cx)) => {
+            let span = sampled_out();
+            if !span.is_disabled() {
+                // An OpenTelemetry layer that does see it (not `Telemetry::tracing_layer`)
+                // finds a parent that is not sampled, and drops it.
+                let _ = span.set_parent(cx.clone());
+            }
+            (span, Some(cx))
+        }
+        decision => {
+            let span = sampled();
+            if !span.is_disabled() {
+                if let Some(parent) = parent {
+                    let _ = span.set_parent(parent);
+                }
+                if let Some(Decision::Sampled { new_trace: true }) = decision {
+                    start_decided(&span);
+                }
+            }
+            (span, None)
+        }
+    }
+}
+
 /// Starts `span` (the OpenTelemetry span behind it) with the root sampler told that the layer
 /// decided to sample it.
-pub(crate) fn start_decided(span: &tracing::Span) {
+fn start_decided(span: &tracing::Span) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     DECIDED.with(|decided| decided.set(true));
     // `context()` starts the span, asking the sampler, on this thread.

@@ -12,6 +12,28 @@ use opentelemetry_sdk::trace::InMemorySpanExporter;
 use tokio::sync::mpsc;
 use towerscope::{metrics::MetricsRegistry, trace::TracePipeline, Config, Telemetry};
 
+/// Log output written to a shared buffer: a `tracing_subscriber::fmt` writer
+/// (`.with_writer(move || captured.clone())`).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far, emptying the buffer.
+    pub fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
 /// The value of the sample `series` (e.g. `m{a="b"}`) in exposition `text`.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
