@@ -291,6 +291,70 @@ if grep -vE '^harbor_(project|project_repo|project_artifact)_total non-counter m
 fi
 ok "promtool check metrics on the whole /metrics: only the lint on Harbor's *_total gauge names"
 
+# --- Distribution-spec behaviours the clients use (after the exact counts above).
+# A chunk that does not start where the upload ends is refused with the upload's Range.
+hdr=$(curl -sS -D - -o /dev/null -X POST "$api/v2/library/scratch/blobs/uploads/")
+location=$(grep -i '^location: ' <<<"$hdr" | cut -d' ' -f2 | tr -d '\r')
+curl -fsS -o /dev/null -X PATCH -H 'Content-Range: 0-3' --data-binary "abcd" "$api$location" || fail "first chunk"
+hdr=$(curl -sS -D - -o /dev/null -X PATCH -H 'Content-Range: 10-13' --data-binary "efgh" "$api$location")
+grep -q '^HTTP/1.1 416' <<<"$hdr" && grep -qi '^range: 0-3' <<<"$hdr" || fail "out-of-order chunk: $hdr"
+hdr=$(curl -sS -D - -o /dev/null -X PATCH -H 'Content-Range: 4-9' --data-binary "efgh" "$api$location")
+grep -q '^HTTP/1.1 416' <<<"$hdr" && grep -qi '^range: 0-3' <<<"$hdr" || fail "short chunk kept: $hdr"
+curl -fsS -o /dev/null -X DELETE "$api$location" || fail "cancel upload"
+ok "chunks out of order or shorter than their Content-Range: 416 with the upload's Range, nothing kept"
+
+# OCI 1.1 referrers: an artifact whose subject is the image, listed (and filtered) by digest.
+python3 - "$work" "$manifest_digest" <<'PY'
+import hashlib, json, sys
+work, subject = sys.argv[1:3]
+empty = b"{}"
+manifest = json.dumps({
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "artifactType": "application/vnd.example.signature",
+    "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+               "digest": "sha256:" + hashlib.sha256(empty).hexdigest(), "size": 2},
+    "layers": [{"mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": "sha256:" + hashlib.sha256(empty).hexdigest(), "size": 2}],
+    "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject,
+                "size": 1},
+    "annotations": {"org.example.signed-by": "e2e"},
+}).encode()
+open(f"{work}/referrer.json", "wb").write(manifest)
+open(f"{work}/referrer.digest", "w").write("sha256:" + hashlib.sha256(manifest).hexdigest())
+PY
+empty_digest="sha256:$(printf '{}' | sha256sum | cut -d' ' -f1)"
+curl -fsS -o /dev/null -X POST --data-binary '{}' "$api/v2/library/hello/blobs/uploads/?digest=$empty_digest" \
+  || fail "empty config upload"
+hdr=$(curl -fsS -D - -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+  --data-binary @"$work/referrer.json" "$api/v2/library/hello/manifests/$(cat "$work/referrer.digest")")
+grep -qi "^oci-subject: $manifest_digest" <<<"$hdr" || fail "no OCI-Subject: $hdr"
+curl -fsS -D "$work/ref.hdr" -o "$work/ref.json" "$api/v2/library/hello/referrers/$manifest_digest"
+grep -qi '^content-type: application/vnd.oci.image.index.v1+json' "$work/ref.hdr" || fail "referrers type: $(cat "$work/ref.hdr")"
+python3 - "$work/ref.json" "$(cat "$work/referrer.digest")" <<'PY' || fail "referrers: $(cat "$work/ref.json")"
+import json, sys
+index = json.load(open(sys.argv[1]))
+assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+[entry] = index["manifests"]
+assert entry["digest"] == sys.argv[2] and entry["artifactType"] == "application/vnd.example.signature", entry
+assert entry["annotations"] == {"org.example.signed-by": "e2e"} and entry["size"] > 0, entry
+PY
+curl -fsS -D "$work/ref.hdr" -o "$work/ref.json" "$api/v2/library/hello/referrers/$manifest_digest?artifactType=application/x-other"
+grep -qi '^oci-filters-applied: artifactType' "$work/ref.hdr" && grep -q '"manifests":\[\]' "$work/ref.json" \
+  || fail "filtered referrers: $(cat "$work/ref.hdr" "$work/ref.json")"
+ok "referrers: PUT with subject answers OCI-Subject; GET /referrers/<digest> lists it with artifactType and annotations; ?artifactType= filters"
+
+# Tags list pagination: n and last, with a Link to the next page.
+for t in a b c; do
+  curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    --data-binary @"$work/referrer.json" "$api/v2/library/paged/manifests/$t" || fail "tag $t"
+done
+hdr=$(curl -fsS -D - -o "$work/tags.json" "$api/v2/library/paged/tags/list?n=2")
+grep -qi '^link: </v2/library/paged/tags/list?last=b&n=2>; rel="next"' <<<"$hdr" || fail "tags Link: $hdr"
+grep -q '"tags":\["a","b"\]' "$work/tags.json" || fail "tags page 1: $(cat "$work/tags.json")"
+curl -fsS "$api/v2/library/paged/tags/list?n=2&last=b" | grep -q '"tags":\["c"\]' || fail "tags page 2"
+ok "tags/list?n=2: a Link to ?last=b&n=2, then the last page"
+
 # --- `--traffic`: a fresh instance generating its own traffic for a few seconds.
 traffic_api_port=$(free_port)
 traffic_metrics_port=$(free_port)

@@ -35,8 +35,11 @@ CREATE TABLE IF NOT EXISTS manifest (
     media_type TEXT NOT NULL,
     content BLOB NOT NULL,
     push_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    subject TEXT,
+    artifact_type TEXT,
     UNIQUE (repository_id, digest)
 );
+CREATE INDEX IF NOT EXISTS manifest_subject ON manifest (repository_id, subject);
 CREATE TABLE IF NOT EXISTS tag (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     repository_id INTEGER NOT NULL REFERENCES repository(id),
@@ -99,6 +102,53 @@ pub(crate) struct Artifact {
     pub(crate) push_time: String,
 }
 
+/// A manifest to store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewManifest<'a> {
+    pub(crate) repository: &'a str,
+    pub(crate) digest: &'a str,
+    pub(crate) media_type: &'a str,
+    pub(crate) content: &'a [u8],
+    /// The tag to point at it.
+    pub(crate) tag: Option<&'a str>,
+    /// The digest in its `subject` (OCI 1.1).
+    pub(crate) subject: Option<&'a str>,
+    pub(crate) artifact_type: Option<&'a str>,
+}
+
+/// A manifest that refers to another through its `subject`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Referrer {
+    pub(crate) digest: String,
+    pub(crate) media_type: String,
+    pub(crate) size: i64,
+    pub(crate) artifact_type: Option<String>,
+    pub(crate) content: Vec<u8>,
+}
+
+/// Adds the `subject` and `artifact_type` columns to a `manifest` table created by an
+/// earlier version of the demo (new tables have them).
+async fn add_manifest_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('manifest')")
+        .fetch_all(pool)
+        .await?;
+    if columns.is_empty() {
+        return Ok(()); // a new database: SCHEMA creates the table whole
+    }
+    for (column, alter) in [
+        ("subject", "ALTER TABLE manifest ADD COLUMN subject TEXT"),
+        (
+            "artifact_type",
+            "ALTER TABLE manifest ADD COLUMN artifact_type TEXT",
+        ),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            sqlx::raw_sql(alter).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A tag row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Tag {
@@ -153,6 +203,7 @@ impl Db {
             .max_connections(4)
             .connect_with(options)
             .await?;
+        add_manifest_columns(&pool).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         let db = Self { pool, tx };
         let mut t = db.tx.begin(&db.pool, "initDatabase").await?;
@@ -213,16 +264,9 @@ impl Db {
 
     // ---- manifests ----
 
-    /// Stores a manifest in `repository` (creating the repository and its project), and points
-    /// `tag` at it.
-    pub(crate) async fn put_manifest(
-        &self,
-        repository: &str,
-        digest: &str,
-        media_type: &str,
-        content: &[u8],
-        tag: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    /// Stores a manifest (creating its repository and project), and points its tag at it.
+    pub(crate) async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), sqlx::Error> {
+        let repository = m.repository;
         let mut t = self.tx.begin(&self.pool, "putManifest").await?;
         sqlx::query("INSERT OR IGNORE INTO project (name) VALUES (?)")
             .bind(project_of(repository))
@@ -241,17 +285,21 @@ impl Db {
             .fetch_one(&mut *t)
             .await?;
         sqlx::query(
-            "INSERT INTO manifest (repository_id, digest, media_type, content) VALUES (?, ?, ?, ?) \
+            "INSERT INTO manifest (repository_id, digest, media_type, content, subject, \
+             artifact_type) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type, \
-             content = excluded.content",
+             content = excluded.content, subject = excluded.subject, \
+             artifact_type = excluded.artifact_type",
         )
         .bind(repo_id)
-        .bind(digest)
-        .bind(media_type)
-        .bind(content)
+        .bind(m.digest)
+        .bind(m.media_type)
+        .bind(m.content)
+        .bind(m.subject)
+        .bind(m.artifact_type)
         .execute(&mut *t)
         .await?;
-        if let Some(tag) = tag {
+        if let Some(tag) = m.tag {
             sqlx::query(
                 "INSERT INTO tag (repository_id, name, digest) VALUES (?, ?, ?) \
                  ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, \
@@ -259,11 +307,29 @@ impl Db {
             )
             .bind(repo_id)
             .bind(tag)
-            .bind(digest)
+            .bind(m.digest)
             .execute(&mut *t)
             .await?;
         }
         t.commit().await
+    }
+
+    /// The manifests of `repository` whose `subject` is `digest` (OCI 1.1 referrers), by
+    /// digest.
+    pub(crate) async fn referrers(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<Referrer>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT m.digest, m.media_type, length(m.content) AS size, m.artifact_type, \
+             m.content FROM manifest m JOIN repository r ON r.id = m.repository_id \
+             WHERE r.name = ? AND m.subject = ? ORDER BY m.digest",
+        )
+        .bind(repository)
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// A manifest by tag or digest: `(digest, media type, content)`.

@@ -22,6 +22,7 @@ use std::{
 };
 
 use axum::{
+    body::Body,
     extract::Request,
     http::{header, HeaderMap, Method},
     response::Response,
@@ -31,11 +32,17 @@ use metrics::{Gauge, Histogram, Key, Label};
 use tower_layer::Layer;
 use tower_service::Service;
 use towerscope::metrics::{
-    toolkit::{http_slot, CodeCounters, Family, FamilyKind, RecorderRef, HTTP_SLOTS},
-    MetricsRegistry,
+    toolkit::{
+        http_slot, CodeCounters, Family, FamilyKind, Outcome, RecorderRef, Settle, SettleFuture,
+        SettleGuard, HTTP_SLOTS,
+    },
+    MetricsRegistry, CLIENT_CLOSED_REQUEST,
 };
 
-use crate::{gauges::PullCounter, registry::Route};
+use crate::{
+    gauges::PullCounter,
+    registry::{Route, HANDLERS},
+};
 
 /// The `?comp=` component of these families.
 pub(crate) const COMPONENT: &str = "registry";
@@ -74,31 +81,8 @@ const IN_FLIGHT: &str = "registry_http_in_flight_requests";
 const REQUEST_SIZE: &str = "registry_http_request_size_bytes";
 const RESPONSE_SIZE: &str = "registry_http_response_size_bytes";
 
-/// Distribution's handler names, indexed by [`handler_index`].
-const HANDLERS: [&str; 7] = [
-    "base",
-    "catalog",
-    "tags",
-    "manifest",
-    "blob",
-    "blob_upload",
-    "blob_upload_chunk",
-];
-
 /// The methods with their own series; others are counted as `_OTHER`.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "_OTHER"];
-
-fn handler_index(route: Route<'_>) -> usize {
-    match route {
-        Route::Base => 0,
-        Route::Catalog => 1,
-        Route::Tags { .. } => 2,
-        Route::Manifest { .. } => 3,
-        Route::Blob { .. } => 4,
-        Route::UploadStart { .. } => 5,
-        Route::Upload { .. } => 6,
-    }
-}
 
 fn method_index(method: &Method) -> usize {
     match *method {
@@ -236,12 +220,48 @@ pub(crate) struct DistributionMetrics<S> {
     shared: Arc<Shared>,
 }
 
-/// Decrements the in-flight gauge when the request ends, however it ends.
-struct InFlight(Gauge);
+/// One `/v2/` request in flight, settled once by towerscope's toolkit when its response body
+/// ends (the duration runs to the last frame handed to the server), fails, or is dropped
+/// early (the client went away: `code="499"`).
+struct InFlightRequest {
+    shared: Arc<Shared>,
+    handler: usize,
+    method: usize,
+    start: Instant,
+    /// The response status, once the handler answered.
+    status: Option<u16>,
+    /// The repository of a manifest GET, counted as a pull when it succeeds.
+    pulled: Option<String>,
+}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
+impl Settle for InFlightRequest {
+    fn on_response<B>(&mut self, response: &axum::http::Response<B>) {
+        self.status = Some(response.status().as_u16());
+        let size = content_length(response.headers()).unwrap_or(0);
+        self.shared.handlers[self.handler]
+            .response_size
+            .record(size as f64);
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        let series = &self.shared.handlers[self.handler];
+        series.in_flight.decrement(1.0);
+        self.shared
+            .duration(self.handler, self.method)
+            .record(self.start.elapsed().as_secs_f64());
+        let code = match (outcome, self.status) {
+            (Outcome::Cancelled, _) => CLIENT_CLOSED_REQUEST,
+            (Outcome::Complete | Outcome::Error, Some(status)) => status,
+            _ => 500,
+        };
+        self.shared.count_request(self.handler, self.method, code);
+        if let (Some(name), Some(pulls), true) = (
+            self.pulled.take(),
+            &self.shared.pulls,
+            outcome == Outcome::Complete && (200..300).contains(&code),
+        ) {
+            pulls.record(name);
+        }
     }
 }
 
@@ -273,39 +293,27 @@ where
             let fut = self.inner.call(req);
             return Box::pin(fut);
         };
-        let handler = handler_index(route);
+        let handler = route.handler();
         let pulled = match (route, req.method()) {
             (Route::Manifest { name, .. }, &Method::GET) => Some(name.to_owned()),
             _ => None,
         };
         let method = method_index(req.method());
-        let shared = self.shared.clone();
-        let series = &shared.handlers[handler];
+        let series = &self.shared.handlers[handler];
         let request_size = content_length(req.headers())
             .or_else(|| req.body().size_hint().exact())
             .unwrap_or(0);
         series.request_size.record(request_size as f64);
         series.in_flight.increment(1.0);
-        let guard = InFlight(series.in_flight.clone());
-        let start = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?;
-            let elapsed = start.elapsed().as_secs_f64();
-            drop(guard);
-            let series = &shared.handlers[handler];
-            let response_size = content_length(res.headers())
-                .or_else(|| res.body().size_hint().exact())
-                .unwrap_or(0);
-            series.response_size.record(response_size as f64);
-            shared.duration(handler, method).record(elapsed);
-            shared.count_request(handler, method, res.status().as_u16());
-            if let (Some(name), Some(pulls), true) =
-                (pulled, &shared.pulls, res.status().is_success())
-            {
-                pulls.record(name);
-            }
-            Ok(res)
-        })
+        let guard = SettleGuard::new(InFlightRequest {
+            shared: self.shared.clone(),
+            handler,
+            method,
+            start: Instant::now(),
+            status: None,
+            pulled,
+        });
+        let fut = SettleFuture::new(self.inner.call(req), Some(guard));
+        Box::pin(async move { Ok(fut.await?.map(Body::new)) })
     }
 }

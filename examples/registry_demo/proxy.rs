@@ -3,6 +3,13 @@
 //! served; the next request for it is answered from the local copy without contacting the
 //! upstream (a cached tag is not revalidated).
 //!
+//! A blob is streamed: each chunk from the upstream is written to an upload session (hashed as
+//! it goes) and forwarded to the client, one chunk behind, so the last chunk is only sent once
+//! the digest matched and the blob was stored; on a mismatch the client's body fails instead
+//! (the connection is cut: the client cannot take the blob for complete) and nothing is kept.
+//! A client that goes away does not stop the fill: the blob is still cached. Memory per
+//! transfer is bounded by [`CLIENT_FRAMES`] chunks.
+//!
 //! The calls go through towerscope's instrumented reqwest client: each is a client span, child
 //! of the request's server span, with the trace context passed on (so the upstream's server
 //! span joins the same trace), and is counted in `http_client_request_total` under the peer
@@ -12,13 +19,32 @@
 //! is reported as a failure (502), like an unreachable one. Upstream 404s become
 //! `MANIFEST_UNKNOWN` / `BLOB_UNKNOWN`.
 
-use std::time::Duration;
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::http::{header, StatusCode};
+use axum::{
+    body::Body,
+    http::{header, HeaderValue, StatusCode},
+    response::Response,
+};
+use bytes::Bytes;
+use http_body::Frame;
+use opentelemetry::trace::FutureExt as _;
 use reqwest_middleware::ClientWithMiddleware;
+use tokio::sync::mpsc;
 use towerscope::{client::ClientOperation, Telemetry};
+use tracing::Instrument as _;
 
-use crate::{storage::Digest, AppState};
+use crate::{
+    db::NewManifest,
+    registry::ManifestMeta,
+    storage::{Digest, Upload, UploadError},
+    AppState,
+};
 
 /// The manifest media types asked for.
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -28,8 +54,8 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 
 /// The largest manifest fetched.
 const MAX_MANIFEST: usize = 4 << 20;
-/// The largest blob fetched (the demo buffers blobs in memory, as it does uploads).
-const MAX_BLOB: usize = 1 << 30;
+/// Chunks buffered between the upstream and a slow client.
+const CLIENT_FRAMES: usize = 8;
 
 /// Why the upstream could not provide an object (other than "it does not exist").
 #[derive(Debug, thiserror::Error)]
@@ -184,27 +210,6 @@ impl Proxy {
         }))
     }
 
-    /// Fetches the blob `digest` of repository `name` from the upstream and verifies its
-    /// content; `Ok(None)` if the upstream does not know it.
-    async fn blob(&self, name: &str, digest: &Digest) -> Result<Option<Vec<u8>>, ProxyError> {
-        let Some((response, url)) = self
-            .get(&format!("{name}/blobs/{digest}"), "proxyGetBlob", None)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let body = read_limited(response, &url, MAX_BLOB).await?;
-        let actual = Digest::of(&body);
-        if &actual != digest {
-            return Err(ProxyError::DigestMismatch {
-                url,
-                actual,
-                expected: digest.to_string(),
-            });
-        }
-        Ok(Some(body))
-    }
-
     /// Fetches the manifest `name:reference` from the upstream, verifies it and stores it
     /// (with its tag, when `reference` is one) in a `tx-putManifest` transaction; `Ok(false)`
     /// if the upstream does not know it.
@@ -219,15 +224,19 @@ impl Proxy {
         };
         let tag = (!reference.contains(':')).then_some(reference);
         let digest = &manifest.digest;
+        let meta = ManifestMeta::of(&manifest.body);
+        let stored = NewManifest {
+            repository: name,
+            digest: digest.as_str(),
+            media_type: &manifest.media_type,
+            content: &manifest.body,
+            tag,
+            subject: meta.subject.as_deref(),
+            artifact_type: meta.artifact_type.as_deref(),
+        };
         state
             .db
-            .put_manifest(
-                name,
-                digest.as_str(),
-                &manifest.media_type,
-                &manifest.body,
-                tag,
-            )
+            .put_manifest(&stored)
             .await
             .map_err(|e| ProxyError::Store {
                 what: format!("manifest {name}@{digest}"),
@@ -237,34 +246,185 @@ impl Proxy {
         Ok(true)
     }
 
-    /// Fetches the blob `digest` of repository `name` from the upstream, verifies it and stores
-    /// it (on disk, then in a `tx-putBlob` transaction); `Ok(false)` if the upstream does not
-    /// know it.
-    pub(crate) async fn fetch_blob(
+    /// Streams the blob `digest` of repository `name` from the upstream to the client and to
+    /// the local store at once (see the module's documentation); `Ok(None)` if the upstream
+    /// does not know it. A HEAD waits for the blob to be stored and answers without a body.
+    /// The fill runs in a task of its own, in the request's span and trace (its `tx-putBlob`
+    /// is the request's child).
+    pub(crate) async fn stream_blob(
         &self,
         state: &AppState,
         name: &str,
         digest: &Digest,
-    ) -> Result<bool, ProxyError> {
-        let Some(body) = self.blob(name, digest).await? else {
-            return Ok(false);
+        head: bool,
+    ) -> Result<Option<Response>, ProxyError> {
+        let Some((response, url)) = self
+            .get(&format!("{name}/blobs/{digest}"), "proxyGetBlob", None)
+            .await?
+        else {
+            return Ok(None);
         };
-        let store_error = |message: String| ProxyError::Store {
+        let length = response.content_length();
+        let store_error = |e: &dyn std::fmt::Display| ProxyError::Store {
             what: format!("blob {digest}"),
-            message,
+            message: e.to_string(),
         };
-        let size = state
+        let uuid = state
             .storage
-            .put(&body, digest)
+            .start_upload()
             .await
-            .map_err(|e| store_error(e.to_string()))?;
-        state
-            .db
-            .put_blob(digest.as_str(), size)
+            .map_err(|e| store_error(&e))?;
+        let upload = state
+            .storage
+            .upload(&uuid)
             .await
-            .map_err(|e| store_error(e.to_string()))?;
-        tracing::info!(%name, %digest, size, "blob cached from upstream");
-        Ok(true)
+            .map_err(|e| store_error(&e))?;
+        let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
+        let db = state.db.clone();
+        let (blob, repository) = (digest.clone(), name.to_owned());
+        let fill = async move {
+            let stored = tee(
+                response,
+                &url,
+                upload,
+                &blob,
+                (!head).then_some(tx),
+                async |size| {
+                    db.put_blob(blob.as_str(), size)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await;
+            match &stored {
+                Ok(size) => {
+                    tracing::info!(name = %repository, digest = %blob, size, "blob cached from upstream")
+                }
+                Err(err) => tracing::warn!(error = %err, "proxy cache: blob not cached"),
+            }
+            stored
+        };
+        let task = tokio::spawn(
+            fill.with_context(towerscope::trace::current_context())
+                .instrument(tracing::Span::current()),
+        );
+        let mut answer = if head {
+            let size = task.await.map_err(|e| store_error(&e))??;
+            let mut answer = Response::new(Body::empty());
+            answer
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            answer
+        } else {
+            Response::new(Body::new(ClientBody { rx }))
+        };
+        if let (Some(length), false) = (length, head) {
+            answer
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        Ok(Some(answer))
+    }
+}
+
+/// Copies the upstream's `response` into `upload` and, one chunk behind, to `client` (while
+/// it listens); once the content matched `digest`, the blob is moved into place and `store`d
+/// before the last chunk goes out. On any failure, the client's body fails and nothing is
+/// kept. Returns the blob's size.
+async fn tee(
+    mut response: reqwest::Response,
+    url: &str,
+    mut upload: Upload,
+    digest: &Digest,
+    mut client: Option<mpsc::Sender<io::Result<Bytes>>>,
+    store: impl AsyncFnOnce(u64) -> Result<(), String>,
+) -> Result<u64, ProxyError> {
+    let mut held: Option<Bytes> = None;
+    let failed = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = upload.write(&chunk).await {
+                    break ProxyError::Store {
+                        what: format!("blob {digest}"),
+                        message: e.to_string(),
+                    };
+                }
+                if let Some(previous) = held.replace(chunk) {
+                    forward(&mut client, Ok(previous)).await;
+                }
+            }
+            Ok(None) => match upload.finish(digest).await {
+                Ok(size) => match store(size).await {
+                    Ok(()) => {
+                        if let Some(last) = held {
+                            forward(&mut client, Ok(last)).await;
+                        }
+                        return Ok(size);
+                    }
+                    Err(message) => {
+                        forward(&mut client, Err(io::Error::other(message.clone()))).await;
+                        return Err(ProxyError::Store {
+                            what: format!("blob {digest}"),
+                            message,
+                        });
+                    }
+                },
+                Err(UploadError::DigestMismatch { actual }) => {
+                    forward(&mut client, Err(io::Error::other("digest mismatch"))).await;
+                    return Err(ProxyError::DigestMismatch {
+                        url: url.to_owned(),
+                        actual,
+                        expected: digest.to_string(),
+                    });
+                }
+                Err(e) => {
+                    forward(&mut client, Err(io::Error::other(e.to_string()))).await;
+                    return Err(ProxyError::Store {
+                        what: format!("blob {digest}"),
+                        message: e.to_string(),
+                    });
+                }
+            },
+            Err(e) => {
+                break ProxyError::Unreachable {
+                    url: url.to_owned(),
+                    message: error_chain(&e),
+                }
+            }
+        }
+    };
+    upload.discard().await;
+    forward(&mut client, Err(io::Error::other(failed.to_string()))).await;
+    Err(failed)
+}
+
+/// Sends `frame` to the client, and stops sending once it went away.
+async fn forward(client: &mut Option<mpsc::Sender<io::Result<Bytes>>>, frame: io::Result<Bytes>) {
+    if let Some(tx) = client {
+        if tx.send(frame).await.is_err() {
+            tracing::debug!("proxy cache: the client went away; the blob is still cached");
+            *client = None;
+        }
+    }
+}
+
+/// The client's side of [`tee`]: the chunks as they come, ending when the fill ends.
+#[derive(Debug)]
+struct ClientBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|frame| frame.map(|result| result.map(Frame::data)))
     }
 }
 
@@ -408,19 +568,66 @@ mod tests {
             })
         ));
 
-        assert_eq!(
-            proxy.blob("r", &Digest::of(BLOB)).await.unwrap().as_deref(),
-            Some(BLOB)
+        // Blobs: teed to the client and the store; a tampered one fails the client's body and
+        // is not kept.
+        let dir =
+            std::env::temp_dir().join(format!("registry_demo-proxy-{}", uuid::Uuid::new_v4()));
+        let storage = crate::storage::Storage::open(&dir).await.unwrap();
+        let teed = |digest: Digest| {
+            let (proxy, storage) = (proxy.clone(), storage.clone());
+            async move {
+                let (response, url) = proxy
+                    .get(&format!("r/blobs/{digest}"), "proxyGetBlob", None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let uuid = storage.start_upload().await.unwrap();
+                let upload = storage.upload(&uuid).await.unwrap();
+                let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
+                let stored = std::sync::Arc::new(std::sync::Mutex::new(None));
+                let seen = stored.clone();
+                let fill = tokio::spawn(async move {
+                    tee(response, &url, upload, &digest, Some(tx), async |size| {
+                        *seen.lock().unwrap() = Some(size);
+                        Ok(())
+                    })
+                    .await
+                });
+                let client = http_body_util::BodyExt::collect(ClientBody { rx }).await;
+                let result = fill.await.unwrap();
+                let size = *stored.lock().unwrap();
+                (client.map(|c| c.to_bytes()), result, size)
+            }
+        };
+        let (client, result, stored) = teed(Digest::of(BLOB)).await;
+        assert_eq!(client.unwrap(), BLOB);
+        assert_eq!(result.unwrap(), BLOB.len() as u64);
+        assert_eq!(stored, Some(BLOB.len() as u64));
+        let kept = storage.open_blob(&Digest::of(BLOB), None).await.unwrap();
+        assert!(kept.is_some());
+
+        let (client, result, stored) = teed(Digest::of(b"tampered")).await;
+        assert!(
+            client.is_err(),
+            "the client's body must fail on a digest mismatch"
         );
-        assert!(matches!(
-            proxy.blob("r", &Digest::of(b"tampered")).await,
-            Err(ProxyError::DigestMismatch { .. })
-        ));
+        assert!(matches!(result, Err(ProxyError::DigestMismatch { .. })));
+        assert_eq!(stored, None);
+        let kept = storage
+            .open_blob(&Digest::of(b"tampered"), None)
+            .await
+            .unwrap();
+        assert!(kept.is_none());
         assert!(proxy
-            .blob("r", &Digest::of(b"absent"))
+            .get(
+                &format!("r/blobs/{}", Digest::of(b"absent")),
+                "proxyGetBlob",
+                None
+            )
             .await
             .unwrap()
             .is_none());
+        let _ = std::fs::remove_dir_all(dir);
 
         // Nothing listens on a port just released: a connection failure, not a panic.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

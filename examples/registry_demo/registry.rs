@@ -25,10 +25,9 @@ use crate::{
 
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 << 20;
-/// The largest blob chunk accepted in one request (the demo buffers request bodies).
-const MAX_CHUNK: usize = 1 << 30;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A parsed `/v2/` path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,22 @@ pub(crate) enum Route<'a> {
     UploadStart { name: &'a str },
     /// `/v2/<name>/blobs/uploads/<uuid>`
     Upload { name: &'a str, uuid: &'a str },
+    /// `/v2/<name>/referrers/<digest>` (OCI 1.1)
+    Referrers { name: &'a str, digest: &'a str },
 }
+
+/// The handler names, the operation label of `/v2/` requests ([`Route::handler`] indexes
+/// them): Distribution's, and `referrers`, which Distribution does not have.
+pub(crate) const HANDLERS: [&str; 8] = [
+    "base",
+    "catalog",
+    "tags",
+    "manifest",
+    "blob",
+    "blob_upload",
+    "blob_upload_chunk",
+    "referrers",
+];
 
 /// Whether `name` is a valid repository name: `/`-separated components of lowercase
 /// letters and digits, separated inside a component by `.`, `_`, `__` or dashes.
@@ -79,6 +93,11 @@ impl<'a> Route<'a> {
         if let Some(name) = rest.strip_suffix("/tags/list") {
             return named(name).map(|name| Self::Tags { name });
         }
+        if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+            if !digest.is_empty() && !digest.contains('/') {
+                return named(name).map(|name| Self::Referrers { name, digest });
+            }
+        }
         if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
             if reference.is_empty() || reference.contains('/') {
                 return None;
@@ -107,8 +126,8 @@ impl<'a> Route<'a> {
         None
     }
 
-    /// The handler name used as the operation label (Distribution's names).
-    fn handler(self) -> usize {
+    /// The index of the handler name in [`HANDLERS`].
+    pub(crate) fn handler(self) -> usize {
         match self {
             Self::Base => 0,
             Self::Catalog => 1,
@@ -117,30 +136,21 @@ impl<'a> Route<'a> {
             Self::Blob { .. } => 4,
             Self::UploadStart { .. } => 5,
             Self::Upload { .. } => 6,
+            Self::Referrers { .. } => 7,
         }
     }
 }
 
-/// Labels `/v2/` requests with their handler: `base`, `catalog`, `tags`, `manifest`, `blob`,
-/// `blob_upload`, `blob_upload_chunk` (a bounded set, built once).
+/// Labels `/v2/` requests with their handler, one of [`HANDLERS`] (a bounded set, built once).
 #[derive(Debug, Clone)]
 pub(crate) struct RegistryResolver {
-    ids: [OperationId; 7],
+    ids: [OperationId; HANDLERS.len()],
 }
 
 impl RegistryResolver {
     pub(crate) fn new() -> Self {
         Self {
-            ids: [
-                "base",
-                "catalog",
-                "tags",
-                "manifest",
-                "blob",
-                "blob_upload",
-                "blob_upload_chunk",
-            ]
-            .map(OperationId::new),
+            ids: HANDLERS.map(OperationId::new),
         }
     }
 }
@@ -210,7 +220,10 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
             (StatusCode::OK, Json(json!({}))).into_response()
         }
         (Route::Catalog, &Method::GET) => catalog(&state, req.uri().query()).await,
-        (Route::Tags { name }, &Method::GET) => tags(&state, name).await,
+        (Route::Tags { name }, &Method::GET) => tags(&state, name, req.uri().query()).await,
+        (Route::Referrers { name, digest }, &Method::GET) => {
+            referrers(&state, name, digest, req.uri().query()).await
+        }
         (Route::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
             get_manifest(&state, name, reference, method == Method::HEAD).await
         }
@@ -261,37 +274,132 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
 }
 
 async fn catalog(state: &AppState, query: Option<&str>) -> Response {
-    let n = query_param(query, "n")
-        .and_then(|n| n.parse::<i64>().ok())
-        .unwrap_or(100)
-        .clamp(0, 1000);
-    let last = query_param(query, "last");
-    match state.db.catalog(n, last.as_deref()).await {
+    let (n, last) = page(query);
+    match state.db.catalog(n as i64, last.as_deref()).await {
         Ok(names) => {
             let mut headers = HeaderMap::new();
-            if n > 0 && names.len() as i64 == n {
-                if let Some(last) = names.last() {
-                    headers.insert(
-                        header::LINK,
-                        header_value(format!("</v2/_catalog?last={last}&n={n}>; rel=\"next\"")),
-                    );
-                }
-            }
+            next_page(&mut headers, "/v2/_catalog", n, &names);
             (headers, Json(json!({ "repositories": names }))).into_response()
         }
         Err(e) => internal(e),
     }
 }
 
-async fn tags(state: &AppState, name: &str) -> Response {
+/// `n` and `last` of a paginated list (`_catalog`, `tags/list`): at most 1000 per page, 100 by
+/// default.
+fn page(query: Option<&str>) -> (usize, Option<String>) {
+    let n = query_param(query, "n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(100)
+        .min(1000);
+    (n, query_param(query, "last"))
+}
+
+/// The `Link` header to the next page when this one is full.
+fn next_page(headers: &mut HeaderMap, path: &str, n: usize, names: &[String]) {
+    if n > 0 && names.len() == n {
+        if let Some(last) = names.last() {
+            headers.insert(
+                header::LINK,
+                header_value(format!("<{path}?last={last}&n={n}>; rel=\"next\"")),
+            );
+        }
+    }
+}
+
+async fn tags(state: &AppState, name: &str, query: Option<&str>) -> Response {
+    let (n, last) = page(query);
     match state.db.tag_names(name).await {
-        Ok(Some(tags)) => Json(json!({ "name": name, "tags": tags })).into_response(),
+        Ok(Some(tags)) => {
+            let tags: Vec<String> = tags
+                .into_iter()
+                .filter(|tag| last.as_deref().is_none_or(|last| tag.as_str() > last))
+                .take(n)
+                .collect();
+            let mut headers = HeaderMap::new();
+            next_page(&mut headers, &format!("/v2/{name}/tags/list"), n, &tags);
+            (headers, Json(json!({ "name": name, "tags": tags }))).into_response()
+        }
         Ok(None) => oci_error(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
             format!("repository {name} not known"),
         ),
         Err(e) => internal(e),
+    }
+}
+
+/// The OCI 1.1 referrers of `digest` in `name`: an image index of the manifests whose
+/// `subject` it is, filtered by `?artifactType=` when given (said in `OCI-Filters-Applied`).
+/// An unknown subject has no referrers (an empty index, not a 404, as the spec asks).
+async fn referrers(state: &AppState, name: &str, digest: &str, query: Option<&str>) -> Response {
+    let Some(digest) = Digest::parse(digest) else {
+        return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+    };
+    let filter = query_param(query, "artifactType").filter(|t| !t.is_empty());
+    let found = match state.db.referrers(name, digest.as_str()).await {
+        Ok(found) => found,
+        Err(e) => return internal(e),
+    };
+    let manifests: Vec<serde_json::Value> = found
+        .into_iter()
+        .filter(|r| filter.is_none() || r.artifact_type == filter)
+        .map(|r| {
+            let mut entry = json!({
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            });
+            if let Some(artifact_type) = r.artifact_type {
+                entry["artifactType"] = json!(artifact_type);
+            }
+            if let Some(annotations) = annotations(&r.content) {
+                entry["annotations"] = annotations;
+            }
+            entry
+        })
+        .collect();
+    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut response = Json(index).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+    if filter.is_some() {
+        headers.insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    response
+}
+
+/// A manifest's `annotations` object, if it has one.
+fn annotations(content: &[u8]) -> Option<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_slice(content).ok()?;
+    value.get("annotations").filter(|a| a.is_object()).cloned()
+}
+
+/// What a pushed manifest says about itself: its `subject` (OCI 1.1 referrers) and its
+/// artifact type (`artifactType`, else the config's media type, as the spec defines it for
+/// the referrers list).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ManifestMeta {
+    pub(crate) media_type: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) artifact_type: Option<String>,
+}
+
+impl ManifestMeta {
+    pub(crate) fn of(content: &[u8]) -> Self {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(content) else {
+            return Self::default();
+        };
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        Self {
+            media_type: text(value.get("mediaType")),
+            subject: text(value.get("subject").and_then(|s| s.get("digest"))),
+            artifact_type: text(value.get("artifactType"))
+                .or_else(|| text(value.get("config").and_then(|c| c.get("mediaType")))),
+        }
     }
 }
 
@@ -401,14 +509,9 @@ async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Reques
             "manifest is not valid JSON",
         );
     };
+    let meta = ManifestMeta::of(&body);
     let media_type = content_type
-        .or_else(|| {
-            serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()?
-                .get("mediaType")?
-                .as_str()
-                .map(str::to_owned)
-        })
+        .or_else(|| meta.media_type.clone())
         .unwrap_or_else(|| OCI_MANIFEST.to_owned());
     for blob in &blobs {
         match state.db.blob_size(blob).await {
@@ -423,11 +526,16 @@ async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Reques
             Err(e) => return internal(e),
         }
     }
-    if let Err(e) = state
-        .db
-        .put_manifest(name, digest.as_str(), &media_type, &body, tag)
-        .await
-    {
+    let stored = crate::db::NewManifest {
+        repository: name,
+        digest: digest.as_str(),
+        media_type: &media_type,
+        content: &body,
+        tag,
+        subject: meta.subject.as_deref(),
+        artifact_type: meta.artifact_type.as_deref(),
+    };
+    if let Err(e) = state.db.put_manifest(&stored).await {
         return internal(e);
     }
     let mut response = StatusCode::CREATED.into_response();
@@ -437,6 +545,10 @@ async fn put_manifest(state: &AppState, name: &str, reference: &str, req: Reques
         header_value(format!("/v2/{name}/manifests/{digest}")),
     );
     headers.insert("docker-content-digest", header_value(digest.as_str()));
+    // The subject is indexed for the referrers API (OCI 1.1), whether or not it is stored.
+    if let Some(subject) = &meta.subject {
+        headers.insert("oci-subject", header_value(subject));
+    }
     response
 }
 
@@ -504,17 +616,20 @@ async fn get_blob(
             "blob unknown to registry",
         )
     };
-    let mut size = state.db.blob_size(digest.as_str()).await;
-    if let (Ok(None), Some(proxy)) = (&size, &state.proxy) {
-        match proxy.fetch_blob(state, name, &digest).await {
-            Ok(true) => size = state.db.blob_size(digest.as_str()).await,
-            Ok(false) => {}
-            Err(err) => return upstream_error(err),
-        }
-    }
-    let size = match size {
+    let size = match state.db.blob_size(digest.as_str()).await {
         Ok(Some(size)) => size.max(0) as u64,
-        Ok(None) => return unknown(),
+        Ok(None) => {
+            return match &state.proxy {
+                // Not cached: streamed from the upstream to the client and to disk at once
+                // (a Range is not honoured on this first fetch: the whole blob is sent).
+                Some(proxy) => match proxy.stream_blob(state, name, &digest, head).await {
+                    Ok(Some(response)) => blob_headers(response, &digest),
+                    Ok(None) => unknown(),
+                    Err(err) => upstream_error(err),
+                },
+                None => unknown(),
+            };
+        }
         Err(e) => return internal(e),
     };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -540,14 +655,8 @@ async fn get_blob(
     let body = if head {
         Body::empty()
     } else {
-        match state.storage.read(&digest).await {
-            Ok(Some(mut data)) => {
-                if range.is_some() {
-                    data.truncate((last + 1) as usize);
-                    data.drain(..first as usize);
-                }
-                Body::from(data)
-            }
+        match state.storage.open_blob(&digest, range).await {
+            Ok(Some(blob)) => Body::new(blob),
             Ok(None) => return unknown(),
             Err(e) => return internal(e),
         }
@@ -560,20 +669,27 @@ async fn get_blob(
             header_value(format!("bytes {first}-{last}/{size}")),
         );
     }
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    blob_headers(response, &digest)
+}
+
+/// The headers of every blob answer.
+fn blob_headers(mut response: Response, digest: &Digest) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert("docker-content-digest", header_value(digest.as_str()));
     headers.insert(header::ETAG, header_value(format!("\"{digest}\"")));
     response
 }
 
-fn upload_accepted(name: &str, uuid: &str, len: u64) -> Response {
-    let mut response = StatusCode::ACCEPTED.into_response();
+fn upload_accepted(status: StatusCode, name: &str, uuid: &str, len: u64) -> Response {
+    let mut response = status.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::LOCATION,
@@ -589,8 +705,7 @@ fn upload_accepted(name: &str, uuid: &str, len: u64) -> Response {
     response
 }
 
-fn blob_created(state: &AppState, name: &str, digest: &Digest) -> Response {
-    let _ = state;
+fn blob_created(name: &str, digest: &Digest) -> Response {
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -601,7 +716,7 @@ fn blob_created(state: &AppState, name: &str, digest: &Digest) -> Response {
     response
 }
 
-fn upload_error(err: UploadError) -> Response {
+fn upload_error(name: &str, uuid: &str, err: UploadError) -> Response {
     match err {
         UploadError::Unknown => oci_error(
             StatusCode::NOT_FOUND,
@@ -613,31 +728,46 @@ fn upload_error(err: UploadError) -> Response {
             "DIGEST_INVALID",
             format!("provided digest did not match uploaded content (content is {actual})"),
         ),
+        // Where the upload really ends, so that the client can resume from there.
+        UploadError::RangeInvalid { len } => {
+            upload_accepted(StatusCode::RANGE_NOT_SATISFIABLE, name, uuid, len)
+        }
+        UploadError::Body(message) => {
+            tracing::info!(%uuid, %message, "upload chunk interrupted, rolled back");
+            oci_error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
+        }
         UploadError::Io(e) => internal(e),
     }
 }
 
-async fn store_verified(
-    state: &AppState,
-    result: Result<u64, UploadError>,
-    digest: &Digest,
-) -> Result<(), Response> {
-    let size = result.map_err(upload_error)?;
-    state
-        .db
-        .put_blob(digest.as_str(), size)
-        .await
-        .map_err(internal)
+/// A `Content-Range: <first>-<last>` of a PATCH (Distribution's form, without `bytes `).
+fn content_range(headers: &HeaderMap) -> Option<Result<(u64, u64), ()>> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().map_err(|_| ());
+    Some(value.and_then(|value| {
+        let value = value.trim();
+        let value = value.strip_prefix("bytes ").unwrap_or(value);
+        let (first, last) = value.split_once('-').ok_or(())?;
+        let first = first.trim().parse().map_err(|_| ())?;
+        let last = last.trim().parse().map_err(|_| ())?;
+        if first > last {
+            return Err(());
+        }
+        Ok((first, last))
+    }))
 }
 
 async fn start_upload(state: &AppState, name: &str, req: Request) -> Response {
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
-    // Cross-repository mount: blobs are global here, so a known blob is mounted at once.
+    // Cross-repository mount: blobs are global here, so a blob known to the registry is
+    // mounted at once whatever `from` names; an unknown one starts an upload session (202), as
+    // the spec asks.
     if let Some(mount) = query_param(query, "mount") {
         if let Some(digest) = Digest::parse(&mount) {
-            if let Ok(Some(_)) = state.db.blob_size(digest.as_str()).await {
-                return blob_created(state, name, &digest);
+            match state.db.blob_size(digest.as_str()).await {
+                Ok(Some(_)) => return blob_created(name, &digest),
+                Ok(None) => {}
+                Err(e) => return internal(e),
             }
         }
     }
@@ -645,30 +775,61 @@ async fn start_upload(state: &AppState, name: &str, req: Request) -> Response {
         let Some(digest) = Digest::parse(&digest) else {
             return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
         };
-        let body = match read_body(req, MAX_CHUNK).await {
-            Ok(body) => body,
-            Err(response) => return response,
+        let stored = match state.storage.put_body(req.into_body(), &digest).await {
+            Ok(size) => state.db.put_blob(digest.as_str(), size).await,
+            Err(e) => return upload_error(name, "", e),
         };
-        let result = state.storage.put(&body, &digest).await;
-        return match store_verified(state, result, &digest).await {
-            Ok(()) => blob_created(state, name, &digest),
-            Err(response) => response,
+        return match stored {
+            Ok(()) => blob_created(name, &digest),
+            Err(e) => internal(e),
         };
     }
     match state.storage.start_upload().await {
-        Ok(uuid) => upload_accepted(name, &uuid, 0),
+        Ok(uuid) => upload_accepted(StatusCode::ACCEPTED, name, &uuid, 0),
         Err(e) => internal(e),
     }
 }
 
+/// A chunk, written to disk as it arrives. With a `Content-Range`, it must start where the
+/// upload ends and be as long as it says; otherwise it is refused (416, with the upload's
+/// `Range`) and nothing of it is kept.
 async fn patch_upload(state: &AppState, name: &str, uuid: &str, req: Request) -> Response {
-    let body = match read_body(req, MAX_CHUNK).await {
-        Ok(body) => body,
-        Err(response) => return response,
+    let range = match content_range(req.headers()) {
+        Some(Ok(range)) => Some(range),
+        Some(Err(())) => {
+            return oci_error(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                "invalid Content-Range",
+            )
+        }
+        None => None,
     };
-    match state.storage.append(uuid, &body).await {
-        Ok(len) => upload_accepted(name, uuid, len),
-        Err(e) => upload_error(e),
+    let mut upload = match state.storage.upload(uuid).await {
+        Ok(upload) => upload,
+        Err(e) => return upload_error(name, uuid, e),
+    };
+    let start = upload.len();
+    if let Some((first, _)) = range {
+        if first != start {
+            return upload_error(name, uuid, UploadError::RangeInvalid { len: start });
+        }
+    }
+    if let Err(e) = upload.write_body(req.into_body()).await {
+        return upload_error(name, uuid, e);
+    }
+    if let Some((first, last)) = range {
+        if upload.len() != last + 1 {
+            tracing::info!(%uuid, first, last, received = upload.len() - start, "chunk length differs from its Content-Range");
+            return match upload.rollback().await {
+                Ok(()) => upload_error(name, uuid, UploadError::RangeInvalid { len: start }),
+                Err(e) => internal(e),
+            };
+        }
+    }
+    match upload.commit().await {
+        Ok(len) => upload_accepted(StatusCode::ACCEPTED, name, uuid, len),
+        Err(e) => internal(e),
     }
 }
 
@@ -683,24 +844,39 @@ async fn finish_upload(state: &AppState, name: &str, uuid: &str, req: Request) -
     let Some(digest) = Digest::parse(&digest) else {
         return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
     };
-    let body = match read_body(req, MAX_CHUNK).await {
-        Ok(body) => body,
-        Err(response) => return response,
+    finish(state, name, uuid, req, &digest).await
+}
+
+/// Writes the request's body (the last chunk, maybe empty) to the upload, checks the digest
+/// and stores the blob (`tx-putBlob`). A failed body is rolled back and the session kept; a
+/// digest mismatch discards it.
+async fn finish(
+    state: &AppState,
+    name: &str,
+    uuid: &str,
+    req: Request,
+    digest: &Digest,
+) -> Response {
+    let mut upload = match state.storage.upload(uuid).await {
+        Ok(upload) => upload,
+        Err(e) => return upload_error(name, uuid, e),
     };
-    let result = state.storage.finish_upload(uuid, &body, &digest).await;
-    match store_verified(state, result, &digest).await {
-        Ok(()) => blob_created(state, name, &digest),
-        Err(response) => response,
+    if let Err(e) = upload.write_body(req.into_body()).await {
+        return upload_error(name, uuid, e);
+    }
+    let size = match upload.finish(digest).await {
+        Ok(size) => size,
+        Err(e) => return upload_error(name, uuid, e),
+    };
+    match state.db.put_blob(digest.as_str(), size).await {
+        Ok(()) => blob_created(name, digest),
+        Err(e) => internal(e),
     }
 }
 
 async fn upload_status(state: &AppState, name: &str, uuid: &str) -> Response {
     match state.storage.upload_len(uuid).await {
-        Ok(Some(len)) => {
-            let mut response = upload_accepted(name, uuid, len);
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            response
-        }
+        Ok(Some(len)) => upload_accepted(StatusCode::NO_CONTENT, name, uuid, len),
         Ok(None) => oci_error(
             StatusCode::NOT_FOUND,
             "BLOB_UPLOAD_UNKNOWN",
@@ -772,6 +948,59 @@ mod tests {
                 digest: "sha256:00"
             })
         );
+    }
+
+    #[test]
+    fn parse_referrers_before_manifests() {
+        assert_eq!(
+            Route::parse("/v2/library/hello/referrers/sha256:ab"),
+            Some(Route::Referrers {
+                name: "library/hello",
+                digest: "sha256:ab"
+            })
+        );
+        // A repository named `referrers` still has manifests.
+        assert_eq!(
+            Route::parse("/v2/x/referrers/manifests/v1"),
+            Some(Route::Manifest {
+                name: "x/referrers",
+                reference: "v1"
+            })
+        );
+        assert_eq!(Route::parse("/v2/x/referrers/").map(Route::handler), None);
+    }
+
+    #[test]
+    fn content_ranges_of_chunks() {
+        let range = |v: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(v).unwrap());
+            content_range(&headers)
+        };
+        assert_eq!(range("0-99"), Some(Ok((0, 99))));
+        assert_eq!(range("bytes 100-199"), Some(Ok((100, 199))));
+        assert_eq!(range("5-4"), Some(Err(())));
+        assert_eq!(range("a-b"), Some(Err(())));
+        assert_eq!(content_range(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn manifest_meta_reads_subject_and_artifact_type() {
+        let with_type = br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x-sig","config":{"mediaType":"application/vnd.oci.empty.v1+json"},"subject":{"digest":"sha256:s"}}"#;
+        assert_eq!(
+            ManifestMeta::of(with_type),
+            ManifestMeta {
+                media_type: Some(OCI_MANIFEST.to_owned()),
+                subject: Some("sha256:s".to_owned()),
+                artifact_type: Some("application/x-sig".to_owned()),
+            }
+        );
+        let from_config = br#"{"config":{"mediaType":"application/x-sbom"}}"#;
+        assert_eq!(
+            ManifestMeta::of(from_config).artifact_type.as_deref(),
+            Some("application/x-sbom")
+        );
+        assert_eq!(ManifestMeta::of(b"not json"), ManifestMeta::default());
     }
 
     #[test]

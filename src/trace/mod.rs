@@ -21,7 +21,12 @@ pub use sampling::{GRPC_UNSAMPLED_TARGET, UNSAMPLED_TARGET};
 /// The OpenTelemetry context of the code running now: the current `tracing` span's, else the
 /// current OpenTelemetry context (the one a layer made current for a request it sampled out,
 /// or one attached by the application).
-pub(crate) fn current_context() -> opentelemetry::Context {
+///
+/// Hand it to work that leaves the request's task, so that spans opened there join the
+/// request's trace (or follow its sampled-out decision): `tokio::spawn(work.with_context(cx)
+/// .instrument(tracing::Span::current()))`, with `opentelemetry::trace::FutureExt` and
+/// `tracing::Instrument`.
+pub fn current_context() -> opentelemetry::Context {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
