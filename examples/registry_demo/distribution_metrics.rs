@@ -313,7 +313,8 @@ where
             status: None,
             pulled,
         });
-        let fut = SettleFuture::new(self.inner.call(req), Some(guard));
+        let head = req.method() == Method::HEAD;
+        let fut = SettleFuture::new(self.inner.call(req), Some(guard)).head(head);
         Box::pin(async move { Ok(fut.await?.map(Body::new)) })
     }
 }

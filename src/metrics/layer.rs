@@ -235,7 +235,8 @@ where
             },
         };
         let guard = SettleGuard::new(RequestMetrics::start(series));
-        SettleFuture::new(self.inner.call(req), Some(guard))
+        let head = req.method() == Method::HEAD;
+        SettleFuture::new(self.inner.call(req), Some(guard)).head(head)
     }
 }
 

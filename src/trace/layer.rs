@@ -9,7 +9,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::Body;
 use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
 use pin_project_lite::pin_project;
@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::{propagation, sampling};
 use crate::{
     labels::{standard_method, OTHER_METHOD},
-    metrics::toolkit::{Outcome, Settle, SettleBody, SettleGuard},
+    metrics::toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
     operation::{default_resolver, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
@@ -288,8 +288,10 @@ where
                 span: None,
                 sampled_out: None,
                 echo_traceparent: false,
+                head: false,
             };
         }
+        let head = req.method() == Method::HEAD;
         let inner = {
             let _entered = span.as_ref().map(Span::enter);
             let _current = sampled_out.clone().map(opentelemetry::Context::attach);
@@ -300,6 +302,7 @@ where
             span,
             sampled_out,
             echo_traceparent: self.layer.echo_traceparent,
+            head,
         }
     }
 }
@@ -313,6 +316,8 @@ pin_project! {
         // The context of a request the layer sampled out, current while it is polled.
         sampled_out: Option<opentelemetry::Context>,
         echo_traceparent: bool,
+        // A HEAD's body is never sent: the span ends with the response head.
+        head: bool,
     }
 }
 
@@ -380,7 +385,12 @@ where
                         res.headers_mut().insert("traceparent", tp);
                     }
                 }
-                let guard = span.map(|span| SettleGuard::new(ServerSpan(span)));
+                let mut guard = span.map(|span| SettleGuard::new(ServerSpan(span)));
+                if sends_no_body(*this.head, res.status()) {
+                    if let Some(mut guard) = guard.take() {
+                        guard.settle(Outcome::Complete);
+                    }
+                }
                 Poll::Ready(Ok(res.map(|inner| SettleBody::new(inner, guard))))
             }
             Err(err) => {

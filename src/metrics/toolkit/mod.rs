@@ -54,7 +54,7 @@ mod settle;
 mod table;
 
 pub use body::SettleBody;
-pub use future::SettleFuture;
+pub use future::{sends_no_body, SettleFuture};
 pub(crate) use handles::status_label;
 pub use handles::{http_slot, CodeCounters, HTTP_SLOTS};
 pub use recorder::{Family, FamilyKind, RecorderRef};
