@@ -245,6 +245,52 @@ async fn client_disconnect_over_a_real_socket_counts_499() {
     );
 }
 
+#[tokio::test]
+async fn a_head_answered_with_an_error_body_is_counted_with_its_status_not_499() {
+    // hyper never sends (nor polls) the body of a HEAD response: it drops it. A HEAD of a
+    // missing blob answered 404 with a JSON error (what buildah does before every push) is a
+    // 404, and so is the span's end, not a client that went away.
+    let t = telemetry("{}");
+    let app = Router::new()
+        .route(
+            "/blob",
+            get(|| async {
+                (
+                    http::StatusCode::NOT_FOUND,
+                    r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+                )
+            }),
+        )
+        .layer(t.layer());
+    let addr = serve(app).await;
+    for _ in 0..3 {
+        let (status, headers, body) = raw(
+            addr,
+            "HEAD /blob HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert!(headers.contains("content-length: 36"), "{headers}");
+        assert_eq!(body, "", "no body for a HEAD");
+    }
+    let registry = t.registry().clone();
+    let total = |code: &str| {
+        sample(
+            &registry.render(),
+            &format!(r#"http_request_total{{method="HEAD",code="{code}",operation="/blob"}}"#),
+        )
+    };
+    wait_for(|| total("404") == Some(3.0)).await;
+    assert_eq!(total("499"), None);
+    assert_eq!(
+        sample(
+            &registry.render(),
+            r#"http_inflight_requests{method="HEAD",operation="/blob"}"#
+        ),
+        Some(0.0)
+    );
+}
+
 /// Polls `cond` every 10 ms for up to 10 s; the server side reacts asynchronously.
 async fn wait_for(cond: impl Fn() -> bool) {
     for _ in 0..1000 {
