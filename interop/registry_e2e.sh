@@ -206,6 +206,27 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$api/api/v2.0/projects/demo")
 [ "$code" = 404 ] || fail "deleted project still there: $code"
 ok "projects: create (201, 409), get, list, delete"
 
+# Members: the creator (admin, projectAdmin) and the users added (Harbor's createProjectMember).
+curl -fsS -o /dev/null -X POST -d '{"project_name":"team"}' "$api/api/v2.0/projects" || fail "create project team"
+hdr=$(curl -fsS -D - -o /dev/null -X POST -d '{"role_id":2,"member_user":{"username":"alice"}}' \
+  "$api/api/v2.0/projects/team/members") || fail "add member"
+grep -qiE '^location: /api/v2.0/projects/[0-9]+/members/[0-9]+' <<<"$hdr" || fail "add member: $hdr"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"role_id":2,"member_user":{"username":"alice"}}' \
+  "$api/api/v2.0/projects/team/members")
+[ "$code" = 409 ] || fail "duplicate member: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"role_id":9,"member_user":{"username":"bob"}}' \
+  "$api/api/v2.0/projects/team/members")
+[ "$code" = 400 ] || fail "member with an unknown role: $code"
+curl -fsS -o /dev/null -X POST -d '{"role_id":3,"member_user":{"username":"bob"}}' "$api/api/v2.0/projects/team/members" \
+  || fail "add bob"
+members=$(curl -fsS "$api/api/v2.0/projects/team/members")
+python3 -c 'import json,sys; m=json.loads(sys.argv[1]); assert [(x["entity_name"], x["role_name"]) for x in m] == [("admin","projectAdmin"),("alice","developer"),("bob","guest")], m' \
+  "$members" || fail "members: $members"
+bob=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])[2]["id"])' "$members")
+code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$api/api/v2.0/projects/team/members/$bob")
+[ "$code" = 200 ] || fail "delete member: $code"
+ok "project members: the creator is projectAdmin; add (201 + Location, 409, 400), list, delete"
+
 # Operations of the document that the demo does not implement are answered, and labelled.
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -d '{}' "$api/api/v2.0/projects/library")
 [ "$code" = 405 ] || fail "unimplemented method: $code"
@@ -230,12 +251,39 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$api/v2/library/hello/blobs/$laye
 [ "$code" = 200 ] || fail "referenced layer collected: $code"
 ok "GC job: 201, Success in /system/gc, orphans deleted, referenced layer kept"
 
+# A periodic schedule (Harbor's Hourly: cron 0 0 * * * *), replaced, then removed.
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"schedule":{"type":"Hourly"}}' "$api/api/v2.0/system/gc/schedule")
+[ "$code" = 201 ] || fail "GC schedule Hourly: $code"
+curl -fsS "$api/api/v2.0/system/gc/schedule" | python3 -c 'import json,sys,datetime
+s = json.load(sys.stdin)["schedule"]
+assert s["type"] == "Hourly" and s["cron"] == "0 0 * * * *", s
+t = datetime.datetime.strptime(s["next_scheduled_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+now = datetime.datetime.now(datetime.timezone.utc)
+assert t.minute == 0 and t.second == 0 and datetime.timedelta(0) < t - now <= datetime.timedelta(hours=1), (t, now)' \
+  || fail "GC schedule: $(curl -s "$api/api/v2.0/system/gc/schedule")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -d '{"schedule":{"type":"Weekly"}}' "$api/api/v2.0/system/gc/schedule")
+[ "$code" = 200 ] || fail "GC schedule update to Weekly: $code"
+curl -fsS "$api/api/v2.0/system/gc/schedule" | grep -q '"type":"Weekly"' || fail "GC schedule not Weekly"
+curl -fsS "$metrics?comp=jobservice" | grep -qE '^task_scheduled_total 1$' || fail "one schedule: $(curl -s "$metrics?comp=jobservice")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -d '{"schedule":{"type":"Custom","cron":"0 0 5 * * *"}}' "$api/api/v2.0/system/gc/schedule")
+[ "$code" = 501 ] || fail "GC cron schedule: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -d '{"schedule":{"type":"None"}}' "$api/api/v2.0/system/gc/schedule")
+[ "$code" = 200 ] || fail "GC schedule None: $code"
+curl -fsS "$api/api/v2.0/system/gc/schedule" | grep -q '"type":"None"' || fail "GC schedule not removed"
+curl -fsS "$metrics?comp=jobservice" > "$work/jobservice.txt"
+has_in() { grep -qE "$2" "$1" || fail "metric missing in $(basename "$1"): $2"; }
+has_in "$work/jobservice.txt" '^task_scheduled_total 0$'
+has_in "$work/jobservice.txt" '^task_queue_size\{type="GARBAGE_COLLECTION"\} 0$'
+has_in "$work/jobservice.txt" '^task_queue_latency\{type="GARBAGE_COLLECTION"\} 0$'
+has_in "$work/jobservice.txt" '^task_concurrency\{type="GARBAGE_COLLECTION",pool="gc"\} 0$'
+ok "GC schedule: Hourly (next run on the hour), PUT Weekly, Custom 501, None; task_scheduled_total 1 then 0; queue gauges at rest"
+
 # --- Metrics.
 curl -fsS "$metrics" > "$work/metrics.txt"
 has() { grep -qE "$1" "$work/metrics.txt" || fail "metric missing: $1"; }
 has '^http_request_total\{method="GET",code="200",operation="listRepositories"\} 1$'
 has '^http_request_total\{method="GET",code="200",operation="getHealth"\} 1$'
-has '^http_request_total\{method="POST",code="201",operation="createGCSchedule"\} 1$'
+has '^http_request_total\{method="POST",code="201",operation="createGCSchedule"\} 2$'
 has '^http_request_total\{method="PUT",code="405",operation="updateProject"\} 1$'
 has '^http_request_total\{method="GET",code="404",operation="unknown"\} 1$'
 has '^http_request_total\{method="PUT",code="201",operation="manifest"\} '
@@ -249,7 +297,6 @@ ok "metrics: operationIds from the OpenAPI document, registry handlers, task, db
 # --- Distribution's metric names under ?comp=registry, Harbor-exporter gauges from the
 # database at scrape time under ?comp=exporter, and promtool on the whole output.
 curl -fsS "$metrics?comp=registry" > "$work/registry.txt"
-has_in() { grep -qE "$2" "$1" || fail "metric missing in $(basename "$1"): $2"; }
 has_in "$work/registry.txt" '^# HELP registry_http_requests_total .+'
 has_in "$work/registry.txt" '^registry_http_requests_total\{code="201",handler="manifest",method="PUT"\} [1-9]'
 has_in "$work/registry.txt" '^registry_http_requests_total\{code="200",handler="manifest",method="GET"\} [1-9]'
@@ -273,19 +320,47 @@ has_in "$work/exporter.txt" '^harbor_project_total\{public="true"\} 1$'
 has_in "$work/exporter.txt" '^harbor_project_repo_total\{project_name="library",public="true"\} 1$'
 has_in "$work/exporter.txt" '^harbor_project_artifact_total\{project_name="library"\} 1$'
 has_in "$work/exporter.txt" '^harbor_artifact_pulled\{name="library/hello"\} [1-9]'
+has_in "$work/exporter.txt" '^harbor_project_member_total\{project_name="team"\} 2$'
+has_in "$work/exporter.txt" '^harbor_project_member_total\{project_name="library"\} 1$'
+has_in "$work/exporter.txt" '^harbor_project_quota_usage_byte\{project_name="team"\} 0$'
+for component in core database jobservice registry; do
+  has_in "$work/exporter.txt" "^harbor_up\\{component=\"$component\"\\} 1\$"
+done
 curl -fsS -o /dev/null "$api/v2/library/hello/manifests/v1" || fail "manifest GET"
 sleep 0.2
 pulls() { curl -fsS "$metrics?comp=exporter" | sed -n 's/^harbor_artifact_pulled{name="library\/hello"} //p'; }
 before=$(grep -E '^harbor_artifact_pulled\{name="library/hello"\}' "$work/exporter.txt" | cut -d' ' -f2)
 [ "$(pulls)" = $((before + 1)) ] || fail "pull count not refreshed at scrape time: $before -> $(pulls)"
-ok "?comp=exporter: project, repository, artifact and pull gauges computed from the database at scrape time"
+# (After the pull count: reading the manifests counts pulls.) The quota usage is the size of the distinct blobs library's manifests refer to.
+usage=$(sed -n 's/^harbor_project_quota_usage_byte{project_name="library"} //p' "$work/exporter.txt")
+want=$(python3 - "$api" <<'PY'
+import json, sys, urllib.request
+api = sys.argv[1]
+def get(url, accept=None):
+    req = urllib.request.Request(api + url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req) as r:
+        return r.read()
+sizes = {}
+for repo in json.loads(get("/v2/_catalog"))["repositories"]:
+    if not repo.startswith("library/"):
+        continue
+    for tag in json.loads(get(f"/v2/{repo}/tags/list")).get("tags") or []:
+        m = json.loads(get(f"/v2/{repo}/manifests/{tag}", "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"))
+        for d in [m.get("config")] + m.get("layers", []):
+            if d:
+                sizes[d["digest"]] = d["size"]
+print(sum(sizes.values()))
+PY
+)
+[ -n "$usage" ] && [ "$usage" = "$want" ] || fail "quota usage of library: $usage, the tagged manifests' distinct blobs: $want"
+ok "?comp=exporter: project, repository, artifact, member, quota usage ($usage B), pull and up gauges computed at scrape time"
 
 curl -fsS "$metrics" > "$work/all.txt"
 grep -q '^harbor_project_total' "$work/all.txt" && grep -q '^registry_http_requests_total' "$work/all.txt" \
   || fail "unfiltered /metrics lacks the exporter or registry families"
 promtool check metrics < "$work/all.txt" > "$work/promtool.log" 2>&1 || true
 # Harbor's exporter names its gauges *_total; promtool's lint about that is expected, nothing else.
-if grep -vE '^harbor_(project|project_repo|project_artifact)_total non-counter metrics should not have "_total" suffix$' \
+if grep -vE '^(harbor_(project|project_repo|project_artifact|project_member)|task_scheduled)_total non-counter metrics should not have "_total" suffix$' \
   "$work/promtool.log" | grep -q .; then
   fail "promtool check metrics: $(cat "$work/promtool.log")"
 fi
@@ -598,18 +673,34 @@ ok "proxy cache: second pull served from B's cache (A's manifest count stays $ma
 
 # The whole dashboard and the alert rules through a real Prometheus scraping B (namespace harbor,
 # subsystem core; proxying, tracing, transactions, a GC job, runtime metrics): every expression
-# evaluates and every panel outside the histogram row returns data, and so do the core-metric
-# queries of Harbor's own dashboard.
+# evaluates and every panel outside the histogram row returns data, and so does every query of
+# Harbor's own dashboard but the go_* ones (scrape jobs labelled service="harbor-core", as
+# Harbor's process panels select; B's exporter and registry components scraped too).
 curl -fsS -X POST -H 'content-type: application/json' -d '{"schedule":{"type":"Manual"}}' \
   -o /dev/null "$b_api/api/v2.0/system/gc/schedule" || fail "GC schedule on B"
+curl -fsS -X POST -d '{"schedule":{"type":"Daily"}}' -o /dev/null "$b_api/api/v2.0/system/gc/schedule" \
+  || fail "periodic GC schedule on B"
 for _ in $(seq 1 200); do
   curl -fsS "$b_api/api/v2.0/system/gc" | grep -q '"job_status":"Success"' && break
   sleep 0.05
 done
+# Pulls through B while Prometheus scrapes, so that Harbor's rate() and histogram_quantile()
+# panels have numbers, not NaN.
+( while :; do
+    curl -fsS -o /dev/null "$b_api/v2/library/hello/manifests/v1" || true
+    curl -fsS -o /dev/null "$b_api/v2/library/hello/blobs/$layer_digest" || true
+    sleep 0.2
+  done ) &
+pulling=$!
 METRICS_URL="http://127.0.0.1:$b_metrics_port/metrics" METRIC_PREFIX=harbor_core_ REQUIRE_DATA=all \
-  HARBOR_DASHBOARD=1 SETTLE_SECONDS=4 bash interop/prometheus_e2e.sh > "$work/prometheus-b.log" 2>&1 \
-  || fail "dashboard against the proxy: $(grep -v '^ok' "$work/prometheus-b.log" | tail -30)"
-ok "every dashboard panel and Harbor's core-metric queries return data from the proxy: $(tail -1 "$work/prometheus-b.log")"
+  COMPONENTS="core client db jobservice trace process runtime exporter registry" \
+  REQUIRE_COMPONENTS="core client db jobservice trace process runtime exporter registry" \
+  HARBOR_DASHBOARD=all SETTLE_SECONDS=4 bash interop/prometheus_e2e.sh > "$work/prometheus-b.log" 2>&1 \
+  || { kill "$pulling"; fail "dashboard against the proxy: $(grep -v '^ok' "$work/prometheus-b.log" | tail -30)"; }
+kill "$pulling"; wait "$pulling" 2>/dev/null || true
+grep -E '^ok    harbor ' "$work/prometheus-b.log" | sed 's/^/      /'
+grep -E 'harbor: [0-9]+ queries checked' "$work/prometheus-b.log" | sed 's/^ */      /'
+ok "every dashboard panel and every non-Go query of Harbor's dashboard return data from the proxy: $(tail -1 "$work/prometheus-b.log")"
 
 code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/hello/manifests/nope")
 [ "$code" = 404 ] && grep -q '"MANIFEST_UNKNOWN"' "$work/err.json" || fail "upstream 404 manifest: $code $(cat "$work/err.json")"

@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use crate::{
-    db::{Artifact, GcRun, Project, ProjectError, Repository, Tag},
+    db::{Artifact, GcRun, Member, Project, ProjectError, Repository, Tag},
     gc::{self, GC_JOB},
     AppState, Json,
 };
@@ -31,6 +31,14 @@ pub(crate) fn router() -> Router<AppState> {
             get(get_project).delete(delete_project),
         )
         .route(
+            "/api/v2.0/projects/{project}/members",
+            get(list_members).post(create_member),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/members/{mid}",
+            axum::routing::delete(delete_member),
+        )
+        .route(
             "/api/v2.0/projects/{project}/repositories",
             get(list_repositories),
         )
@@ -46,7 +54,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v2.0/system/gc/{id}", get(get_gc))
         .route(
             "/api/v2.0/system/gc/schedule",
-            axum::routing::post(create_gc_schedule),
+            get(get_gc_schedule)
+                .post(create_gc_schedule)
+                .put(update_gc_schedule),
         )
 }
 
@@ -217,6 +227,112 @@ async fn delete_project(State(state): State<AppState>, Path(project): Path<Strin
             StatusCode::PRECONDITION_FAILED,
             "PRECONDITION",
             "the project contains repositories and cannot be deleted",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// Harbor's role names by `role_id`.
+const ROLES: [&str; 5] = [
+    "projectAdmin",
+    "developer",
+    "guest",
+    "maintainer",
+    "limitedGuest",
+];
+
+fn member_json(m: &Member) -> Value {
+    let role = usize::try_from(m.role_id - 1)
+        .ok()
+        .and_then(|i| ROLES.get(i))
+        .copied()
+        .unwrap_or("unknown");
+    json!({
+        "id": m.id,
+        "project_id": m.project_id,
+        "entity_name": m.entity_name,
+        "entity_type": m.entity_type,
+        "role_id": m.role_id,
+        "role_name": role,
+        "creation_time": m.creation_time,
+    })
+}
+
+async fn list_members(State(state): State<AppState>, Path(project): Path<String>) -> Response {
+    let project = match find_project(&state, &project).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    match state.db.members(project.id).await {
+        Ok(members) => Json(members.iter().map(member_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST .../members` with Harbor's `{"role_id": 2, "member_user": {"username": "alice"}}`
+/// (users only: the demo has no groups).
+async fn create_member(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let project = match find_project(&state, &project).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "invalid JSON body");
+    };
+    let role = body.get("role_id").and_then(Value::as_i64);
+    let Some(role) = role.filter(|r| (1..=ROLES.len() as i64).contains(r)) else {
+        return harbor_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "role_id must be 1 (projectAdmin), 2 (developer), 3 (guest), 4 (maintainer) or 5 (limitedGuest)",
+        );
+    };
+    let name = body
+        .pointer("/member_user/username")
+        .and_then(Value::as_str);
+    let Some(name) = name.filter(|n| !n.is_empty() && n.len() <= 255) else {
+        return harbor_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "member_user.username (1 to 255 bytes) is required; the demo has no member groups",
+        );
+    };
+    match state.db.add_member(project.id, name, role).await {
+        Ok(Some(id)) => {
+            let mut response = StatusCode::CREATED.into_response();
+            let location = format!("/api/v2.0/projects/{}/members/{id}", project.id);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Ok(None) => harbor_error(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            format!("{name} is already a member of {}", project.name),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn delete_member(
+    State(state): State<AppState>,
+    Path((project, mid)): Path<(String, i64)>,
+) -> Response {
+    let project = match find_project(&state, &project).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    match state.db.delete_member(project.id, mid).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => harbor_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("member {mid} of {} not found", project.name),
         ),
         Err(e) => internal(e),
     }
@@ -412,19 +528,39 @@ async fn get_gc(State(state): State<AppState>, Path(id): Path<String>) -> Respon
     }
 }
 
-async fn create_gc_schedule(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+/// `GET /system/gc/schedule`: the periodic schedule, Harbor's `ScheduleObj` under `schedule`.
+async fn get_gc_schedule(State(state): State<AppState>) -> Json<Value> {
+    Json(match state.gc.periodic() {
+        Some((period, next)) => json!({ "schedule": {
+            "type": period.as_str(),
+            "cron": period.cron(),
+            "next_scheduled_time": gc::rfc3339(next),
+        }}),
+        None => json!({ "schedule": { "type": "None" } }),
+    })
+}
+
+/// `POST /system/gc/schedule` (201): `Manual` queues a run now (its URL in `Location`);
+/// `Hourly`, `Daily` and `Weekly` set the periodic schedule, `None` removes it.
+async fn create_gc_schedule(state: State<AppState>, body: axum::body::Bytes) -> Response {
+    set_gc_schedule(state, body, StatusCode::CREATED).await
+}
+
+/// `PUT /system/gc/schedule` (200): as `POST`.
+async fn update_gc_schedule(state: State<AppState>, body: axum::body::Bytes) -> Response {
+    set_gc_schedule(state, body, StatusCode::OK).await
+}
+
+async fn set_gc_schedule(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+    done: StatusCode,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return harbor_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "invalid JSON body");
     };
-    match body.pointer("/schedule/type").and_then(Value::as_str) {
-        Some("Manual") => {}
-        Some(other) => {
-            return harbor_error(
-                StatusCode::NOT_IMPLEMENTED,
-                "NOT_IMPLEMENTED",
-                format!("schedule type {other:?} is not implemented by the demo: use \"Manual\""),
-            )
-        }
+    let schedule_type = match body.pointer("/schedule/type").and_then(Value::as_str) {
+        Some(t) => t,
         None => {
             return harbor_error(
                 StatusCode::BAD_REQUEST,
@@ -432,10 +568,35 @@ async fn create_gc_schedule(State(state): State<AppState>, body: axum::body::Byt
                 "schedule.type is required",
             )
         }
+    };
+    match (schedule_type, gc::Period::parse(schedule_type)) {
+        ("Manual", _) => {}
+        ("None", _) => {
+            gc::set_periodic(&state, None);
+            return done.into_response();
+        }
+        (_, Some(period)) => {
+            gc::set_periodic(&state, Some(period));
+            return done.into_response();
+        }
+        ("Custom" | "Schedule", None) => {
+            return harbor_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "NOT_IMPLEMENTED",
+                "cron schedules are not implemented by the demo: use Hourly, Daily, Weekly, Manual or None",
+            )
+        }
+        (other, None) => {
+            return harbor_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("unknown schedule type {other:?}"),
+            )
+        }
     }
     match gc::schedule(&state, "Manual").await {
         Ok(id) => {
-            let mut response = StatusCode::CREATED.into_response();
+            let mut response = done.into_response();
             if let Ok(location) = HeaderValue::from_str(&format!("/api/v2.0/system/gc/{id}")) {
                 response.headers_mut().insert(header::LOCATION, location);
             }

@@ -48,6 +48,15 @@ CREATE TABLE IF NOT EXISTS tag (
     push_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     UNIQUE (repository_id, name)
 );
+CREATE TABLE IF NOT EXISTS project_member (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+    entity_name TEXT NOT NULL,
+    entity_type TEXT NOT NULL DEFAULT 'u',
+    role_id INTEGER NOT NULL,
+    creation_time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (project_id, entity_type, entity_name)
+);
 CREATE TABLE IF NOT EXISTS gc_run (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     status TEXT NOT NULL,
@@ -170,6 +179,22 @@ pub(crate) struct GcRun {
     pub(crate) update_time: String,
 }
 
+/// A project member row (Harbor's roles: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer,
+/// 5 limitedGuest).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Member {
+    pub(crate) id: i64,
+    pub(crate) project_id: i64,
+    pub(crate) entity_name: String,
+    pub(crate) entity_type: String,
+    pub(crate) role_id: i64,
+    pub(crate) creation_time: String,
+}
+
+/// The demo has no users: every request acts as `admin`, who becomes each new project's
+/// first member (projectAdmin), as Harbor makes a project's creator.
+pub(crate) const CREATOR: &str = "admin";
+
 /// Why a project cannot be created or deleted.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProjectError {
@@ -210,6 +235,14 @@ impl Db {
         sqlx::query("INSERT OR IGNORE INTO project (name, public) VALUES ('library', 1)")
             .execute(&mut *t)
             .await?;
+        // Every project has its creator as a member (databases of earlier demos included).
+        sqlx::query(
+            "INSERT OR IGNORE INTO project_member (project_id, entity_name, role_id) \
+             SELECT id, ?, 1 FROM project",
+        )
+        .bind(CREATOR)
+        .execute(&mut *t)
+        .await?;
         t.commit().await?;
         Ok(db)
     }
@@ -471,8 +504,62 @@ impl Db {
             return Err(ProjectError::Conflict);
         }
         let id = done.last_insert_rowid();
+        sqlx::query(
+            "INSERT INTO project_member (project_id, entity_name, role_id) VALUES (?, ?, 1)",
+        )
+        .bind(id)
+        .bind(CREATOR)
+        .execute(&mut *t)
+        .await?;
         t.commit().await?;
         Ok(id)
+    }
+
+    /// The members of a project, oldest first.
+    pub(crate) async fn members(&self, project_id: i64) -> Result<Vec<Member>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, project_id, entity_name, entity_type, role_id, creation_time \
+             FROM project_member WHERE project_id = ? ORDER BY id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Adds user `name` to a project with `role_id`; `None` if already a member.
+    pub(crate) async fn add_member(
+        &self,
+        project_id: i64,
+        name: &str,
+        role_id: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "createProjectMember").await?;
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO project_member (project_id, entity_name, role_id) VALUES (?, ?, ?)",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(role_id)
+        .execute(&mut *t)
+        .await?;
+        t.commit().await?;
+        Ok((done.rows_affected() > 0).then(|| done.last_insert_rowid()))
+    }
+
+    /// Removes member `id` of a project; `false` if there is none.
+    pub(crate) async fn delete_member(
+        &self,
+        project_id: i64,
+        id: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut t = self.tx.begin(&self.pool, "deleteProjectMember").await?;
+        let done = sqlx::query("DELETE FROM project_member WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .execute(&mut *t)
+            .await?;
+        t.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Deletes an empty project; `false` if unknown.

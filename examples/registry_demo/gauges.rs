@@ -1,7 +1,11 @@
 //! Harbor-exporter-style gauges computed from the database at scrape time, under
 //! `?comp=exporter` (and in the unfiltered output): `{ns}_project_total{public}`,
-//! `{ns}_project_repo_total{project_name,public}`, `{ns}_project_artifact_total{project_name}`
-//! and `{ns}_artifact_pulled{name}`, where `{ns}` is `metric.namespace` (default `harbor`).
+//! `{ns}_project_repo_total{project_name,public}`, `{ns}_project_artifact_total{project_name}`,
+//! `{ns}_project_member_total{project_name}`, `{ns}_project_quota_usage_byte{project_name}`
+//! (the bytes of the distinct blobs, layers and configs, its manifests refer to),
+//! `{ns}_artifact_pulled{name}` and `{ns}_up{component}` (1 or 0: `core` answers this scrape,
+//! `database` answers a query, `registry` has its storage directory, `jobservice` has its GC
+//! worker running), where `{ns}` is `metric.namespace` (default `harbor`).
 //!
 //! They are the SDK endpoint's refresh hook ([`MetricsEndpoint::with_refresh`], see
 //! [`ExporterGauges::refresh_for`]): a scrape that asks for everything or for `exporter` first
@@ -23,13 +27,36 @@ use towerscope::{
     Telemetry,
 };
 
-use crate::db::Db;
+use crate::{gc::GcQueue, storage::Storage, AppState};
 
 /// The `?comp=` component of these families.
 pub(crate) const COMPONENT: &str = "exporter";
 
 const PULL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS artifact_pull (\
     name TEXT PRIMARY KEY, count INTEGER NOT NULL DEFAULT 0)";
+
+/// Per project: name, public, repositories, artifacts, members, and the bytes of the distinct
+/// blobs its manifests refer to (config and layers, read from the stored manifests with
+/// SQLite's JSON functions; an index's manifests count through their own rows).
+const PROJECTS: &str = "\
+    WITH refs(project_id, digest) AS ( \
+      SELECT r.project_id, json_extract(CAST(m.content AS TEXT), '$.config.digest') \
+        FROM manifest m JOIN repository r ON r.id = m.repository_id \
+        WHERE json_valid(CAST(m.content AS TEXT)) \
+      UNION \
+      SELECT r.project_id, json_extract(l.value, '$.digest') \
+        FROM manifest m JOIN repository r ON r.id = m.repository_id, \
+             json_each(CAST(m.content AS TEXT), '$.layers') l \
+        WHERE json_valid(CAST(m.content AS TEXT)) \
+    ) \
+    SELECT p.name, p.public != 0, \
+      (SELECT COUNT(*) FROM repository r WHERE r.project_id = p.id), \
+      (SELECT COUNT(*) FROM manifest m JOIN repository r ON r.id = m.repository_id \
+        WHERE r.project_id = p.id), \
+      (SELECT COUNT(*) FROM project_member pm WHERE pm.project_id = p.id), \
+      (SELECT COALESCE(SUM(b.size), 0) FROM refs JOIN blob b ON b.digest = refs.digest \
+        WHERE refs.project_id = p.id) \
+    FROM project p";
 
 /// Counts pulls per repository in the database (off the request path).
 #[derive(Debug, Clone)]
@@ -68,13 +95,18 @@ struct Names {
     project_total: String,
     project_repo_total: String,
     project_artifact_total: String,
+    project_member_total: String,
+    project_quota_usage_byte: String,
     artifact_pulled: String,
+    up: String,
 }
 
 /// The gauges and what they are computed from.
 #[derive(Debug, Clone)]
 pub(crate) struct ExporterGauges {
     pool: SqlitePool,
+    storage: Storage,
+    gc: GcQueue,
     recorder: RecorderRef,
     names: Arc<Names>,
     /// Series set by earlier scrapes: those that vanish (a deleted project) are set to 0.
@@ -85,9 +117,9 @@ impl ExporterGauges {
     /// Creates the pull table and registers the families under `?comp=exporter`.
     pub(crate) async fn new(
         telemetry: &Telemetry,
-        db: &Db,
+        state: &AppState,
     ) -> Result<(Self, PullCounter), sqlx::Error> {
-        let pool = db.pool().clone();
+        let pool = state.db.pool().clone();
         sqlx::query(PULL_SCHEMA).execute(&pool).await?;
         let ns = telemetry
             .config()
@@ -100,7 +132,10 @@ impl ExporterGauges {
             project_total: format!("{ns}_project_total"),
             project_repo_total: format!("{ns}_project_repo_total"),
             project_artifact_total: format!("{ns}_project_artifact_total"),
+            project_member_total: format!("{ns}_project_member_total"),
+            project_quota_usage_byte: format!("{ns}_project_quota_usage_byte"),
             artifact_pulled: format!("{ns}_artifact_pulled"),
+            up: format!("{ns}_up"),
         };
         let registry = telemetry.registry();
         let recorder = RecorderRef::from(registry);
@@ -118,8 +153,20 @@ impl ExporterGauges {
                 "The number of artifacts of each project.",
             ),
             (
+                &names.project_member_total,
+                "The number of members of each project.",
+            ),
+            (
+                &names.project_quota_usage_byte,
+                "The bytes of the distinct blobs (layers, configs) the manifests of each project refer to.",
+            ),
+            (
                 &names.artifact_pulled,
                 "The number of pulls (manifest GETs) of each repository.",
+            ),
+            (
+                &names.up,
+                "Whether each component is up (1) or down (0): core, database, jobservice, registry.",
             ),
         ] {
             recorder.describe(&Family::gauge(name.clone(), help));
@@ -130,12 +177,17 @@ impl ExporterGauges {
                 &names.project_total,
                 &names.project_repo_total,
                 &names.project_artifact_total,
+                &names.project_member_total,
+                &names.project_quota_usage_byte,
                 &names.artifact_pulled,
+                &names.up,
             ],
         );
         let pulls = PullCounter { pool: pool.clone() };
         let gauges = Self {
             pool,
+            storage: state.storage.clone(),
+            gc: state.gc.clone(),
             recorder,
             names: Arc::new(names),
             seen: Arc::default(),
@@ -160,8 +212,27 @@ impl ExporterGauges {
         }
     }
 
-    /// Runs the queries and sets the gauges.
+    /// Sets `{ns}_up`, then runs the queries and sets the other gauges (left as they were
+    /// when the database fails).
     async fn refresh(&self) -> Result<(), sqlx::Error> {
+        let database = sqlx::query("SELECT 1").execute(&self.pool).await;
+        let components = [
+            ("core", true),
+            ("database", database.is_ok()),
+            ("jobservice", self.gc.worker_alive()),
+            ("registry", self.storage.is_available().await),
+        ];
+        for (component, up) in components {
+            let labels = [("component".to_owned(), component.to_owned())];
+            self.gauge(&self.names.up, &labels)
+                .set(if up { 1.0 } else { 0.0 });
+        }
+        database?;
+        self.refresh_database().await
+    }
+
+    /// The gauges computed from the database.
+    async fn refresh_database(&self) -> Result<(), sqlx::Error> {
         let names = &self.names;
         let mut values: Vec<Sample> = Vec::new();
         let public = |p: bool| if p { "true" } else { "false" }.to_owned();
@@ -182,16 +253,19 @@ impl ExporterGauges {
             ));
         }
 
-        let projects: Vec<(String, bool, i64, i64)> = sqlx::query_as(
-            "SELECT p.name, p.public != 0, \
-               (SELECT COUNT(*) FROM repository r WHERE r.project_id = p.id), \
-               (SELECT COUNT(*) FROM manifest m JOIN repository r ON r.id = m.repository_id \
-                 WHERE r.project_id = p.id) \
-             FROM project p",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for (name, p, repos, artifacts) in projects {
+        let projects: Vec<(String, bool, i64, i64, i64, i64)> =
+            sqlx::query_as(PROJECTS).fetch_all(&self.pool).await?;
+        for (name, p, repos, artifacts, members, usage) in projects {
+            values.push((
+                names.project_member_total.clone(),
+                vec![("project_name".to_owned(), name.clone())],
+                members as f64,
+            ));
+            values.push((
+                names.project_quota_usage_byte.clone(),
+                vec![("project_name".to_owned(), name.clone())],
+                usage as f64,
+            ));
             values.push((
                 names.project_repo_total.clone(),
                 vec![

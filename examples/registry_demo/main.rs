@@ -41,7 +41,7 @@ use axum::{
 };
 use towerscope::{
     db::Transactions,
-    jobs::Jobs,
+    jobs::{JobQueues, Jobs},
     metrics::{
         runtime::{build_info, RuntimeMetrics},
         MetricsServer,
@@ -62,6 +62,8 @@ pub(crate) struct AppState {
     pub(crate) db: Db,
     pub(crate) storage: Storage,
     pub(crate) jobs: Jobs,
+    /// The garbage-collection queue and its periodic schedule.
+    pub(crate) gc: gc::GcQueue,
     pub(crate) listen: SocketAddr,
     /// The upstream registry in proxy-cache mode.
     pub(crate) proxy: Option<proxy::Proxy>,
@@ -249,6 +251,7 @@ async fn main() -> ExitCode {
 
     // 3. Metrics of the process and the jobs.
     let jobs = Jobs::from_telemetry(&telemetry);
+    let (gc_queue, gc_worker) = gc::GcQueue::new(JobQueues::from_telemetry(&telemetry));
     if let Err(err) = build_info(
         telemetry.registry(),
         &prefix,
@@ -272,10 +275,12 @@ async fn main() -> ExitCode {
         db: db.clone(),
         storage,
         jobs,
+        gc: gc_queue,
         listen: config.listen,
         proxy,
     };
-    let (exporter_gauges, pulls) = match gauges::ExporterGauges::new(&telemetry, &db).await {
+    gc::start_worker(state.clone(), gc_worker);
+    let (exporter_gauges, pulls) = match gauges::ExporterGauges::new(&telemetry, &state).await {
         Ok(gauges) => gauges,
         Err(err) => return fail(format!("exporter gauges: {err}")),
     };

@@ -108,6 +108,13 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
+    /// Whether the blob directory is there (`harbor_up{component="registry"}`).
+    pub(crate) async fn is_available(&self) -> bool {
+        tokio::fs::metadata(self.root.join("blobs/sha256"))
+            .await
+            .is_ok_and(|m| m.is_dir())
+    }
+
     /// Opens (creating) the store under `root`.
     pub(crate) async fn open(root: &Path) -> io::Result<Self> {
         tokio::fs::create_dir_all(root.join("blobs/sha256")).await?;

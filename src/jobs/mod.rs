@@ -74,12 +74,14 @@
 mod context;
 mod future;
 mod outcome;
+mod queue;
 mod runner;
 mod series;
 
 pub use context::{InvalidTraceparent, JobContext};
 pub use future::JobFuture;
 pub use outcome::{JobOutcome, JobStatus};
+pub use queue::{JobQueues, QueuedJob, RunningJob, ScheduledJob, DEFAULT_MAX_POOLS};
 pub use runner::{JobInfo, Jobs};
 
 /// The `?comp=` component the job families are registered under.

@@ -68,6 +68,7 @@ pub use layer::{
     DEFAULT_MAX_OPERATIONS,
 };
 pub use names::MetricNames;
+pub(crate) use registry::RenderHook;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};
 pub use store::StoreStats;

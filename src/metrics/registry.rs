@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    sync::{mpsc, Arc, PoisonError, RwLock},
+    sync::{mpsc, Arc, PoisonError, RwLock, Weak},
     thread,
     time::{Duration, Instant},
 };
@@ -63,6 +63,8 @@ struct Inner {
     store: Arc<Store>,
     /// component name -> family names
     components: RwLock<BTreeMap<String, BTreeSet<String>>>,
+    /// Called before every render, while their owner lives (see [`RenderHook`]).
+    hooks: RwLock<Vec<Weak<RenderHook>>>,
     /// Dropping the sender stops the upkeep thread.
     _upkeep: mpsc::Sender<()>,
 }
@@ -74,6 +76,10 @@ impl fmt::Debug for MetricsRegistry {
             .finish_non_exhaustive()
     }
 }
+
+/// Sets gauges computed at render time (a queue's oldest job's age); held by its owner, the
+/// registry keeps a weak reference.
+pub(crate) type RenderHook = dyn Fn() + Send + Sync;
 
 /// Families whose name ends in this (every duration towerscope records: requests, client
 /// calls, gRPC calls, transactions, jobs) are histograms when buckets are configured.
@@ -115,6 +121,7 @@ impl MetricsRegistry {
             inner: Arc::new(Inner {
                 store,
                 components: RwLock::new(BTreeMap::new()),
+                hooks: RwLock::default(),
                 _upkeep: tx,
             }),
         })
@@ -171,7 +178,33 @@ impl MetricsRegistry {
     /// Takes about a millisecond per thousand series: call it off the async worker threads
     /// (the [`MetricsEndpoint`](super::MetricsEndpoint) does).
     pub fn render(&self) -> String {
+        self.run_hooks();
         self.inner.store.render(|_| true)
+    }
+
+    /// Calls `hook` before every render from now on, until the `Arc` is dropped.
+    pub(crate) fn before_render(&self, hook: &Arc<RenderHook>) {
+        self.inner
+            .hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(hook));
+    }
+
+    /// Runs the live render hooks and forgets the dropped ones.
+    fn run_hooks(&self) {
+        let live: Vec<Arc<RenderHook>> = {
+            let mut hooks = self
+                .inner
+                .hooks
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            hooks.retain(|hook| hook.strong_count() > 0);
+            hooks.iter().filter_map(Weak::upgrade).collect()
+        };
+        for hook in live {
+            hook();
+        }
     }
 
     /// Renders only the families registered under the given components (all families when
@@ -195,6 +228,7 @@ impl MetricsRegistry {
             }
             wanted
         };
+        self.run_hooks();
         Ok(self.inner.store.render(|family| wanted.contains(family)))
     }
 }

@@ -139,6 +139,21 @@ impl<V> LabelTable<V> {
         values.insert(value.into(), series.clone());
         series
     }
+
+    /// Calls `f` with every series made so far, the `_overflow` one last (for values computed
+    /// at scrape time, such as the age of a queue's oldest job).
+    pub fn for_each(&self, mut f: impl FnMut(&V)) {
+        let values: Vec<Arc<V>> = self
+            .values
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for value in values.iter().chain(self.overflow.get()) {
+            f(value);
+        }
+    }
 }
 
 #[cfg(test)]
