@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod operation;
 pub mod request_id;
+#[cfg(feature = "cli")]
+pub mod rules;
 pub mod telemetry;
 mod text;
 mod tls;

@@ -17,6 +17,7 @@
 //!   is installed as the global recorder.
 
 mod format;
+pub(crate) use format::push_f64;
 mod histogram;
 mod summary;
 
