@@ -33,7 +33,7 @@
 //! let rules = generate(&ops, &RulesOptions::new("harbor_core_")).unwrap();
 //! assert!(rules.text.contains("record: operation:harbor_core_http_errors:ratio_rate1h"));
 //! assert!(rules.text.contains(r#"operation:harbor_core_http_errors:ratio_rate5m{operation="listProjects"} > 14.4 * 0.001"#));
-//! assert_eq!(rules.alerts, 2);
+//! assert_eq!(rules.alerts, 3); // fast and slow burn, and the summary's latency alert
 //! ```
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
