@@ -12,8 +12,10 @@ command -v skopeo > /dev/null || { echo "registry_e2e: skopeo is not installed" 
 
 work=$(mktemp -d)
 pid=""
+prom_pid=""
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  if [ -n "$prom_pid" ]; then kill "$prom_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -366,6 +368,24 @@ if grep -vE '^(harbor_(project|project_repo|project_artifact|project_member)|tas
 fi
 ok "promtool check metrics on the whole /metrics: only the lint on Harbor's *_total gauge names"
 
+# The same families in OpenMetrics (what Prometheus asks for first), parsed by the strict
+# parser of the Python client library (prometheus_client), not by us.
+curl -fsS -H 'Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5' \
+  -D "$work/om.head" "$metrics" > "$work/om.txt"
+grep -qi '^content-type: application/openmetrics-text; version=1.0.0' "$work/om.head" || fail "no OpenMetrics: $(cat "$work/om.head")"
+python3 - "$work/om.txt" "$work/all.txt" <<'PY' || fail "OpenMetrics parse"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as text_0_0_4
+om = {s.name: s for f in text_string_to_metric_families(open(sys.argv[1]).read()) for s in f.samples}
+old = {s.name: s for f in text_0_0_4(open(sys.argv[2]).read()) for s in f.samples}
+# Every series name of the 0.0.4 text is in the OpenMetrics text (scraped a moment later).
+missing = sorted(set(old) - set(om))
+assert not missing, missing
+assert "http_request_total" in om and "harbor_project_total" in om, sorted(om)[:20]
+PY
+ok "OpenMetrics negotiated (Accept), parsed by prometheus_client's OpenMetrics parser; same series names as the 0.0.4 text"
+
 # --- Distribution-spec behaviours the clients use (after the exact counts above).
 # A chunk that does not start where the upload ends is refused with the upload's Range.
 hdr=$(curl -sS -D - -o /dev/null -X POST "$api/v2/library/scratch/blobs/uploads/")
@@ -532,7 +552,7 @@ if python3 -c 'import grpc, opentelemetry.proto' 2>/dev/null; then
   metrics_port=$(free_port)
   cat > "$work/config3.yml" <<YAML
 listen: 127.0.0.1:$api_port
-metric: { port: $metrics_port }
+metric: { port: $metrics_port, buckets: [0.005, 0.05, 0.5, 5] }
 trace:
   enabled: true
   service_name: registry-demo
@@ -553,13 +573,61 @@ YAML
     curl -fsS "$api/api/v2.0/system/gc" | grep -q '"job_status":"Success"' && break
     sleep 0.1
   done
+  curl -fsS -H 'Accept: application/openmetrics-text' "http://127.0.0.1:$metrics_port/metrics" > "$work/om-traced.txt"
+  python3 - "$work/om-traced.txt" <<'PY' || fail "OpenMetrics exemplars: $(grep ' # {' "$work/om-traced.txt" | head -3)"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = [s for f in text_string_to_metric_families(open(sys.argv[1]).read()) for s in f.samples]
+with_exemplar = [s for s in samples if s.exemplar]
+assert any(s.name == "http_request_total" for s in with_exemplar), with_exemplar
+assert any(s.name == "http_request_duration_seconds_bucket" for s in with_exemplar), with_exemplar
+for s in with_exemplar:
+    assert len(s.exemplar.labels["trace_id"]) == 32 and len(s.exemplar.labels["span_id"]) == 16, s
+PY
+  # Exemplars through a real Prometheus (exemplar storage on, OpenMetrics negotiated): the
+  # trace ids it stores for the request counter and the duration buckets must be trace ids of
+  # server spans the sink decoded (checked below, after the flush at shutdown).
+  prom_port=$(free_port)
+  cat > "$work/prom-exemplars.yml" <<YAML
+global: { scrape_interval: 1s, scrape_timeout: 1s }
+scrape_configs:
+  - job_name: registry-demo
+    static_configs: [{ targets: ["127.0.0.1:$metrics_port"] }]
+YAML
+  prometheus --config.file="$work/prom-exemplars.yml" --storage.tsdb.path="$work/prom-exemplars" \
+    --web.listen-address="127.0.0.1:$prom_port" --enable-feature=exemplar-storage --log.level=warn \
+    > "$work/prom-exemplars.log" 2>&1 &
+  prom_pid=$!
+  for i in $(seq 1 40); do
+    curl -fsS -o /dev/null "$api/api/v2.0/health" || true
+    curl -fsS -o /dev/null "$api/v2/library/hello/tags/list" 2>/dev/null || true
+    sleep 0.1
+  done
+  sleep 2
+  python3 - "http://127.0.0.1:$prom_port" "$work/exemplars.json" <<'PY' || fail "exemplars in Prometheus: $(tail -5 "$work/prom-exemplars.log")"
+import json, sys, time, urllib.parse, urllib.request
+prom, out = sys.argv[1], sys.argv[2]
+def get(path, **params):
+    with urllib.request.urlopen(prom + path + "?" + urllib.parse.urlencode(params), timeout=5) as r:
+        return json.load(r)["data"]
+targets = get("/api/v1/targets")["activeTargets"]
+assert targets and all(t["health"] == "up" for t in targets), targets
+found = {}
+now = time.time()
+for query in ("http_request_total", "http_request_duration_seconds_bucket"):
+    data = get("/api/v1/query_exemplars", query=query, start=f"{now - 300:.3f}", end=f"{now + 60:.3f}")
+    found[query] = sorted({e["labels"]["trace_id"] for series in data for e in series["exemplars"]})
+    assert found[query], f"no exemplars stored for {query}"
+json.dump(found, open(out, "w"))
+PY
+  kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true; prom_pid=""
   kill -TERM "$pid"
   wait "$pid" || fail "non-zero exit after SIGTERM (traced)"
   pid=""
   for _ in $(seq 1 200); do grep -q '"transport"' "$work/sink.out" && break; sleep 0.05; done
   exec 9>&-
   wait "$sink_pid" 2>/dev/null || true
-  python3 - "$work/sink.out" <<'PY' || fail "spans: $(cat "$work/sink.out")"
+  python3 - "$work/sink.out" "$work/exemplars.json" <<'PY' 2> "$work/exemplars.txt" || fail "spans: $(cat "$work/exemplars.txt") $(cat "$work/sink.out" | head -c 2000)"
 import json, sys
 spans = [s for line in open(sys.argv[1]) if line.startswith("{") for s in json.loads(line)["spans"]]
 by_name = {}
@@ -575,9 +643,17 @@ assert job["trace_id"] != server["trace_id"], job
 assert job["attributes"]["request_id"] == "e2e-gc-1", job
 assert job["attributes"]["job.name"] == "GARBAGE_COLLECTION", job
 assert any(s["name"] == "tx-updateGCStatus" and s["trace_id"] == job["trace_id"] for s in spans), spans
+# Every exemplar Prometheus stored names a trace whose server span the sink decoded.
+exemplars = json.load(open(sys.argv[2]))
+server_traces = {s["trace_id"] for s in spans if s.get("kind") == 2}
+for query, traces in exemplars.items():
+    missing = set(traces) - server_traces
+    assert not missing, f"{query}: exemplar trace ids without a decoded server span: {missing}"
+print(f"exemplars: {len(exemplars['http_request_total'])} trace ids on the counter, {len(exemplars['http_request_duration_seconds_bucket'])} on the buckets, all decoded", file=sys.stderr)
 PY
   grep -q "spans: .* exported, 0 lost" "$work/app.log" || fail "no shutdown report: $(tail -n 3 "$work/app.log")"
   ok "spans flushed at shutdown over OTLP: request -> tx span, run-job with the request's id"
+  ok "exemplars: Prometheus (exemplar storage, OpenMetrics scrape) stores trace ids of decoded server spans: $(tail -1 "$work/exemplars.txt")"
 else
   echo "registry_e2e: skipped: tracing check (python grpcio / opentelemetry-proto not installed)"
 fi

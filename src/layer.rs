@@ -85,7 +85,9 @@ impl ObservabilityLayer {
         Self {
             request_id: RequestIdLayer::from_config(&config.request_id),
             operation: ResolveOperationLayer::default(),
-            trace: TraceLayer::new().echo_traceparent(config.trace.echo_traceparent),
+            trace: TraceLayer::new()
+                .echo_traceparent(config.trace.echo_traceparent)
+                .with_exemplar_ids(config.metric.enabled && config.metric.exemplars),
             metrics: MetricsLayer::from_config(&config.metric, registry),
         }
     }

@@ -172,7 +172,8 @@ impl Telemetry {
     pub fn layer(&self) -> ObservabilityLayer {
         let trace = TraceLayer::new()
             .with_shared_propagator(self.propagator.clone())
-            .echo_traceparent(self.config.trace.echo_traceparent);
+            .echo_traceparent(self.config.trace.echo_traceparent)
+            .with_exemplar_ids(self.config.metric.enabled && self.config.metric.exemplars);
         let trace = match &self.trace {
             Some(_) => trace.presample(self.config.trace.sample_rate),
             None => trace,

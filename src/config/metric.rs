@@ -48,6 +48,9 @@ pub struct MetricConfig {
     /// `buckets` say (e.g. a Distribution-compatible `registry_http_request_duration_seconds`
     /// beside Harbor's summaries). Defaults to none.
     pub family_buckets: BTreeMap<String, Vec<f64>>,
+    /// Whether a sampled request's trace and span id are kept as the exemplar of its
+    /// duration bucket and request counter, served in OpenMetrics. Defaults to `true`.
+    pub exemplars: bool,
 }
 
 /// The methods counted under their own name by default.
@@ -73,6 +76,7 @@ impl Default for MetricConfig {
             bearer_token: None,
             upkeep_interval_secs: 5,
             family_buckets: BTreeMap::new(),
+            exemplars: true,
         }
     }
 }

@@ -26,6 +26,34 @@ use super::registry::{MetricsRegistry, UnknownComponent};
 /// The content type of the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The `Content-Type` of an OpenMetrics answer, served when the scraper's `Accept` prefers
+/// `application/openmetrics-text` (Prometheus 2.x asks for it first).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether `accept` (an `Accept` header) prefers OpenMetrics to the 0.0.4 text: it lists
+/// `application/openmetrics-text` with a quality above 0 and at least that of `text/plain`
+/// (or of `*/*` when `text/plain` is not listed).
+pub(crate) fn prefers_openmetrics(accept: &str) -> bool {
+    let (mut om, mut text, mut any) = (0.0_f64, None::<f64>, 0.0_f64);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f64>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" => text = Some(text.unwrap_or(0.0).max(q)),
+            "*/*" => any = any.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om >= text.unwrap_or(any)
+}
+
 /// The `tracing` target of a failed or panicked [`Refresh`].
 const LOG_TARGET: &str = "towerscope::metrics";
 
@@ -223,9 +251,15 @@ impl<R: Refresh> MetricsEndpoint<R> {
                 return EndpointFuture::ready(rendered(
                     Err(UnknownComponent(unknown.clone())),
                     head,
+                    false,
                 ));
             }
         }
+        let openmetrics = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(prefers_openmetrics);
         let names: Vec<&str> = components.iter().map(String::as_str).collect();
         let refresh = match catch_unwind(AssertUnwindSafe(|| self.refresh.refresh(&names))) {
             Ok(future) => Some(future),
@@ -240,6 +274,7 @@ impl<R: Refresh> MetricsEndpoint<R> {
                 registry: self.registry.clone(),
                 components,
                 head,
+                openmetrics,
             })),
         }
     }
@@ -309,7 +344,11 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     res
 }
 
-fn rendered(result: Result<String, UnknownComponent>, head: bool) -> Response<Full<Bytes>> {
+fn rendered(
+    result: Result<String, UnknownComponent>,
+    head: bool,
+    openmetrics: bool,
+) -> Response<Full<Bytes>> {
     match result {
         Ok(text) => {
             let len = text.len();
@@ -320,7 +359,13 @@ fn rendered(result: Result<String, UnknownComponent>, head: bool) -> Response<Fu
             };
             let mut res = Response::new(Full::new(body));
             let headers = res.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            let content_type = if openmetrics {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                CONTENT_TYPE
+            };
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(header::VARY, HeaderValue::from_static("accept"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             if head {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -350,12 +395,17 @@ struct Render {
     registry: MetricsRegistry,
     components: Vec<String>,
     head: bool,
+    openmetrics: bool,
 }
 
 impl Render {
     fn run(self) -> Result<String, UnknownComponent> {
         let names: Vec<&str> = self.components.iter().map(String::as_str).collect();
-        self.registry.render_components(&names)
+        if self.openmetrics {
+            self.registry.render_openmetrics(&names)
+        } else {
+            self.registry.render_components(&names)
+        }
     }
 }
 
@@ -366,6 +416,7 @@ enum State {
     Rendering {
         task: JoinHandle<Result<String, UnknownComponent>>,
         head: bool,
+        openmetrics: bool,
     },
 }
 
@@ -413,19 +464,24 @@ impl<R: Refresh> Future for EndpointFuture<R> {
                         *this.state = State::Ready(None);
                         continue;
                     };
-                    let head = render.head;
+                    let (head, openmetrics) = (render.head, render.openmetrics);
                     *this.state = match tokio::runtime::Handle::try_current() {
                         Ok(rt) => State::Rendering {
                             task: rt.spawn_blocking(move || render.run()),
                             head,
+                            openmetrics,
                         },
                         // Outside a tokio runtime there are no async workers to protect.
-                        Err(_) => State::Ready(Some(rendered(render.run(), head))),
+                        Err(_) => State::Ready(Some(rendered(render.run(), head, openmetrics))),
                     };
                 }
-                State::Rendering { task, head } => {
+                State::Rendering {
+                    task,
+                    head,
+                    openmetrics,
+                } => {
                     let res = match std::task::ready!(Pin::new(task).poll(cx)) {
-                        Ok(result) => rendered(result, *head),
+                        Ok(result) => rendered(result, *head, *openmetrics),
                         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
                     };
                     *this.state = State::Ready(None);

@@ -15,6 +15,7 @@ use super::{
     registry::MetricsRegistry,
     request::RequestMetrics,
     series::{self, SeriesTable},
+    store::SpanIds,
     toolkit::{self, RecorderRef, SettleBody, SettleFuture, SettleGuard},
 };
 use crate::{
@@ -234,7 +235,8 @@ where
                 None => table.unknown_series(method_index),
             },
         };
-        let guard = SettleGuard::new(RequestMetrics::start(series));
+        let exemplar = req.extensions().get::<SpanIds>().copied();
+        let guard = SettleGuard::new(RequestMetrics::start(series, exemplar));
         let head = req.method() == Method::HEAD;
         SettleFuture::new(self.inner.call(req), Some(guard)).head(head)
     }

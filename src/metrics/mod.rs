@@ -62,7 +62,9 @@ mod series;
 pub(crate) mod store;
 pub mod toolkit;
 
-pub use endpoint::{EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE};
+pub use endpoint::{
+    EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE,
+};
 pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
     DEFAULT_MAX_OPERATIONS,
@@ -71,7 +73,7 @@ pub use names::MetricNames;
 pub(crate) use registry::RenderHook;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};
-pub use store::StoreStats;
+pub use store::{with_exemplar, SpanIds, StoreStats};
 pub use toolkit::RecorderRef;
 
 pub use crate::labels::OTHER_METHOD;

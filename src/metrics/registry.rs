@@ -10,7 +10,7 @@ use std::{
 
 use metrics::Recorder;
 
-use super::store::{Settings, Store, StoreStats};
+use super::store::{Format, Settings, Store, StoreStats};
 
 /// Errors of setting up metrics.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,7 @@ impl MetricsRegistry {
     /// (the [`MetricsEndpoint`](super::MetricsEndpoint) does).
     pub fn render(&self) -> String {
         self.run_hooks();
-        self.inner.store.render(|_| true)
+        self.inner.store.render(|_| true, Format::Text)
     }
 
     /// Calls `hook` before every render from now on, until the `Arc` is dropped.
@@ -210,8 +210,22 @@ impl MetricsRegistry {
     /// Renders only the families registered under the given components (all families when
     /// `components` is empty).
     pub fn render_components(&self, components: &[&str]) -> Result<String, UnknownComponent> {
+        self.render_as(components, Format::Text)
+    }
+
+    /// Renders like [`render_components`](Self::render_components), in the OpenMetrics 1.0
+    /// text format (`application/openmetrics-text; version=1.0.0`), with the last exemplar
+    /// (trace and span id of a sampled request) of each counter and histogram bucket, and
+    /// `# EOF`. A counter `foo_total` is declared `# TYPE foo counter`; one whose name does
+    /// not end in `_total` is declared `unknown`, so that every series keeps its name.
+    pub fn render_openmetrics(&self, components: &[&str]) -> Result<String, UnknownComponent> {
+        self.render_as(components, Format::OpenMetrics)
+    }
+
+    fn render_as(&self, components: &[&str], format: Format) -> Result<String, UnknownComponent> {
         if components.is_empty() {
-            return Ok(self.render());
+            self.run_hooks();
+            return Ok(self.inner.store.render(|_| true, format));
         }
         let wanted: BTreeSet<String> = {
             let registered = self
@@ -229,7 +243,10 @@ impl MetricsRegistry {
             wanted
         };
         self.run_hooks();
-        Ok(self.inner.store.render(|family| wanted.contains(family)))
+        Ok(self
+            .inner
+            .store
+            .render(|family| wanted.contains(family), format))
     }
 }
 

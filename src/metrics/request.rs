@@ -17,6 +17,7 @@ use std::{fmt, sync::Arc, time::Instant};
 
 use super::{
     series::MethodSeries,
+    store::{with_exemplar, SpanIds},
     toolkit::{Outcome, Settle},
 };
 use crate::operation::OperationId;
@@ -33,11 +34,14 @@ pub struct RequestMetrics {
     settled_on: Option<Arc<MethodSeries>>,
     start: Instant,
     status: u16,
+    /// The sampled server span's ids: the exemplar of the duration and the total.
+    exemplar: Option<SpanIds>,
 }
 
 impl RequestMetrics {
-    /// Counts the request in flight in `series`.
-    pub(crate) fn start(series: Arc<MethodSeries>) -> Self {
+    /// Counts the request in flight in `series`; `exemplar`, the ids of its sampled server
+    /// span, goes with its duration and total.
+    pub(crate) fn start(series: Arc<MethodSeries>, exemplar: Option<SpanIds>) -> Self {
         series.inflight().increment(1.0);
         Self {
             inflight: series,
@@ -45,6 +49,7 @@ impl RequestMetrics {
             start: Instant::now(),
             // Until a response is seen: a service error is a 500.
             status: 500,
+            exemplar,
         }
     }
 }
@@ -68,8 +73,10 @@ impl Settle for RequestMetrics {
         let elapsed = self.start.elapsed().as_secs_f64();
         self.inflight.inflight().decrement(1.0);
         let series = self.settled_on.as_ref().unwrap_or(&self.inflight);
-        series.duration().record(elapsed);
-        series.count(code);
+        with_exemplar(self.exemplar, || {
+            series.duration().record(elapsed);
+            series.count(code);
+        });
     }
 }
 

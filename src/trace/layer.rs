@@ -21,7 +21,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::{propagation, sampling};
 use crate::{
     labels::{standard_method, OTHER_METHOD},
-    metrics::toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
+    metrics::{
+        toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
+        SpanIds,
+    },
     operation::{default_resolver, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
@@ -59,6 +62,8 @@ pub struct TraceLayer {
     echo_traceparent: bool,
     /// The pipeline's sample rate, when the layer decides sampling itself (see `sampling`).
     presample: Option<f64>,
+    /// Whether a sampled span's ids go into the request's extensions, for exemplars.
+    exemplar_ids: bool,
 }
 
 impl fmt::Debug for TraceLayer {
@@ -67,6 +72,7 @@ impl fmt::Debug for TraceLayer {
             .field("extracts_context", &self.propagator.is_some())
             .field("echo_traceparent", &self.echo_traceparent)
             .field("presample", &self.presample)
+            .field("exemplar_ids", &self.exemplar_ids)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +92,7 @@ impl TraceLayer {
             resolver: default_resolver(),
             echo_traceparent: false,
             presample: None,
+            exemplar_ids: false,
         }
     }
 
@@ -120,6 +127,17 @@ impl TraceLayer {
     /// Sets a `traceparent` header naming the server span on responses. Defaults to `false`.
     pub fn echo_traceparent(mut self, echo: bool) -> Self {
         self.echo_traceparent = echo;
+        self
+    }
+
+    /// Puts the ids of a sampled server span in the request's extensions
+    /// ([`SpanIds`](crate::metrics::SpanIds)), where the [`MetricsLayer`](crate::metrics::MetricsLayer)
+    /// inside finds them and keeps them as the exemplars of the request's duration and total.
+    /// Costs one lookup of the span's OpenTelemetry context per sampled request. Defaults to
+    /// `false`; `ObservabilityLayer::from_config` and `Telemetry::layer` set it from
+    /// `metric.exemplars` (default `true`).
+    pub fn with_exemplar_ids(mut self, on: bool) -> Self {
+        self.exemplar_ids = on;
         self
     }
 
@@ -278,9 +296,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let (span, sampled_out) = self.make_span(&req);
         let span = (!span.is_disabled()).then_some(span);
+        if self.layer.exemplar_ids && sampled_out.is_none() {
+            if let Some(ids) = span.as_ref().and_then(sampled_ids) {
+                req.extensions_mut().insert(ids);
+            }
+        }
         if span.is_none() && sampled_out.is_none() {
             // No subscriber wants it: carry nothing, enter nothing.
             return ResponseFuture {
@@ -325,6 +348,17 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
+}
+
+/// The ids of `span`'s OpenTelemetry span, when it is sampled.
+fn sampled_ids(span: &Span) -> Option<SpanIds> {
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_sampled().then(|| SpanIds {
+        trace_id: sc.trace_id(),
+        span_id: sc.span_id(),
+    })
 }
 
 /// The `traceparent` naming the server span: the sampled-out context's, else `span`'s

@@ -5,7 +5,7 @@ use std::sync::{
     Arc,
 };
 
-use super::summary::add_f64;
+use super::{exemplar::BucketExemplars, summary::add_f64};
 
 /// One histogram series: a count per bucket (not cumulative; the render accumulates), the
 /// total count (the `+Inf` bucket) and the sum, all since the start.
@@ -14,6 +14,8 @@ pub(crate) struct HistogramCell {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum: AtomicU64,
+    /// The last exemplar of each bucket (`+Inf` last), when observed with span ids.
+    pub(super) exemplars: BucketExemplars,
 }
 
 impl HistogramCell {
@@ -25,6 +27,7 @@ impl HistogramCell {
             buckets,
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0f64.to_bits()),
+            exemplars: BucketExemplars::default(),
         }
     }
 
@@ -40,6 +43,7 @@ impl HistogramCell {
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         add_f64(&self.sum, value);
+        self.exemplars.observe(index, self.buckets.len(), value);
     }
 
     /// The bounds with their cumulative counts, then the total count and the sum.
@@ -58,7 +62,9 @@ impl HistogramCell {
 
     /// Bytes this series holds.
     pub(crate) fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.buckets.len() * std::mem::size_of::<AtomicU64>()
+        std::mem::size_of::<Self>()
+            + self.buckets.len() * std::mem::size_of::<AtomicU64>()
+            + self.exemplars.heap_bytes()
     }
 }
 

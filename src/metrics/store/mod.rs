@@ -16,6 +16,7 @@
 //! - users' own `counter!`/`gauge!`/`histogram!` calls land in the same store when the registry
 //!   is installed as the global recorder.
 
+mod exemplar;
 mod format;
 pub(crate) use format::push_f64;
 mod histogram;
@@ -31,10 +32,40 @@ use std::{
 };
 
 use metrics::{
-    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
 };
 
+use exemplar::ExemplarSlot;
+pub use exemplar::{with_exemplar, SpanIds};
 use histogram::HistogramCell;
+
+/// The text a render writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 text, with exemplars.
+    OpenMetrics,
+}
+
+/// A counter series: its value and its last exemplar.
+#[derive(Debug, Default)]
+pub(crate) struct CounterCell {
+    value: AtomicU64,
+    exemplar: ExemplarSlot,
+}
+
+impl CounterFn for CounterCell {
+    fn increment(&self, value: u64) {
+        self.value.fetch_add(value, Ordering::Relaxed);
+        self.exemplar.observe(value as f64);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.value.fetch_max(value, Ordering::Relaxed);
+    }
+}
 use summary::{Scratch, SummaryCell, SLOTS};
 
 /// How duration families are stored: the summary quantiles, and which families are histograms
@@ -52,7 +83,7 @@ pub(crate) struct Settings {
 /// One series' storage.
 #[derive(Clone)]
 enum Cell {
-    Counter(Arc<AtomicU64>),
+    Counter(Arc<CounterCell>),
     Gauge(Arc<AtomicU64>),
     Summary(Arc<SummaryCell>),
     Histogram(Arc<HistogramCell>),
@@ -234,7 +265,7 @@ impl Store {
 
     fn new_cell(&self, kind: &Kind) -> Cell {
         match kind {
-            Kind::Counter => Cell::Counter(Arc::new(AtomicU64::new(0))),
+            Kind::Counter => Cell::Counter(Arc::default()),
             Kind::Gauge => Cell::Gauge(Arc::new(AtomicU64::new(0f64.to_bits()))),
             Kind::Summary => Cell::Summary(Arc::new(SummaryCell::new(self.clock.clone()))),
             Kind::Histogram { bounds, .. } => {
@@ -276,7 +307,10 @@ impl Store {
                 // The label set is held twice: in the family and (as a `Key`) in the cache.
                 stats.bytes += 2 * labels.len() + 4 * std::mem::size_of::<usize>();
                 stats.bytes += match cell {
-                    Cell::Counter(_) | Cell::Gauge(_) => std::mem::size_of::<AtomicU64>(),
+                    Cell::Counter(c) => {
+                        std::mem::size_of::<CounterCell>() + c.exemplar.heap_bytes()
+                    }
+                    Cell::Gauge(_) => std::mem::size_of::<AtomicU64>(),
                     Cell::Summary(s) => s.heap_bytes(),
                     Cell::Histogram(h) => h.heap_bytes(),
                 };
@@ -290,31 +324,59 @@ impl Store {
     ///
     /// Holds the family map's read lock for the walk: recording goes on meanwhile, creating a
     /// new series waits for the end of the render.
-    pub(crate) fn render(&self, keep: impl Fn(&str) -> bool) -> String {
+    ///
+    /// In [`Format::OpenMetrics`]: a counter family `foo_total` is declared as `foo` (its
+    /// sample keeps the name `foo_total`, so a series is named the same in both formats); a
+    /// counter whose name does not end in `_total` is declared `unknown` (renaming it would
+    /// change its series' name); help texts escape `"`; the counters' and buckets' last
+    /// exemplars follow their samples; no blank lines; `# EOF` ends the text.
+    pub(crate) fn render(&self, keep: impl Fn(&str) -> bool, format: Format) -> String {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         let help = self.help.read().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed));
-        let mut render = Render::default();
+        let om = format == Format::OpenMetrics;
+        let mut render = Render {
+            exemplars: om,
+            ..Render::default()
+        };
         for (name, family) in families.iter() {
             if family.series.is_empty() || !keep(name) {
                 continue;
             }
+            let (declared, type_name) = match (&family.kind, om) {
+                (Kind::Counter, true) => match name.strip_suffix("_total") {
+                    Some(base) if !base.is_empty() => (base, "counter"),
+                    _ => (name.as_str(), "unknown"),
+                },
+                (kind, _) => (name.as_str(), kind.type_name()),
+            };
+            render.exemplars =
+                om && !(matches!(family.kind, Kind::Counter) && type_name == "unknown");
             if let Some(help) = help.get(name) {
                 out.push_str("# HELP ");
-                out.push_str(name);
+                out.push_str(declared);
                 out.push(' ');
-                out.push_str(help);
+                if om {
+                    out.push_str(&help.replace('"', "\\\""));
+                } else {
+                    out.push_str(help);
+                }
                 out.push('\n');
             }
             out.push_str("# TYPE ");
-            out.push_str(name);
+            out.push_str(declared);
             out.push(' ');
-            out.push_str(family.kind.type_name());
+            out.push_str(type_name);
             out.push('\n');
             for (labels, cell) in &family.series {
                 render.series(self, &mut out, name, &family.kind, labels, cell);
             }
-            out.push('\n');
+            if !om {
+                out.push('\n');
+            }
+        }
+        if om {
+            out.push_str("# EOF\n");
         }
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
@@ -324,6 +386,8 @@ impl Store {
 /// Buffers reused across the series of one render.
 #[derive(Default)]
 struct Render {
+    /// Whether exemplars are written (OpenMetrics).
+    exemplars: bool,
     scratch: Scratch,
     quantiles: Vec<f64>,
     buckets: Vec<(f64, u64)>,
@@ -343,7 +407,10 @@ impl Render {
         match (cell, kind) {
             (Cell::Counter(c), _) => {
                 head(out, name, "", labels, None);
-                push_u64(out, c.load(Ordering::Relaxed));
+                push_u64(out, c.value.load(Ordering::Relaxed));
+                if self.exemplars {
+                    c.exemplar.push(out);
+                }
             }
             (Cell::Gauge(g), _) => {
                 head(out, name, "", labels, None);
@@ -370,13 +437,20 @@ impl Render {
             }
             (Cell::Histogram(h), Kind::Histogram { le, .. }) => {
                 let (count, sum) = h.read(&mut self.buckets);
-                for (le, (_, cumulative)) in le.iter().zip(&self.buckets) {
+                let exemplar = |out: &mut String, index: usize| {
+                    if let Some(slot) = h.exemplars.get(index).filter(|_| self.exemplars) {
+                        slot.push(out);
+                    }
+                };
+                for (index, (le, (_, cumulative))) in le.iter().zip(&self.buckets).enumerate() {
                     head(out, name, "_bucket", labels, Some(("le", le)));
                     push_u64(out, *cumulative);
+                    exemplar(out, index);
                     out.push('\n');
                 }
                 head(out, name, "_bucket", labels, Some(("le", "+Inf")));
                 push_u64(out, count);
+                exemplar(out, le.len());
                 out.push('\n');
                 head(out, name, "_sum", labels, None);
                 push_f64(out, sum);
