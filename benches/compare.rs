@@ -17,7 +17,7 @@
 //! |---|---|
 //! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry) |
 //! | `request_id` | `bare`; `tower_http` (`SetRequestIdLayer` + `PropagateRequestIdLayer`, UUIDs); `towerscope` (`RequestIdLayer`) |
-//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/no_subscriber` (the same layer without any subscriber) |
+//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/no_subscriber` (the same layer without any subscriber) |
 //! | `observability` | `bare`; `tower_http+axum_prometheus` (request id pair and metrics layer); `towerscope` (`ObservabilityLayer`: request id, operation, span stage, metrics), no subscriber |
 //!
 //! axum-prometheus installs the global `metrics` recorder; towerscope's cases record into their
@@ -224,8 +224,13 @@ fn discarding_provider() -> SdkTracerProvider {
 }
 
 fn towerscope_telemetry(sample_rate: &str) -> Telemetry {
+    towerscope_telemetry_with(sample_rate, "{}")
+}
+
+/// With a `metric:` block (`{ exemplars: false }`).
+fn towerscope_telemetry_with(sample_rate: &str, metric: &str) -> Telemetry {
     let config = Config::from_yaml_str(&format!(
-        "trace: {{ enabled: true, sample_rate: {sample_rate}, otel: {{ endpoint: '127.0.0.1:1' }} }}"
+        "metric: {metric}\ntrace: {{ enabled: true, sample_rate: {sample_rate}, otel: {{ endpoint: '127.0.0.1:1' }} }}"
     ))
     .expect("config");
     let registry = MetricsRegistry::new(&config.metric).expect("registry");
@@ -251,6 +256,7 @@ fn trace(c: &mut Criterion) {
     };
     let sampled = towerscope_telemetry("1");
     let sampled_out = towerscope_telemetry("0");
+    let sampled_no_exemplars = towerscope_telemetry_with("1", "{ exemplars: false }");
 
     let mut group = c.benchmark_group("trace");
     configure(&mut group);
@@ -271,6 +277,7 @@ fn trace(c: &mut Criterion) {
     });
     for (name, telemetry) in [
         ("towerscope/sampled", &sampled),
+        ("towerscope/sampled_no_exemplars", &sampled_no_exemplars),
         ("towerscope/sampled_out", &sampled_out),
     ] {
         let subscriber = tracing_subscriber::registry().with(telemetry.tracing_layer());
