@@ -599,3 +599,37 @@ async fn exporting_spans_makes_no_client_spans() {
         .unwrap();
     assert_eq!(report.lost(), 0, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_sampled_client_calls_span_ids_are_the_exemplars_of_its_series() {
+    let (t, exporter) = support::in_memory_telemetry(
+        "metric: { namespace: svc, buckets: [0.5, 5] }\n\
+         trace: { enabled: true, service_name: svc, otel: { endpoint: '127.0.0.1:1' } }",
+    );
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let addr = serve(Router::new().route("/blob", get(|| async { "blob" }))).await;
+    let client = ClientMiddleware::from_telemetry(&t)
+        .build_client(reqwest::Client::builder())
+        .unwrap();
+    let url = format!("http://{addr}/blob");
+    client.get(&url).send().await.unwrap().text().await.unwrap();
+    let spans = spans_with(&t, &exporter, "GET").await;
+    let span = client_span(&spans, &url);
+    let ids = format!(
+        "# {{trace_id=\"{}\",span_id=\"{}\"}}",
+        span.span_context.trace_id(),
+        span.span_context.span_id()
+    );
+    let text = t.registry().render_openmetrics(&[]).unwrap();
+    for family in [
+        "svc_http_client_request_total{",
+        "svc_http_client_request_duration_seconds_bucket{",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains(" # {"))
+            .unwrap_or_else(|| panic!("no exemplar on {family}: {text}"));
+        assert!(line.contains(&ids), "{line} should carry {ids}");
+    }
+}

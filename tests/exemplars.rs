@@ -133,3 +133,34 @@ async fn the_endpoint_serves_openmetrics_to_prometheus_and_0_0_4_otherwise() {
         assert_eq!(body.contains(" # {trace_id="), om, "{accept:?}");
     }
 }
+
+#[tokio::test]
+async fn a_jobs_run_job_span_is_the_exemplar_of_its_task_series() {
+    use towerscope::jobs::{JobContext, JobInfo, Jobs};
+    let (t, exporter) = support::in_memory_telemetry(&config("", 1.0));
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let info = JobInfo {
+        id: "7".into(),
+        name: "SCAN".into(),
+        periodic: false,
+    };
+    Jobs::from_telemetry(&t)
+        .run(info, JobContext::default(), async {})
+        .await;
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let job = spans
+        .iter()
+        .find(|s| s.name == "run-job")
+        .expect("run-job span");
+    let want = (
+        job.span_context.trace_id().to_string(),
+        job.span_context.span_id().to_string(),
+    );
+    let text = t.registry().render_openmetrics(&[]).unwrap();
+    let total = r#"task_total{type="SCAN",status="success"}"#;
+    assert_eq!(exemplar(&text, total), Some(want.clone()), "{text}");
+    let bucket = r#"task_process_time_seconds_bucket{type="SCAN",status="success",le="0.1"}"#;
+    assert_eq!(exemplar(&text, bucket), Some(want), "{text}");
+}

@@ -810,3 +810,35 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
     assert_eq!(forwarded["x-request-id"], "outer-id");
     assert_eq!(kept["x-request-id"], "own-id");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_sampled_calls_server_span_is_the_exemplar_of_its_series() {
+    let (t, exporter) = telemetry_from(
+        "metric: { buckets: [0.5, 5] }\n\
+         trace: { enabled: true, service_name: grpc-test, otel: { endpoint: '127.0.0.1:1', insecure: true } }",
+    );
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let (addr, _stop) = serve(GrpcLayer::from_telemetry(&t), service).await;
+    let mut client = client(addr, GrpcClientLayer::from_telemetry(&t)).await;
+    client.check(check("")).await.unwrap();
+    let spans = exported(&t, &exporter, CHECK).await;
+    let server = named(&spans, CHECK);
+    let ids = format!(
+        "# {{trace_id=\"{}\",span_id=\"{}\"}}",
+        server.span_context.trace_id(),
+        server.span_context.span_id()
+    );
+    let text = t.registry().render_openmetrics(&["grpc"]).unwrap();
+    for family in [
+        "grpc_request_total{",
+        "grpc_request_duration_seconds_bucket{",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains(" # {"))
+            .unwrap_or_else(|| panic!("no exemplar on {family}: {text}"));
+        assert!(line.contains(&ids), "{line} should carry {ids}");
+    }
+}

@@ -15,7 +15,10 @@ use reqwest::Response;
 use tracing::Span;
 
 use super::metrics::{Code, Series};
-use crate::metrics::toolkit::{Outcome, Settle, SettleGuard};
+use crate::metrics::{
+    toolkit::{Outcome, Settle, SettleGuard},
+    with_exemplar, SpanIds,
+};
 
 pub(super) type BoxFuture<'a> =
     Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'a>>;
@@ -89,7 +92,9 @@ impl Settle for InFlight {
             }
         };
         if let Some((series, start)) = &self.metrics {
-            series.finish(start.elapsed(), code);
+            with_exemplar(SpanIds::of(&self.span), || {
+                series.finish(start.elapsed(), code);
+            });
         }
         // The span is dropped with this state: it ends when the headers arrived.
     }

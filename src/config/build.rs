@@ -27,6 +27,7 @@ impl MetricsRegistry {
                 .clone()
                 .map(|buckets| (DURATION_SUFFIX.to_owned(), buckets)),
             family_buckets: config.family_buckets.clone(),
+            no_exemplars: !config.exemplars,
         };
         Self::from_settings(settings, Duration::from_secs(config.upkeep_interval_secs))
     }

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     metrics::{
         toolkit::{Outcome, Settle, SettleBody},
-        CLIENT_CLOSED_REQUEST,
+        with_exemplar, SpanIds, CLIENT_CLOSED_REQUEST,
     },
     text::capped,
 };
@@ -89,7 +89,15 @@ impl GrpcCall {
     /// Records the call as finished with `http_status` and `code`.
     fn finish(&mut self, http_status: u16, code: Code) {
         if let Some(series) = &self.series {
-            series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
+            // A sampled-out call's span is a log-only one: no exemplar.
+            let ids = self
+                .span
+                .as_ref()
+                .filter(|_| self.sampled_out.is_none())
+                .and_then(SpanIds::of);
+            with_exemplar(ids, || {
+                series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
+            });
         }
         if let Some(span) = self.span.take() {
             span.record("rpc.grpc.status_code", code as i64);

@@ -16,7 +16,10 @@ use tracing::Span;
 
 use super::{series::TypeSeries, JobOutcome, JobStatus, MAX_STATUS_DESCRIPTION};
 use crate::{
-    metrics::toolkit::{Outcome, Settle, SettleGuard},
+    metrics::{
+        toolkit::{Outcome, Settle, SettleGuard},
+        with_exemplar, SpanIds,
+    },
     text::capped,
 };
 
@@ -59,8 +62,10 @@ impl Settle for JobRun {
                 );
             }
         }
-        self.series
-            .record(status, self.start.elapsed().as_secs_f64());
+        let seconds = self.start.elapsed().as_secs_f64();
+        with_exemplar(SpanIds::of(&self.span), || {
+            self.series.record(status, seconds)
+        });
     }
 
     fn span(&self) -> Option<&Span> {

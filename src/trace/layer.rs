@@ -300,7 +300,7 @@ where
         let (span, sampled_out) = self.make_span(&req);
         let span = (!span.is_disabled()).then_some(span);
         if self.layer.exemplar_ids && sampled_out.is_none() {
-            if let Some(ids) = span.as_ref().and_then(sampled_ids) {
+            if let Some(ids) = span.as_ref().and_then(SpanIds::of) {
                 req.extensions_mut().insert(ids);
             }
         }
@@ -348,17 +348,6 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
-}
-
-/// The ids of `span`'s OpenTelemetry span, when it is sampled.
-fn sampled_ids(span: &Span) -> Option<SpanIds> {
-    let cx = span.context();
-    let otel = cx.span();
-    let sc = otel.span_context();
-    sc.is_sampled().then(|| SpanIds {
-        trace_id: sc.trace_id(),
-        span_id: sc.span_id(),
-    })
 }
 
 /// The `traceparent` naming the server span: the sampled-out context's, else `span`'s

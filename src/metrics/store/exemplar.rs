@@ -24,6 +24,26 @@ pub struct SpanIds {
     pub span_id: SpanId,
 }
 
+impl SpanIds {
+    /// The ids of `span`'s OpenTelemetry span when it is sampled (`None` for a disabled span,
+    /// one without an OpenTelemetry layer, or one that is not sampled). Looks the span's
+    /// context up in the subscriber: call it once per span.
+    pub fn of(span: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if span.is_disabled() {
+            return None;
+        }
+        let cx = span.context();
+        let otel = cx.span();
+        let sc = otel.span_context();
+        sc.is_sampled().then(|| Self {
+            trace_id: sc.trace_id(),
+            span_id: sc.span_id(),
+        })
+    }
+}
+
 thread_local! {
     static CURRENT: Cell<Option<SpanIds>> = const { Cell::new(None) };
 }

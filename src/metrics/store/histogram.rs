@@ -16,11 +16,13 @@ pub(crate) struct HistogramCell {
     sum: AtomicU64,
     /// The last exemplar of each bucket (`+Inf` last), when observed with span ids.
     pub(super) exemplars: BucketExemplars,
+    keep_exemplars: bool,
 }
 
 impl HistogramCell {
-    /// A histogram with `bounds` (finite, strictly increasing: the configuration checks them).
-    pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
+    /// A histogram with `bounds` (finite, strictly increasing: the configuration checks them),
+    /// keeping the exemplars of its buckets or not.
+    pub(crate) fn new(bounds: Arc<[f64]>, keep_exemplars: bool) -> Self {
         let buckets = bounds.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             bounds,
@@ -28,6 +30,7 @@ impl HistogramCell {
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0f64.to_bits()),
             exemplars: BucketExemplars::default(),
+            keep_exemplars,
         }
     }
 
@@ -43,7 +46,9 @@ impl HistogramCell {
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         add_f64(&self.sum, value);
-        self.exemplars.observe(index, self.buckets.len(), value);
+        if self.keep_exemplars {
+            self.exemplars.observe(index, self.buckets.len(), value);
+        }
     }
 
     /// The bounds with their cumulative counts, then the total count and the sum.
@@ -74,7 +79,7 @@ mod tests {
 
     #[test]
     fn buckets_are_cumulative_and_le_is_inclusive() {
-        let cell = HistogramCell::new(Arc::from([0.1, 1.0, 10.0]));
+        let cell = HistogramCell::new(Arc::from([0.1, 1.0, 10.0]), true);
         for v in [0.05, 0.1, 0.5, 1.0, 20.0, f64::NAN, f64::INFINITY] {
             cell.record(v);
         }

@@ -54,12 +54,15 @@ pub(crate) enum Format {
 pub(crate) struct CounterCell {
     value: AtomicU64,
     exemplar: ExemplarSlot,
+    keep_exemplars: bool,
 }
 
 impl CounterFn for CounterCell {
     fn increment(&self, value: u64) {
         self.value.fetch_add(value, Ordering::Relaxed);
-        self.exemplar.observe(value as f64);
+        if self.keep_exemplars {
+            self.exemplar.observe(value as f64);
+        }
     }
 
     fn absolute(&self, value: u64) {
@@ -78,6 +81,8 @@ pub(crate) struct Settings {
     pub(crate) suffix_buckets: Option<(String, Vec<f64>)>,
     /// Buckets by full family name; win over `suffix_buckets`.
     pub(crate) family_buckets: BTreeMap<String, Vec<f64>>,
+    /// `metric.exemplars: false`: the cells keep no exemplar.
+    pub(crate) no_exemplars: bool,
 }
 
 /// One series' storage.
@@ -265,12 +270,16 @@ impl Store {
 
     fn new_cell(&self, kind: &Kind) -> Cell {
         match kind {
-            Kind::Counter => Cell::Counter(Arc::default()),
+            Kind::Counter => Cell::Counter(Arc::new(CounterCell {
+                keep_exemplars: !self.settings.no_exemplars,
+                ..CounterCell::default()
+            })),
             Kind::Gauge => Cell::Gauge(Arc::new(AtomicU64::new(0f64.to_bits()))),
             Kind::Summary => Cell::Summary(Arc::new(SummaryCell::new(self.clock.clone()))),
-            Kind::Histogram { bounds, .. } => {
-                Cell::Histogram(Arc::new(HistogramCell::new(bounds.clone())))
-            }
+            Kind::Histogram { bounds, .. } => Cell::Histogram(Arc::new(HistogramCell::new(
+                bounds.clone(),
+                !self.settings.no_exemplars,
+            ))),
         }
     }
 

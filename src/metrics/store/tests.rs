@@ -71,6 +71,7 @@ fn histograms_by_suffix_and_by_full_name() {
         quantiles: vec![0.5],
         suffix_buckets: Some(("_seconds".into(), vec![0.1, 1.0])),
         family_buckets: [("own_seconds".to_owned(), vec![5.0])].into(),
+        ..Settings::default()
     });
     store
         .register_histogram(&key("req_seconds", &[]), &META)
@@ -284,4 +285,26 @@ fn exemplars_are_the_last_sampled_observation_of_each_bucket_and_counter() {
         .unwrap()
         .as_secs_f64();
     assert!((now - ts).abs() < 60.0, "a Unix timestamp in seconds: {ts}");
+}
+
+#[test]
+fn with_exemplars_off_the_cells_keep_none() {
+    let store = Store::new(Settings {
+        quantiles: vec![0.5],
+        suffix_buckets: Some(("_seconds".into(), vec![0.1])),
+        no_exemplars: true,
+        ..Settings::default()
+    });
+    let total = store.register_counter(&key("req_total", &[]), &META);
+    let h = store.register_histogram(&key("d_seconds", &[]), &META);
+    with_exemplar(Some(ids(1)), || {
+        total.increment(1);
+        h.record(0.05);
+    });
+    let text = store.render(|_| true, Format::OpenMetrics);
+    assert!(
+        text.contains("req_total 1\n") && text.contains("d_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains(" # {"), "{text}");
 }
