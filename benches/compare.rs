@@ -15,7 +15,7 @@
 //!
 //! | group | cases |
 //! |---|---|
-//! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry) |
+//! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry); `towerscope/histogram` (the same with histogram durations, and a request extension of another type inserted in front); `towerscope/histogram_exemplar` (the same with a sampled span's ids as that extension: the difference is the exemplar's cost) |
 //! | `request_id` | `bare`; `tower_http` (`SetRequestIdLayer` + `PropagateRequestIdLayer`, UUIDs); `towerscope` (`RequestIdLayer`) |
 //! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/no_subscriber` (the same layer without any subscriber) |
 //! | `observability` | `bare`; `tower_http+axum_prometheus` (request id pair and metrics layer); `towerscope` (`ObservabilityLayer`: request id, operation, span stage, metrics), no subscriber |
@@ -152,6 +152,48 @@ fn metrics(c: &mut Criterion) {
         rt,
         "towerscope",
         router().layer(MetricsLayer::new(&registry)),
+    );
+    // Histogram durations, without and with a sampled span's ids in the request (what
+    // `TraceLayer` puts there): the difference is what an exemplar costs a request.
+    let histograms = MetricsRegistry::new(
+        &Config::from_yaml_str("metric: { buckets: [0.005, 0.05, 0.5, 5] }")
+            .expect("config")
+            .metric,
+    )
+    .expect("registry");
+    // The same extension insert in both cases (the first one allocates the map): a value of
+    // another type, then the ids.
+    #[derive(Clone, Copy)]
+    struct NotIds(#[allow(dead_code, reason = "only its size matters")] [u8; 24]);
+    bench(
+        &mut group,
+        rt,
+        "towerscope/histogram",
+        router()
+            .layer(MetricsLayer::new(&histograms))
+            .layer(tower::util::MapRequestLayer::new(
+                move |mut req: axum::http::Request<axum::body::Body>| {
+                    req.extensions_mut().insert(NotIds([7; 24]));
+                    req
+                },
+            )),
+    );
+    let ids = towerscope::metrics::SpanIds {
+        trace_id: opentelemetry::trace::TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+        span_id: opentelemetry::trace::SpanId::from(0x00f0_67aa_0ba9_02b7),
+    };
+    bench(
+        &mut group,
+        rt,
+        "towerscope/histogram_exemplar",
+        router()
+            .layer(MetricsLayer::new(&histograms))
+            .layer(tower::util::MapRequestLayer::new(
+                move |mut req: axum::http::Request<axum::body::Body>| {
+                    req.extensions_mut().insert(ids);
+                    req
+                },
+            )),
     );
     group.finish();
 

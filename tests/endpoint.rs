@@ -541,3 +541,82 @@ async fn a_failing_or_panicking_refresh_still_renders_what_exists_and_warns() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_scrapes_are_refreshed_and_rendered_two_at_a_time() {
+    // Each scrape's refresh hook counts the scrapes in progress and waits a little: twelve at
+    // once never have more than two refreshing (and rendering) together, and all are answered.
+    let registry = MetricsRegistry::new(&Default::default()).unwrap();
+    let active = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (a, m) = (active.clone(), most.clone());
+    let endpoint = MetricsEndpoint::new(registry).with_refresh(move |_: &[&str]| {
+        let (active, most) = (a.clone(), m.clone());
+        async move {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            active.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(())
+        }
+    });
+    let scrapes = (0..12).map(|_| {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let req = http::Request::get("/metrics").body(()).unwrap();
+            endpoint.respond(&req).await.unwrap().status()
+        })
+    });
+    for scrape in scrapes.collect::<Vec<_>>() {
+        assert_eq!(scrape.await.unwrap(), 200);
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 2, "the default cap");
+    assert_eq!(active.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn slowloris_on_the_metrics_port_is_capped_and_the_service_is_not_held_up() {
+    use towerscope::metrics::DEFAULT_MAX_CONNECTIONS;
+    let t = telemetry("metric: { port: 0 }");
+    let server = t.serve_metrics().await.unwrap().unwrap();
+    let metrics = server.local_addr();
+    let app = serve(
+        Router::new()
+            .route("/hello", get(|| async { "hi" }))
+            .layer(t.layer()),
+    )
+    .await;
+    // Three times the cap of clients that send half a request line and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..3 * DEFAULT_MAX_CONNECTIONS {
+        let mut stream = TcpStream::connect(metrics).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost:")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    wait_for(|| server.open_connections() == DEFAULT_MAX_CONNECTIONS).await;
+    // The connections past the cap (accepted in order, after the first ones) were closed by
+    // the server: reading them ends, with EOF or a reset.
+    for stream in &mut stalled[DEFAULT_MAX_CONNECTIONS..] {
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "closed by the server: {read:?}"
+        );
+    }
+    assert_eq!(server.open_connections(), DEFAULT_MAX_CONNECTIONS);
+    // The service answers meanwhile.
+    for _ in 0..5 {
+        let (status, _, body) = fetch(app, "/hello", "").await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "hi"));
+    }
+    // Once the stalled clients are gone, scrapes are served again.
+    drop(stalled);
+    wait_for(|| server.open_connections() == 0).await;
+    let (status, _, body) = fetch(metrics, "/metrics", "").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("http_request_total"), "{body}");
+}

@@ -18,7 +18,11 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, AcquireError, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 use tower_service::Service;
 
 use super::registry::{MetricsRegistry, UnknownComponent};
@@ -139,7 +143,25 @@ pub struct MetricsEndpoint<R = ()> {
     registry: MetricsRegistry,
     bearer: Option<Arc<[u8]>>,
     refresh: R,
+    /// Scrapes refreshed and rendered at once, shared by the clones.
+    renders: Arc<Semaphore>,
 }
+
+/// Default cap on the scrapes one endpoint (and its clones) refreshes and renders at once;
+/// further scrapes wait for a slot. Rendering takes a blocking-pool thread and a core: many
+/// scrapes at once must not take them from the service.
+pub const DEFAULT_MAX_CONCURRENT_RENDERS: usize = 2;
+
+/// Default cap on the connections the [`MetricsServer`] holds open; further connections are
+/// closed as soon as they are accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// How long the [`MetricsServer`] keeps a connection, whatever it does: a client that reads a
+/// scrape slowly, or keeps a connection idle, loses it then.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How long the [`MetricsServer`] waits for a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<R> fmt::Debug for MetricsEndpoint<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,6 +169,7 @@ impl<R> fmt::Debug for MetricsEndpoint<R> {
             .field("registry", &self.registry)
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
             .field("refresh", &std::any::type_name::<R>())
+            .field("render_slots_free", &self.renders.available_permits())
             .finish()
     }
 }
@@ -158,6 +181,7 @@ impl MetricsEndpoint {
             registry,
             bearer: None,
             refresh: (),
+            renders: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_RENDERS)),
         }
     }
 }
@@ -211,7 +235,15 @@ impl<R> MetricsEndpoint<R> {
             registry: self.registry,
             bearer: self.bearer,
             refresh,
+            renders: self.renders,
         }
+    }
+
+    /// Refreshes and renders at most `max` (at least 1) scrapes at once; the others wait for a
+    /// slot, their refresh hook not yet polled. Defaults to [`DEFAULT_MAX_CONCURRENT_RENDERS`].
+    pub fn with_max_concurrent_renders(mut self, max: usize) -> Self {
+        self.renders = Arc::new(Semaphore::new(max.max(1)));
+        self
     }
 }
 
@@ -269,12 +301,14 @@ impl<R: Refresh> MetricsEndpoint<R> {
             }
         };
         EndpointFuture {
+            slot: Some(Box::pin(self.renders.clone().acquire_owned())),
             refresh,
             state: State::Refreshing(Some(Render {
                 registry: self.registry.clone(),
                 components,
                 head,
                 openmetrics,
+                slot: None,
             })),
         }
     }
@@ -309,8 +343,11 @@ fn components(query: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// Compares in time independent of where the bytes differ (`subtle`); a length difference
+/// is not hidden (the token's length is no secret worth a padding scheme).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 fn refresh_failed(err: Box<dyn StdError + Send + Sync>) {
@@ -380,9 +417,14 @@ fn rendered(
     }
 }
 
+/// Waiting for a render slot.
+type SlotFuture = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
 pin_project_lite::pin_project! {
-    /// Response future of [`MetricsEndpoint`]: the refresh hook, then the render.
+    /// Response future of [`MetricsEndpoint`]: a render slot, the refresh hook, then the render.
     pub struct EndpointFuture<R: Refresh = ()> {
+        // `None` once the slot is held (or for an answer that needs none).
+        slot: Option<SlotFuture>,
         // `None` once it is done, failed or panicked (it is never polled again).
         #[pin]
         refresh: Option<R::Future>,
@@ -396,6 +438,8 @@ struct Render {
     components: Vec<String>,
     head: bool,
     openmetrics: bool,
+    /// The render slot, given back when the render ends.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Render {
@@ -423,6 +467,7 @@ enum State {
 impl<R: Refresh> EndpointFuture<R> {
     fn ready(res: Response<Full<Bytes>>) -> Self {
         Self {
+            slot: None,
             refresh: None,
             state: State::Ready(Some(res)),
         }
@@ -440,6 +485,13 @@ impl<R: Refresh> Future for EndpointFuture<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some(slot) = this.slot.as_mut() {
+            let held = std::task::ready!(slot.as_mut().poll(cx)).ok();
+            *this.slot = None;
+            if let State::Refreshing(Some(render)) = this.state {
+                render.slot = held;
+            }
+        }
         if let Some(refresh) = this.refresh.as_mut().as_pin_mut() {
             match catch_unwind(AssertUnwindSafe(|| refresh.poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
@@ -497,6 +549,8 @@ impl<R: Refresh> Future for EndpointFuture<R> {
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
+    /// Connection slots ([`DEFAULT_MAX_CONNECTIONS`]).
+    connections: Arc<Semaphore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -518,6 +572,8 @@ impl MetricsServer {
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = oneshot::channel::<()>();
         let path: Arc<str> = path.into();
+        let connections = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
+        let slots = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -531,9 +587,16 @@ impl MetricsServer {
                         }
                     },
                 };
+                // Past the cap the connection is closed at once: slow or idle clients cannot
+                // make the process hold more sockets and tasks than this.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
                 let endpoint = endpoint.clone();
                 let path = path.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let service =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                             if req.uri().path() == &*path {
@@ -542,16 +605,17 @@ impl MetricsServer {
                                 EndpointFuture::ready(plain(StatusCode::NOT_FOUND, "not found\n"))
                             }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let connection = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
                 });
             }
         });
         Ok(Self {
             local_addr,
+            connections,
             stop: Some(stop),
             task: Some(task),
         })
@@ -560,6 +624,11 @@ impl MetricsServer {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The connections open now (at most [`DEFAULT_MAX_CONNECTIONS`]).
+    pub fn open_connections(&self) -> usize {
+        DEFAULT_MAX_CONNECTIONS - self.connections.available_permits()
     }
 
     /// Stops accepting connections and waits for the accept loop to end.

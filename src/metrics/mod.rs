@@ -63,7 +63,9 @@ pub(crate) mod store;
 pub mod toolkit;
 
 pub use endpoint::{
-    EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE,
+    EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONNECTION_LIFETIME, CONTENT_TYPE,
+    DEFAULT_MAX_CONCURRENT_RENDERS, DEFAULT_MAX_CONNECTIONS, HEADER_READ_TIMEOUT,
+    OPENMETRICS_CONTENT_TYPE,
 };
 pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,

@@ -181,13 +181,18 @@ impl<S> TraceService<S> {
     /// creation: one pass through the subscriber's `on_new_span` instead of one `on_record`
     /// per field; and, for a request the layer sampled out, the context to make current while
     /// it is polled. Nothing is computed when no subscriber wants the span.
-    fn make_span<B>(&self, req: &Request<B>) -> (Span, Option<opentelemetry::Context>) {
+    /// The server span, the context of a sampled-out request, and the ids of a new trace the
+    /// layer sampled (see [`sampling::open_with_ids`]).
+    fn make_span<B>(
+        &self,
+        req: &Request<B>,
+    ) -> (Span, Option<opentelemetry::Context>, Option<SpanIds>) {
         if !tracing::enabled!(
             kind: tracing::metadata::Kind::SPAN,
             target: "towerscope::http",
             tracing::Level::INFO
         ) {
-            return (Span::none(), None);
+            return (Span::none(), None, None);
         }
         let parent = self
             .layer
@@ -235,7 +240,7 @@ impl<S> TraceService<S> {
                 )
             };
         }
-        sampling::open(
+        sampling::open_with_ids(
             self.layer.presample,
             parent,
             || name.with_str(|name| server_span!("towerscope::http", name)),
@@ -297,10 +302,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let (span, sampled_out) = self.make_span(&req);
+        let (span, sampled_out, started) = self.make_span(&req);
         let span = (!span.is_disabled()).then_some(span);
         if self.layer.exemplar_ids && sampled_out.is_none() {
-            if let Some(ids) = span.as_ref().and_then(SpanIds::of) {
+            // A new trace's ids came with its start; a remote parent's child is looked up.
+            if let Some(ids) = started.or_else(|| span.as_ref().and_then(SpanIds::of)) {
                 req.extensions_mut().insert(ids);
             }
         }

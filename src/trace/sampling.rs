@@ -24,6 +24,8 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
 };
 
+use crate::metrics::SpanIds;
+
 /// Target of the server spans of requests that are sampled out; the OpenTelemetry layer of
 /// [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) does not see them. A log
 /// filter written for `towerscope::http` covers it (targets match by prefix).
@@ -143,6 +145,18 @@ pub(crate) fn open(
     sampled: impl FnOnce() -> tracing::Span,
     sampled_out: impl FnOnce() -> tracing::Span,
 ) -> (tracing::Span, Option<Context>) {
+    let (span, cx, _) = open_with_ids(presample, parent, sampled, sampled_out);
+    (span, cx)
+}
+
+/// [`open`], and the ids of a new trace the layer sampled and started (for exemplars: read
+/// from the context the start returned, without a second lookup; `None` in other cases).
+pub(crate) fn open_with_ids(
+    presample: Option<f64>,
+    parent: Option<Context>,
+    sampled: impl FnOnce() -> tracing::Span,
+    sampled_out: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, Option<Context>, Option<SpanIds>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     match presample.map(|rate| decide(rate, parent.as_ref())) {
         Some(Decision::SampledOut(cx)) => {
@@ -152,29 +166,37 @@ pub(crate) fn open(
                 // finds a parent that is not sampled, and drops it.
                 let _ = span.set_parent(cx.clone());
             }
-            (span, Some(cx))
+            (span, Some(cx), None)
         }
         decision => {
             let span = sampled();
+            let mut ids = None;
             if !span.is_disabled() {
                 if let Some(parent) = parent {
                     let _ = span.set_parent(parent);
                 }
                 if let Some(Decision::Sampled { new_trace: true }) = decision {
-                    start_decided(&span);
+                    let started = start_decided(&span);
+                    let otel = started.span();
+                    let sc = otel.span_context();
+                    ids = sc.is_sampled().then(|| SpanIds {
+                        trace_id: sc.trace_id(),
+                        span_id: sc.span_id(),
+                    });
                 }
             }
-            (span, None)
+            (span, None, ids)
         }
     }
 }
 
 /// Starts `span` (the OpenTelemetry span behind it) with the root sampler told that the layer
 /// decided to sample it.
-fn start_decided(span: &tracing::Span) {
+fn start_decided(span: &tracing::Span) -> Context {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     DECIDED.with(|decided| decided.set(true));
     // `context()` starts the span, asking the sampler, on this thread.
-    let _ = span.context();
+    let started = span.context();
     DECIDED.with(|decided| decided.set(false));
+    started
 }

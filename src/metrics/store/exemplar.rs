@@ -45,7 +45,8 @@ impl SpanIds {
 }
 
 thread_local! {
-    static CURRENT: Cell<Option<SpanIds>> = const { Cell::new(None) };
+    /// The ids set by [`with_exemplar`], with the time it was called (Unix seconds).
+    static CURRENT: Cell<Option<(SpanIds, f64)>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with `ids` as the exemplar of every counter increment and histogram observation
@@ -73,18 +74,22 @@ pub fn with_exemplar<R>(ids: Option<SpanIds>, f: impl FnOnce() -> R) -> R {
     let Some(ids) = ids else {
         return f();
     };
-    struct Restore(Option<SpanIds>);
+    struct Restore(Option<(SpanIds, f64)>);
     impl Drop for Restore {
         fn drop(&mut self) {
             CURRENT.with(|current| current.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT.with(|current| current.replace(Some(ids))));
+    // One clock read for every exemplar `f` records.
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let _restore = Restore(CURRENT.with(|current| current.replace(Some((ids, at)))));
     f()
 }
 
-/// The ids set by [`with_exemplar`] on this thread.
-fn current() -> Option<SpanIds> {
+/// The ids set by [`with_exemplar`] on this thread, with their time.
+fn current() -> Option<(SpanIds, f64)> {
     CURRENT.with(Cell::get)
 }
 
@@ -104,15 +109,12 @@ pub(super) struct ExemplarSlot(OnceLock<Mutex<Exemplar>>);
 impl ExemplarSlot {
     /// Keeps `value` with the current ids, if any.
     pub(super) fn observe(&self, value: f64) {
-        if let Some(ids) = current() {
-            self.set(ids, value);
+        if let Some((ids, at)) = current() {
+            self.set(ids, value, at);
         }
     }
 
-    fn set(&self, ids: SpanIds, value: f64) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+    fn set(&self, ids: SpanIds, value: f64, at: f64) {
         let exemplar = Exemplar { ids, value, at };
         let slot = self.0.get_or_init(|| Mutex::new(exemplar));
         *slot.lock().unwrap_or_else(PoisonError::into_inner) = exemplar;
@@ -148,12 +150,12 @@ impl BucketExemplars {
     /// Keeps `value`, observed into bucket `index` of `buckets` (`+Inf` = `buckets`), with the
     /// current ids, if any.
     pub(super) fn observe(&self, index: usize, buckets: usize, value: f64) {
-        if let Some(ids) = current() {
+        if let Some((ids, at)) = current() {
             let slots = self
                 .0
                 .get_or_init(|| (0..=buckets).map(|_| ExemplarSlot::default()).collect());
             if let Some(slot) = slots.get(index) {
-                slot.set(ids, value);
+                slot.set(ids, value, at);
             }
         }
     }

@@ -18,6 +18,7 @@
 
 mod exemplar;
 mod format;
+#[cfg(feature = "cli")]
 pub(crate) use format::push_f64;
 mod histogram;
 mod summary;
