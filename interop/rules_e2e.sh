@@ -2,7 +2,8 @@
 # `towerscope rules` against promtool: the rules generated for Harbor's 203-operation OpenAPI
 # document pass `promtool check rules` (by operation and by tag, summaries and histograms), and
 # `promtool test rules` (tests/rules/burn_rate_test.yml) shows the fast-burn alert firing for an
-# operation with a 5 % error ratio and quiet at 0.05 %. Run from the crate root after
+# operation with a 5 % error ratio and quiet at 0.05 %, and (tests/rules/latency_burn_test.yml)
+# the latency burn-rate alerts of the histogram rules. Run from the crate root after
 # `cargo build --all-features --bin towerscope`; TOWERSCOPE overrides the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,11 @@ cp tests/rules/burn_rate_test.yml "$work/"
 "$bin" rules --openapi "$doc" --prefix harbor_core_ > "$work/harbor-rules.yml" 2> /dev/null
 promtool test rules "$work/burn_rate_test.yml" > "$work/test" 2>&1 || fail "promtool test rules: $(cat "$work/test")"
 ok "promtool test rules: fast and slow burn fire for 5 % errors (499s not counted), quiet at 0.05 %; latency alert on the summary"
+cp tests/rules/latency_burn_test.yml "$work/"
+"$bin" rules --openapi "$doc" --prefix harbor_core_ --durations histogram --latency 0.5 \
+  > "$work/harbor-histogram-rules.yml" 2> /dev/null
+promtool test rules "$work/latency_burn_test.yml" > "$work/test" 2>&1 || fail "promtool test rules (latency): $(cat "$work/test")"
+ok "promtool test rules: latency burn-rate alerts fire at 10 % slower than 0.5 s, quiet at 0.01 % (histograms)"
 
 set +e
 "$bin" rules --openapi "$doc" --prefix harbor_core_ --objective 1.5 > /dev/null 2> "$work/err"; code=$?

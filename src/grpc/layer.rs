@@ -289,7 +289,8 @@ impl CallSpans {
                 )
             };
         }
-        let (span, sampled_out) = sampling::open(
+        // The ids of a new trace are looked up again when the call ends (`SpanIds::of`).
+        let (span, sampled_out, _ids) = sampling::open(
             self.presample,
             parent,
             || call_span!("towerscope::grpc"),

@@ -182,7 +182,7 @@ impl<S> TraceService<S> {
     /// per field; and, for a request the layer sampled out, the context to make current while
     /// it is polled. Nothing is computed when no subscriber wants the span.
     /// The server span, the context of a sampled-out request, and the ids of a new trace the
-    /// layer sampled (see [`sampling::open_with_ids`]).
+    /// layer sampled (see [`sampling::open`]).
     fn make_span<B>(
         &self,
         req: &Request<B>,
@@ -240,7 +240,7 @@ impl<S> TraceService<S> {
                 )
             };
         }
-        sampling::open_with_ids(
+        sampling::open(
             self.layer.presample,
             parent,
             || name.with_str(|name| server_span!("towerscope::http", name)),

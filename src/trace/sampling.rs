@@ -137,21 +137,11 @@ fn decide(rate: f64, parent: Option<&Context>) -> Decision {
 /// Opens a request's server span: with `presample` (the pipeline's rate, when the layer
 /// decides) a sampled-out request's span is built by `sampled_out` (a callsite the
 /// OpenTelemetry layer does not see), any other by `sampled`, with `parent` set and a new
-/// trace the layer sampled started. Returns the span (disabled when no subscriber wants it)
-/// and, for a sampled-out request, the context to make current while it is polled.
+/// trace the layer sampled started. Returns the span (disabled when no subscriber wants it);
+/// for a sampled-out request, the context to make current while it is polled; and the ids of
+/// a new trace the layer sampled and started (for exemplars: read from the context the start
+/// returned, without a second lookup; `None` in other cases).
 pub(crate) fn open(
-    presample: Option<f64>,
-    parent: Option<Context>,
-    sampled: impl FnOnce() -> tracing::Span,
-    sampled_out: impl FnOnce() -> tracing::Span,
-) -> (tracing::Span, Option<Context>) {
-    let (span, cx, _) = open_with_ids(presample, parent, sampled, sampled_out);
-    (span, cx)
-}
-
-/// [`open`], and the ids of a new trace the layer sampled and started (for exemplars: read
-/// from the context the start returned, without a second lookup; `None` in other cases).
-pub(crate) fn open_with_ids(
     presample: Option<f64>,
     parent: Option<Context>,
     sampled: impl FnOnce() -> tracing::Span,
