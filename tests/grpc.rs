@@ -20,7 +20,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use support::sample;
+use support::{no_stale_span_interest, sample};
 use tonic::{
     server::NamedService,
     transport::{server::TcpIncoming, Channel, Endpoint, Server},
@@ -105,19 +105,6 @@ fn check(service: &str) -> HealthCheckRequest {
 fn registry() -> MetricsRegistry {
     no_stale_span_interest();
     MetricsRegistry::new(&MetricConfig::default()).unwrap()
-}
-
-/// Tests here run in parallel, some with a thread-local subscriber and some with none. A span
-/// callsite first registered while no subscriber exists anywhere caches the interest "never",
-/// and the rebuild when another thread's subscriber appears can race with it, so a span test
-/// sometimes saw its server span disabled. A global no-op registry, installed before any test
-/// creates a span, makes every callsite's interest "always"; each test's own subscriber still
-/// receives its spans.
-fn no_stale_span_interest() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
-    });
 }
 
 /// Waits (up to 5 s) until `series` has `value` in the registry's `grpc` component, which the

@@ -125,3 +125,16 @@ pub fn promtool_check_metrics(promtool: &std::path::Path, text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Tests of one binary run in parallel, some with a thread-local subscriber and some with
+/// none. A span callsite first registered while no subscriber exists anywhere caches the
+/// interest "never", and the rebuild when another thread's subscriber appears can race with
+/// it, so a span test sometimes saw its span disabled. A global no-op registry, installed before any test
+/// creates a span, makes every callsite's interest "always"; each test's own subscriber still
+/// receives its spans.
+pub fn no_stale_span_interest() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+}
