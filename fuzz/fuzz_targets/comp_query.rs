@@ -34,8 +34,15 @@ fuzz_target!(|data: &[u8]| {
     };
     // No refresh hook and no runtime: the answer is ready at the first poll.
     let mut future = pin!(endpoint().respond(&req));
-    let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+    let Poll::Ready(Ok(res)) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    else {
         panic!("the endpoint did not answer at once");
     };
-    assert!(matches!(res.status().as_u16(), 200 | 404), "{}", res.status());
+    assert!(
+        matches!(res.status().as_u16(), 200 | 404),
+        "{}",
+        res.status()
+    );
 });

@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
             headers.append(HeaderName::from_static(HEADERS[i % HEADERS.len()]), value);
         }
     }
-    let propagator = composite(&[Propagator::TraceContext, Propagator::Baggage, Propagator::Jaeger]);
+    let propagator = composite(&[
+        Propagator::TraceContext,
+        Propagator::Baggage,
+        Propagator::Jaeger,
+    ]);
     let cx = extract(&propagator, &headers);
     let span = cx.span();
     let sc = span.span_context();
