@@ -43,6 +43,8 @@ pub struct GrpcCall {
     span: Option<Span>,
     /// The context of a call the layer sampled out, current while it is polled.
     sampled_out: Option<opentelemetry::Context>,
+    /// The span's ids when the layer started a new trace (else looked up at the end).
+    started: Option<SpanIds>,
     start: Instant,
     /// The response's HTTP status; `None` until the response head.
     http_status: Option<u16>,
@@ -53,11 +55,12 @@ pub struct GrpcCall {
 
 impl GrpcCall {
     /// Counts the call as started in `series`, if any; `span` ends when the call settles;
-    /// `sampled_out` is current while it is polled.
+    /// `sampled_out` is current while it is polled; `started`, the span's ids when known.
     pub(super) fn start(
         series: Option<Arc<OperationSeries>>,
         span: Option<Span>,
         sampled_out: Option<opentelemetry::Context>,
+        started: Option<SpanIds>,
     ) -> Self {
         if let Some(series) = &series {
             series.start();
@@ -66,6 +69,7 @@ impl GrpcCall {
             series,
             span,
             sampled_out,
+            started,
             start: Instant::now(),
             http_status: None,
             code: None,
@@ -90,11 +94,10 @@ impl GrpcCall {
     fn finish(&mut self, http_status: u16, code: Code) {
         if let Some(series) = &self.series {
             // A sampled-out call's span is a log-only one: no exemplar.
-            let ids = self
-                .span
-                .as_ref()
-                .filter(|_| self.sampled_out.is_none())
-                .and_then(SpanIds::of);
+            let ids = match (&self.span, &self.sampled_out) {
+                (Some(span), None) => self.started.or_else(|| SpanIds::of(span)),
+                _ => None,
+            };
             with_exemplar(ids, || {
                 series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
             });
@@ -205,7 +208,7 @@ mod tests {
         let table = SeriesTable::new(recorder, &GrpcMetricNames::default(), 10, Arc::default());
         let call = || {
             let series = table.series(GrpcOperation::from_path("/p.S/M"));
-            SettleGuard::new(GrpcCall::start(Some(series), None, None))
+            SettleGuard::new(GrpcCall::start(Some(series), None, None, None))
         };
         let head = |guard: &mut SettleGuard<GrpcCall>, status: u16, grpc_status: Option<&str>| {
             let mut res = http::Response::new(());

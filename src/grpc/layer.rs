@@ -23,7 +23,7 @@ use super::{
 use crate::{
     metrics::{
         toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
-        MetricsRegistry, DEFAULT_MAX_OPERATIONS,
+        MetricsRegistry, SpanIds, DEFAULT_MAX_OPERATIONS,
     },
     operation::OperationId,
     request_id::{is_valid_request_id, RequestId, X_REQUEST_ID},
@@ -245,19 +245,23 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
 
 impl CallSpans {
     /// The server span of a call, `None` when no subscriber wants it, with every field known
-    /// from the request recorded at creation; and, for a call the layer sampled out, the
-    /// context to make current while it is polled.
+    /// from the request recorded at creation; for a call the layer sampled out, the context
+    /// to make current while it is polled; and the ids of a new trace the layer started.
     fn make_span<B>(
         &self,
         req: &Request<B>,
         operation: Option<GrpcOperation<'_>>,
-    ) -> (Option<Span>, Option<opentelemetry::Context>) {
+    ) -> (
+        Option<Span>,
+        Option<opentelemetry::Context>,
+        Option<SpanIds>,
+    ) {
         if !tracing::enabled!(
             kind: tracing::metadata::Kind::SPAN,
             target: "towerscope::grpc",
             tracing::Level::INFO
         ) {
-            return (None, None);
+            return (None, None, None);
         }
         let parent = self
             .propagator
@@ -289,14 +293,13 @@ impl CallSpans {
                 )
             };
         }
-        // The ids of a new trace are looked up again when the call ends (`SpanIds::of`).
-        let (span, sampled_out, _ids) = sampling::open(
+        let (span, sampled_out, started) = sampling::open(
             self.presample,
             parent,
             || call_span!("towerscope::grpc"),
             || call_span!(sampling::GRPC_UNSAMPLED_TARGET),
         );
-        ((!span.is_disabled()).then_some(span), sampled_out)
+        ((!span.is_disabled()).then_some(span), sampled_out, started)
     }
 }
 
@@ -316,8 +319,8 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
         let series = self.table.as_ref().map(|t| t.series(operation));
-        let (span, sampled_out) = self.spans.make_span(&req, operation);
-        let mut guard = SettleGuard::new(GrpcCall::start(series, span, sampled_out));
+        let (span, sampled_out, started) = self.spans.make_span(&req, operation);
+        let mut guard = SettleGuard::new(GrpcCall::start(series, span, sampled_out, started));
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))
     }
