@@ -97,6 +97,14 @@ async fn hanging_collector_holds_up_nothing_and_bounds_the_queue() {
     );
     assert!(report.lost() > 0, "{report:?}");
     assert_eq!(report.exported, 0);
+    // Every span is in one count: one server span per request.
+    assert_eq!(report.ended, 3000, "{report:?}");
+    assert_eq!(
+        report.ended,
+        report.failed + report.dropped + report.unexported,
+        "{report:?}"
+    );
+    assert_eq!(counter(&t, "ended"), 3000.0);
     drop(listener);
 }
 
@@ -117,6 +125,8 @@ async fn collector_down_counts_failures() {
         .await
         .unwrap();
     assert!(report.failed >= 20 && report.exported == 0, "{report:?}");
+    assert_eq!((report.ended, report.unexported), (20, 0), "{report:?}");
+    assert_eq!(report.ended, report.failed + report.dropped, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

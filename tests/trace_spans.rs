@@ -426,6 +426,10 @@ async fn exporter_health_is_on_the_metrics_endpoint() {
         "{text}"
     );
     assert!(
+        text.contains(r#"trace_spans_ended_total{exporter="memory"} 2"#),
+        "{text}"
+    );
+    assert!(
         text.contains(r#"trace_spans_failed_total{exporter="memory"} 0"#),
         "{text}"
     );

@@ -1,9 +1,12 @@
 //! Span export with bounded queueing and health metrics, and the errors of building an
 //! exporter.
 //!
-//! - [`ExportStats`]: spans exported, failed and dropped, as `metrics` counters
-//!   (`{prefix}trace_spans_exported_total{exporter}`, `..._failed_total`, `..._dropped_total`)
-//!   and as numbers for the shutdown report ([`TracePipeline::stats`](super::TracePipeline::stats)).
+//! - [`ExportStats`]: spans ended, exported, failed and dropped, as `metrics` counters
+//!   (`{prefix}trace_spans_ended_total{exporter}`, `..._exported_total`, `..._failed_total`,
+//!   `..._dropped_total`) and as numbers for the shutdown report
+//!   ([`TracePipeline::stats`](super::TracePipeline::stats)). Every ended span is in exactly one
+//!   place: exported, failed, dropped, or still in the pipeline (queued or in a running export),
+//!   so `ended = exported + failed + dropped + in_pipeline` whenever no export is finishing.
 //! - [`ExporterError`]: why the exporter of `trace:` could not be built.
 //!
 //! Inside the crate, `BoundedProcessor` admits a finished span only while fewer than
@@ -36,14 +39,18 @@ static METADATA: Metadata<'static> =
 #[derive(Debug)]
 pub struct ExportStats {
     exporter: &'static str,
+    ended: Counter,
     exported: Counter,
     failed: Counter,
     dropped: Counter,
+    ended_n: AtomicU64,
     exported_n: AtomicU64,
     failed_n: AtomicU64,
     dropped_n: AtomicU64,
     /// Admitted, not yet handed to an export.
     pending: AtomicUsize,
+    /// Handed to an export that has not returned.
+    exporting: AtomicUsize,
 }
 
 impl ExportStats {
@@ -60,6 +67,10 @@ impl ExportStats {
         };
         Self {
             exporter,
+            ended: counter(
+                "ended",
+                "Sampled spans that ended and entered the export pipeline.",
+            ),
             exported: counter("exported", "Spans the exporter delivered."),
             failed: counter(
                 "failed",
@@ -69,21 +80,29 @@ impl ExportStats {
                 "dropped",
                 "Spans dropped before export: queue full, or too large to send.",
             ),
+            ended_n: AtomicU64::new(0),
             exported_n: AtomicU64::new(0),
             failed_n: AtomicU64::new(0),
             dropped_n: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            exporting: AtomicUsize::new(0),
         }
     }
 
     /// The family names, for `?comp=` registration.
-    pub(crate) fn families(prefix: &str) -> [String; 3] {
-        ["exported", "failed", "dropped"].map(|w| format!("{prefix}trace_spans_{w}_total"))
+    pub(crate) fn families(prefix: &str) -> [String; 4] {
+        ["ended", "exported", "failed", "dropped"].map(|w| format!("{prefix}trace_spans_{w}_total"))
     }
 
     /// The exporter label.
     pub fn exporter(&self) -> &'static str {
         self.exporter
+    }
+
+    /// Sampled spans that ended so far (each is then exported, failed, dropped, or still in
+    /// the pipeline).
+    pub fn ended(&self) -> u64 {
+        self.ended_n.load(Ordering::Relaxed)
     }
 
     /// Spans delivered so far.
@@ -104,6 +123,17 @@ impl ExportStats {
     /// Spans admitted and not yet handed to the exporter.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Spans in an export that has not returned (a hung collector holds them here until the
+    /// exporter's timeout).
+    pub fn exporting(&self) -> usize {
+        self.exporting.load(Ordering::Relaxed)
+    }
+
+    fn record_ended(&self) {
+        self.ended.increment(1);
+        self.ended_n.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts `n` dropped spans.
@@ -165,6 +195,7 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
     }
 
     fn on_end(&self, span: SpanData) {
+        self.stats.record_ended();
         let admitted = self
             .stats
             .pending
@@ -240,7 +271,9 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
     async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
         batch.iter_mut().for_each(fold_repeated_attributes);
-        // The spans have left the queue: admit new ones in their place.
+        // The spans have left the queue: admit new ones in their place. Until the export
+        // returns they are counted as exporting, so no span is ever in no count.
+        self.stats.exporting.fetch_add(n, Ordering::AcqRel);
         let _ = self
             .stats
             .pending
@@ -255,6 +288,7 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
                 tracing::debug!(target: "towerscope::trace", exporter = self.stats.exporter, error = %err, spans = n, "span export failed");
             }
         }
+        self.stats.exporting.fetch_sub(n, Ordering::AcqRel);
         result
     }
 

@@ -5,7 +5,13 @@
 //! [`TracePipeline::with_exporter`]) are defined in `config`, which maps the
 //! `trace:` block onto the settings this module takes.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
@@ -29,13 +35,16 @@ pub const TRACE_COMPONENT: &str = "trace";
 /// What happened to the spans of a pipeline, reported by [`TracePipeline::shutdown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
+    /// Sampled spans that ended: each is in exactly one of the other counts.
+    pub ended: u64,
     /// Spans delivered to the collector.
     pub exported: u64,
     /// Spans in exports that failed.
     pub failed: u64,
     /// Spans dropped before export (queue full, too large).
     pub dropped: u64,
-    /// Spans still waiting when the shutdown timeout ran out.
+    /// Spans still queued, or in an export that had not returned, when the shutdown timeout ran
+    /// out.
     pub unexported: u64,
     /// Whether the shutdown finished within its timeout.
     pub completed: bool,
@@ -68,6 +77,8 @@ pub struct TracePipeline {
     provider: SdkTracerProvider,
     stats: Arc<ExportStats>,
     shutdown_timeout: Duration,
+    /// Whether a shutdown has logged its losses (once, not again when dropped).
+    warned: AtomicBool,
 }
 
 // `TracePipeline::new` and `with_exporter`, which take the `trace:` block, are defined in
@@ -133,6 +144,7 @@ impl TracePipeline {
             provider,
             stats,
             shutdown_timeout: settings.shutdown_timeout,
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -164,15 +176,20 @@ impl TracePipeline {
             Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => true,
             Err(_) => false,
         };
+        // An export that returns while this is read moves its spans from `exporting` to
+        // `exported` or `failed` (outcome first): reading the pipeline first, the outcomes
+        // last, a span is never in no count (at worst in two, if an export returns meanwhile).
+        let unexported = (self.stats.pending() + self.stats.exporting()) as u64;
         let report = ShutdownReport {
+            ended: self.stats.ended(),
             exported: self.stats.exported(),
             failed: self.stats.failed(),
             dropped: self.stats.dropped(),
-            unexported: self.stats.pending() as u64,
+            unexported,
             completed,
         };
-        if report.lost() > 0 || !completed {
-            tracing::warn!(target: "towerscope::trace", exported = report.exported, failed = report.failed, dropped = report.dropped, unexported = report.unexported, completed, "spans were lost at shutdown");
+        if (report.lost() > 0 || !completed) && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "towerscope::trace", ended = report.ended, exported = report.exported, failed = report.failed, dropped = report.dropped, unexported = report.unexported, completed, "spans were lost at shutdown");
         }
         report
     }
