@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""An OTLP trace sink for the wire tests: decodes what towerscope sends with the official
-protobuf definitions (opentelemetry-proto) and grpcio, not with our own code.
+"""An OTLP trace and metrics sink for the wire tests: decodes what towerscope sends with the
+official protobuf definitions (opentelemetry-proto) and grpcio, not with our own code.
 
 Listens on 127.0.0.1 for OTLP/gRPC and OTLP/HTTP (protobuf, optionally gzip) on free ports,
 prints "READY grpc=<port> http=<port>" and then one JSON line per export request received:
 
   {"transport": "grpc"|"http", "path": ..., "headers": {...}, "resource": {...}, "spans": [...]}
+
+or, for metrics (HTTP paths ending in /metrics, and the gRPC MetricsService):
+
+  {"transport": ..., "path": ..., "headers": {...}, "resource": {...}, "scope": ...,
+   "metrics": [{"name", "description", "unit", "kind": "sum"|"gauge"|"histogram"|"summary",
+                "temporality", "monotonic", "points": [...]}]}
 
 With --hang, the HTTP endpoint accepts requests and never answers (a stuck collector).
 With --tls CERT KEY, both endpoints speak TLS with that certificate chain and key.
@@ -20,6 +26,7 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 LOCK = threading.Lock()
@@ -67,6 +74,48 @@ def emit(transport, path, headers, request):
         sys.stdout.flush()
 
 
+TEMPORALITY = {0: "unspecified", 1: "delta", 2: "cumulative"}
+
+
+def emit_metrics(transport, path, headers, request):
+    resource, scope, metrics = {}, None, []
+    for rm in request.resource_metrics:
+        resource.update(attrs(rm.resource.attributes))
+        for sm in rm.scope_metrics:
+            scope = {"name": sm.scope.name, "version": sm.scope.version}
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                data = getattr(m, kind)
+                out = {"name": m.name, "description": m.description, "unit": m.unit, "kind": kind,
+                       "temporality": TEMPORALITY.get(getattr(data, "aggregation_temporality", 0)),
+                       "monotonic": getattr(data, "is_monotonic", None), "points": []}
+                for p in data.data_points:
+                    point = {"attributes": attrs(p.attributes), "start": p.start_time_unix_nano,
+                             "time": p.time_unix_nano}
+                    if kind in ("sum", "gauge"):
+                        point["value"] = getattr(p, p.WhichOneof("value"))
+                    elif kind == "histogram":
+                        point.update(count=p.count, sum=p.sum, bucket_counts=list(p.bucket_counts),
+                                     explicit_bounds=list(p.explicit_bounds))
+                    elif kind == "summary":
+                        point.update(count=p.count, sum=p.sum,
+                                     quantiles=[[q.quantile, q.value] for q in p.quantile_values])
+                    out["points"].append(point)
+                metrics.append(out)
+    line = json.dumps({"transport": transport, "path": path, "headers": headers,
+                       "resource": resource, "scope": scope, "metrics": metrics})
+    with LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):
+        headers = {k: v for k, v in context.invocation_metadata()}
+        emit_metrics("grpc", "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", headers, request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):
         headers = {k: v for k, v in context.invocation_metadata()}
@@ -83,9 +132,20 @@ def make_handler(hang):
                 threading.Event().wait()  # never answer
             if self.headers.get("content-encoding") == "gzip":
                 body = gzip.decompress(body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if self.path.endswith("/metrics"):
+                request = metrics_service_pb2.ExportMetricsServiceRequest()
+                request.ParseFromString(body)
+                emit_metrics("http", self.path, headers, request)
+                out = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+                return
             request = trace_service_pb2.ExportTraceServiceRequest()
             request.ParseFromString(body)
-            headers = {k.lower(): v for k, v in self.headers.items()}
             emit("http", self.path, headers, request)
             out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
@@ -108,6 +168,7 @@ def main():
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
     if args.tls:
         cert, key = (open(path, "rb").read() for path in args.tls)
         creds = grpc.ssl_server_credentials([(key, cert)])

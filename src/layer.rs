@@ -87,7 +87,7 @@ impl ObservabilityLayer {
             operation: ResolveOperationLayer::default(),
             trace: TraceLayer::new()
                 .echo_traceparent(config.trace.echo_traceparent)
-                .with_exemplar_ids(config.metric.enabled && config.metric.exemplars),
+                .with_exemplar_ids(config.metric.records() && config.metric.exemplars),
             metrics: MetricsLayer::from_config(&config.metric, registry),
         }
     }

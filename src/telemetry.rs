@@ -43,6 +43,10 @@ pub enum TelemetryError {
          Telemetry::tracing_layer to your own subscriber): {0}"
     )]
     Subscriber(#[source] tracing_subscriber::util::TryInitError),
+    /// The OTLP metrics push of `metric.otlp` could not start.
+    #[cfg(feature = "otlp")]
+    #[error(transparent)]
+    MetricsPush(#[from] crate::metrics::otlp::OtlpPushError),
 }
 
 /// The running telemetry of a service: its metrics registry, its span pipeline (when
@@ -72,6 +76,9 @@ pub struct Telemetry {
     registry: MetricsRegistry,
     trace: Option<Arc<TracePipeline>>,
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    /// The `metric.otlp` push, when configured.
+    #[cfg(feature = "otlp")]
+    metrics_push: Option<Arc<crate::metrics::otlp::OtlpMetricsPush>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -123,10 +130,21 @@ impl Telemetry {
         };
         Ok(Self {
             config: config.clone(),
+            #[cfg(feature = "otlp")]
+            metrics_push: Self::start_push(config, &registry)?,
             registry,
             trace,
             propagator,
         })
+    }
+
+    /// The push of `metric.otlp`, started; `None` when it is not configured.
+    #[cfg(feature = "otlp")]
+    fn start_push(
+        config: &Config,
+        registry: &MetricsRegistry,
+    ) -> Result<Option<Arc<crate::metrics::otlp::OtlpMetricsPush>>, TelemetryError> {
+        Ok(crate::metrics::otlp::OtlpMetricsPush::from_config(config, registry)?.map(Arc::new))
     }
 
     /// Like [`init_local`](Self::init_local), exporting spans through `pipeline` (e.g. one
@@ -139,6 +157,8 @@ impl Telemetry {
         config.validate()?;
         Ok(Self {
             config: config.clone(),
+            #[cfg(feature = "otlp")]
+            metrics_push: Self::start_push(config, &registry)?,
             registry,
             trace: Some(Arc::new(pipeline)),
             propagator: Some(Arc::new(propagation::composite(&config.trace.propagators))),
@@ -173,7 +193,7 @@ impl Telemetry {
         let trace = TraceLayer::new()
             .with_shared_propagator(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
-            .with_exemplar_ids(self.config.metric.enabled && self.config.metric.exemplars);
+            .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars);
         let trace = match &self.trace {
             Some(_) => trace.presample(self.config.trace.sample_rate),
             None => trace,
@@ -248,9 +268,21 @@ impl Telemetry {
             .map(Some)
     }
 
-    /// Flushes spans and stops export within `trace.shutdown_timeout_secs`; reports what was
-    /// exported and lost. `None` when tracing is disabled.
+    /// The `metric.otlp` push, when configured.
+    #[cfg(feature = "otlp")]
+    pub fn metrics_push(&self) -> Option<&crate::metrics::otlp::OtlpMetricsPush> {
+        self.metrics_push.as_deref()
+    }
+
+    /// Flushes spans and stops export within `trace.shutdown_timeout_secs`, then pushes the
+    /// metrics once more when `metric.otlp` is set (within its timeout); reports what was
+    /// exported and lost of the spans. `None` when tracing is disabled.
     pub fn shutdown(&self) -> Option<ShutdownReport> {
-        self.trace.as_ref().map(|t| t.shutdown())
+        let report = self.trace.as_ref().map(|t| t.shutdown());
+        #[cfg(feature = "otlp")]
+        if let Some(push) = &self.metrics_push {
+            push.shutdown();
+        }
+        report
     }
 }

@@ -60,17 +60,59 @@ impl MetricsServer {
 impl MetricsLayer {
     /// A layer built from the `metric:` configuration: names from `namespace`/`subsystem`,
     /// `methods`, `max_operations`, served under `component`; disabled (a pass-through)
-    /// when `enabled` is false.
+    /// when `enabled` is false and no `otlp` push is set.
     pub fn from_config(config: &MetricConfig, registry: &MetricsRegistry) -> Self {
         let layer = MetricsLayer::new_unserved(registry)
             .with_component(registry, &config.component)
             .with_names(MetricNames::with_prefix(&config.prefix()))
             .with_methods(config.methods.iter().cloned())
             .with_max_operations(config.max_operations);
-        if config.enabled {
+        if config.records() {
             layer
         } else {
             layer.disabled()
         }
+    }
+}
+
+#[cfg(feature = "otlp")]
+impl crate::metrics::otlp::OtlpMetricsPush {
+    /// Starts the push of `metric.otlp` (which must be valid) for `registry`, with the
+    /// resource of `trace:` (`service.name` and the rest, also when tracing is off); `None`
+    /// when `metric.otlp` is not set.
+    pub fn from_config(
+        config: &crate::Config,
+        registry: &MetricsRegistry,
+    ) -> Result<Option<Self>, crate::metrics::otlp::OtlpPushError> {
+        use crate::{
+            config::MetricTemporality,
+            metrics::otlp::{OtlpPushOptions, Temporality, TransportOptions},
+        };
+        let Some(otlp) = &config.metric.otlp else {
+            return Ok(None);
+        };
+        let transport = otlp.transport();
+        let options = OtlpPushOptions {
+            transport: TransportOptions {
+                url: transport.url(),
+                grpc: transport.protocol == crate::config::OtlpProtocol::Grpc,
+                timeout: Duration::from_secs(otlp.timeout.max(1)),
+                headers: otlp.headers.clone(),
+                gzip: otlp.compression,
+            },
+            interval: Duration::from_secs(otlp.interval_secs.max(1)),
+            temporality: match otlp.temporality {
+                MetricTemporality::Cumulative => Temporality::Cumulative,
+                MetricTemporality::Delta => Temporality::Delta,
+            },
+            resource: config
+                .trace
+                .resource()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            prefix: config.metric.prefix(),
+        };
+        Self::start(registry.clone(), options).map(Some)
     }
 }

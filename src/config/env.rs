@@ -2,7 +2,8 @@
 
 use super::{
     error::{ConfigError, ConfigProblem, Problems},
-    Config, OtelConfig, OtlpProtocol, TraceConfig,
+    Config, MetricConfig, MetricOtlpConfig, MetricTemporality, OtelConfig, OtlpProtocol,
+    TraceConfig,
 };
 
 impl Config {
@@ -15,6 +16,8 @@ impl Config {
 
     /// Applies `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
     /// `OTEL_TRACES_SAMPLER_ARG` and `OTEL_EXPORTER_OTLP[_TRACES]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`
+    /// to `trace:`, and `OTEL_EXPORTER_OTLP_METRICS_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT,
+    /// COMPRESSION,TEMPORALITY_PREFERENCE}` and `OTEL_METRIC_EXPORT_INTERVAL` to `metric.otlp`,
     /// read through `lookup`. A value that does not parse is a problem named `$VARIABLE`.
     pub fn apply_env_overrides(
         &mut self,
@@ -22,6 +25,7 @@ impl Config {
     ) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.trace.apply_env(&lookup, &mut problems);
+        self.metric.apply_env(&lookup, &mut problems);
         ConfigError::check(problems)
     }
 }
@@ -156,6 +160,80 @@ impl TraceConfig {
     }
 }
 
+impl MetricConfig {
+    /// The metrics signal's own variables (the generic `OTEL_EXPORTER_OTLP_*` ones configure
+    /// spans only: a metrics push is never started by them). An endpoint sets up
+    /// `metric.otlp`; the others change a configured one. `lowmemory` temporality is taken as
+    /// `delta` (towerscope's counters and histograms are the synchronous kinds it applies to).
+    fn apply_env(
+        &mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<ConfigProblem>,
+    ) {
+        let env = Env { lookup };
+        let mut bad = Problems::new(problems, "");
+        if let Some(endpoint) = env.var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            let endpoint = endpoint.trim().trim_end_matches('/');
+            let otlp = self.otlp.get_or_insert_with(MetricOtlpConfig::default);
+            otlp.endpoint = if endpoint.contains("://") {
+                endpoint.to_owned()
+            } else {
+                format!("http://{endpoint}")
+            };
+        }
+        let Some(otlp) = self.otlp.as_mut() else {
+            return;
+        };
+        if let Some(v) = env.var("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") {
+            match v.trim() {
+                "grpc" => otlp.protocol = OtlpProtocol::Grpc,
+                "http/protobuf" => otlp.protocol = OtlpProtocol::Http,
+                other => bad.push(
+                    "$OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                    format!("must be grpc or http/protobuf (got {other:?})"),
+                ),
+            }
+        }
+        if let Some(v) = env.var("OTEL_EXPORTER_OTLP_METRICS_HEADERS") {
+            match parse_key_values(&v) {
+                Ok(pairs) => otlp.headers.extend(pairs),
+                Err(e) => bad.push("$OTEL_EXPORTER_OTLP_METRICS_HEADERS", e),
+            }
+        }
+        for (name, slot) in [
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", &mut otlp.timeout),
+            ("OTEL_METRIC_EXPORT_INTERVAL", &mut otlp.interval_secs),
+        ] {
+            if let Some(v) = env.var(name) {
+                match v.trim().parse::<u64>() {
+                    Ok(ms) => *slot = ms.div_ceil(1000).max(1),
+                    Err(_) => bad.push(&format!("${name}"), format!("is not milliseconds: {v:?}")),
+                }
+            }
+        }
+        if let Some(v) = env.var("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") {
+            match v.trim() {
+                "gzip" => otlp.compression = true,
+                "none" => otlp.compression = false,
+                other => bad.push(
+                    "$OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                    format!("must be gzip or none (got {other:?})"),
+                ),
+            }
+        }
+        if let Some(v) = env.var("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "cumulative" => otlp.temporality = MetricTemporality::Cumulative,
+                "delta" | "lowmemory" => otlp.temporality = MetricTemporality::Delta,
+                other => bad.push(
+                    "$OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                    format!("must be cumulative, delta or lowmemory (got {other:?})"),
+                ),
+            }
+        }
+    }
+}
+
 /// `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`: `grpc` or `http/protobuf`.
 fn otlp_protocol(env: &Env<'_>, bad: &mut Problems<'_>) -> Option<OtlpProtocol> {
     let (protocol, _) = env.traces_or_generic("PROTOCOL")?;
@@ -197,7 +275,7 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
 mod tests {
     use std::collections::HashMap;
 
-    use crate::config::{Config, OtlpProtocol};
+    use crate::config::{Config, MetricTemporality, OtlpProtocol};
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -254,6 +332,59 @@ mod tests {
         off.apply_env_overrides(env(&[("OTEL_SDK_DISABLED", "true")]))
             .unwrap();
         assert!(!off.trace.enabled);
+    }
+
+    #[test]
+    fn the_metrics_variables_set_up_and_change_metric_otlp() {
+        let mut c = Config::default();
+        c.apply_env_overrides(env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4318",
+        )]))
+        .unwrap();
+        assert!(
+            c.metric.otlp.is_none(),
+            "the generic endpoint configures spans only"
+        );
+        c.apply_env_overrides(env(&[
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-api-key=k2"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1500"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "LowMemory",
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "15000"),
+        ]))
+        .unwrap();
+        let otlp = c.metric.otlp.clone().unwrap();
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(otlp.protocol, OtlpProtocol::Grpc);
+        assert_eq!(otlp.headers["x-api-key"], "k2");
+        assert_eq!((otlp.timeout, otlp.interval_secs), (2, 15));
+        assert!(otlp.compression);
+        assert_eq!(otlp.temporality, MetricTemporality::Delta);
+        c.validate().unwrap();
+        let e = c
+            .apply_env_overrides(env(&[
+                ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                    "sometimes",
+                ),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("$OTEL_METRIC_EXPORT_INTERVAL: is not milliseconds"),
+            "{e}"
+        );
+        assert!(
+            e.contains("$OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"),
+            "{e}"
+        );
     }
 
     #[test]

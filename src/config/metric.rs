@@ -8,14 +8,18 @@ use std::{
 use http::Method;
 use serde::{de, Deserialize, Deserializer};
 
-use super::error::{ConfigProblem, Problems};
+use super::{
+    error::{ConfigProblem, Problems},
+    OtelConfig, OtlpProtocol,
+};
 use crate::metrics::{DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
 
 /// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricConfig {
-    /// Whether requests are measured and the metrics server runs. Defaults to `true`.
+    /// Whether requests are measured and the metrics server runs. Defaults to `true`. With
+    /// `enabled: false` and `otlp` set, requests are measured and pushed, not served.
     pub enabled: bool,
     /// Address the standalone metrics server binds. Defaults to `127.0.0.1`.
     pub host: IpAddr,
@@ -51,6 +55,90 @@ pub struct MetricConfig {
     /// Whether a sampled request's trace and span id are kept as the exemplar of its
     /// duration bucket and request counter, served in OpenMetrics. Defaults to `true`.
     pub exemplars: bool,
+    /// Pushes every family over OTLP too, beside the Prometheus endpoint (feature `otlp`).
+    /// Defaults to none.
+    pub otlp: Option<MetricOtlpConfig>,
+}
+
+/// `metric.otlp`: push the registry's families to an OpenTelemetry collector every
+/// `interval_secs`, over the transport `trace.otel` uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricOtlpConfig {
+    /// `host:port` (joined with `url_path` for HTTP) or a full `http(s)://` URL.
+    pub endpoint: String,
+    /// Path appended to a `host:port` endpoint for HTTP. Defaults to `/v1/metrics`.
+    pub url_path: String,
+    /// `http` (http/protobuf) or `grpc`. Defaults to `http`.
+    pub protocol: OtlpProtocol,
+    /// Seconds between pushes. Defaults to `60` (the OpenTelemetry SDKs' default).
+    pub interval_secs: u64,
+    /// `cumulative` (totals since the start, what Prometheus-style backends want) or `delta`
+    /// (the change since the last push). Defaults to `cumulative`. Summaries are always
+    /// cumulative: OTLP defines no delta summary.
+    pub temporality: MetricTemporality,
+    /// gzip the export requests. Defaults to `false`.
+    pub compression: bool,
+    /// Plain text instead of TLS for a `host:port` endpoint. Defaults to `false`.
+    pub insecure: bool,
+    /// Seconds one push may take. Defaults to `10`.
+    pub timeout: u64,
+    /// Headers (gRPC metadata) sent with every push.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for MetricOtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            url_path: "/v1/metrics".to_owned(),
+            protocol: OtlpProtocol::Http,
+            interval_secs: 60,
+            temporality: MetricTemporality::Cumulative,
+            compression: false,
+            insecure: false,
+            timeout: 10,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl MetricOtlpConfig {
+    /// The transport settings, as `trace.otel` holds them.
+    pub fn transport(&self) -> OtelConfig {
+        OtelConfig {
+            endpoint: self.endpoint.clone(),
+            url_path: self.url_path.clone(),
+            protocol: self.protocol,
+            compression: self.compression,
+            insecure: self.insecure,
+            timeout: self.timeout,
+            headers: self.headers.clone(),
+        }
+    }
+
+    fn check(&self, p: &mut Problems<'_>) {
+        if !cfg!(feature = "otlp") {
+            p.push(
+                "",
+                "metric.otlp is set but towerscope was built without the `otlp` feature: enable it in Cargo.toml",
+            );
+        }
+        self.transport().check(p);
+        if self.interval_secs == 0 {
+            p.push("interval_secs", "must be at least 1");
+        }
+    }
+}
+
+/// What the values of a push are: totals since the start, or changes since the last push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricTemporality {
+    /// Totals since the start (the start time is when the registry began pushing).
+    Cumulative,
+    /// Changes since the previous push.
+    Delta,
 }
 
 /// The methods counted under their own name by default.
@@ -77,6 +165,7 @@ impl Default for MetricConfig {
             upkeep_interval_secs: 5,
             family_buckets: BTreeMap::new(),
             exemplars: true,
+            otlp: None,
         }
     }
 }
@@ -90,6 +179,12 @@ impl MetricConfig {
             prefix.push('_');
         }
         prefix
+    }
+
+    /// Whether the layers record: `enabled`, or an OTLP push configured (`enabled: false` with
+    /// `otlp` set pushes without serving Prometheus).
+    pub fn records(&self) -> bool {
+        self.enabled || self.otlp.is_some()
     }
 
     /// The address of the standalone metrics server.
@@ -117,6 +212,9 @@ impl MetricConfig {
         self.check_family_buckets(&mut p);
         if self.upkeep_interval_secs == 0 {
             p.push("upkeep_interval_secs", "must be at least 1");
+        }
+        if let Some(otlp) = &self.otlp {
+            otlp.check(&mut p.block("otlp"));
         }
     }
 

@@ -60,7 +60,7 @@ mod request_id;
 mod trace;
 
 pub use error::{ConfigError, ConfigProblem};
-pub use metric::{MetricConfig, DEFAULT_METHODS};
+pub use metric::{MetricConfig, MetricOtlpConfig, MetricTemporality, DEFAULT_METHODS};
 pub use request_id::RequestIdConfig;
 pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
 

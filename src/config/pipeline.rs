@@ -53,7 +53,7 @@ impl TraceConfig {
 
     /// `service.name` (`unknown_service` unless set), `service.namespace`, `service.version`
     /// and the extra `attributes`.
-    fn resource(&self) -> Resource {
+    pub(super) fn resource(&self) -> Resource {
         let service_name = self.service_name.as_deref().unwrap_or(UNKNOWN_SERVICE);
         let mut builder = Resource::builder().with_service_name(service_name.to_owned());
         if let Some(ns) = &self.namespace {

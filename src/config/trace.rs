@@ -279,7 +279,7 @@ impl JaegerConfig {
 
 impl OtelConfig {
     /// Checks `trace.otel`; `p` names fields under it.
-    fn check(&self, p: &mut Problems<'_>) {
+    pub(super) fn check(&self, p: &mut Problems<'_>) {
         if self.endpoint.trim().is_empty() {
             p.push("endpoint", "must be set, e.g. 127.0.0.1:4318");
         } else if let Err(e) = check_http_url(&self.url()) {

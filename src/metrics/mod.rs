@@ -53,6 +53,8 @@
 mod endpoint;
 mod layer;
 mod names;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 #[cfg(feature = "pushgateway")]
 pub mod push;
 mod registry;

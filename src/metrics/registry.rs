@@ -182,6 +182,13 @@ impl MetricsRegistry {
         self.inner.store.render(|_| true, Format::Text)
     }
 
+    /// Every family's current state, after the render hooks ran (as a scrape would see it).
+    #[cfg(feature = "otlp")]
+    pub(crate) fn snapshot(&self) -> Vec<super::store::snapshot::FamilySnapshot> {
+        self.run_hooks();
+        self.inner.store.snapshot(|_| true)
+    }
+
     /// Calls `hook` before every render from now on, until the `Arc` is dropped.
     pub(crate) fn before_render(&self, hook: &Arc<RenderHook>) {
         self.inner

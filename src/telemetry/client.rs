@@ -4,14 +4,14 @@ use crate::{client::ClientMiddleware, Telemetry};
 
 impl ClientMiddleware {
     /// A middleware configured from `telemetry`: its registry, `metric` prefix (recording
-    /// nothing when `metric.enabled` is false), `trace.propagators` and `request_id.header`.
+    /// nothing when `metric.enabled` is false and no `metric.otlp` push is set), `trace.propagators` and `request_id.header`.
     pub fn from_telemetry(telemetry: &Telemetry) -> Self {
         let config = telemetry.config();
         let middleware = Self::new(telemetry.registry())
             .with_prefix(&config.metric.prefix())
             .with_propagators(&config.trace.propagators)
             .with_request_id_header(config.request_id.header.clone());
-        if config.metric.enabled {
+        if config.metric.records() {
             middleware
         } else {
             middleware.without_metrics()

@@ -11,7 +11,7 @@ impl GrpcLayer {
     /// `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
     /// registry (component `grpc`), parents read with `trace.propagators` (when
     /// `trace.enabled`), the request id read from `request_id.header`; no metrics when
-    /// `metric.enabled` is false.
+    /// `metric.enabled` is false and no `metric.otlp` push is set.
     pub fn from_telemetry(telemetry: &Telemetry) -> Self {
         let config = telemetry.config();
         let mut layer = Self::new(telemetry.registry())
@@ -25,7 +25,7 @@ impl GrpcLayer {
         if telemetry.trace_pipeline().is_some() {
             layer = layer.presample(config.trace.sample_rate);
         }
-        if !config.metric.enabled {
+        if !config.metric.records() {
             layer = layer.without_metrics();
         }
         layer

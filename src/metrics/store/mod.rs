@@ -21,6 +21,8 @@ mod format;
 #[cfg(feature = "cli")]
 pub(crate) use format::push_f64;
 mod histogram;
+#[cfg(feature = "otlp")]
+pub(crate) mod snapshot;
 mod summary;
 
 use std::{
