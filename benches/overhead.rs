@@ -25,6 +25,8 @@
 //! | `metrics` | `MetricsLayer` over it, a resolver returning a pre-built `OperationId` | series lookup, in-flight gauge, duration summary and total counter into a non-global `MetricsRegistry` (default `MetricConfig`), the wrapping response body |
 //! | `trace` | `TraceLayer` over it, no `tracing` subscriber | the span layer when spans are not collected (the span is disabled, nothing is resolved or recorded) |
 //! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
+//! | `metrics/histogram` | `MetricsLayer` with histogram durations (four buckets), behind a layer inserting a request extension of another type | the baseline of `metrics/histogram_exemplar` |
+//! | `metrics/histogram_exemplar` | the same, the extension being a sampled span's `SpanIds` (what `TraceLayer` inserts) | the difference is what an exemplar costs a request: the clock read, the thread-local, the counter's and the bucket's exemplar slots |
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
 //! `request_id/incoming`). The duration summary's samples are drained by the registry's upkeep
@@ -52,9 +54,11 @@ use http::{
 };
 use http_body::Body;
 use http_body_util::{Empty, Full};
-use tower::{service_fn, Layer, Service};
+use opentelemetry::trace::{SpanId, TraceId};
+use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::MetricConfig,
+    metrics::SpanIds,
     operation::{OperationId, RequestRef},
     request_id::X_REQUEST_ID,
     trace::TraceLayer,
@@ -134,6 +138,34 @@ fn overhead(c: &mut Criterion) {
             .with_resolver(resolver)
             .layer(inner());
 
+    // Histogram durations, without and with a sampled span's ids in the request: the same
+    // extension insert in both (a value of another type, then the ids).
+    let histograms = MetricsRegistry::new(&MetricConfig {
+        buckets: Some(vec![0.005, 0.05, 0.5, 5.0]),
+        ..MetricConfig::default()
+    })
+    .expect("histogram registry");
+    #[derive(Clone, Copy)]
+    struct NotIds(#[allow(dead_code, reason = "only its size matters")] [u8; 24]);
+    let ids = SpanIds {
+        trace_id: TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+        span_id: SpanId::from(0x00f0_67aa_0ba9_02b7),
+    };
+    let histogram_layer = || {
+        let op = OperationId::from("getUser");
+        MetricsLayer::new(&histograms).with_resolver(move |_: &RequestRef<'_>| Some(op.clone()))
+    };
+    let mut histogram = MapRequestLayer::new(|mut req: Request<ReqBody>| {
+        req.extensions_mut().insert(NotIds([7; 24]));
+        req
+    })
+    .layer(histogram_layer().layer(inner()));
+    let mut histogram_exemplar = MapRequestLayer::new(move |mut req: Request<ReqBody>| {
+        req.extensions_mut().insert(ids);
+        req
+    })
+    .layer(histogram_layer().layer(inner()));
+
     let mut group = c.benchmark_group("overhead");
     group
         .measurement_time(Duration::from_secs(3))
@@ -153,6 +185,12 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("trace", |b| b.iter(|| round_trip(&mut trace, false)));
     group.bench_function("observability", |b| {
         b.iter(|| round_trip(&mut observability, false))
+    });
+    group.bench_function("metrics/histogram", |b| {
+        b.iter(|| round_trip(&mut histogram, false))
+    });
+    group.bench_function("metrics/histogram_exemplar", |b| {
+        b.iter(|| round_trip(&mut histogram_exemplar, false))
     });
     group.finish();
 

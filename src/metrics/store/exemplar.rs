@@ -4,12 +4,16 @@
 //! The `metrics` facade has no exemplar argument, so the ids travel beside the call: code
 //! that records for a sampled request wraps the records in [`with_exemplar`], and the store's
 //! counter and histogram cells read the ids from a thread-local while recording (one
-//! thread-local read for every record; a lock and a clock read only when ids are set).
+//! thread-local read for every record; a clock read per request and a few atomic stores per
+//! slot only when ids are set: the slots are sequence locks, never a mutex).
 
 use std::{
     cell::Cell,
     fmt::Write as _,
-    sync::{Mutex, OnceLock, PoisonError},
+    sync::{
+        atomic::{fence, AtomicU64, Ordering},
+        OnceLock,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -102,9 +106,24 @@ struct Exemplar {
     at: f64,
 }
 
-/// The last exemplar of a counter or bucket, empty until the first.
+/// The last exemplar of a counter or bucket: a sequence lock over five words, empty until the
+/// first. Recording never waits and never allocates: a writer that finds another one mid-write
+/// leaves its exemplar out (the other's is as recent); a reader retries until it reads a whole
+/// one.
 #[derive(Debug, Default)]
-pub(super) struct ExemplarSlot(OnceLock<Mutex<Exemplar>>);
+pub(super) struct ExemplarSlot {
+    /// Even: stable (0: never written); odd: a write in progress.
+    seq: AtomicU64,
+    trace_hi: AtomicU64,
+    trace_lo: AtomicU64,
+    span: AtomicU64,
+    value: AtomicU64,
+    at: AtomicU64,
+}
+
+/// How many times a reader retries a slot that is being written before it leaves the
+/// exemplar out of the render (a writer preempted mid-write).
+const READ_RETRIES: usize = 1024;
 
 impl ExemplarSlot {
     /// Keeps `value` with the current ids, if any.
@@ -115,15 +134,61 @@ impl ExemplarSlot {
     }
 
     fn set(&self, ids: SpanIds, value: f64, at: f64) {
-        let exemplar = Exemplar { ids, value, at };
-        let slot = self.0.get_or_init(|| Mutex::new(exemplar));
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = exemplar;
+        let seq = self.seq.load(Ordering::Relaxed);
+        if seq & 1 == 1
+            || self
+                .seq
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let trace = u128::from_be_bytes(ids.trace_id.to_bytes());
+        self.trace_hi.store((trace >> 64) as u64, Ordering::Relaxed);
+        self.trace_lo.store(trace as u64, Ordering::Relaxed);
+        self.span.store(
+            u64::from_be_bytes(ids.span_id.to_bytes()),
+            Ordering::Relaxed,
+        );
+        self.value.store(value.to_bits(), Ordering::Relaxed);
+        self.at.store(at.to_bits(), Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// The kept exemplar, if there is one.
+    fn get(&self) -> Option<Exemplar> {
+        for _ in 0..READ_RETRIES {
+            let before = self.seq.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let trace = u128::from(self.trace_hi.load(Ordering::Relaxed)) << 64
+                | u128::from(self.trace_lo.load(Ordering::Relaxed));
+            let span = self.span.load(Ordering::Relaxed);
+            let value = f64::from_bits(self.value.load(Ordering::Relaxed));
+            let at = f64::from_bits(self.at.load(Ordering::Relaxed));
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                return Some(Exemplar {
+                    ids: SpanIds {
+                        trace_id: TraceId::from_bytes(trace.to_be_bytes()),
+                        span_id: SpanId::from_bytes(span.to_be_bytes()),
+                    },
+                    value,
+                    at,
+                });
+            }
+        }
+        None
     }
 
     /// Appends ` # {trace_id="…",span_id="…"} value timestamp` when there is one.
     pub(super) fn push(&self, out: &mut String) {
-        let Some(slot) = self.0.get() else { return };
-        let e = *slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(e) = self.get() else { return };
         let _ = write!(
             out,
             " # {{trace_id=\"{}\",span_id=\"{}\"}} ",
@@ -131,14 +196,6 @@ impl ExemplarSlot {
         );
         super::format::push_f64(out, e.value);
         let _ = write!(out, " {:.3}", e.at);
-    }
-
-    pub(super) fn heap_bytes(&self) -> usize {
-        if self.0.get().is_some() {
-            std::mem::size_of::<Mutex<Exemplar>>()
-        } else {
-            0
-        }
     }
 }
 
@@ -166,9 +223,70 @@ impl BucketExemplars {
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.0.get().map_or(0, |slots| {
-            slots.len() * std::mem::size_of::<ExemplarSlot>()
-                + slots.iter().map(ExemplarSlot::heap_bytes).sum::<usize>()
-        })
+        self.0
+            .get()
+            .map_or(0, |slots| slots.len() * std::mem::size_of::<ExemplarSlot>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{atomic::AtomicBool, Arc};
+
+    use super::*;
+
+    fn ids(n: u64) -> SpanIds {
+        SpanIds {
+            trace_id: TraceId::from(u128::from(n) << 64 | u128::from(n)),
+            span_id: SpanId::from(n),
+        }
+    }
+
+    #[test]
+    fn an_empty_slot_has_no_exemplar_and_a_set_one_reads_back() {
+        let slot = ExemplarSlot::default();
+        assert!(slot.get().is_none());
+        let mut out = String::new();
+        slot.push(&mut out);
+        assert!(out.is_empty());
+        slot.set(ids(7), 0.25, 1_733_070_000.5);
+        let e = slot.get().unwrap();
+        assert_eq!((e.ids, e.value, e.at), (ids(7), 0.25, 1_733_070_000.5));
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_never_see_a_torn_exemplar() {
+        let slot = Arc::new(ExemplarSlot::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (1..=3u64)
+            .map(|w| {
+                let (slot, stop) = (slot.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = w << 32;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        slot.set(ids(n), n as f64, n as f64);
+                    }
+                })
+            })
+            .collect();
+        let mut seen = 0;
+        for _ in 0..200_000 {
+            if let Some(e) = slot.get() {
+                let n = u64::from_be_bytes(e.ids.span_id.to_bytes());
+                assert_eq!(e.ids, ids(n), "ids from two writes");
+                assert_eq!(
+                    (e.value, e.at),
+                    (n as f64, n as f64),
+                    "value from another write"
+                );
+                seen += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(seen > 0);
     }
 }

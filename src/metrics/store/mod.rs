@@ -319,9 +319,7 @@ impl Store {
                 // The label set is held twice: in the family and (as a `Key`) in the cache.
                 stats.bytes += 2 * labels.len() + 4 * std::mem::size_of::<usize>();
                 stats.bytes += match cell {
-                    Cell::Counter(c) => {
-                        std::mem::size_of::<CounterCell>() + c.exemplar.heap_bytes()
-                    }
+                    Cell::Counter(_) => std::mem::size_of::<CounterCell>(),
                     Cell::Gauge(_) => std::mem::size_of::<AtomicU64>(),
                     Cell::Summary(s) => s.heap_bytes(),
                     Cell::Histogram(h) => h.heap_bytes(),
