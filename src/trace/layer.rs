@@ -244,7 +244,19 @@ impl<S> TraceService<S> {
             self.layer.presample,
             parent,
             || name.with_str(|name| server_span!("towerscope::http", name)),
-            || name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name)),
+            || {
+                // Only log layers want a sampled-out span: without one (RUST_LOG=warn, or no
+                // log layer), its name is not even written.
+                if tracing::enabled!(
+                    kind: tracing::metadata::Kind::SPAN,
+                    target: sampling::UNSAMPLED_TARGET,
+                    tracing::Level::INFO
+                ) {
+                    name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name))
+                } else {
+                    Span::none()
+                }
+            },
         )
     }
 }

@@ -32,6 +32,11 @@ pub struct HeaderExtractor<'a> {
     baggage: Option<Cow<'a, str>>,
 }
 
+/// The header names, parsed once: a lookup by `&str` parses the name on every request.
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+static TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+static BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
+
 impl<'a> HeaderExtractor<'a> {
     /// Reads `headers`, validating `traceparent` and capping `tracestate` and `baggage` once.
     pub fn new(headers: &'a HeaderMap) -> Self {
@@ -40,11 +45,16 @@ impl<'a> HeaderExtractor<'a> {
             traceparent: single_traceparent(headers),
             tracestate: joined_list(
                 headers,
-                TRACESTATE,
+                &TRACESTATE_HEADER,
                 MAX_TRACESTATE_BYTES,
                 MAX_TRACESTATE_MEMBERS,
             ),
-            baggage: joined_list(headers, BAGGAGE, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS),
+            baggage: joined_list(
+                headers,
+                &BAGGAGE_HEADER,
+                MAX_BAGGAGE_BYTES,
+                MAX_BAGGAGE_MEMBERS,
+            ),
         }
     }
 }
@@ -69,7 +79,7 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 fn single_traceparent(headers: &HeaderMap) -> Option<&str> {
-    let mut lines = headers.get_all(TRACEPARENT).iter();
+    let mut lines = headers.get_all(&TRACEPARENT_HEADER).iter();
     let (Some(line), None) = (lines.next(), lines.next()) else {
         return None;
     };
@@ -108,7 +118,7 @@ fn is_valid_traceparent(value: &[u8]) -> bool {
 
 fn joined_list<'a>(
     headers: &'a HeaderMap,
-    name: &str,
+    name: &HeaderName,
     max_bytes: usize,
     max_members: usize,
 ) -> Option<Cow<'a, str>> {
