@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::model::{compact_span_size, BatchRef, ClientStats, Process, Span};
+use super::model::{encode_compact_span, BatchRef, ClientStats, Process, Span, SpanList};
 
 /// The largest UDP payload over IPv4 (65,535 − 8 bytes of UDP header − 20 of IP header).
 pub(crate) const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -18,15 +18,35 @@ pub(crate) const MAX_UDP_PAYLOAD: usize = 65_507;
 /// count above 14 takes a 1-byte header plus a varint of up to 5 bytes.
 const LIST_HEADER_SLACK: usize = 5;
 
-/// The outcome of packing one export's spans into datagrams.
+/// The outcome of packing one export's spans into datagrams: each span that fits is encoded
+/// once, and each datagram copies its spans' bytes.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Packing {
     /// Ranges into the kept spans, one per datagram.
     pub(crate) chunks: Vec<Range<usize>>,
-    /// The spans that fit, in their original order.
-    pub(crate) kept: Vec<Span>,
+    /// The spans that fit, in their original order, as compact list items end to end.
+    pub(crate) encoded: Vec<u8>,
+    /// Where each kept span ends in `encoded`.
+    pub(crate) ends: Vec<usize>,
     /// How many spans could not fit in a datagram even alone.
     pub(crate) too_large: u64,
+}
+
+impl Packing {
+    /// How many spans fit.
+    pub(crate) fn kept(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The encoded bytes of the kept spans in `spans`.
+    pub(crate) fn bytes(&self, spans: &Range<usize>) -> &[u8] {
+        let start = match spans.start {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        let end = spans.end.checked_sub(1).map_or(start, |i| self.ends[i]);
+        &self.encoded[start..end]
+    }
 }
 
 /// The bytes of an `emitBatch` message with `process` and no spans, at the largest the
@@ -34,7 +54,7 @@ pub(crate) struct Packing {
 pub(crate) fn fixed_overhead(process: &Process) -> usize {
     let empty = BatchRef {
         process,
-        spans: &[],
+        spans: SpanList::Structs(&[]),
         seq_no: Some(i64::MAX),
         stats: Some(ClientStats {
             full_queue_dropped_spans: i64::MAX,
@@ -47,29 +67,31 @@ pub(crate) fn fixed_overhead(process: &Process) -> usize {
 
 /// Packs `spans` greedily, in order, into chunks whose `emitBatch` message is at most
 /// `max_packet_size` bytes. In the compact protocol a list costs its header plus the sum of
-/// its items' sizes, so each span is measured once and a chunk's size is known exactly up to
-/// the header slack counted in [`fixed_overhead`].
+/// its items' sizes, so each span is encoded once, its size known from its bytes, and a
+/// chunk's size is known exactly up to the header slack counted in [`fixed_overhead`].
 pub(crate) fn pack(process: &Process, spans: Vec<Span>, max_packet_size: usize) -> Packing {
     let budget = max_packet_size.saturating_sub(fixed_overhead(process));
     let mut packing = Packing::default();
     let mut start = 0;
     let mut used = 0usize;
     for span in spans {
-        let size = compact_span_size(&span);
+        let before = packing.encoded.len();
+        let size = encode_compact_span(&span, &mut packing.encoded);
         if size > budget {
+            packing.encoded.truncate(before);
             packing.too_large += 1;
             continue;
         }
         if used + size > budget {
-            packing.chunks.push(start..packing.kept.len());
-            start = packing.kept.len();
+            packing.chunks.push(start..packing.kept());
+            start = packing.kept();
             used = 0;
         }
         used += size;
-        packing.kept.push(span);
+        packing.ends.push(packing.encoded.len());
     }
-    if start < packing.kept.len() {
-        packing.chunks.push(start..packing.kept.len());
+    if start < packing.kept() {
+        packing.chunks.push(start..packing.kept());
     }
     packing
 }
@@ -196,7 +218,7 @@ impl AgentTransport {
             .too_large
             .fetch_add(too_large, Ordering::Relaxed)
             .wrapping_add(too_large);
-        let result = if packing.kept.is_empty() {
+        let result = if packing.kept() == 0 {
             self.check_capacity(process, too_large)
         } else {
             self.send_packing(process, &packing, dropped_so_far)
@@ -232,15 +254,15 @@ impl AgentTransport {
     ) -> Result<(), AgentError> {
         let addr = self.resolve().inspect_err(|_| {
             self.failed_to_emit
-                .fetch_add(packing.kept.len() as u64, Ordering::Relaxed);
+                .fetch_add(packing.kept() as u64, Ordering::Relaxed);
         })?;
         let mut failed = 0usize;
         let mut first = None;
         for chunk in &packing.chunks {
-            let spans = &packing.kept[chunk.clone()];
+            let spans = (chunk.len(), packing.bytes(chunk));
             if let Err(e) = self.send_chunk(process, spans, dropped_so_far, addr) {
                 self.failed_to_emit
-                    .fetch_add(spans.len() as u64, Ordering::Relaxed);
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 failed += 1;
                 first.get_or_insert(e);
             }
@@ -256,33 +278,38 @@ impl AgentTransport {
         }
     }
 
-    /// One `emitBatch` datagram with `spans`, its sequence numbers and the client's counters.
+    /// One `emitBatch` datagram with `spans` (their count and encoded bytes), its sequence
+    /// numbers and the client's counters.
     fn send_chunk(
         &self,
         process: &Process,
-        spans: &[Span],
+        (count, spans): (usize, &[u8]),
         dropped_so_far: u64,
         addr: SocketAddr,
     ) -> Result<(), DatagramError> {
-        let batch = BatchRef {
-            process,
-            spans,
-            seq_no: Some(
-                self.next_seq_no
-                    .fetch_add(1, Ordering::Relaxed)
-                    .wrapping_add(1),
-            ),
-            stats: Some(ClientStats {
-                full_queue_dropped_spans: 0,
-                too_large_dropped_spans: saturating_i64(dropped_so_far),
-                failed_to_emit_spans: saturating_i64(self.failed_to_emit.load(Ordering::Relaxed)),
-            }),
-        };
+        let seq_no = Some(
+            self.next_seq_no
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1),
+        );
+        let stats = Some(ClientStats {
+            full_queue_dropped_spans: 0,
+            too_large_dropped_spans: saturating_i64(dropped_so_far),
+            failed_to_emit_spans: saturating_i64(self.failed_to_emit.load(Ordering::Relaxed)),
+        });
         let seq_id = self
             .next_seq_id
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        let datagram = batch.encode_agent_emit_batch(seq_id);
+        let datagram = BatchRef::encode_agent_emit_batch_with(
+            process,
+            count,
+            &|out: &mut Vec<u8>| out.extend_from_slice(spans),
+            seq_no,
+            stats,
+            seq_id,
+            self.max_packet_size,
+        );
         if datagram.is_empty() || datagram.len() > self.max_packet_size {
             // `pack` makes this impossible; refuse rather than send a bad packet.
             return Err(DatagramError::Oversized {

@@ -84,7 +84,7 @@ use reqwest::Url;
 
 use agent::AgentTransport;
 use collector::CollectorTransport;
-use model::{BatchRef, Process};
+use model::{BatchRef, Process, SpanList};
 
 /// The Jaeger agent's default compact-Thrift UDP port.
 const DEFAULT_AGENT_PORT: u16 = 6831;
@@ -368,7 +368,7 @@ impl JaegerExporter {
             Transport::Collector(collector) => {
                 let body = BatchRef {
                     process: &self.process,
-                    spans: &spans,
+                    spans: SpanList::Structs(&spans),
                     seq_no: None,
                     stats: None,
                 }

@@ -20,7 +20,11 @@
 //! bytes) is cut to that length (on a character boundary), and a list longer than `i32::MAX`
 //! items keeps its first `i32::MAX`, so every output is a well-formed message.
 
-use std::io::{self, Write};
+use std::{
+    cell::RefCell,
+    io::{self, Write},
+    rc::Rc,
+};
 
 use thrift::protocol::{
     TBinaryOutputProtocol, TCompactOutputProtocol, TFieldIdentifier, TListIdentifier,
@@ -328,12 +332,45 @@ pub(crate) struct Batch {
     pub(crate) stats: Option<ClientStats>,
 }
 
+/// The spans of a [`BatchRef`]: structs to encode, or compact list items already encoded.
+#[derive(Clone, Copy)]
+pub(crate) enum SpanList<'a> {
+    /// Spans to encode.
+    Structs(&'a [Span]),
+    /// `count` spans already encoded as compact list items, which `append` copies to the
+    /// output (a compact struct is encoded the same wherever it stands in a list).
+    Compact { count: usize, append: &'a dyn Fn() },
+}
+
+impl std::fmt::Debug for SpanList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Structs(spans) => f.debug_tuple("Structs").field(&spans.len()).finish(),
+            Self::Compact { count, .. } => f.debug_struct("Compact").field("count", count).finish(),
+        }
+    }
+}
+
+impl SpanList<'_> {
+    fn write(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+        match self {
+            Self::Structs(spans) => write_list(o, spans, Span::write_to_out_protocol),
+            Self::Compact { count, append } => {
+                let size = i32::try_from(*count).unwrap_or(i32::MAX);
+                o.write_list_begin(&TListIdentifier::new(TType::Struct, size))?;
+                append();
+                o.write_list_end()
+            }
+        }
+    }
+}
+
 /// A `Batch` whose process and spans are borrowed, so that the agent can encode parts of
 /// one export without cloning them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchRef<'a> {
     pub(crate) process: &'a Process,
-    pub(crate) spans: &'a [Span],
+    pub(crate) spans: SpanList<'a>,
     pub(crate) seq_no: Option<i64>,
     pub(crate) stats: Option<ClientStats>,
 }
@@ -343,7 +380,7 @@ impl<'a> BatchRef<'a> {
     pub(crate) fn of(batch: &'a Batch) -> Self {
         BatchRef {
             process: &batch.process,
-            spans: &batch.spans,
+            spans: SpanList::Structs(&batch.spans),
             seq_no: batch.seq_no,
             stats: batch.stats,
         }
@@ -355,7 +392,7 @@ impl<'a> BatchRef<'a> {
         self.process.write_to_out_protocol(o)?;
         o.write_field_end()?;
         field_begin(o, TType::List, 2)?;
-        write_list(o, self.spans, Span::write_to_out_protocol)?;
+        self.spans.write(o)?;
         o.write_field_end()?;
         if let Some(seq_no) = self.seq_no {
             write_i64_field(o, 3, seq_no)?;
@@ -394,6 +431,36 @@ impl<'a> BatchRef<'a> {
         or_empty(written, buf)
     }
 
+    /// The same message with the spans' pre-encoded bytes: `items(out)` appends the
+    /// [`SpanList::Compact`] items to the message being written into `out`.
+    pub(crate) fn encode_agent_emit_batch_with(
+        process: &'a Process,
+        count: usize,
+        items: &dyn Fn(&mut Vec<u8>),
+        seq_no: Option<i64>,
+        stats: Option<ClientStats>,
+        seq_id: i32,
+        capacity: usize,
+    ) -> Vec<u8> {
+        let out = Rc::new(RefCell::new(Vec::with_capacity(capacity)));
+        let append = || items(&mut out.borrow_mut());
+        let batch = BatchRef {
+            process,
+            spans: SpanList::Compact {
+                count,
+                append: &append,
+            },
+            seq_no,
+            stats,
+        };
+        let written = batch.write_emit_batch(
+            &mut TCompactOutputProtocol::new(SharedBuf(out.clone())),
+            seq_id,
+        );
+        let buf = out.take();
+        or_empty(written, buf)
+    }
+
     /// This batch as a bare struct in the strict binary protocol.
     pub(crate) fn encode_binary(&self) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -426,14 +493,32 @@ pub(crate) fn encode_batch_binary(batch: &Batch) -> Vec<u8> {
     BatchRef::of(batch).encode_binary()
 }
 
-/// The number of bytes `span` takes as a list element in the compact protocol. A struct in a
+/// Appends `span` to `out` as a compact list element and returns its size. A struct in a
 /// compact list is encoded the same wherever it stands, so a batch's list costs its header plus
-/// the sum of these sizes.
-pub(crate) fn compact_span_size(span: &Span) -> usize {
-    let mut sink = CountingSink(0);
-    match span.write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut sink)) {
-        Ok(()) => sink.0,
-        Err(_) => usize::MAX,
+/// the sum of these sizes, and the bytes can be copied into any batch. On an encoding error
+/// (never, into memory) nothing is appended and the size is `usize::MAX`.
+pub(crate) fn encode_compact_span(span: &Span, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    match span.write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut *out)) {
+        Ok(()) => out.len() - start,
+        Err(_) => {
+            out.truncate(start);
+            usize::MAX
+        }
+    }
+}
+
+/// A `Write` into a buffer its owner appends to as well, between two protocol calls.
+struct SharedBuf(Rc<RefCell<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -441,20 +526,6 @@ fn or_empty(written: thrift::Result<()>, buf: Vec<u8>) -> Vec<u8> {
     match written {
         Ok(()) => buf,
         Err(_) => Vec::new(),
-    }
-}
-
-/// A `Write` that only counts, to measure an encoding without keeping it.
-struct CountingSink(usize);
-
-impl Write for CountingSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 = self.0.saturating_add(buf.len());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

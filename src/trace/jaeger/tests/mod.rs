@@ -15,8 +15,8 @@ use opentelemetry_sdk::Resource;
 use super::agent::{fixed_overhead, pack, AgentTransport};
 use super::convert::{process_from_resource, render_array, span_from_data};
 use super::model::{
-    compact_span_size, encode_agent_emit_batch, encode_batch_binary, Batch, Process, Span,
-    SpanRefType, Tag, TagType,
+    encode_agent_emit_batch, encode_batch_binary, encode_compact_span, Batch, BatchRef, Process,
+    Span, SpanRefType, Tag, TagType,
 };
 use super::*;
 

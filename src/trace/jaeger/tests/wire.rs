@@ -132,23 +132,37 @@ fn packing_keeps_every_span_in_order_and_every_datagram_fits() {
     for max in [2_000, 9_216, 65_000] {
         let packing = pack(&process, spans.clone(), max);
         assert_eq!(packing.too_large, 0);
-        assert_eq!(packing.kept, spans);
+        assert_eq!(packing.kept(), spans.len());
         let mut next = 0;
         for chunk in &packing.chunks {
             assert_eq!(chunk.start, next, "chunks are contiguous");
             assert!(!chunk.is_empty());
             next = chunk.end;
+            let stats = Some(super::model::ClientStats {
+                full_queue_dropped_spans: i64::MIN,
+                too_large_dropped_spans: i64::MAX,
+                failed_to_emit_spans: i64::MAX,
+            });
             let batch = Batch {
                 process: process.clone(),
-                spans: packing.kept[chunk.clone()].to_vec(),
+                spans: spans[chunk.clone()].to_vec(),
                 seq_no: Some(i64::MAX),
-                stats: Some(super::model::ClientStats {
-                    full_queue_dropped_spans: i64::MIN,
-                    too_large_dropped_spans: i64::MAX,
-                    failed_to_emit_spans: i64::MAX,
-                }),
+                stats,
             };
-            assert!(encode_agent_emit_batch(&batch, i32::MIN).len() <= max);
+            let encoded = encode_agent_emit_batch(&batch, i32::MIN);
+            assert!(encoded.len() <= max);
+            // The datagram spliced from the spans' bytes, encoded once, is the same message.
+            let bytes = packing.bytes(chunk);
+            let spliced = BatchRef::encode_agent_emit_batch_with(
+                &process,
+                chunk.len(),
+                &|out: &mut Vec<u8>| out.extend_from_slice(bytes),
+                Some(i64::MAX),
+                stats,
+                i32::MIN,
+                max,
+            );
+            assert_eq!(spliced, encoded, "byte for byte");
         }
         assert_eq!(next, spans.len());
     }
@@ -158,8 +172,9 @@ fn packing_keeps_every_span_in_order_and_every_datagram_fits() {
 fn packing_is_exact_at_the_boundary() {
     let process = process();
     let spans = vec![small_span(1, 100); 20];
-    let size = compact_span_size(&spans[0]);
-    assert!(spans.iter().all(|s| compact_span_size(s) == size));
+    let size_of = |s: &Span| encode_compact_span(s, &mut Vec::new());
+    let size = size_of(&spans[0]);
+    assert!(spans.iter().all(|s| size_of(s) == size));
     // Room for exactly five spans, then for five minus one byte.
     let max = fixed_overhead(&process) + 5 * size;
     assert_eq!(pack(&process, spans.clone(), max).chunks.len(), 4);
@@ -172,10 +187,11 @@ fn a_span_too_large_alone_is_dropped_and_counted() {
     let spans = vec![small_span(1, 10), small_span(2, 70_000), small_span(3, 10)];
     let packing = pack(&process, spans, 65_000);
     assert_eq!(packing.too_large, 1);
-    assert_eq!(
-        packing.kept.iter().map(|s| s.span_id).collect::<Vec<_>>(),
-        vec![1, 3]
-    );
+    let mut kept = Vec::new();
+    for span in [small_span(1, 10), small_span(3, 10)] {
+        encode_compact_span(&span, &mut kept);
+    }
+    assert_eq!(packing.encoded, kept, "spans 1 and 3, encoded once");
     assert_eq!(packing.chunks, vec![0..2]);
 }
 
