@@ -2,6 +2,7 @@
 //! specification's "Jaeger" translation (ids, `span.kind`, `otel.status_code`, `error`,
 //! events as logs, links as `FOLLOWS_FROM` references).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,7 +28,7 @@ pub(crate) fn process_from_resource(resource: &Resource) -> Process {
                 service_name = Some(name.into_owned());
             }
         } else {
-            tags.push(tag_from_value(key.as_str(), value));
+            tags.push(tag_from_value(key.as_str(), value).into_owned());
         }
     }
     tags.sort_by(|a, b| a.key.cmp(&b.key));
@@ -45,8 +46,9 @@ pub(crate) fn default_process() -> Process {
     }
 }
 
-/// One OpenTelemetry span as a Jaeger span.
-pub(crate) fn span_from_data(data: SpanData) -> Span {
+/// One OpenTelemetry span as a Jaeger span, borrowing its strings (names, attribute keys
+/// and string values): the conversion allocates only the lists and rendered arrays.
+pub(crate) fn span_from_data(data: &SpanData) -> Span<'_> {
     let (trace_id_high, trace_id_low) = trace_id_halves(&data.span_context);
     let parent_span_id = span_id_i64(data.parent_span_id);
 
@@ -97,13 +99,13 @@ pub(crate) fn span_from_data(data: SpanData) -> Span {
         })
         .collect();
 
-    let tags = non_empty(span_tags(&data));
+    let tags = non_empty(span_tags(data));
     Span {
         trace_id_low,
         trace_id_high,
         span_id: span_id_i64(data.span_context.span_id()),
         parent_span_id,
-        operation_name: data.name.into_owned(),
+        operation_name: Cow::Borrowed(data.name.as_ref()),
         references: non_empty(references),
         flags: i32::from(data.span_context.is_sampled()),
         start_time,
@@ -116,7 +118,7 @@ pub(crate) fn span_from_data(data: SpanData) -> Span {
 /// The span's attributes, then the tags the translation adds. An attribute whose key the
 /// translation also sets (`error`, `span.kind`, `otel.*`) gives way, so that no key appears
 /// twice.
-fn span_tags(data: &SpanData) -> Vec<Tag> {
+fn span_tags(data: &SpanData) -> Vec<Tag<'_>> {
     let mut added = Vec::new();
     let kind = match data.span_kind {
         SpanKind::Client => Some("client"),
@@ -171,13 +173,13 @@ fn span_tags(data: &SpanData) -> Vec<Tag> {
     tags
 }
 
-fn tag_from_key_value(kv: &KeyValue) -> Tag {
+fn tag_from_key_value(kv: &KeyValue) -> Tag<'_> {
     tag_from_value(kv.key.as_str(), &kv.value)
 }
 
 /// A typed tag: strings, booleans, integers and floats keep their type; arrays become a
 /// JSON rendering in a `STRING` tag.
-pub(crate) fn tag_from_value(key: &str, value: &Value) -> Tag {
+pub(crate) fn tag_from_value<'a>(key: &'a str, value: &'a Value) -> Tag<'a> {
     match value {
         Value::Bool(b) => Tag::bool(key, *b),
         Value::I64(i) => Tag::long(key, *i),

@@ -354,7 +354,7 @@ impl JaegerExporter {
         if batch.is_empty() {
             return Ok(());
         }
-        let spans: Vec<_> = batch.into_iter().map(convert::span_from_data).collect();
+        let spans: Vec<_> = batch.iter().map(convert::span_from_data).collect();
         match &self.transport {
             Transport::Agent(agent) => {
                 let report = agent.send(&self.process, spans);

@@ -21,6 +21,7 @@
 //! items keeps its first `i32::MAX`, so every output is a well-formed message.
 
 use std::{
+    borrow::Cow,
     cell::RefCell,
     io::{self, Write},
     rc::Rc,
@@ -48,18 +49,19 @@ pub(crate) enum TagType {
     Binary = 4,
 }
 
-/// A typed key/value pair (`struct Tag`).
+/// A typed key/value pair (`struct Tag`), its strings borrowed from the span it was converted
+/// from where they can be (`'static` when owned).
 ///
 /// Exactly one `v_*` field should be set, the one named by `v_type`; the constructors
 /// ([`Tag::string`], [`Tag::double`], [`Tag::bool`], [`Tag::long`], [`Tag::binary`]) do that.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Tag {
+pub(crate) struct Tag<'a> {
     /// 1: the key.
-    pub(crate) key: String,
+    pub(crate) key: Cow<'a, str>,
     /// 2: which of the value fields holds the value.
     pub(crate) v_type: TagType,
     /// 3: the string value.
-    pub(crate) v_str: Option<String>,
+    pub(crate) v_str: Option<Cow<'a, str>>,
     /// 4: the floating-point value.
     pub(crate) v_double: Option<f64>,
     /// 5: the boolean value.
@@ -70,8 +72,8 @@ pub(crate) struct Tag {
     pub(crate) v_binary: Option<Vec<u8>>,
 }
 
-impl Tag {
-    fn empty(key: String, v_type: TagType) -> Self {
+impl<'a> Tag<'a> {
+    fn empty(key: Cow<'a, str>, v_type: TagType) -> Self {
         Tag {
             key,
             v_type,
@@ -84,7 +86,7 @@ impl Tag {
     }
 
     /// A `STRING` tag.
-    pub(crate) fn string(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub(crate) fn string(key: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
         Tag {
             v_str: Some(value.into()),
             ..Tag::empty(key.into(), TagType::String)
@@ -92,7 +94,7 @@ impl Tag {
     }
 
     /// A `DOUBLE` tag.
-    pub(crate) fn double(key: impl Into<String>, value: f64) -> Self {
+    pub(crate) fn double(key: impl Into<Cow<'a, str>>, value: f64) -> Self {
         Tag {
             v_double: Some(value),
             ..Tag::empty(key.into(), TagType::Double)
@@ -100,7 +102,7 @@ impl Tag {
     }
 
     /// A `BOOL` tag.
-    pub(crate) fn bool(key: impl Into<String>, value: bool) -> Self {
+    pub(crate) fn bool(key: impl Into<Cow<'a, str>>, value: bool) -> Self {
         Tag {
             v_bool: Some(value),
             ..Tag::empty(key.into(), TagType::Bool)
@@ -108,7 +110,7 @@ impl Tag {
     }
 
     /// A `LONG` tag.
-    pub(crate) fn long(key: impl Into<String>, value: i64) -> Self {
+    pub(crate) fn long(key: impl Into<Cow<'a, str>>, value: i64) -> Self {
         Tag {
             v_long: Some(value),
             ..Tag::empty(key.into(), TagType::Long)
@@ -117,7 +119,7 @@ impl Tag {
 
     /// A `BINARY` tag.
     #[cfg(test)]
-    pub(crate) fn binary(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn binary(key: impl Into<Cow<'a, str>>, value: impl Into<Vec<u8>>) -> Self {
         Tag {
             v_binary: Some(value.into()),
             ..Tag::empty(key.into(), TagType::Binary)
@@ -125,6 +127,19 @@ impl Tag {
     }
 
     /// Writes this struct with the given protocol.
+    /// The same tag owning its strings.
+    pub(crate) fn into_owned(self) -> Tag<'static> {
+        Tag {
+            key: Cow::Owned(self.key.into_owned()),
+            v_type: self.v_type,
+            v_str: self.v_str.map(|v| Cow::Owned(v.into_owned())),
+            v_double: self.v_double,
+            v_bool: self.v_bool,
+            v_long: self.v_long,
+            v_binary: self.v_binary,
+        }
+    }
+
     pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Tag"))?;
         write_string_field(o, 1, &self.key)?;
@@ -157,14 +172,14 @@ impl Tag {
 
 /// A timed event with fields (`struct Log`).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Log {
+pub(crate) struct Log<'a> {
     /// 1: microseconds since the Unix epoch.
     pub(crate) timestamp: i64,
     /// 2: the event's fields; OpenTelemetry exporters put the event name in `event`.
-    pub(crate) fields: Vec<Tag>,
+    pub(crate) fields: Vec<Tag<'a>>,
 }
 
-impl Log {
+impl Log<'_> {
     /// Writes this struct with the given protocol.
     pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Log"))?;
@@ -214,7 +229,7 @@ impl SpanRef {
 
 /// A named, timed unit of work (`struct Span`).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Span {
+pub(crate) struct Span<'a> {
     /// 1: the low 64 bits of the trace id.
     pub(crate) trace_id_low: i64,
     /// 2: the high 64 bits of the trace id (0 for 64-bit trace ids).
@@ -224,7 +239,7 @@ pub(crate) struct Span {
     /// 4: the parent's span id, 0 for a root span.
     pub(crate) parent_span_id: i64,
     /// 5: the operation name.
-    pub(crate) operation_name: String,
+    pub(crate) operation_name: Cow<'a, str>,
     /// 6: causal references to other spans.
     pub(crate) references: Option<Vec<SpanRef>>,
     /// 7: bit field: 1 = sampled, 2 = debug.
@@ -234,12 +249,39 @@ pub(crate) struct Span {
     /// 9: duration in microseconds.
     pub(crate) duration: i64,
     /// 10: the span's tags.
-    pub(crate) tags: Option<Vec<Tag>>,
+    pub(crate) tags: Option<Vec<Tag<'a>>>,
     /// 11: the span's logs.
-    pub(crate) logs: Option<Vec<Log>>,
+    pub(crate) logs: Option<Vec<Log<'a>>>,
 }
 
-impl Span {
+impl Span<'_> {
+    /// The same span owning its strings.
+    #[cfg(test)]
+    pub(crate) fn into_owned(self) -> Span<'static> {
+        Span {
+            trace_id_low: self.trace_id_low,
+            trace_id_high: self.trace_id_high,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            operation_name: Cow::Owned(self.operation_name.into_owned()),
+            references: self.references,
+            flags: self.flags,
+            start_time: self.start_time,
+            duration: self.duration,
+            tags: self
+                .tags
+                .map(|tags| tags.into_iter().map(Tag::into_owned).collect()),
+            logs: self.logs.map(|logs| {
+                logs.into_iter()
+                    .map(|log| Log {
+                        timestamp: log.timestamp,
+                        fields: log.fields.into_iter().map(Tag::into_owned).collect(),
+                    })
+                    .collect()
+            }),
+        }
+    }
+
     /// Writes this struct with the given protocol.
     pub(crate) fn write_to_out_protocol(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         o.write_struct_begin(&TStructIdentifier::new("Span"))?;
@@ -277,7 +319,7 @@ pub(crate) struct Process {
     /// 1: the service name.
     pub(crate) service_name: String,
     /// 2: the process's tags (OpenTelemetry resource attributes).
-    pub(crate) tags: Option<Vec<Tag>>,
+    pub(crate) tags: Option<Vec<Tag<'static>>>,
 }
 
 impl Process {
@@ -325,7 +367,7 @@ pub(crate) struct Batch {
     /// 1: the process that emitted the spans.
     pub(crate) process: Process,
     /// 2: the spans.
-    pub(crate) spans: Vec<Span>,
+    pub(crate) spans: Vec<Span<'static>>,
     /// 3: an incrementing sequence number, so that a backend can see lost packets.
     pub(crate) seq_no: Option<i64>,
     /// 4: the client's counters.
@@ -336,7 +378,7 @@ pub(crate) struct Batch {
 #[derive(Clone, Copy)]
 pub(crate) enum SpanList<'a> {
     /// Spans to encode.
-    Structs(&'a [Span]),
+    Structs(&'a [Span<'a>]),
     /// `count` spans already encoded as compact list items, which `append` copies to the
     /// output (a compact struct is encoded the same wherever it stands in a list).
     Compact { count: usize, append: &'a dyn Fn() },

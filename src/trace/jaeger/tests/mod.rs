@@ -62,21 +62,21 @@ fn span_data(name: &'static str) -> SpanData {
     }
 }
 
-fn tags(span: &Span) -> &[Tag] {
+fn tags<'s>(span: &'s Span<'_>) -> &'s [Tag<'s>] {
     span.tags.as_deref().unwrap_or(&[])
 }
 
-fn tag<'a>(span: &'a Span, key: &str) -> Option<&'a Tag> {
+fn tag<'s>(span: &'s Span<'_>, key: &str) -> Option<&'s Tag<'s>> {
     tags(span).iter().find(|t| t.key == key)
 }
 
-fn small_span(i: i64, attribute_len: usize) -> Span {
+fn small_span(i: i64, attribute_len: usize) -> Span<'static> {
     Span {
         trace_id_low: i,
         trace_id_high: 0,
         span_id: i,
         parent_span_id: 0,
-        operation_name: format!("op-{i}"),
+        operation_name: format!("op-{i}").into(),
         references: None,
         flags: 1,
         start_time: 1,
@@ -114,7 +114,7 @@ fn export(exporter: &JaegerExporter, batch: Vec<SpanData>) -> OTelSdkResult {
 
 #[test]
 fn trace_and_span_ids_split_into_signed_halves() {
-    let span = span_from_data(span_data("op"));
+    let span = span_from_data(&span_data("op")).into_owned();
     assert_eq!(span.trace_id_high, 0x0102_0304_0506_0708);
     assert_eq!(span.trace_id_low, 0xf0e0_d0c0_b0a0_9080_u64 as i64);
     assert!(span.trace_id_low < 0);
@@ -129,23 +129,23 @@ fn trace_and_span_ids_split_into_signed_halves() {
 fn unsampled_span_has_flags_zero() {
     let mut data = span_data("op");
     data.span_context = cx(1, 2, false);
-    assert_eq!(span_from_data(data).flags, 0);
+    assert_eq!(span_from_data(&data).flags, 0);
 }
 
 #[test]
 fn times_are_microseconds_and_negative_durations_are_zero() {
-    let span = span_from_data(span_data("op"));
+    let span = span_from_data(&span_data("op")).into_owned();
     assert_eq!(span.start_time, 1_700_000_000_123_456);
     assert_eq!(span.duration, 1_500);
 
     let mut data = span_data("op");
     data.end_time = at(1_700_000_000_000_000);
-    assert_eq!(span_from_data(data).duration, 0);
+    assert_eq!(span_from_data(&data).duration, 0);
 
     let mut data = span_data("op");
     data.start_time = UNIX_EPOCH - Duration::from_secs(10);
     data.end_time = UNIX_EPOCH - Duration::from_secs(5);
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(span.start_time, 0);
     assert_eq!(span.duration, 5_000_000);
 }
@@ -173,7 +173,7 @@ fn attributes_keep_their_types_and_arrays_render_as_json() {
             Value::Array(Array::F64(vec![1.5, f64::NAN, f64::NEG_INFINITY])),
         ),
     ];
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(tag(&span, "s"), Some(&Tag::string("s", "text")));
     assert_eq!(tag(&span, "b"), Some(&Tag::bool("b", true)));
     assert_eq!(tag(&span, "i"), Some(&Tag::long("i", -7)));
@@ -212,7 +212,7 @@ fn span_kind_tag_is_lowercase_and_omitted_for_internal() {
     ] {
         let mut data = span_data("op");
         data.span_kind = kind;
-        let span = span_from_data(data);
+        let span = span_from_data(&data);
         assert_eq!(
             tag(&span, "span.kind").and_then(|t| t.v_str.as_deref()),
             expected
@@ -225,7 +225,7 @@ fn error_status_sets_error_tag_code_and_description() {
     let mut data = span_data("op");
     data.status = Status::error("boom");
     data.attributes = vec![KeyValue::new("error", "user value")];
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(tag(&span, "error"), Some(&Tag::bool("error", true)));
     assert_eq!(
         tags(&span).iter().filter(|t| t.key == "error").count(),
@@ -246,7 +246,7 @@ fn error_status_sets_error_tag_code_and_description() {
 fn ok_status_sets_code_only_and_unset_sets_nothing() {
     let mut data = span_data("op");
     data.status = Status::Ok;
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(
         tag(&span, "otel.status_code"),
         Some(&Tag::string("otel.status_code", "OK"))
@@ -254,7 +254,7 @@ fn ok_status_sets_code_only_and_unset_sets_nothing() {
     assert_eq!(tag(&span, "error"), None);
     assert_eq!(tag(&span, "otel.status_description"), None);
 
-    let span = span_from_data(span_data("op"));
+    let span = span_from_data(&span_data("op")).into_owned();
     assert_eq!(span.tags, None);
 }
 
@@ -266,7 +266,7 @@ fn scope_and_dropped_counts_become_tags() {
         .build();
     data.dropped_attributes_count = 3;
     data.events.dropped_count = 4;
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(
         tag(&span, "otel.scope.name"),
         Some(&Tag::string("otel.scope.name", "towerscope"))
@@ -295,7 +295,7 @@ fn events_become_logs_with_an_event_field() {
         vec![KeyValue::new("key", "blob"), KeyValue::new("size", 42_i64)],
         0,
     ));
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     let logs = span.logs.expect("logs");
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].timestamp, 1_700_000_000_123_999);
@@ -316,7 +316,7 @@ fn parent_is_child_of_and_links_are_follows_from() {
     data.links
         .links
         .push(Link::with_context(cx(0xaa_0000_0000_0000_00bb, 0x20, true)));
-    let span = span_from_data(data);
+    let span = span_from_data(&data);
     assert_eq!(span.parent_span_id, 0x10);
     let refs = span.references.expect("references");
     assert_eq!(refs.len(), 2);

@@ -67,7 +67,7 @@ fn encoders_handle_empty_and_hostile_batches() {
     assert!(!encode_agent_emit_batch(&empty, i32::MIN).is_empty());
     assert!(!encode_batch_binary(&empty).is_empty());
 
-    let mut hostile = span_from_data(span_data(""));
+    let mut hostile = span_from_data(&span_data("")).into_owned();
     hostile.tags = Some(vec![
         Tag::double("", f64::NAN),
         Tag::double("inf", f64::INFINITY),
