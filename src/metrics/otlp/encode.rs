@@ -49,6 +49,13 @@ pub(crate) struct Encoder {
 #[derive(Debug)]
 pub(crate) struct Encoded {
     pub(crate) request: ExportMetricsServiceRequest,
+    pub(crate) delivery: Delivery,
+}
+
+/// What a request's delivery tells the encoder: handed back to
+/// [`Encoder::delivered`] once the collector accepted the request (which is sent by value).
+#[derive(Debug)]
+pub(crate) struct Delivery {
     /// Data points in the request.
     pub(crate) points: u64,
     taken_nanos: u64,
@@ -274,17 +281,19 @@ impl Encoder {
         };
         Encoded {
             request,
-            points,
-            taken_nanos,
-            totals,
+            delivery: Delivery {
+                points,
+                taken_nanos,
+                totals,
+            },
         }
     }
 
-    /// Remembers what `encoded` delivered: the next delta starts from it.
-    pub(crate) fn delivered(&mut self, encoded: Encoded) {
-        self.last_nanos = encoded.taken_nanos;
+    /// Remembers what a delivered request held: the next delta starts from it.
+    pub(crate) fn delivered(&mut self, delivery: Delivery) {
+        self.last_nanos = delivery.taken_nanos;
         if self.temporality == Temporality::Delta {
-            self.delivered = encoded.totals;
+            self.delivered = delivery.totals;
         }
     }
 }
@@ -350,7 +359,7 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
         let encoder = Encoder::new(Temporality::Cumulative, Resource::default(), t0);
         let e = encoder.encode(&families(7, [1, 2, 3], 9.5), t0 + Duration::from_secs(60));
-        assert_eq!(e.points, 2);
+        assert_eq!(e.delivery.points, 2);
         assert_eq!(
             sum_point(&e.request),
             (7, 1_000_000_000_000, 1_060_000_000_000)
@@ -375,7 +384,7 @@ mod tests {
         let mut encoder = Encoder::new(Temporality::Delta, Resource::default(), t0);
         let first = encoder.encode(&families(7, [1, 2, 3], 9.5), minute(1));
         assert_eq!(sum_point(&first.request).0, 7);
-        encoder.delivered(first);
+        encoder.delivered(first.delivery);
         // This push fails: the next one covers both intervals.
         let failed = encoder.encode(&families(10, [1, 3, 3], 10.0), minute(2));
         assert_eq!(sum_point(&failed.request).0, 3);
@@ -391,7 +400,7 @@ mod tests {
             (h.bucket_counts, h.count, h.sum),
             (vec![1, 1, 1], 3, Some(2.5))
         );
-        encoder.delivered(third);
+        encoder.delivered(third.delivery);
         // A counter that went down was reset (a restart of its source): its value is a delta
         // from zero.
         let reset = encoder.encode(&families(4, [2, 3, 4], 12.0), minute(4));

@@ -37,7 +37,10 @@ use metrics::{Counter, Key, Label, Level, Metadata};
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 
 pub(crate) use self::transport::TransportOptions;
-use self::{encode::Encoder, transport::Transport};
+use self::{
+    encode::{Encoded, Encoder},
+    transport::Transport,
+};
 use super::MetricsRegistry;
 
 /// The `?comp=` component of the push's own counters.
@@ -238,14 +241,14 @@ fn run(
             Err(mpsc::RecvTimeoutError::Timeout)
         );
         let families = registry.snapshot();
-        let encoded = encoder.encode(&families, SystemTime::now());
-        let points = encoded.points;
+        let Encoded { request, delivery } = encoder.encode(&families, SystemTime::now());
+        let points = delivery.points;
         if points > 0 {
-            match transport.send(encoded.request.clone()) {
+            match transport.send(request) {
                 Ok(()) => {
                     stats.exported.increment(points);
                     stats.exported_n.fetch_add(points, Ordering::Relaxed);
-                    encoder.delivered(encoded);
+                    encoder.delivered(delivery);
                     failing = false;
                 }
                 Err(error) => {

@@ -303,8 +303,7 @@ impl AgentTransport {
             .wrapping_add(1);
         let datagram = BatchRef::encode_agent_emit_batch_with(
             process,
-            count,
-            &|out: &mut Vec<u8>| out.extend_from_slice(spans),
+            (count, spans),
             seq_no,
             stats,
             seq_id,

@@ -473,19 +473,18 @@ impl<'a> BatchRef<'a> {
         or_empty(written, buf)
     }
 
-    /// The same message with the spans' pre-encoded bytes: `items(out)` appends the
-    /// [`SpanList::Compact`] items to the message being written into `out`.
+    /// The same message with the spans already encoded as compact list items: `count` of
+    /// them, end to end in `spans`, copied in as they are.
     pub(crate) fn encode_agent_emit_batch_with(
         process: &'a Process,
-        count: usize,
-        items: &dyn Fn(&mut Vec<u8>),
+        (count, spans): (usize, &[u8]),
         seq_no: Option<i64>,
         stats: Option<ClientStats>,
         seq_id: i32,
         capacity: usize,
     ) -> Vec<u8> {
         let out = Rc::new(RefCell::new(Vec::with_capacity(capacity)));
-        let append = || items(&mut out.borrow_mut());
+        let append = || out.borrow_mut().extend_from_slice(spans);
         let batch = BatchRef {
             process,
             spans: SpanList::Compact {

@@ -152,11 +152,9 @@ fn packing_keeps_every_span_in_order_and_every_datagram_fits() {
             let encoded = encode_agent_emit_batch(&batch, i32::MIN);
             assert!(encoded.len() <= max);
             // The datagram spliced from the spans' bytes, encoded once, is the same message.
-            let bytes = packing.bytes(chunk);
             let spliced = BatchRef::encode_agent_emit_batch_with(
                 &process,
-                chunk.len(),
-                &|out: &mut Vec<u8>| out.extend_from_slice(bytes),
+                (chunk.len(), packing.bytes(chunk)),
                 Some(i64::MAX),
                 stats,
                 i32::MIN,
