@@ -147,6 +147,16 @@ impl<'a, B> From<&'a Request<B>> for RequestRef<'a> {
 pub trait OperationResolver: Send + Sync + 'static {
     /// Returns the request's operation, or `None` when this resolver does not know it.
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId>;
+
+    /// The route template of `operation` (`/users/{id}`), when this resolver knows it: the
+    /// `http.route` label of `metric.naming: otel`. Defaults to `None`; the
+    /// [`OpenApiResolver`](crate::openapi::OpenApiResolver) returns the path template of the
+    /// operation. (axum's `MatchedPath` is read by the metrics layer itself when no resolver
+    /// knows the route.)
+    fn route(&self, operation: &OperationId) -> Option<&str> {
+        let _ = operation;
+        None
+    }
 }
 
 impl<F> OperationResolver for F
@@ -167,6 +177,10 @@ impl OperationResolver for () {
 impl<R: OperationResolver + ?Sized> OperationResolver for Arc<R> {
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId> {
         (**self).resolve(request)
+    }
+
+    fn route(&self, operation: &OperationId) -> Option<&str> {
+        (**self).route(operation)
     }
 }
 
@@ -195,6 +209,12 @@ impl<A: OperationResolver, B: OperationResolver> OperationResolver for Or<A, B> 
         self.first
             .resolve(request)
             .or_else(|| self.second.resolve(request))
+    }
+
+    fn route(&self, operation: &OperationId) -> Option<&str> {
+        self.first
+            .route(operation)
+            .or_else(|| self.second.route(operation))
     }
 }
 

@@ -65,3 +65,14 @@ async fn promtool_accepts_the_histogram_exposition() {
     assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
     support::promtool_check_metrics(&promtool, &text);
 }
+
+#[tokio::test]
+async fn promtool_accepts_the_otel_exposition() {
+    let Some(promtool) = support::promtool() else {
+        return;
+    };
+    let text = scrape("metric: { naming: otel }").await;
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+    assert!(text.contains(r#"http_route="/users/{id}""#), "{text}");
+    support::promtool_check_metrics(&promtool, &text);
+}

@@ -58,13 +58,14 @@ impl MetricsServer {
 }
 
 impl MetricsLayer {
-    /// A layer built from the `metric:` configuration: names from `namespace`/`subsystem`,
+    /// A layer built from the `metric:` configuration: families of `naming`, names from `namespace`/`subsystem`,
     /// `methods`, `max_operations`, served under `component`; disabled (a pass-through)
     /// when `enabled` is false and no `otlp` push is set.
     pub fn from_config(config: &MetricConfig, registry: &MetricsRegistry) -> Self {
         let layer = MetricsLayer::new_unserved(registry)
             .with_component(registry, &config.component)
             .with_names(MetricNames::with_prefix(&config.prefix()))
+            .with_naming(config.naming)
             .with_methods(config.methods.iter().cloned())
             .with_max_operations(config.max_operations);
         if config.records() {

@@ -12,7 +12,7 @@ use super::{
     error::{ConfigProblem, Problems},
     OtelConfig, OtlpProtocol,
 };
-use crate::metrics::{DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
+use crate::metrics::{MetricNaming, DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
 
 /// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +55,12 @@ pub struct MetricConfig {
     /// Whether a sampled request's trace and span id are kept as the exemplar of its
     /// duration bucket and request counter, served in OpenMetrics. Defaults to `true`.
     pub exemplars: bool,
+    /// Which families and labels the request layers record: `harbor` (Harbor's
+    /// `http_request_total`, `http_request_duration_seconds`, ... by `method`, `code`,
+    /// `operation`) or `otel` (the OpenTelemetry semantic conventions'
+    /// `http_server_request_duration_seconds`, ... by `http_request_method`, `http_route`, ...;
+    /// see [`semconv`](crate::metrics::semconv)). Defaults to `harbor`.
+    pub naming: MetricNaming,
     /// Pushes every family over OTLP too, beside the Prometheus endpoint (feature `otlp`).
     /// Defaults to none.
     pub otlp: Option<MetricOtlpConfig>,
@@ -165,6 +171,7 @@ impl Default for MetricConfig {
             upkeep_interval_secs: 5,
             family_buckets: BTreeMap::new(),
             exemplars: true,
+            naming: MetricNaming::Harbor,
             otlp: None,
         }
     }

@@ -11,9 +11,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    names::MetricNames,
+    names::{MetricNames, MetricNaming},
     registry::MetricsRegistry,
     request::RequestMetrics,
+    semconv::{self, server::ServerTable},
     series::{self, SeriesTable},
     store::SpanIds,
     toolkit::{self, RecorderRef, SettleBody, SettleFuture, SettleGuard},
@@ -46,15 +47,24 @@ pub struct MetricsLayer {
     max_operations: usize,
     resolver: Arc<dyn OperationResolver>,
     enabled: bool,
+    naming: MetricNaming,
     /// The registry and components the families are served under.
     served: Option<(MetricsRegistry, Vec<String>)>,
-    table: Arc<OnceLock<Arc<SeriesTable>>>,
+    table: Arc<OnceLock<Table>>,
+}
+
+/// The series cache of a layer, in its naming.
+#[derive(Debug, Clone)]
+enum Table {
+    Harbor(Arc<SeriesTable>),
+    Otel(Arc<ServerTable>),
 }
 
 impl fmt::Debug for MetricsLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsLayer")
             .field("names", &self.names)
+            .field("naming", &self.naming)
             .field("methods", &self.methods)
             .field("max_operations", &self.max_operations)
             .field("enabled", &self.enabled)
@@ -97,6 +107,7 @@ impl MetricsLayer {
             max_operations: DEFAULT_MAX_OPERATIONS,
             resolver: default_resolver(),
             enabled: true,
+            naming: MetricNaming::Harbor,
             served: None,
             table: Arc::default(),
         }
@@ -122,6 +133,15 @@ impl MetricsLayer {
     /// Uses `names` for the families. Defaults to Harbor's names without a prefix.
     pub fn with_names(mut self, names: MetricNames) -> Self {
         self.names = names;
+        self.changed()
+    }
+
+    /// Records the families of `naming`: Harbor's (the default) or the OpenTelemetry semantic
+    /// conventions' ([`semconv`](super::semconv)). With `Otel`, the
+    /// [`names`](Self::with_names) give only the overflow counter's name, and
+    /// [`max_operations`](Self::with_max_operations) caps the distinct routes.
+    pub fn with_naming(mut self, naming: MetricNaming) -> Self {
+        self.naming = naming;
         self.changed()
     }
 
@@ -159,23 +179,44 @@ impl MetricsLayer {
     }
 
     /// The series table, built on first use.
-    fn table(&self) -> Option<Arc<SeriesTable>> {
+    fn table(&self) -> Option<Table> {
         if !self.enabled {
             return None;
         }
         let table = self.table.get_or_init(|| {
-            let families = series::families(&self.names);
             let (registry, components) = match &self.served {
                 Some((registry, components)) => (Some(registry), components.as_slice()),
                 None => (None, &[][..]),
             };
-            toolkit::declare(&self.recorder, registry, components, &families);
-            SeriesTable::new(
-                self.recorder.clone(),
-                &self.names,
-                MethodTable::new(&self.methods),
-                self.max_operations,
-            )
+            let methods = MethodTable::new(&self.methods);
+            match self.naming {
+                MetricNaming::Harbor => {
+                    let families = series::families(&self.names);
+                    toolkit::declare(&self.recorder, registry, components, &families);
+                    Table::Harbor(SeriesTable::new(
+                        self.recorder.clone(),
+                        &self.names,
+                        methods,
+                        self.max_operations,
+                    ))
+                }
+                MetricNaming::Otel => {
+                    if let Some(registry) = registry {
+                        registry.advise_buckets(
+                            semconv::HTTP_SERVER_REQUEST_DURATION,
+                            &semconv::ADVISED_DURATION_BUCKETS,
+                        );
+                    }
+                    let families = semconv::server::families(&self.names);
+                    toolkit::declare(&self.recorder, registry, components, &families);
+                    Table::Otel(ServerTable::new(
+                        self.recorder.clone(),
+                        &self.names,
+                        methods,
+                        self.max_operations,
+                    ))
+                }
+            }
         });
         Some(table.clone())
     }
@@ -197,7 +238,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone)]
 pub struct MetricsService<S> {
     inner: S,
-    table: Option<Arc<SeriesTable>>,
+    table: Option<Table>,
     resolver: Arc<dyn OperationResolver>,
 }
 
@@ -227,18 +268,52 @@ where
         let Some(table) = &self.table else {
             return SettleFuture::new(self.inner.call(req), None);
         };
-        let method_index = table.method_index(req.method());
-        let series = match req.extensions().get::<OperationId>() {
-            Some(op) => table.series(op, method_index),
-            None => match self.resolver.resolve(&RequestRef::from(&req)) {
-                Some(op) => table.series(&op, method_index),
-                None => table.unknown_series(method_index),
-            },
-        };
         let exemplar = req.extensions().get::<SpanIds>().copied();
-        let guard = SettleGuard::new(RequestMetrics::start(series, exemplar));
+        let state = match table {
+            Table::Harbor(table) => {
+                let method_index = table.method_index(req.method());
+                let series = match req.extensions().get::<OperationId>() {
+                    Some(op) => table.series(op, method_index),
+                    None => match self.resolver.resolve(&RequestRef::from(&req)) {
+                        Some(op) => table.series(&op, method_index),
+                        None => table.unknown_series(method_index),
+                    },
+                };
+                RequestMetrics::start(series, exemplar)
+            }
+            Table::Otel(table) => {
+                let resolved;
+                let op = match req.extensions().get::<OperationId>() {
+                    Some(op) => Some(op),
+                    None => {
+                        resolved = self.resolver.resolve(&RequestRef::from(&req));
+                        resolved.as_ref()
+                    }
+                };
+                let route = op
+                    .and_then(|op| self.resolver.route(op))
+                    .or_else(|| matched_path(&req));
+                RequestMetrics::start_otel(table.series(route, &req), exemplar)
+            }
+        };
+        let guard = SettleGuard::new(state);
         let head = req.method() == Method::HEAD;
         SettleFuture::new(self.inner.call(req), Some(guard)).head(head)
+    }
+}
+
+/// axum's route template of `req`, when the router set one.
+fn matched_path<B>(req: &Request<B>) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|path| path.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = req;
+        None
     }
 }
 

@@ -16,6 +16,9 @@
 //! capped (default 1000 distinct values, the rest `_overflow`). No label value is ever taken
 //! from a raw path, a header or any other client-chosen string.
 //!
+//! With [`MetricNaming::Otel`] (`metric.naming: otel`) the layer records the OpenTelemetry
+//! semantic conventions' families instead: see [`semconv`].
+//!
 //! [`MetricsRegistry`] holds the series (towerscope's own recorder and exposition) and moves
 //! the summary windows; [`MetricsEndpoint`]
 //! serves it (with Harbor's `?comp=`), [`MetricsServer`] on its own port.
@@ -60,6 +63,7 @@ pub mod push;
 mod registry;
 mod request;
 pub mod runtime;
+pub mod semconv;
 mod series;
 pub(crate) mod store;
 pub mod toolkit;
@@ -73,7 +77,7 @@ pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
     DEFAULT_MAX_OPERATIONS,
 };
-pub use names::MetricNames;
+pub use names::{MetricNames, MetricNaming};
 pub(crate) use registry::RenderHook;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};

@@ -51,3 +51,25 @@ impl Default for MetricNames {
         Self::with_prefix("")
     }
 }
+
+/// Which names and labels the request families use: `metric.naming`.
+///
+/// | | `Harbor` (default) | `Otel` |
+/// |---|---|---|
+/// | HTTP server | `{prefix}http_request_duration_seconds` (summary or histogram), `{prefix}http_request_total`, `{prefix}http_inflight_requests`, by `method`, `code`, `operation` | `http_server_request_duration_seconds` (histogram), `http_server_active_requests`, by the semantic conventions' attributes |
+/// | HTTP client | `{prefix}http_client_*`, by `method`, `code`, `peer` | `http_client_request_duration_seconds` |
+/// | gRPC | `{prefix}grpc_*` (or go-grpc-prometheus') | `rpc_server_call_duration_seconds`, `rpc_client_call_duration_seconds` |
+///
+/// The OpenTelemetry names are those of the HTTP semantic conventions (stable part) in the
+/// Prometheus form the OpenTelemetry Collector's Prometheus exporter writes: dots become `_`,
+/// the unit `s` becomes `_seconds`, and no prefix. The families towerscope adds of its own
+/// (overflow counters, span export, jobs, transactions) keep their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricNaming {
+    /// Harbor's families and labels.
+    #[default]
+    Harbor,
+    /// The OpenTelemetry semantic conventions' families and attributes.
+    Otel,
+}

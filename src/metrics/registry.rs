@@ -161,6 +161,14 @@ impl MetricsRegistry {
         set.extend(families.into_iter().map(|f| f.as_ref().to_owned()));
     }
 
+    /// Stores the duration family `name` as a histogram with `buckets` (the buckets its
+    /// instrumentation advises, as the OpenTelemetry conventions do) unless `metric.buckets` or
+    /// `metric.family_buckets` give it buckets: configuration wins over advice. Takes effect for
+    /// a family not registered yet.
+    pub(crate) fn advise_buckets(&self, name: &str, buckets: &[f64]) {
+        self.inner.store.advise_buckets(name, buckets);
+    }
+
     /// The registered component names.
     pub fn components(&self) -> Vec<String> {
         self.inner

@@ -16,6 +16,7 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use super::{
+    semconv::server::{ServerRequest, ServerSeries},
     series::MethodSeries,
     store::{with_exemplar, SpanIds},
     toolkit::{Outcome, Settle},
@@ -27,7 +28,16 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The metrics state of one request in flight, carried by the response future and body of
 /// [`MetricsService`](super::MetricsService) until the request settles.
-pub struct RequestMetrics {
+pub struct RequestMetrics(Naming);
+
+/// The state of each [`MetricNaming`](super::MetricNaming).
+enum Naming {
+    Harbor(HarborRequest),
+    Otel(ServerRequest),
+}
+
+/// The state of a request measured with Harbor's families.
+struct HarborRequest {
     /// The series whose in-flight gauge this request incremented.
     inflight: Arc<MethodSeries>,
     /// The series the duration and total go to, when the response overrides the operation.
@@ -43,20 +53,41 @@ impl RequestMetrics {
     /// span, goes with its duration and total.
     pub(crate) fn start(series: Arc<MethodSeries>, exemplar: Option<SpanIds>) -> Self {
         series.inflight().increment(1.0);
-        Self {
+        Self(Naming::Harbor(HarborRequest {
             inflight: series,
             settled_on: None,
             start: Instant::now(),
             // Until a response is seen: a service error is a 500.
             status: 500,
             exemplar,
-        }
+        }))
+    }
+
+    /// Counts the request active in the OpenTelemetry `series`.
+    pub(crate) fn start_otel(series: Arc<ServerSeries>, exemplar: Option<SpanIds>) -> Self {
+        Self(Naming::Otel(ServerRequest::start(series, exemplar)))
     }
 }
 
 impl Settle for RequestMetrics {
-    /// Notes the status, counted when the body ends, and a handler's `OperationId` override
-    /// on the response, which the duration and total go to.
+    /// Notes the status, recorded when the body ends, and (Harbor naming) a handler's
+    /// `OperationId` override on the response, which the duration and total go to.
+    fn on_response<B>(&mut self, response: &http::Response<B>) {
+        match &mut self.0 {
+            Naming::Harbor(harbor) => harbor.on_response(response),
+            Naming::Otel(otel) => otel.on_status(response.status().as_u16()),
+        }
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        match &mut self.0 {
+            Naming::Harbor(harbor) => harbor.settle(outcome),
+            Naming::Otel(otel) => otel.settle(outcome),
+        }
+    }
+}
+
+impl HarborRequest {
     fn on_response<B>(&mut self, response: &http::Response<B>) {
         self.status = response.status().as_u16();
         if let Some(op) = response.extensions().get::<OperationId>() {
@@ -82,9 +113,13 @@ impl Settle for RequestMetrics {
 
 impl fmt::Debug for RequestMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestMetrics")
-            .field("operation", &self.inflight.operation())
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        match &self.0 {
+            Naming::Harbor(harbor) => f
+                .debug_struct("RequestMetrics")
+                .field("operation", &harbor.inflight.operation())
+                .field("status", &harbor.status)
+                .finish_non_exhaustive(),
+            Naming::Otel(otel) => f.debug_tuple("RequestMetrics").field(otel).finish(),
+        }
     }
 }

@@ -76,7 +76,11 @@ mod percent;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashSet, fmt, fs, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt, fs,
+    path::Path,
+};
 
 use http::Method;
 use matchit::Router;
@@ -119,6 +123,8 @@ pub struct OpenApiResolver {
     base_paths: Vec<Box<str>>,
     /// The registered operations, in document order.
     operations: Vec<Operation>,
+    /// Operation id -> index in `operations` of its first operation: its route template.
+    by_id: HashMap<OperationId, usize>,
     duplicates: usize,
 }
 
@@ -262,11 +268,15 @@ impl OpenApiResolver {
             routers: std::array::from_fn(|_| Router::new()),
             base_paths: sorted_base_paths(base_paths),
             operations: Vec::new(),
+            by_id: HashMap::new(),
             duplicates: 0,
         };
         let mut seen = HashSet::new();
         for (template, operations) in document.into_operations() {
             resolver.register(&template, operations, &mut seen)?;
+        }
+        for (index, op) in resolver.operations.iter().enumerate() {
+            resolver.by_id.entry(op.id.clone()).or_insert(index);
         }
         Ok(resolver)
     }
@@ -276,6 +286,14 @@ impl OperationResolver for OpenApiResolver {
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId> {
         self.resolve_path(request.method, request.uri.path())
             .cloned()
+    }
+
+    /// The path template of the operation, as written in the document (without base path):
+    /// `/projects/{project_name}`. An `operationId` used twice (the document is then invalid)
+    /// has the template of its first operation.
+    fn route(&self, operation: &OperationId) -> Option<&str> {
+        let index = *self.by_id.get(operation)?;
+        Some(&self.operations[index].template)
     }
 }
 

@@ -162,6 +162,9 @@ pub(crate) struct Store {
     help: RwLock<HashMap<String, String, foldhash::fast::RandomState>>,
     /// Length of the last render: the next one reserves it up front.
     last_len: AtomicUsize,
+    /// Buckets a family's instrumentation advises (the OpenTelemetry conventions' duration
+    /// buckets), by full family name: used when the settings name no buckets for the family.
+    advised: RwLock<BTreeMap<String, Arc<[f64]>>>,
 }
 
 impl fmt::Debug for Store {
@@ -197,7 +200,18 @@ impl Store {
             families: RwLock::default(),
             help: RwLock::default(),
             last_len: AtomicUsize::new(0),
+            advised: RwLock::default(),
         }
+    }
+
+    /// Stores the family `name` as a histogram with `buckets` (positive, finite, increasing)
+    /// unless the settings give it buckets (or it was registered already).
+    pub(crate) fn advise_buckets(&self, name: &str, buckets: &[f64]) {
+        self.advised
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::from(buckets));
     }
 
     /// How a new family named `name` is stored when registered as `asked`.
@@ -206,17 +220,26 @@ impl Store {
             Asked::Counter => Kind::Counter,
             Asked::Gauge => Kind::Gauge,
             Asked::Histogram => {
-                let buckets = self.settings.family_buckets.get(name).or_else(|| {
+                let configured = self.settings.family_buckets.get(name).or_else(|| {
                     self.settings
                         .suffix_buckets
                         .as_ref()
                         .filter(|(suffix, _)| name.ends_with(suffix.as_str()))
                         .map(|(_, buckets)| buckets)
                 });
-                match buckets {
+                let bounds: Option<Arc<[f64]>> = match configured {
+                    Some(bounds) => Some(Arc::from(bounds.as_slice())),
+                    None => self
+                        .advised
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(name)
+                        .cloned(),
+                };
+                match bounds {
                     Some(bounds) => Kind::Histogram {
-                        bounds: Arc::from(bounds.as_slice()),
                         le: bounds.iter().map(|b| float(*b)).collect(),
+                        bounds,
                     },
                     None => Kind::Summary,
                 }

@@ -7,11 +7,82 @@ use std::{
 
 use metrics::Counter;
 
-/// The counters of one series by a status label (an HTTP code, a gRPC code, an outcome),
-/// each registered the first time its status is counted.
+/// The handles (counters, histograms) of one series by a status key, each registered the first
+/// time its status is seen.
 ///
 /// The `N` statuses that have a slot (the common HTTP codes, every gRPC code, every job
 /// status) are read without a lock; the others are in a short locked list.
+///
+/// ```
+/// use metrics::{Histogram, Key};
+/// use towerscope::metrics::toolkit::{RecorderRef, StatusHandles};
+///
+/// let durations: StatusHandles<u16, Histogram, 2> = StatusHandles::new();
+/// let slot = |code: u16| [200, 404].iter().position(|c| *c == code);
+/// let register = |code: u16| RecorderRef::Global.histogram(&Key::from_name(format!("d_{code}")));
+/// durations.with(200, slot(200), register, |h| h.record(0.1));
+/// durations.with(503, slot(503), register, |h| h.record(0.2));
+/// ```
+pub struct StatusHandles<C, H, const N: usize> {
+    slots: [OnceLock<H>; N],
+    others: RwLock<Vec<(C, H)>>,
+}
+
+impl<C, H, const N: usize> fmt::Debug for StatusHandles<C, H, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusHandles").finish_non_exhaustive()
+    }
+}
+
+impl<C: Copy + PartialEq, H, const N: usize> Default for StatusHandles<C, H, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Copy + PartialEq, H, const N: usize> StatusHandles<C, H, N> {
+    /// No handle registered yet.
+    pub fn new() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+            others: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Calls `f` with the handle of `code`, registering it with `register` on first use.
+    /// `slot` is the code's slot (`< N`), or `None` for a code without one.
+    pub fn with(
+        &self,
+        code: C,
+        slot: Option<usize>,
+        register: impl FnOnce(C) -> H,
+        f: impl FnOnce(&H),
+    ) {
+        if let Some(cell) = slot.and_then(|s| self.slots.get(s)) {
+            return f(cell.get_or_init(|| register(code)));
+        }
+        fn find<C: PartialEq, H>(list: &[(C, H)], code: C) -> Option<&H> {
+            list.iter().find(|(c, _)| *c == code).map(|(_, h)| h)
+        }
+        let others = self.others.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = find(&others, code) {
+            return f(handle);
+        }
+        drop(others);
+        let mut others = self.others.write().unwrap_or_else(PoisonError::into_inner);
+        match find(&others, code) {
+            Some(handle) => f(handle),
+            None => {
+                let handle = register(code);
+                f(&handle);
+                others.push((code, handle));
+            }
+        }
+    }
+}
+
+/// The counters of one series by a status label (an HTTP code, a gRPC code, an outcome),
+/// each registered the first time its status is counted: [`StatusHandles`] of counters.
 ///
 /// ```
 /// use metrics::Key;
@@ -23,10 +94,7 @@ use metrics::Counter;
 /// counters.increment(200, slot(200), register);
 /// counters.increment(503, slot(503), register);
 /// ```
-pub struct CodeCounters<C, const N: usize> {
-    slots: [OnceLock<Counter>; N],
-    others: RwLock<Vec<(C, Counter)>>,
-}
+pub struct CodeCounters<C, const N: usize>(StatusHandles<C, Counter, N>);
 
 impl<C, const N: usize> fmt::Debug for CodeCounters<C, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,33 +111,14 @@ impl<C: Copy + PartialEq, const N: usize> Default for CodeCounters<C, N> {
 impl<C: Copy + PartialEq, const N: usize> CodeCounters<C, N> {
     /// No counter registered yet.
     pub fn new() -> Self {
-        Self {
-            slots: std::array::from_fn(|_| OnceLock::new()),
-            others: RwLock::new(Vec::new()),
-        }
+        Self(StatusHandles::new())
     }
 
     /// Adds one to the counter of `code`, registering it with `register` on first use.
     /// `slot` is the code's slot (`< N`), or `None` for a code without one.
     pub fn increment(&self, code: C, slot: Option<usize>, register: impl FnOnce(C) -> Counter) {
-        if let Some(cell) = slot.and_then(|s| self.slots.get(s)) {
-            cell.get_or_init(|| register(code)).increment(1);
-            return;
-        }
-        let find = |list: &[(C, Counter)]| {
-            list.iter()
-                .find(|(c, _)| *c == code)
-                .map(|(_, counter)| counter.increment(1))
-        };
-        if find(&self.others.read().unwrap_or_else(PoisonError::into_inner)).is_some() {
-            return;
-        }
-        let mut others = self.others.write().unwrap_or_else(PoisonError::into_inner);
-        if find(&others).is_none() {
-            let counter = register(code);
-            counter.increment(1);
-            others.push((code, counter));
-        }
+        self.0
+            .with(code, slot, register, |counter| counter.increment(1));
     }
 }
 

@@ -56,7 +56,7 @@ mod table;
 pub use body::SettleBody;
 pub use future::{sends_no_body, SettleFuture};
 pub(crate) use handles::status_label;
-pub use handles::{http_slot, CodeCounters, HTTP_SLOTS};
+pub use handles::{http_slot, CodeCounters, StatusHandles, HTTP_SLOTS};
 pub use recorder::{Family, FamilyKind, RecorderRef};
 pub use settle::{Outcome, Settle, SettleGuard};
 pub use table::LabelTable;

@@ -1,0 +1,115 @@
+//! `metric.naming: otel`: the families of the OpenTelemetry semantic conventions, in the
+//! Prometheus form the OpenTelemetry Collector's Prometheus exporter writes.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `http_server_request_duration_seconds` | histogram | `error_type`, `http_request_method`, `http_response_status_code`, `http_route`, `network_protocol_version`, `url_scheme` |
+//! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
+//!
+//! The duration histograms use the buckets the conventions advise
+//! ([`ADVISED_DURATION_BUCKETS`]) unless `metric.buckets` or `metric.family_buckets` say
+//! otherwise. Labels follow the conventions' rules:
+//!
+//! - `http_request_method`: the method when it is one of the configured methods, else `_OTHER`;
+//! - `http_response_status_code`: the status sent; absent when no response was produced
+//!   (the service failed, panicked, or the client went away before the response head);
+//! - `http_route`: the route template — the [`OperationResolver::route`] of the request's
+//!   operation (an OpenAPI operation's path template), else axum's `MatchedPath`; absent when
+//!   neither is known (never the raw path). Capped like operations (`_overflow` past the cap);
+//! - `url_scheme`: `https` when the request URI says so (HTTP/2 and HTTP/3 carry `:scheme`),
+//!   else `http` (an HTTP/1.1 request carries no scheme; a server terminating TLS itself
+//!   does not tell the service);
+//! - `network_protocol_version`: `1.0`, `1.1`, `2`, `3` (`0.9`);
+//! - `error_type`, only on failures ([`Failure`]): the status code for a 5xx, `cancelled` when
+//!   the client went away before the response ended, `panic` when the handler panicked
+//!   through the layer, `service_error` when the service returned an error instead of a
+//!   response, `body_error` when the response body failed mid-stream.
+//!
+//! The request counter of the Harbor naming has no counterpart: the histogram's `_count`
+//! counts requests by the same labels.
+//!
+//! [`OperationResolver::route`]: crate::operation::OperationResolver::route
+
+use http::{Uri, Version};
+use metrics::{Label, SharedString};
+
+use super::toolkit::status_label;
+
+pub(crate) mod server;
+
+/// The Prometheus name of `http.server.request.duration`.
+pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// The Prometheus name of `http.server.active_requests`.
+pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// The Prometheus name of `http.client.request.duration`.
+pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http_client_request_duration_seconds";
+/// The Prometheus name of `rpc.server.call.duration`.
+pub const RPC_SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
+/// The Prometheus name of `rpc.client.call.duration`.
+pub const RPC_CLIENT_CALL_DURATION: &str = "rpc_client_call_duration_seconds";
+
+/// The bucket boundaries (seconds) the HTTP semantic conventions advise for request
+/// durations.
+pub const ADVISED_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Why a request failed, as `error.type` says it; [`Failure::None`] for a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Not a failure (no `error_type` label).
+    None,
+    /// A status code that is a failure on this side (5xx on a server): `error_type` is the code.
+    Status,
+    /// The client went away (the server side) or the call was dropped (the client side).
+    Cancelled,
+    /// The handler panicked through the layer.
+    Panic,
+    /// The service returned an error instead of a response.
+    ServiceError,
+    /// The response body failed mid-stream.
+    BodyError,
+}
+
+impl Failure {
+    /// The `error_type` value, for a request whose status is `status` (0: none).
+    pub(crate) fn label(self, status: u16) -> Option<SharedString> {
+        Some(match self {
+            Self::None => return None,
+            Self::Status => status_label(status),
+            Self::Cancelled => SharedString::const_str("cancelled"),
+            Self::Panic => SharedString::const_str("panic"),
+            Self::ServiceError => SharedString::const_str("service_error"),
+            Self::BodyError => SharedString::const_str("body_error"),
+        })
+    }
+}
+
+/// The `url.scheme` values, by index.
+pub(crate) const SCHEMES: [&str; 2] = ["http", "https"];
+
+/// The index in [`SCHEMES`] of a request's scheme: `https` only when the URI says so.
+pub(crate) fn scheme_index(uri: &Uri) -> usize {
+    usize::from(uri.scheme() == Some(&http::uri::Scheme::HTTPS))
+}
+
+/// The `network.protocol.version` values, by index.
+pub(crate) const VERSIONS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
+
+/// The index in [`VERSIONS`] of `version`.
+pub(crate) fn version_index(version: Version) -> usize {
+    match version {
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        // HTTP/1.1, and any version a later `http` release adds.
+        _ => 2,
+    }
+}
+
+/// `labels` sorted by name, the order the Collector writes them in.
+pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
+    labels.sort_by(|a, b| a.key().cmp(b.key()));
+    labels
+}
