@@ -633,3 +633,75 @@ async fn a_sampled_client_calls_span_ids_are_the_exemplars_of_its_series() {
         assert!(line.contains(&ids), "{line} should carry {ids}");
     }
 }
+
+#[tokio::test]
+async fn otel_naming_records_the_conventions_client_duration() {
+    let t = Telemetry::init_local(
+        &towerscope::Config::from_yaml_str("metric: { naming: otel, namespace: app, port: 0 }")
+            .unwrap(),
+    )
+    .unwrap();
+    let server = serve(
+        Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/boom", get(|| async { StatusCode::SERVICE_UNAVAILABLE })),
+    )
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = ClientMiddleware::from_telemetry(&t)
+        .build_client(reqwest::Client::builder())
+        .unwrap();
+    client
+        .get(format!("http://{server}/ok"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{server}/ok"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{server}/boom"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{closed}/x"))
+        .send()
+        .await
+        .unwrap_err();
+
+    let text = t.registry().render_components(&["client"]).unwrap();
+    assert!(
+        text.contains("# TYPE http_client_request_duration_seconds histogram"),
+        "{text}"
+    );
+    let port = server.port();
+    let ok = format!(
+        r#"http_client_request_duration_seconds_count{{http_request_method="GET",http_response_status_code="200",network_protocol_version="1.1",server_address="127.0.0.1",server_port="{port}",url_scheme="http"}}"#
+    );
+    assert_eq!(support::sample(&text, &ok), Some(2.0), "{ok} in {text}");
+    let boom = format!(
+        r#"http_client_request_duration_seconds_count{{error_type="503",http_request_method="GET",http_response_status_code="503",network_protocol_version="1.1",server_address="127.0.0.1",server_port="{port}",url_scheme="http"}}"#
+    );
+    assert_eq!(support::sample(&text, &boom), Some(1.0), "{boom} in {text}");
+    let refused = format!(
+        r#"http_client_request_duration_seconds_count{{error_type="connect",http_request_method="GET",server_address="127.0.0.1",server_port="{}",url_scheme="http"}}"#,
+        closed.port()
+    );
+    assert_eq!(
+        support::sample(&text, &refused),
+        Some(1.0),
+        "{refused} in {text}"
+    );
+    // The URL path never becomes a label; the overflow counter keeps the configured prefix.
+    assert!(!text.contains("/ok"), "{text}");
+    assert!(
+        text.contains("app_http_client_peer_overflow_total 0"),
+        "{text}"
+    );
+}

@@ -396,6 +396,42 @@ async fn go_grpc_prometheus_preset_names_and_labels() {
     assert!(!text.contains("grpc_inflight_requests"), "{text}");
 }
 
+#[tokio::test]
+async fn otel_names_record_the_rpc_conventions_duration_by_status_code() {
+    let registry = registry();
+    let layer = GrpcLayer::new(&registry).with_names(GrpcMetricNames::otel("harbor_core_"));
+    let (mut client, _reporter, _stop) = health(layer).await;
+    client.check(check("")).await.unwrap();
+    client.check(check("")).await.unwrap();
+    client.check(check("nope")).await.unwrap_err();
+
+    let labels = |code: u16| {
+        format!(
+            r#"rpc_grpc_status_code="{code}",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc""#
+        )
+    };
+    let not_found = format!("rpc_server_call_duration_seconds_count{{{}}}", labels(5));
+    let text = eventually(&registry, &not_found, 1.0).await;
+    let ok = format!("rpc_server_call_duration_seconds_count{{{}}}", labels(0));
+    assert_eq!(sample(&text, &ok), Some(2.0), "{text}");
+    // A histogram with the advised buckets, though the registry's durations are summaries.
+    assert!(
+        text.contains("# TYPE rpc_server_call_duration_seconds histogram"),
+        "{text}"
+    );
+    let bucket = format!(
+        r#"rpc_server_call_duration_seconds_bucket{{{},le="0.005"}}"#,
+        labels(0)
+    );
+    assert!(sample(&text, &bucket).is_some(), "{bucket} in {text}");
+    assert!(
+        text.contains("harbor_core_grpc_operation_overflow_total 0"),
+        "{text}"
+    );
+    assert!(!text.contains("grpc_request_total"), "{text}");
+    assert!(!text.contains("grpc_inflight_requests"), "{text}");
+}
+
 // ---- spans ----
 
 const TRACED: &str =

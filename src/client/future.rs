@@ -16,6 +16,7 @@ use tracing::Span;
 
 use super::metrics::{Code, Series};
 use crate::metrics::{
+    semconv::{version_index, VERSIONS},
     toolkit::{Outcome, Settle, SettleGuard},
     with_exemplar, SpanIds,
 };
@@ -31,6 +32,8 @@ pub(super) struct InFlight {
     metrics: Option<(Arc<Series>, Instant)>,
     /// The code of the response or failure, counted when the call settles.
     code: Code,
+    /// The response's protocol version (index in [`VERSIONS`]).
+    version: usize,
 }
 
 impl InFlight {
@@ -44,6 +47,7 @@ impl InFlight {
             span,
             metrics,
             code: Code::Error,
+            version: version_index(http::Version::HTTP_11),
         }
     }
 
@@ -54,8 +58,9 @@ impl InFlight {
             Ok(res) => {
                 let status = res.status();
                 self.code = Code::Status(status.as_u16());
+                self.version = version_index(res.version());
                 span.record("http.response.status_code", i64::from(status.as_u16()));
-                span.record("network.protocol.version", protocol_version(res.version()));
+                span.record("network.protocol.version", VERSIONS[self.version]);
                 if status.is_client_error() || status.is_server_error() {
                     span.record("error.type", status.as_str());
                 }
@@ -93,7 +98,7 @@ impl Settle for InFlight {
         };
         if let Some((series, start)) = &self.metrics {
             with_exemplar(SpanIds::of(&self.span), || {
-                series.finish(start.elapsed(), code);
+                series.finish(start.elapsed(), code, self.version);
             });
         }
         // The span is dropped with this state: it ends when the headers arrived.
@@ -138,16 +143,6 @@ impl Future for ResponseFuture<'_> {
         });
         this.guard = None;
         Poll::Ready(result)
-    }
-}
-
-fn protocol_version(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
     }
 }
 

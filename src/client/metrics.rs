@@ -10,10 +10,16 @@ use std::{
 use http::Method;
 use metrics::{Counter, Gauge, Histogram, Key, Label, SharedString};
 
+use super::propagation::unbracketed;
 use crate::{
     labels::MethodTable,
-    metrics::toolkit::{
-        http_slot, status_label, CodeCounters, Family, LabelTable, RecorderRef, HTTP_SLOTS,
+    metrics::{
+        semconv::{sorted, HTTP_CLIENT_REQUEST_DURATION, SCHEMES, VERSIONS},
+        toolkit::{
+            http_slot, status_label, CodeCounters, Family, LabelTable, RecorderRef, StatusHandles,
+            HTTP_SLOTS,
+        },
+        MetricNaming,
     },
 };
 
@@ -73,16 +79,26 @@ const DURATION_HELP: &str = "Outgoing HTTP request durations in seconds until th
 const TOTAL_HELP: &str = "Finished outgoing HTTP requests, by method, status code (or timeout, connect, error, cancelled) and peer.";
 const OVERFLOW_HELP: &str = "Outgoing HTTP requests labelled peer=\"_overflow\" because the cap on distinct peers was reached.";
 
-/// The families of [`ClientMiddleware`](super::ClientMiddleware), with their help texts.
-pub(super) fn families(names: &ClientMetricNames) -> [Family; 4] {
+/// The families of [`ClientMiddleware`](super::ClientMiddleware) in `naming`, with their help
+/// texts.
+pub(super) fn families(names: &ClientMetricNames, naming: MetricNaming) -> Vec<Family> {
     let [inflight, duration, total, overflow] = names.families().map(str::to_owned);
-    [
-        Family::gauge(inflight, INFLIGHT_HELP),
-        Family::seconds(duration, DURATION_HELP),
-        Family::counter(total, TOTAL_HELP),
-        Family::counter(overflow, OVERFLOW_HELP),
-    ]
+    match naming {
+        MetricNaming::Harbor => vec![
+            Family::gauge(inflight, INFLIGHT_HELP),
+            Family::seconds(duration, DURATION_HELP),
+            Family::counter(total, TOTAL_HELP),
+            Family::counter(overflow, OVERFLOW_HELP),
+        ],
+        MetricNaming::Otel => vec![
+            Family::seconds(HTTP_CLIENT_REQUEST_DURATION, OTEL_DURATION_HELP),
+            Family::counter(overflow, OTEL_OVERFLOW_HELP),
+        ],
+    }
 }
+
+const OTEL_DURATION_HELP: &str = "Duration of HTTP client requests until the response headers arrived (OpenTelemetry http.client.request.duration).";
+const OTEL_OVERFLOW_HELP: &str = "Outgoing HTTP requests whose server_address and server_port were replaced by \"_overflow\" because the cap on distinct peers was reached.";
 
 /// The `code` label of a finished call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +128,19 @@ impl Code {
             _ => None,
         }
     }
+
+    /// The `error_type` of the OpenTelemetry conventions: a 4xx or 5xx code, or why the call
+    /// got no response (the span's `error.type` values, `_OTHER` for errors of no known kind).
+    fn error_type(self) -> Option<SharedString> {
+        Some(match self {
+            Self::Status(code) if code >= 400 => status_label(code),
+            Self::Status(_) => return None,
+            Self::Timeout => SharedString::const_str("timeout"),
+            Self::Connect => SharedString::const_str("connect"),
+            Self::Error => SharedString::const_str("_OTHER"),
+            Self::Cancelled => SharedString::const_str("cancelled"),
+        })
+    }
 }
 
 /// Where a [`Series`] registers the counter of each code it counts.
@@ -121,9 +150,77 @@ struct Totals {
     name: SharedString,
 }
 
-/// The handles of one (peer, method).
+/// The handles of one call's series, in the middleware's naming.
 #[derive(Debug)]
-pub(super) struct Series {
+pub(super) enum Series {
+    /// Of one (peer, method).
+    Harbor(HarborSeries),
+    /// Of one (server address and port, method, scheme).
+    Otel(OtelSeries),
+}
+
+impl Series {
+    /// Counts a call in flight (the OpenTelemetry naming has no in-flight client family).
+    pub(super) fn start(&self) {
+        if let Self::Harbor(series) = self {
+            series.inflight.increment(1.0);
+        }
+    }
+
+    /// Ends a call started with [`start`](Self::start) after `elapsed`, with `code`;
+    /// `version` is the index in [`VERSIONS`] of the response's protocol version.
+    pub(super) fn finish(&self, elapsed: Duration, code: Code, version: usize) {
+        match self {
+            Self::Harbor(series) => series.finish(elapsed, code),
+            Self::Otel(series) => series.record(elapsed, code, version),
+        }
+    }
+}
+
+/// The OpenTelemetry handles of one (server address and port, method, scheme): the duration
+/// histograms by (code, protocol version).
+#[derive(Debug)]
+pub(super) struct OtelSeries {
+    /// `http_request_method`, `server_address`, `server_port`, `url_scheme`.
+    labels: Vec<Label>,
+    durations: StatusHandles<(Code, usize), Histogram, HTTP_SLOTS>,
+    recorder: RecorderRef,
+}
+
+/// The index of HTTP/1.1 in [`VERSIONS`]: its statuses have slots.
+const HTTP_11: usize = 2;
+
+impl OtelSeries {
+    fn record(&self, elapsed: Duration, code: Code, version: usize) {
+        let slot = if version == HTTP_11 {
+            code.slot()
+        } else {
+            None
+        };
+        let register = |(code, version): (Code, usize)| {
+            let mut labels = self.labels.clone();
+            if let Code::Status(status) = code {
+                labels.push(Label::new(
+                    "http_response_status_code",
+                    status_label(status),
+                ));
+                labels.push(Label::new("network_protocol_version", VERSIONS[version]));
+            }
+            if let Some(error) = code.error_type() {
+                labels.push(Label::new("error_type", error));
+            }
+            let key = Key::from_parts(HTTP_CLIENT_REQUEST_DURATION, sorted(labels));
+            self.recorder.histogram(&key)
+        };
+        self.durations.with((code, version), slot, register, |h| {
+            h.record(elapsed.as_secs_f64())
+        });
+    }
+}
+
+/// Harbor-style handles of one (peer, method).
+#[derive(Debug)]
+pub(super) struct HarborSeries {
     inflight: Gauge,
     duration: Histogram,
     /// `[method, peer]`.
@@ -132,14 +229,8 @@ pub(super) struct Series {
     totals_in: Arc<Totals>,
 }
 
-impl Series {
-    /// Counts a call in flight.
-    pub(super) fn start(&self) {
-        self.inflight.increment(1.0);
-    }
-
-    /// Ends a call started with [`start`](Self::start) after `elapsed`, with `code`.
-    pub(super) fn finish(&self, elapsed: Duration, code: Code) {
+impl HarborSeries {
+    fn finish(&self, elapsed: Duration, code: Code) {
         self.inflight.decrement(1.0);
         self.duration.record(elapsed.as_secs_f64());
         self.count(code);
@@ -160,10 +251,13 @@ impl Series {
     }
 }
 
-/// The series of one peer label, by method index.
+/// The series of one peer label, by method index (and scheme, with the OpenTelemetry naming).
 #[derive(Debug)]
 struct Peer {
     label: SharedString,
+    /// `server_address` and `server_port` of a `host:port` label (not of an operation's, nor
+    /// of `_overflow`, which gets `_overflow` for both).
+    address: Option<(SharedString, SharedString)>,
     by_method: Box<[OnceLock<Arc<Series>>]>,
 }
 
@@ -185,12 +279,18 @@ pub(super) struct PeerTable {
     totals: Arc<Totals>,
     methods: MethodTable,
     peers: LabelTable<Peer>,
+    naming: MetricNaming,
 }
 
 impl PeerTable {
     /// An empty table, with its overflow counter registered; the families are described by
     /// the caller.
-    pub(super) fn new(recorder: RecorderRef, names: &ClientMetricNames, max_peers: usize) -> Self {
+    pub(super) fn new(
+        recorder: RecorderRef,
+        names: &ClientMetricNames,
+        max_peers: usize,
+        naming: MetricNaming,
+    ) -> Self {
         let peers = LabelTable::new(max_peers)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
         Self {
@@ -203,6 +303,20 @@ impl PeerTable {
             duration: names.duration.clone().into(),
             methods: MethodTable::standard(),
             peers,
+            naming,
+        }
+    }
+
+    /// The naming the table records in.
+    pub(super) fn naming(&self) -> MetricNaming {
+        self.naming
+    }
+
+    /// The slots of a peer: one per method (Harbor), or per method and scheme (OpenTelemetry).
+    fn slots_per_method(&self) -> usize {
+        match self.naming {
+            MetricNaming::Harbor => 1,
+            MetricNaming::Otel => SCHEMES.len(),
         }
     }
 
@@ -211,8 +325,14 @@ impl PeerTable {
         self.methods.index(method)
     }
 
-    /// The handles of (`peer`, method at `method_index`), registered on first use.
-    pub(super) fn series(&self, peer: PeerRef<'_>, method_index: usize) -> Arc<Series> {
+    /// The handles of (`peer`, method at `method_index`), registered on first use; with the
+    /// OpenTelemetry naming, of `scheme` (an index in [`SCHEMES`]) too.
+    pub(super) fn series(
+        &self,
+        peer: PeerRef<'_>,
+        method_index: usize,
+        scheme: usize,
+    ) -> Arc<Series> {
         let peer = match peer {
             PeerRef::Operation(name) => self.peer(name),
             PeerRef::Host(host, port) => {
@@ -225,28 +345,66 @@ impl PeerTable {
             }
         };
         let method_index = method_index.min(self.methods.len());
+        let scheme = scheme.min(self.slots_per_method() - 1);
         let make = || {
-            let method = Label::new("method", self.methods.label(method_index));
-            let labels = [method, Label::new("peer", peer.label.clone())];
-            let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
-            Arc::new(Series {
-                inflight: self.recorder.gauge(&key(&self.inflight)),
-                duration: self.recorder.histogram(&key(&self.duration)),
-                labels,
-                totals: CodeCounters::new(),
-                totals_in: self.totals.clone(),
+            let method = self.methods.label(method_index);
+            Arc::new(match (self.naming, &peer.address) {
+                (MetricNaming::Otel, Some((address, port))) => {
+                    let labels = vec![
+                        Label::new("http_request_method", method),
+                        Label::new("server_address", address.clone()),
+                        Label::new("server_port", port.clone()),
+                        Label::new("url_scheme", SCHEMES[scheme]),
+                    ];
+                    Series::Otel(OtelSeries {
+                        labels: sorted(labels),
+                        durations: StatusHandles::new(),
+                        recorder: self.recorder.clone(),
+                    })
+                }
+                _ => {
+                    let labels = [
+                        Label::new("method", method),
+                        Label::new("peer", peer.label.clone()),
+                    ];
+                    let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
+                    Series::Harbor(HarborSeries {
+                        inflight: self.recorder.gauge(&key(&self.inflight)),
+                        duration: self.recorder.histogram(&key(&self.duration)),
+                        labels,
+                        totals: CodeCounters::new(),
+                        totals_in: self.totals.clone(),
+                    })
+                }
             })
         };
-        peer.by_method[method_index].get_or_init(make).clone()
+        let index = method_index * self.slots_per_method() + scheme;
+        peer.by_method[index].get_or_init(make).clone()
     }
 
     fn peer(&self, label: &str) -> Arc<Peer> {
-        let slots = self.methods.len() + 1;
+        let slots = (self.methods.len() + 1) * self.slots_per_method();
         self.peers.get(label, |label| Peer {
+            address: address_of(&label),
             label,
             by_method: (0..slots).map(|_| OnceLock::new()).collect(),
         })
     }
+}
+
+/// The `server_address` and `server_port` labels of a peer label: `host:port` split at its last
+/// colon (an IPv6 host unbracketed), or `_overflow` for both.
+fn address_of(label: &str) -> Option<(SharedString, SharedString)> {
+    if label == crate::labels::OVERFLOW_LABEL {
+        let overflow = SharedString::const_str(crate::labels::OVERFLOW_LABEL);
+        return Some((overflow.clone(), overflow));
+    }
+    let (host, port) = label.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    Some((
+        SharedString::from(unbracketed(host).to_owned()),
+        SharedString::from(port.to_owned()),
+    ))
 }
 
 /// `host:port` written on the stack, so that a call to a known peer allocates nothing.
@@ -301,14 +459,15 @@ mod tests {
         let (middleware, registry) = recorded();
         let middleware = middleware.with_prefix("t_").with_max_peers(2);
         let table = middleware.table().unwrap();
-        let a = table.series(PeerRef::Host("a", 80), 0);
-        assert!(Arc::ptr_eq(&a, &table.series(PeerRef::Host("a", 80), 0)));
-        let b = table.series(PeerRef::Operation("op"), 9);
-        let c = table.series(PeerRef::Host("a", 81), 0);
-        a.count(Code::Status(200));
-        a.count(Code::Status(200));
-        b.count(Code::Timeout);
-        c.count(Code::Connect);
+        let a = table.series(PeerRef::Host("a", 80), 0, 0);
+        assert!(Arc::ptr_eq(&a, &table.series(PeerRef::Host("a", 80), 0, 0)));
+        let b = table.series(PeerRef::Operation("op"), 9, 0);
+        let c = table.series(PeerRef::Host("a", 81), 0, 0);
+        let done = Duration::from_millis(1);
+        a.finish(done, Code::Status(200), 2);
+        a.finish(done, Code::Status(200), 2);
+        b.finish(done, Code::Timeout, 2);
+        c.finish(done, Code::Connect, 2);
         let text = registry.render();
         for line in [
             r#"t_http_client_request_total{method="GET",code="200",peer="a:80"} 2"#,
@@ -325,14 +484,50 @@ mod tests {
         let (middleware, _) = recorded();
         let table = middleware.table().unwrap();
         let host = "h".repeat(200);
-        let long = table.series(PeerRef::Host(&host, 443), 0);
+        let long = table.series(PeerRef::Host(&host, 443), 0, 0);
         assert!(Arc::ptr_eq(
             &long,
-            &table.series(PeerRef::Host(&host, 443), 0)
+            &table.series(PeerRef::Host(&host, 443), 0, 0)
         ));
+        let Series::Harbor(long) = &*long else {
+            panic!("Harbor naming")
+        };
         assert_eq!(long.labels[1].value(), format!("{host}:443"));
-        let short = table.series(PeerRef::Host("[::1]", 8080), 2);
+        let short = table.series(PeerRef::Host("[::1]", 8080), 2, 0);
+        let Series::Harbor(short) = &*short else {
+            panic!("Harbor naming")
+        };
         assert_eq!(short.labels[1].value(), "[::1]:8080");
         assert_eq!(short.labels[0].value(), "POST");
+    }
+
+    #[test]
+    fn otel_series_are_labelled_by_address_port_and_scheme_and_capped() {
+        let (middleware, registry) = recorded();
+        let middleware = middleware.with_naming(MetricNaming::Otel).with_max_peers(2);
+        let table = middleware.table().unwrap();
+        let done = Duration::from_millis(1);
+        let v6 = table.series(PeerRef::Host("[::1]", 8443), 2, 1);
+        assert!(Arc::ptr_eq(
+            &v6,
+            &table.series(PeerRef::Host("[::1]", 8443), 2, 1)
+        ));
+        v6.finish(done, Code::Status(201), 3);
+        table
+            .series(PeerRef::Host("a", 80), 0, 0)
+            .finish(done, Code::Timeout, 2);
+        table
+            .series(PeerRef::Host("b", 80), 0, 0)
+            .finish(done, Code::Status(404), 2);
+        let text = registry.render();
+        for line in [
+            r#"http_client_request_duration_seconds_count{http_request_method="POST",http_response_status_code="201",network_protocol_version="2",server_address="::1",server_port="8443",url_scheme="https"} 1"#,
+            r#"http_client_request_duration_seconds_count{error_type="timeout",http_request_method="GET",server_address="a",server_port="80",url_scheme="http"} 1"#,
+            r#"http_client_request_duration_seconds_count{error_type="404",http_request_method="GET",http_response_status_code="404",network_protocol_version="1.1",server_address="_overflow",server_port="_overflow",url_scheme="http"} 1"#,
+            "http_client_peer_overflow_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("http_client_request_total"), "{text}");
     }
 }

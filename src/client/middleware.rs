@@ -26,8 +26,9 @@ use super::{
 use crate::{
     labels::{standard_method, OTHER_METHOD},
     metrics::{
+        semconv::{ADVISED_DURATION_BUCKETS, HTTP_CLIENT_REQUEST_DURATION},
         toolkit::{self, RecorderRef, SettleGuard},
-        MetricsRegistry,
+        MetricNaming, MetricsRegistry,
     },
     request_id::{self, X_REQUEST_ID},
 };
@@ -72,6 +73,7 @@ pub struct ClientMiddleware {
     names: ClientMetricNames,
     max_peers: usize,
     metrics: bool,
+    naming: MetricNaming,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     context_hosts: Arc<ContextHosts>,
     request_id_header: HeaderName,
@@ -84,6 +86,7 @@ impl fmt::Debug for ClientMiddleware {
             .field("names", &self.names)
             .field("max_peers", &self.max_peers)
             .field("metrics", &self.metrics)
+            .field("naming", &self.naming)
             .field("context_hosts", &self.context_hosts)
             .field("request_id_header", &self.request_id_header)
             .finish_non_exhaustive()
@@ -120,6 +123,7 @@ impl ClientMiddleware {
             names: ClientMetricNames::default(),
             max_peers: DEFAULT_MAX_PEERS,
             metrics: true,
+            naming: MetricNaming::Harbor,
             propagator: Arc::new(composite(&[Propagator::TraceContext, Propagator::Baggage])),
             context_hosts: Arc::default(),
             request_id_header: X_REQUEST_ID,
@@ -174,6 +178,17 @@ impl ClientMiddleware {
         self
     }
 
+    /// Records the families of `naming`: Harbor-style `http_client_*` by `method`, `code`,
+    /// `peer` (the default), or the OpenTelemetry conventions'
+    /// `http_client_request_duration_seconds` by `http_request_method`, `server_address`,
+    /// `server_port`, `url_scheme`, `http_response_status_code`, `network_protocol_version`
+    /// and `error_type` (a [`ClientOperation`] does not change the labels then; the
+    /// [`with_prefix`](Self::with_prefix) names only the overflow counter).
+    pub fn with_naming(mut self, naming: MetricNaming) -> Self {
+        self.naming = naming;
+        self.changed()
+    }
+
     /// Caps the distinct `peer` label values (hosts and operations together); calls to further
     /// peers are labelled `_overflow` and counted in `http_client_peer_overflow_total`.
     /// Defaults to 1000.
@@ -213,13 +228,16 @@ impl ClientMiddleware {
         }
         Some(self.table.get_or_init(|| {
             let (recorder, served) = (&self.recorder, self.registry.as_ref());
+            if let (MetricNaming::Otel, Some(registry)) = (self.naming, served) {
+                registry.advise_buckets(HTTP_CLIENT_REQUEST_DURATION, &ADVISED_DURATION_BUCKETS);
+            }
             toolkit::declare(
                 recorder,
                 served,
                 &[CLIENT_COMPONENT],
-                &families(&self.names),
+                &families(&self.names, self.naming),
             );
-            PeerTable::new(recorder.clone(), &self.names, self.max_peers)
+            PeerTable::new(recorder.clone(), &self.names, self.max_peers, self.naming)
         }))
     }
 
@@ -259,11 +277,12 @@ impl ClientMiddleware {
             span.context()
         };
         let series = self.table().map(|table| {
-            let peer = match operation {
-                Some(op) => PeerRef::Operation(op.as_str()),
-                None => PeerRef::Host(host, port),
+            let peer = match (operation, table.naming()) {
+                (Some(op), MetricNaming::Harbor) => PeerRef::Operation(op.as_str()),
+                _ => PeerRef::Host(host, port),
             };
-            table.series(peer, table.method_index(req.method()))
+            let scheme = usize::from(url.scheme() == "https");
+            table.series(peer, table.method_index(req.method()), scheme)
         });
         let full_context = self.context_hosts.allows(host);
         let headers = req.headers_mut();

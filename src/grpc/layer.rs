@@ -199,6 +199,12 @@ impl GrpcLayer {
         let table = self.table.get_or_init(|| {
             let families = series::families(&self.names);
             let registry = self.registry.as_ref();
+            if let (true, Some(registry)) = (self.names.is_otel(), registry) {
+                registry.advise_buckets(
+                    self.names.duration(),
+                    &crate::metrics::semconv::ADVISED_DURATION_BUCKETS,
+                );
+            }
             toolkit::declare(&self.recorder, registry, &[GRPC_COMPONENT], &families);
             let types = self.types.clone();
             let table = SeriesTable::new(

@@ -47,6 +47,9 @@ pub(super) enum Scheme {
     Towerscope,
     /// `{grpc_type, grpc_service, grpc_method[, grpc_code]}`.
     GoGrpcPrometheus,
+    /// The OpenTelemetry conventions': `{rpc_grpc_status_code, rpc_method, rpc_service,
+    /// rpc_system}`.
+    Otel,
 }
 
 /// The names (and label scheme) of the families a [`GrpcLayer`](super::GrpcLayer) records.
@@ -69,6 +72,14 @@ pub(super) enum Scheme {
 /// | `grpc_server_handled_total` | counter | `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code` |
 /// | `grpc_server_handling_seconds` | summary or histogram | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_operation_overflow_total` | counter | |
+///
+/// [`otel`](Self::otel) gives the OpenTelemetry RPC conventions' server family
+/// (`metric.naming: otel`), in the Collector's Prometheus form:
+///
+/// | family | type | labels |
+/// |---|---|---|
+/// | `rpc_server_call_duration_seconds` | histogram (advised buckets) | `rpc_grpc_status_code` (`0`–`16`), `rpc_method`, `rpc_service`, `rpc_system` (`grpc`) |
+/// | `{prefix}grpc_operation_overflow_total` | counter | |
 ///
 /// Calls of paths that are not gRPC paths are labelled `operation="unknown"` (both
 /// `grpc_service` and `grpc_method` `unknown` in the go-grpc-prometheus scheme), calls beyond
@@ -130,6 +141,25 @@ impl GrpcMetricNames {
         }
     }
 
+    /// The OpenTelemetry conventions' server family, `rpc_server_call_duration_seconds`, and
+    /// towerscope's overflow counter behind `prefix`. The call count is the histogram's
+    /// `_count`; there is no in-flight gauge nor total counter.
+    pub fn otel(prefix: &str) -> Self {
+        Self {
+            scheme: Scheme::Otel,
+            inflight: String::new(),
+            started: String::new(),
+            duration: crate::metrics::semconv::RPC_SERVER_CALL_DURATION.to_owned(),
+            total: String::new(),
+            overflow: format!("{prefix}grpc_operation_overflow_total"),
+        }
+    }
+
+    /// Whether these are the OpenTelemetry conventions' names.
+    pub fn is_otel(&self) -> bool {
+        self.scheme == Scheme::Otel
+    }
+
     /// Whether these are go-grpc-prometheus' names.
     pub fn is_go_grpc_prometheus(&self) -> bool {
         self.scheme == Scheme::GoGrpcPrometheus
@@ -150,7 +180,8 @@ impl GrpcMetricNames {
         &self.duration
     }
 
-    /// The counter of finished calls.
+    /// The counter of finished calls; empty in the OpenTelemetry scheme (which counts calls
+    /// in the duration histogram's `_count`).
     pub fn total(&self) -> &str {
         &self.total
     }
@@ -166,6 +197,7 @@ impl GrpcMetricNames {
             .into_iter()
             .flatten()
             .chain([self.duration(), self.total(), self.overflow()])
+            .filter(|name| !name.is_empty())
             .collect()
     }
 }

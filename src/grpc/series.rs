@@ -15,18 +15,33 @@ use super::{
 };
 use crate::{
     labels::OVERFLOW_LABEL,
-    metrics::toolkit::{status_label, CodeCounters, Family, LabelTable, RecorderRef},
+    metrics::{
+        semconv::sorted,
+        toolkit::{status_label, CodeCounters, Family, LabelTable, RecorderRef, StatusHandles},
+    },
     operation::OperationId,
 };
 
 /// The families of [`GrpcLayer`](super::GrpcLayer) with `names`, with their help texts.
 pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
+    if names.scheme == Scheme::Otel {
+        return vec![
+            Family::seconds(
+                names.duration().to_owned(),
+                "Duration of gRPC calls on the server until the response stream ended (OpenTelemetry rpc.server.call.duration).",
+            ),
+            Family::counter(
+                names.overflow().to_owned(),
+                "gRPC calls labelled \"_overflow\" because the cap on distinct operations was reached.",
+            ),
+        ];
+    }
     let (by, total) = match names.scheme {
         Scheme::Towerscope => (
             "by operation",
             "Finished gRPC calls, by HTTP status code, gRPC status code and operation (499/CANCELLED: the client went away).",
         ),
-        Scheme::GoGrpcPrometheus => (
+        Scheme::GoGrpcPrometheus | Scheme::Otel => (
             "by type, service and method",
             "gRPC calls completed on the server, by type, service, method and gRPC status code.",
         ),
@@ -63,6 +78,8 @@ struct Totals {
     recorder: RecorderRef,
     scheme: Scheme,
     name: SharedString,
+    /// The duration family: the OpenTelemetry scheme registers one histogram per code.
+    duration: SharedString,
 }
 
 /// The handles of one operation.
@@ -70,8 +87,12 @@ struct Totals {
 pub(super) struct OperationSeries {
     inflight: Option<Gauge>,
     started: Option<Counter>,
-    duration: Histogram,
-    /// `[operation]`, or `[grpc_type, grpc_service, grpc_method]`.
+    /// The duration (Harbor-style and go-grpc-prometheus schemes).
+    duration: Option<Histogram>,
+    /// The durations by gRPC code (the OpenTelemetry scheme).
+    durations: StatusHandles<Code, Histogram, CODE_COUNT>,
+    /// `[operation]`, `[grpc_type, grpc_service, grpc_method]`, or `[rpc_method,
+    /// rpc_service, rpc_system]`.
     labels: Box<[Label]>,
     /// Totals by (HTTP status, gRPC code): HTTP 200 (every status in the go-grpc-prometheus
     /// scheme, which has no `code` label) has a slot per gRPC code; other statuses (499 for
@@ -96,10 +117,24 @@ impl OperationSeries {
         if let Some(g) = &self.inflight {
             g.decrement(1.0);
         }
-        self.duration.record(seconds);
+        let Some(duration) = &self.duration else {
+            let register = |code: Code| {
+                let status = Label::new("rpc_grpc_status_code", status_label(code as u16));
+                let labels = sorted(self.labels.iter().cloned().chain([status]).collect());
+                let totals = &self.totals_in;
+                totals
+                    .recorder
+                    .histogram(&Key::from_parts(totals.duration.clone(), labels))
+            };
+            let slot = Some(code_index(code));
+            self.durations
+                .with(code, slot, register, |h| h.record(seconds));
+            return;
+        };
+        duration.record(seconds);
         let http_status = match self.totals_in.scheme {
             Scheme::Towerscope => http_status,
-            Scheme::GoGrpcPrometheus => 200,
+            Scheme::GoGrpcPrometheus | Scheme::Otel => 200,
         };
         let slot = (http_status == 200).then(|| code_index(code));
         self.totals
@@ -116,7 +151,9 @@ impl OperationSeries {
                 .into_iter()
                 .chain(self.labels.iter().cloned())
                 .collect(),
-            Scheme::GoGrpcPrometheus => self.labels.iter().cloned().chain([grpc_code]).collect(),
+            Scheme::GoGrpcPrometheus | Scheme::Otel => {
+                self.labels.iter().cloned().chain([grpc_code]).collect()
+            }
         };
         totals
             .recorder
@@ -155,6 +192,7 @@ impl SeriesTable {
                 recorder: recorder.clone(),
                 scheme: names.scheme,
                 name: names.total.clone().into(),
+                duration: names.duration.clone().into(),
             }),
             recorder,
             inflight: names.inflight.clone().into(),
@@ -204,13 +242,19 @@ impl SeriesTable {
                 Label::new("grpc_service", service.to_owned()),
                 Label::new("grpc_method", method.to_owned()),
             ]),
+            Scheme::Otel => Box::new([
+                Label::new("rpc_method", method.to_owned()),
+                Label::new("rpc_service", service.to_owned()),
+                Label::new("rpc_system", SharedString::const_str("grpc")),
+            ]),
         };
         let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
         let (recorder, towerscope) = (&self.recorder, scheme == Scheme::Towerscope);
         OperationSeries {
             inflight: towerscope.then(|| recorder.gauge(&key(&self.inflight))),
             started: (!towerscope).then(|| recorder.counter(&key(&self.started))),
-            duration: recorder.histogram(&key(&self.duration)),
+            duration: (scheme != Scheme::Otel).then(|| recorder.histogram(&key(&self.duration))),
+            durations: StatusHandles::new(),
             labels,
             totals: CodeCounters::new(),
             totals_in: self.totals.clone(),

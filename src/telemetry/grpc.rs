@@ -3,19 +3,25 @@
 
 use crate::{
     grpc::{GrpcClientLayer, GrpcLayer, GrpcMetricNames},
+    metrics::MetricNaming,
     Telemetry,
 };
 
 impl GrpcLayer {
-    /// The layer for a service started with [`Telemetry`]: names under
+    /// The layer for a service started with [`Telemetry`]: the families of `metric.naming`, names under
     /// `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
     /// registry (component `grpc`), parents read with `trace.propagators` (when
     /// `trace.enabled`), the request id read from `request_id.header`; no metrics when
     /// `metric.enabled` is false and no `metric.otlp` push is set.
     pub fn from_telemetry(telemetry: &Telemetry) -> Self {
         let config = telemetry.config();
+        let prefix = config.metric.prefix();
+        let names = match config.metric.naming {
+            MetricNaming::Harbor => GrpcMetricNames::with_prefix(&prefix),
+            MetricNaming::Otel => GrpcMetricNames::otel(&prefix),
+        };
         let mut layer = Self::new(telemetry.registry())
-            .with_names(GrpcMetricNames::with_prefix(&config.metric.prefix()))
+            .with_names(names)
             .with_max_operations(config.metric.max_operations)
             .with_request_id_header(config.request_id.header.clone());
         if config.trace.enabled {
