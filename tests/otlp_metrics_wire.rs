@@ -152,6 +152,58 @@ trace:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_naming_pushes_the_conventions_names_units_and_attributes() {
+    if !python_ready() {
+        return;
+    }
+    let sink = start_sink(&[]);
+    let config = Config::from_yaml_str(&format!(
+        "metric: {{ naming: otel, namespace: app, otlp: {{ endpoint: '127.0.0.1:{}', insecure: true, interval_secs: 1 }} }}",
+        sink.http_port
+    ))
+    .unwrap();
+    let telemetry = Telemetry::init_local(&config).unwrap();
+    requests(&telemetry, 3).await;
+    let export = loop {
+        let export = next_export(&sink);
+        if metric(&export, "http.server.request.duration").is_some() {
+            break export;
+        }
+    };
+    let duration = metric(&export, "http.server.request.duration").unwrap();
+    assert_eq!(
+        (&duration["kind"], &duration["unit"]),
+        (&"histogram".into(), &"s".into())
+    );
+    let attributes = serde_json::json!({
+        "http.request.method": "GET",
+        "http.response.status_code": 200,
+        "http.route": "/users/{id}",
+        "network.protocol.version": "1.1",
+        "url.scheme": "http",
+    });
+    let p = point(duration, &attributes);
+    assert_eq!(p["count"], 3);
+    let active = metric(&export, "http.server.active_requests").unwrap();
+    assert_eq!(
+        (&active["kind"], &active["unit"]),
+        (&"gauge".into(), &"{request}".into())
+    );
+    let p = point(
+        active,
+        &serde_json::json!({"http.request.method": "GET", "url.scheme": "http"}),
+    );
+    assert_eq!(p["value"], 0.0);
+    // towerscope's own families keep their names.
+    assert!(metric(&export, "app_http_operation_overflow_total").is_some());
+    assert!(metric(&export, "http_server_request_duration_seconds").is_none());
+    let t = telemetry.clone();
+    tokio::task::spawn_blocking(move || t.shutdown())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_push_with_delta_temporality_adds_up_to_the_totals() {
     if !python_ready() {
         return;

@@ -113,6 +113,7 @@ impl crate::metrics::otlp::OtlpMetricsPush {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             prefix: config.metric.prefix(),
+            naming: config.metric.naming,
         };
         Self::start(registry.clone(), options).map(Some)
     }

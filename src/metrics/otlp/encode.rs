@@ -17,7 +17,11 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::Temporality;
-use crate::metrics::store::snapshot::{FamilySnapshot, ValueSnapshot};
+use crate::metrics::{
+    semconv,
+    store::snapshot::{FamilySnapshot, ValueSnapshot},
+    MetricNaming,
+};
 
 /// A series: its family and labels.
 type SeriesKey = (String, Vec<(String, String)>);
@@ -43,6 +47,9 @@ pub(crate) struct Encoder {
     /// When the last delivered push was taken: the start time of delta points.
     last_nanos: u64,
     delivered: HashMap<SeriesKey, Totals>,
+    /// With [`MetricNaming::Otel`], the conventions' families go out under their OpenTelemetry
+    /// names, units and attribute keys.
+    naming: MetricNaming,
 }
 
 /// A request, and what the encoder remembers once it is delivered.
@@ -69,6 +76,28 @@ fn nanos(t: SystemTime) -> u64 {
 
 fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
     labels.iter().map(|(k, v)| string_attribute(k, v)).collect()
+}
+
+/// The attributes of a series of one of the conventions' families: the OpenTelemetry keys,
+/// integers as integers (a label that is not an integer stays a string).
+fn semconv_attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
+    labels
+        .iter()
+        .map(|(k, v)| match semconv::otel_attribute(k) {
+            Some((key, true)) => match v.parse::<i64>() {
+                Ok(int) => KeyValue {
+                    key: key.to_owned(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(int)),
+                    }),
+                    ..KeyValue::default()
+                },
+                Err(_) => string_attribute(key, v),
+            },
+            Some((key, false)) => string_attribute(key, v),
+            None => string_attribute(k, v),
+        })
+        .collect()
 }
 
 pub(crate) fn string_attribute(key: &str, value: &str) -> KeyValue {
@@ -102,7 +131,15 @@ impl Encoder {
             start_nanos,
             last_nanos: start_nanos,
             delivered: HashMap::new(),
+            naming: MetricNaming::Harbor,
         }
+    }
+
+    /// Sends the conventions' families of `metric.naming: otel` under their OpenTelemetry
+    /// names (`http.server.request.duration`, unit `s`, attribute `http.request.method`, ...).
+    pub(crate) fn with_naming(mut self, naming: MetricNaming) -> Self {
+        self.naming = naming;
+        self
     }
 
     fn aggregation(&self) -> i32 {
@@ -126,6 +163,14 @@ impl Encoder {
         let mut points = 0u64;
         let mut metrics = Vec::with_capacity(families.len());
         for family in families {
+            let instrument = match self.naming {
+                MetricNaming::Otel => semconv::otel_instrument(&family.name),
+                MetricNaming::Harbor => None,
+            };
+            let attributes = |labels: &[(String, String)]| match instrument {
+                Some(_) => semconv_attributes(labels),
+                None => attributes(labels),
+            };
             let mut numbers = Vec::new();
             let mut histograms = Vec::new();
             let mut summaries = Vec::new();
@@ -256,10 +301,14 @@ impl Encoder {
                 _ => continue,
             };
             points += family.series.len() as u64;
+            let (name, unit) = match instrument {
+                Some((name, unit)) => (name.to_owned(), unit),
+                None => (family.name.clone(), unit(&family.name)),
+            };
             metrics.push(Metric {
-                name: family.name.clone(),
+                name,
                 description: family.help.clone().unwrap_or_default(),
-                unit: unit(&family.name).to_owned(),
+                unit: unit.to_owned(),
                 data: Some(data),
                 ..Metric::default()
             });

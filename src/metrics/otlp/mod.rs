@@ -7,7 +7,10 @@
 //! their buckets, summaries as OTLP summaries with their quantiles. `_seconds` families have
 //! unit `s`, `_bytes` families `By`. With [`Temporality::Delta`], counters and histograms are
 //! the change since the last push the collector accepted (a failed push is covered by the next
-//! one); summaries stay cumulative, as OTLP defines them.
+//! one); summaries stay cumulative, as OTLP defines them. With `metric.naming: otel`, the
+//! semantic conventions' families go out under their OpenTelemetry names, units and attribute
+//! keys (`http.server.request.duration`, `s`, `http.request.method`, `http.response.status_code`
+//! as an integer, ...), as an OpenTelemetry SDK would send them.
 //!
 //! Why not through opentelemetry-otlp's `MetricExporter`: it exports only what an
 //! OpenTelemetry SDK `MeterProvider` aggregated (`ResourceMetrics` cannot be built outside the
@@ -41,7 +44,7 @@ use self::{
     encode::{Encoded, Encoder},
     transport::Transport,
 };
-use super::MetricsRegistry;
+use super::{MetricNaming, MetricsRegistry};
 
 /// The `?comp=` component of the push's own counters.
 pub const OTLP_COMPONENT: &str = "otlp";
@@ -66,6 +69,7 @@ pub struct OtlpPushOptions {
     pub(crate) temporality: Temporality,
     pub(crate) resource: Vec<(String, String)>,
     pub(crate) prefix: String,
+    pub(crate) naming: MetricNaming,
 }
 
 /// Why a push could not start.
@@ -233,7 +237,8 @@ fn run(
         options.temporality,
         proto_resource(&options.resource),
         SystemTime::now(),
-    );
+    )
+    .with_naming(options.naming);
     let mut failing = false;
     loop {
         let last = !matches!(

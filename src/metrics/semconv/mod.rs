@@ -113,3 +113,36 @@ pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
     labels.sort_by(|a, b| a.key().cmp(b.key()));
     labels
 }
+
+/// The OpenTelemetry instrument name and unit of a family above, by its Prometheus name: what
+/// an OTLP push with `metric.naming: otel` sends instead of the Prometheus form.
+pub(crate) fn otel_instrument(prometheus: &str) -> Option<(&'static str, &'static str)> {
+    Some(match prometheus {
+        HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s"),
+        HTTP_SERVER_ACTIVE_REQUESTS => ("http.server.active_requests", "{request}"),
+        HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s"),
+        RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s"),
+        RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s"),
+        _ => return None,
+    })
+}
+
+/// The OpenTelemetry attribute key of a label of these families, and whether its value is an
+/// integer (`http.response.status_code`, `server.port`, `rpc.grpc.status_code`).
+pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
+    Some(match label {
+        "error_type" => ("error.type", false),
+        "http_request_method" => ("http.request.method", false),
+        "http_response_status_code" => ("http.response.status_code", true),
+        "http_route" => ("http.route", false),
+        "network_protocol_version" => ("network.protocol.version", false),
+        "url_scheme" => ("url.scheme", false),
+        "server_address" => ("server.address", false),
+        "server_port" => ("server.port", true),
+        "rpc_grpc_status_code" => ("rpc.grpc.status_code", true),
+        "rpc_method" => ("rpc.method", false),
+        "rpc_service" => ("rpc.service", false),
+        "rpc_system" => ("rpc.system", false),
+        _ => return None,
+    })
+}
