@@ -658,6 +658,85 @@ else
   echo "registry_e2e: skipped: tracing check (python grpcio / opentelemetry-proto not installed)"
 fi
 
+# --- metric.naming: otel: the OpenTelemetry HTTP semantic conventions' families, scraped by a
+# real Prometheus (which negotiates OpenMetrics): `http_route` is the OpenAPI operation's path
+# template or the Distribution endpoint's, never a raw path; a histogram with the advised
+# buckets although the registry keeps Harbor's summaries otherwise.
+api_port=$(free_port)
+metrics_port=$(free_port)
+cat > "$work/config-otel.yml" <<YAML
+listen: 127.0.0.1:$api_port
+metric: { port: $metrics_port, naming: otel }
+YAML
+"$bin" --config "$work/config-otel.yml" > "$work/app-otel.log" 2>&1 &
+pid=$!
+api="http://127.0.0.1:$api_port"
+for _ in $(seq 1 200); do
+  curl -fsS "$api/v2/" > /dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || fail "the registry (naming: otel) exited: $(tail -3 "$work/app-otel.log")"
+  sleep 0.05
+done
+prom_port=$(free_port)
+cat > "$work/prom-otel.yml" <<YAML
+global: { scrape_interval: 1s, scrape_timeout: 1s }
+scrape_configs:
+  - job_name: registry-demo-otel
+    static_configs: [{ targets: ["127.0.0.1:$metrics_port"] }]
+YAML
+prometheus --config.file="$work/prom-otel.yml" --storage.tsdb.path="$work/prom-otel" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn > "$work/prom-otel.log" 2>&1 &
+prom_pid=$!
+for _ in $(seq 1 30); do
+  curl -fsS -o /dev/null "$api/v2/" || true
+  curl -fsS -o /dev/null "$api/api/v2.0/health" || true
+  curl -sS -o /dev/null "$api/v2/library/hello/tags/list" || true
+  curl -sS -o /dev/null "$api/no/such/path/$RANDOM" || true
+  curl -sS -o /dev/null -X BREW "$api/v2/" || true
+  sleep 0.1
+done
+sleep 2
+python3 - "http://127.0.0.1:$prom_port" <<'PY' || fail "naming: otel through Prometheus: $(tail -5 "$work/prom-otel.log")"
+import json, sys, time, urllib.parse, urllib.request
+prom = sys.argv[1]
+def query(q):
+    url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+for _ in range(50):
+    targets = json.load(urllib.request.urlopen(prom + "/api/v1/targets", timeout=5))["data"]["activeTargets"]
+    if targets and all(t["health"] == "up" for t in targets) and query("http_server_request_duration_seconds_count"):
+        break
+    time.sleep(0.2)
+else:
+    raise SystemExit(f"no scrape: {targets}")
+series = query("http_server_request_duration_seconds_count")
+routes = {s["metric"].get("http_route") for s in series}
+for route in ("/v2/", "/health", "/v2/{name}/tags/list"):
+    assert route in routes, (route, routes)
+assert not any(r and ("library" in r or "no/such" in r) for r in routes), routes
+methods = {s["metric"]["http_request_method"] for s in series}
+assert "_OTHER" in methods and "BREW" not in methods, methods
+for s in series:
+    m = s["metric"]
+    assert m["url_scheme"] == "http" and m["network_protocol_version"] == "1.1", m
+    if m.get("http_response_status_code", "").startswith("5"):
+        assert m["error_type"] == m["http_response_status_code"], m
+les = {s["metric"]["le"] for s in query("http_server_request_duration_seconds_bucket")}
+assert {"0.005", "0.075", "10", "+Inf"} <= les, les
+p99 = query('histogram_quantile(0.99, sum by (le, http_route) (rate(http_server_request_duration_seconds_bucket[1m])))')
+assert p99, "no p99 by route"
+assert query("http_server_active_requests"), "no active requests gauge"
+assert not query("http_request_total"), "Harbor's families recorded beside the conventions'"
+print(f"otel: {len(series)} duration series, routes {sorted(r for r in routes if r)}")
+PY
+kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true; prom_pid=""
+kill -TERM "$pid"
+wait "$pid" || fail "non-zero exit after SIGTERM (naming: otel)"
+pid=""
+ok "metric.naming: otel through Prometheus: http_server_request_duration_seconds by http_route (OpenAPI and Distribution templates), advised buckets, _OTHER methods"
+
 # --- Proxy cache: registry A (upstream, serving the image pushed at the start from the first
 # instance's database and storage) and registry B (`upstream:` A). A pull through B fetches from A
 # through the instrumented client and caches; the second pull does not reach A. Both trace to one

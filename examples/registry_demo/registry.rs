@@ -63,6 +63,19 @@ pub(crate) const HANDLERS: [&str; 8] = [
     "referrers",
 ];
 
+/// The route template of each of [`HANDLERS`], the `http_route` of `metric.naming: otel`
+/// (the Distribution specification's endpoint names).
+const ROUTES: [&str; HANDLERS.len()] = [
+    "/v2/",
+    "/v2/_catalog",
+    "/v2/{name}/tags/list",
+    "/v2/{name}/manifests/{reference}",
+    "/v2/{name}/blobs/{digest}",
+    "/v2/{name}/blobs/uploads/",
+    "/v2/{name}/blobs/uploads/{uuid}",
+    "/v2/{name}/referrers/{digest}",
+];
+
 /// Whether `name` is a valid repository name: `/`-separated components of lowercase
 /// letters and digits, separated inside a component by `.`, `_`, `__` or dashes.
 fn valid_name(name: &str) -> bool {
@@ -158,6 +171,11 @@ impl RegistryResolver {
 impl OperationResolver for RegistryResolver {
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId> {
         Route::parse(request.uri.path()).map(|route| self.ids[route.handler()].clone())
+    }
+
+    fn route(&self, operation: &OperationId) -> Option<&str> {
+        let index = self.ids.iter().position(|id| id == operation)?;
+        Some(ROUTES[index])
     }
 }
 
