@@ -432,6 +432,74 @@ async fn otel_names_record_the_rpc_conventions_duration_by_status_code() {
     assert!(!text.contains("grpc_inflight_requests"), "{text}");
 }
 
+#[tokio::test]
+async fn client_calls_are_measured_in_both_namings_until_the_stream_ends() {
+    let server_registry = registry();
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let (addr, _stop) = serve(GrpcLayer::new(&server_registry), service).await;
+    drop(reporter);
+    for (names, ok, not_found) in [
+        (
+            GrpcMetricNames::client_with_prefix("app_"),
+            r#"app_grpc_client_request_total{code="200",grpc_code="OK",operation="grpc.health.v1.Health/Check"}"#,
+            r#"app_grpc_client_request_total{code="200",grpc_code="NOT_FOUND",operation="grpc.health.v1.Health/Check"}"#,
+        ),
+        (
+            GrpcMetricNames::otel_client("app_"),
+            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="0",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#,
+            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="5",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#,
+        ),
+    ] {
+        let registry = registry();
+        let otel = names.is_otel();
+        let layer = GrpcClientLayer::new().with_metrics(&registry, names, 100);
+        let mut client = client(addr, layer.clone()).await;
+        client.check(check("")).await.unwrap();
+        client.check(check("")).await.unwrap();
+        client.check(check("nope")).await.unwrap_err();
+        let text = registry.render_components(&["client"]).unwrap();
+        assert_eq!(sample(&text, ok), Some(2.0), "{ok} in {text}");
+        assert_eq!(sample(&text, not_found), Some(1.0), "{not_found} in {text}");
+        if otel {
+            assert!(
+                text.contains("# TYPE rpc_client_call_duration_seconds histogram"),
+                "{text}"
+            );
+            assert!(
+                text.contains("app_grpc_client_operation_overflow_total 0"),
+                "{text}"
+            );
+        } else {
+            let inflight =
+                r#"app_grpc_client_inflight_requests{operation="grpc.health.v1.Health/Check"}"#;
+            assert_eq!(sample(&text, inflight), Some(0.0), "{text}");
+        }
+
+        // A channel to a closed port: no response, UNAVAILABLE (HTTP 500 in towerscope's names).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let channel = Endpoint::from_shared(format!("http://{closed}"))
+            .unwrap()
+            .connect_lazy();
+        let mut down = HealthClient::new(ServiceBuilder::new().layer(layer).service(channel));
+        let err = down.check(check("")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        let text = registry.render_components(&["client"]).unwrap();
+        let unavailable = if otel {
+            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="14",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#
+        } else {
+            r#"app_grpc_client_request_total{code="500",grpc_code="UNAVAILABLE",operation="grpc.health.v1.Health/Check"}"#
+        };
+        assert_eq!(
+            sample(&text, unavailable),
+            Some(1.0),
+            "{unavailable} in {text}"
+        );
+    }
+}
+
 // ---- spans ----
 
 const TRACED: &str =
@@ -788,7 +856,13 @@ async fn from_telemetry_uses_the_configured_prefix() {
 
 #[tokio::test]
 async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
-    let seen = |req: Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) };
+    // Answers with the request's headers in the response extensions.
+    let seen = |req: Request<()>| async move {
+        let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
+        res.extensions_mut().insert(req.headers().clone());
+        Ok::<_, Infallible>(res)
+    };
+    let headers_of = |res: Response<_>| res.extensions().get::<http::HeaderMap>().unwrap().clone();
     let (t, _exporter) = telemetry();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(t.tracing_layer()));
@@ -798,12 +872,14 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
 
     let span = tracing::info_span!("caller");
     let sc = span.context().span().span_context().clone();
-    let headers = client
-        .clone()
-        .oneshot(Request::new(()))
-        .instrument(span)
-        .await
-        .unwrap();
+    let headers = headers_of(
+        client
+            .clone()
+            .oneshot(Request::new(()))
+            .instrument(span)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         headers["traceparent"],
         format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
@@ -816,12 +892,12 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
         .service(service_fn(move |_req: Request<()>| {
             let client = client.clone();
             async move {
-                let forwarded = client.clone().oneshot(Request::new(())).await?;
+                let forwarded = headers_of(client.clone().oneshot(Request::new(())).await?);
                 let own = Request::builder()
                     .header("x-request-id", "own-id")
                     .body(())
                     .unwrap();
-                let kept = client.oneshot(own).await?;
+                let kept = headers_of(client.oneshot(own).await?);
                 Ok::<_, Infallible>(Response::new((forwarded, kept)))
             }
         }));

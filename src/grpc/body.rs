@@ -51,6 +51,9 @@ pub struct GrpcCall {
     code: Option<Code>,
     /// The decoded `grpc-message` of a server error, for the span.
     message: Option<String>,
+    /// A call out (a [`GrpcClientLayer`](super::GrpcClientLayer)'s): a service error is the
+    /// channel's (no connection), `UNAVAILABLE`, as tonic reports it to the caller.
+    client: bool,
 }
 
 impl GrpcCall {
@@ -74,6 +77,16 @@ impl GrpcCall {
             http_status: None,
             code: None,
             message: None,
+            client: false,
+        }
+    }
+
+    /// A call out through a [`GrpcClientLayer`](super::GrpcClientLayer): no span of its own;
+    /// `caller`, the ids of the caller's sampled span, is the exemplar of its series.
+    pub(super) fn client(series: Arc<OperationSeries>, caller: Option<SpanIds>) -> Self {
+        Self {
+            client: true,
+            ..Self::start(Some(series), None, None, caller)
         }
     }
 
@@ -96,6 +109,8 @@ impl GrpcCall {
             // A sampled-out call's span is a log-only one: no exemplar.
             let ids = match (&self.span, &self.sampled_out) {
                 (Some(span), None) => self.started.or_else(|| SpanIds::of(span)),
+                // A call out: the caller's span.
+                (None, None) => self.started,
                 _ => None,
             };
             with_exemplar(ids, || {
@@ -137,10 +152,14 @@ impl Settle for GrpcCall {
                     self.code.unwrap_or_else(|| code_from_http(status)),
                 )
             }
-            // Without a response head, the error is the service's: 500.
+            // Without a response head, the error is the service's (the channel's: no
+            // connection): 500.
             Outcome::Error => (
                 self.http_status.unwrap_or(500),
-                self.code.unwrap_or(Code::Unknown),
+                self.code.unwrap_or(match (self.client, self.http_status) {
+                    (true, None) => Code::Unavailable,
+                    _ => Code::Unknown,
+                }),
             ),
             Outcome::Cancelled => (CLIENT_CLOSED_REQUEST, Code::Cancelled),
             Outcome::Panicked => (500, Code::Unknown),

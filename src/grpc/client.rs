@@ -1,25 +1,47 @@
-//! [`GrpcClientLayer`]: trace context and request id on the calls of a tonic channel.
+//! [`GrpcClientLayer`]: trace context and request id on the calls of a tonic channel, and
+//! their metrics.
 
 use crate::trace::propagation::{composite, Propagator};
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Request};
+use http::{HeaderName, Request, Response};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::{
+    body::{GrpcCall, ResponseBody},
+    names::GrpcMetricNames,
+    series::{self, SeriesTable},
+    status::GrpcOperation,
+};
 use crate::{
+    metrics::{
+        semconv::ADVISED_DURATION_BUCKETS,
+        toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
+        MetricsRegistry, SpanIds, DEFAULT_MAX_OPERATIONS,
+    },
     request_id::{self, X_REQUEST_ID},
     trace::propagation,
 };
 
-/// Layer for a tonic `Channel` (any `Service<http::Request<B>>`) that writes the current trace
-/// context (`traceparent`, ...) and the current request's id onto every outgoing call.
+/// The `?comp=` component a [`GrpcClientLayer`]'s families are registered under, with the
+/// reqwest client's: every call out.
+pub const GRPC_CLIENT_COMPONENT: &str = "client";
+
+/// Layer for a tonic `Channel` (any `Service<http::Request<B>, Response = http::Response<_>>`)
+/// that writes the current trace
+/// context (`traceparent`, ...) and the current request's id onto every outgoing call, and,
+/// [`with_metrics`](GrpcClientLayer::with_metrics), measures each call until its response
+/// stream ends, as [`GrpcLayer`](super::GrpcLayer) does on the server: by operation
+/// (`package.Service/Method`, capped) and code, a call dropped by the caller counted
+/// `CANCELLED` (HTTP 499), a call that got no response (the channel failed) `UNAVAILABLE`
+/// (HTTP 500). The exemplar of a call's series is the caller's sampled span.
 ///
 /// The context is the current `tracing` span's OpenTelemetry context, or the current
 /// OpenTelemetry context when the span has none. The request id is
@@ -46,12 +68,23 @@ use crate::{
 pub struct GrpcClientLayer {
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     request_id_header: HeaderName,
+    metrics: Option<ClientMetrics>,
+}
+
+/// What a [`GrpcClientLayer`] records into, and its series table, built once.
+#[derive(Clone)]
+struct ClientMetrics {
+    registry: MetricsRegistry,
+    names: GrpcMetricNames,
+    max_operations: usize,
+    table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
 impl fmt::Debug for GrpcClientLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcClientLayer")
             .field("request_id_header", &self.request_id_header)
+            .field("metrics", &self.metrics.as_ref().map(|m| &m.names))
             .finish_non_exhaustive()
     }
 }
@@ -68,7 +101,63 @@ impl GrpcClientLayer {
         Self {
             propagator: Arc::new(TraceContextPropagator::new()),
             request_id_header: X_REQUEST_ID,
+            metrics: None,
         }
+    }
+
+    /// Measures the calls into `registry` with `names`
+    /// ([`GrpcMetricNames::client_with_prefix`] or [`GrpcMetricNames::otel_client`]), served
+    /// under `?comp=client`, at most `max_operations` distinct operations (then `_overflow`).
+    /// Defaults to no metrics.
+    pub fn with_metrics(
+        mut self,
+        registry: &MetricsRegistry,
+        names: GrpcMetricNames,
+        max_operations: usize,
+    ) -> Self {
+        self.metrics = Some(ClientMetrics {
+            registry: registry.clone(),
+            names,
+            max_operations,
+            table: Arc::default(),
+        });
+        self
+    }
+
+    /// [`with_metrics`](Self::with_metrics) with towerscope's client names without a prefix
+    /// and a cap of 1000 operations.
+    pub fn with_registry(self, registry: &MetricsRegistry) -> Self {
+        self.with_metrics(
+            registry,
+            GrpcMetricNames::client_with_prefix(""),
+            DEFAULT_MAX_OPERATIONS,
+        )
+    }
+
+    /// The series table, built (and its families declared) on first use.
+    fn table(&self) -> Option<Arc<SeriesTable>> {
+        let metrics = self.metrics.as_ref()?;
+        let table = metrics.table.get_or_init(|| {
+            let (registry, names) = (&metrics.registry, &metrics.names);
+            if names.is_otel() {
+                registry.advise_buckets(names.duration(), &ADVISED_DURATION_BUCKETS);
+            }
+            let recorder = RecorderRef::from(registry);
+            let families = series::families(names);
+            toolkit::declare(
+                &recorder,
+                Some(registry),
+                &[GRPC_CLIENT_COMPONENT],
+                &families,
+            );
+            Arc::new(SeriesTable::new(
+                recorder,
+                names,
+                metrics.max_operations,
+                Arc::default(),
+            ))
+        });
+        Some(table.clone())
     }
 
     /// Writes the context with `propagator`. Defaults to W3C trace context.
@@ -99,6 +188,7 @@ impl<S> Layer<S> for GrpcClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcClientService {
             inner,
+            table: self.table(),
             layer: self.clone(),
         }
     }
@@ -110,6 +200,7 @@ impl<S> Layer<S> for GrpcClientLayer {
 pub struct GrpcClientService<S> {
     inner: S,
     layer: GrpcClientLayer,
+    table: Option<Arc<SeriesTable>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GrpcClientService<S> {
@@ -121,13 +212,14 @@ impl<S: fmt::Debug> fmt::Debug for GrpcClientService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for GrpcClientService<S>
+impl<S, B, ResBody> Service<Request<B>> for GrpcClientService<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = SettleFuture<S::Future, GrpcCall>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -143,6 +235,13 @@ where
                     .insert(header.clone(), id.into_header_value());
             }
         }
-        self.inner.call(req)
+        let Some(table) = &self.table else {
+            return SettleFuture::new(self.inner.call(req), None);
+        };
+        let series = table.series(GrpcOperation::from_path(req.uri().path()));
+        let caller = SpanIds::of(&tracing::Span::current());
+        let mut guard = SettleGuard::new(GrpcCall::client(series, caller));
+        let inner = guard.poll(|| self.inner.call(req));
+        SettleFuture::new(inner, Some(guard))
     }
 }

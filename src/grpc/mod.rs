@@ -47,7 +47,11 @@
 //!
 //! [`GrpcClientLayer`] goes on a tonic `Channel`: it writes the current span's trace context
 //! and the current request's id ([`request_id::current`](crate::request_id::current)) on every
-//! call, so the server's span joins the caller's trace.
+//! call, so the server's span joins the caller's trace; with a registry
+//! ([`GrpcClientLayer::with_metrics`], or `from_telemetry`) it measures each call like the
+//! server does, under [`GrpcMetricNames::client_with_prefix`]'s names
+//! (`{prefix}grpc_client_request_total`, ...) or [`GrpcMetricNames::otel_client`]'s
+//! (`rpc_client_call_duration_seconds`).
 //!
 //! # Limitations
 //!
@@ -114,7 +118,7 @@ mod series;
 mod status;
 
 pub use body::{GrpcCall, ResponseBody};
-pub use client::{GrpcClientLayer, GrpcClientService};
+pub use client::{GrpcClientLayer, GrpcClientService, GRPC_CLIENT_COMPONENT};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};
 pub use status::{

@@ -104,6 +104,9 @@ pub(super) enum Scheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcMetricNames {
     pub(super) scheme: Scheme,
+    /// Names of a client's families (calls out, through a
+    /// [`GrpcClientLayer`](super::GrpcClientLayer)).
+    pub(super) client: bool,
     pub(super) inflight: String,
     pub(super) started: String,
     pub(super) duration: String,
@@ -116,6 +119,7 @@ impl GrpcMetricNames {
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             scheme: Scheme::Towerscope,
+            client: false,
             inflight: format!("{prefix}grpc_inflight_requests"),
             started: String::new(),
             duration: format!("{prefix}grpc_request_duration_seconds"),
@@ -133,6 +137,7 @@ impl GrpcMetricNames {
     pub fn go_grpc_prometheus() -> Self {
         Self {
             scheme: Scheme::GoGrpcPrometheus,
+            client: false,
             inflight: String::new(),
             started: "grpc_server_started_total".to_owned(),
             duration: "grpc_server_handling_seconds".to_owned(),
@@ -147,12 +152,51 @@ impl GrpcMetricNames {
     pub fn otel(prefix: &str) -> Self {
         Self {
             scheme: Scheme::Otel,
+            client: false,
             inflight: String::new(),
             started: String::new(),
             duration: crate::metrics::semconv::RPC_SERVER_CALL_DURATION.to_owned(),
             total: String::new(),
             overflow: format!("{prefix}grpc_operation_overflow_total"),
         }
+    }
+
+    /// The names of a [`GrpcClientLayer`](super::GrpcClientLayer)'s families behind `prefix`,
+    /// towerscope's scheme with `client` in the name:
+    /// `{prefix}grpc_client_inflight_requests{operation}`,
+    /// `{prefix}grpc_client_request_duration_seconds{operation}`,
+    /// `{prefix}grpc_client_request_total{code, grpc_code, operation}` and
+    /// `{prefix}grpc_client_operation_overflow_total`.
+    pub fn client_with_prefix(prefix: &str) -> Self {
+        Self {
+            scheme: Scheme::Towerscope,
+            client: true,
+            inflight: format!("{prefix}grpc_client_inflight_requests"),
+            started: String::new(),
+            duration: format!("{prefix}grpc_client_request_duration_seconds"),
+            total: format!("{prefix}grpc_client_request_total"),
+            overflow: format!("{prefix}grpc_client_operation_overflow_total"),
+        }
+    }
+
+    /// The OpenTelemetry conventions' client family, `rpc_client_call_duration_seconds`
+    /// (labels as [`otel`](Self::otel)'s), and the overflow counter
+    /// `{prefix}grpc_client_operation_overflow_total`.
+    pub fn otel_client(prefix: &str) -> Self {
+        Self {
+            scheme: Scheme::Otel,
+            client: true,
+            inflight: String::new(),
+            started: String::new(),
+            duration: crate::metrics::semconv::RPC_CLIENT_CALL_DURATION.to_owned(),
+            total: String::new(),
+            overflow: format!("{prefix}grpc_client_operation_overflow_total"),
+        }
+    }
+
+    /// Whether these name a client's families.
+    pub fn is_client(&self) -> bool {
+        self.client
     }
 
     /// Whether these are the OpenTelemetry conventions' names.

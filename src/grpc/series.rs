@@ -24,11 +24,12 @@ use crate::{
 
 /// The families of [`GrpcLayer`](super::GrpcLayer) with `names`, with their help texts.
 pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
+    let side = if names.client { "client" } else { "server" };
     if names.scheme == Scheme::Otel {
         return vec![
             Family::seconds(
                 names.duration().to_owned(),
-                "Duration of gRPC calls on the server until the response stream ended (OpenTelemetry rpc.server.call.duration).",
+                format!("Duration of gRPC calls on the {side} until the response stream ended (OpenTelemetry rpc.{side}.call.duration)."),
             ),
             Family::counter(
                 names.overflow().to_owned(),
@@ -37,6 +38,10 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
         ];
     }
     let (by, total) = match names.scheme {
+        Scheme::Towerscope if names.client => (
+            "by operation",
+            "Finished outgoing gRPC calls, by HTTP status code, gRPC status code and operation (499/CANCELLED: the caller dropped the call; 500/UNAVAILABLE: no response).",
+        ),
         Scheme::Towerscope => (
             "by operation",
             "Finished gRPC calls, by HTTP status code, gRPC status code and operation (499/CANCELLED: the client went away).",
@@ -46,8 +51,13 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
             "gRPC calls completed on the server, by type, service, method and gRPC status code.",
         ),
     };
+    let calls = if names.client {
+        "Outgoing gRPC calls"
+    } else {
+        "gRPC calls"
+    };
     let inflight = names.inflight().map(|name| {
-        let help = format!("gRPC calls in flight until their response stream ends, {by}.");
+        let help = format!("{calls} in flight until their response stream ends, {by}.");
         Family::gauge(name.to_owned(), help)
     });
     let started = names.started().map(|name| {
@@ -56,7 +66,12 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
             format!("gRPC calls started on the server, {by}."),
         )
     });
-    let help = format!("gRPC call durations in seconds until the response stream ended, {by}.");
+    let call = if names.client {
+        "Outgoing gRPC call"
+    } else {
+        "gRPC call"
+    };
+    let help = format!("{call} durations in seconds until the response stream ended, {by}.");
     inflight
         .into_iter()
         .chain(started)

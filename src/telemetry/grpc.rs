@@ -40,11 +40,23 @@ impl GrpcLayer {
 
 impl GrpcClientLayer {
     /// A layer writing the formats of `trace.propagators` and the id under
-    /// `request_id.header`.
+    /// `request_id.header`, measuring the calls into the telemetry's registry (component
+    /// `client`) with the families of `metric.naming` under the `metric` prefix, at most
+    /// `metric.max_operations` operations; no metrics when `metric.enabled` is false and no
+    /// `metric.otlp` push is set.
     pub fn from_telemetry(telemetry: &Telemetry) -> Self {
         let config = telemetry.config();
-        Self::new()
+        let layer = Self::new()
             .with_propagators(&config.trace.propagators)
-            .with_request_id_header(config.request_id.header.clone())
+            .with_request_id_header(config.request_id.header.clone());
+        if !config.metric.records() {
+            return layer;
+        }
+        let prefix = config.metric.prefix();
+        let names = match config.metric.naming {
+            MetricNaming::Harbor => GrpcMetricNames::client_with_prefix(&prefix),
+            MetricNaming::Otel => GrpcMetricNames::otel_client(&prefix),
+        };
+        layer.with_metrics(telemetry.registry(), names, config.metric.max_operations)
     }
 }
