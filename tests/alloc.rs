@@ -24,8 +24,8 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
-    metrics::{MetricsLayer, MetricsRegistry},
-    operation::{OperationId, RequestRef},
+    metrics::{MetricNaming, MetricsLayer, MetricsRegistry},
+    operation::{OperationId, OperationResolver, RequestRef},
     trace::TracePipeline,
     Telemetry,
 };
@@ -117,6 +117,30 @@ fn metered(config: &MetricConfig, fresh: bool) -> (MetricsRegistry, usize) {
     (registry, allocations)
 }
 
+/// A resolver that knows one operation and its route template, as an OpenAPI one does.
+struct Users(OperationId);
+
+impl OperationResolver for Users {
+    fn resolve(&self, _: &RequestRef<'_>) -> Option<OperationId> {
+        Some(self.0.clone())
+    }
+
+    fn route(&self, _: &OperationId) -> Option<&str> {
+        Some("/users/{id}")
+    }
+}
+
+/// `metered` with `metric.naming: otel` (histograms with the advised buckets).
+fn metered_otel() -> (MetricsRegistry, usize) {
+    let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+    let layer = MetricsLayer::new(&registry)
+        .with_naming(MetricNaming::Otel)
+        .with_resolver(Users(OperationId::from("getUser")));
+    let mut svc = layer.layer(inner());
+    let allocations = allocations_of(&mut svc);
+    (registry, allocations)
+}
+
 #[test]
 fn the_metrics_path_allocates_nothing_once_its_series_exist() {
     let (registry, summary) = metered(&MetricConfig::default(), false);
@@ -136,6 +160,21 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         (summary, buckets),
         (0, 0),
         "allocations over {MEASURED} requests (summary, histogram)"
+    );
+
+    let (registry, otel) = metered_otel();
+    let count = format!(
+        "http_server_request_duration_seconds_count{{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{{id}}\",network_protocol_version=\"1.1\",url_scheme=\"http\"}} {}",
+        WARM_UP + MEASURED
+    );
+    assert!(
+        registry.render().contains(&count),
+        "the requests were recorded:\n{}",
+        registry.render()
+    );
+    assert_eq!(
+        otel, 0,
+        "allocations over {MEASURED} requests (metric.naming: otel)"
     );
 
     let (_, control) = metered(&MetricConfig::default(), true);
