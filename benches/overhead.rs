@@ -58,8 +58,8 @@ use opentelemetry::trace::{SpanId, TraceId};
 use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::MetricConfig,
-    metrics::SpanIds,
-    operation::{OperationId, RequestRef},
+    metrics::{MetricNaming, SpanIds},
+    operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
     trace::TraceLayer,
     MetricsLayer, MetricsRegistry, ObservabilityLayer, RequestIdLayer,
@@ -166,6 +166,28 @@ fn overhead(c: &mut Criterion) {
     })
     .layer(histogram_layer().layer(inner()));
 
+    // The same histograms under `metric.naming: otel`: the route from the resolver, the
+    // duration keyed by (route, method, scheme, version, status), no counter.
+    struct Users(OperationId);
+    impl OperationResolver for Users {
+        fn resolve(&self, _: &RequestRef<'_>) -> Option<OperationId> {
+            Some(self.0.clone())
+        }
+        fn route(&self, _: &OperationId) -> Option<&str> {
+            Some("/users/{id}")
+        }
+    }
+    let mut otel = MapRequestLayer::new(|mut req: Request<ReqBody>| {
+        req.extensions_mut().insert(NotIds([7; 24]));
+        req
+    })
+    .layer(
+        MetricsLayer::new(&histograms)
+            .with_naming(MetricNaming::Otel)
+            .with_resolver(Users(OperationId::from("getUser")))
+            .layer(inner()),
+    );
+
     let mut group = c.benchmark_group("overhead");
     group
         .measurement_time(Duration::from_secs(3))
@@ -192,6 +214,7 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("metrics/histogram_exemplar", |b| {
         b.iter(|| round_trip(&mut histogram_exemplar, false))
     });
+    group.bench_function("metrics/otel", |b| b.iter(|| round_trip(&mut otel, false)));
     group.finish();
 
     // When a metrics case ran (a name filter may skip them), every request ended with its
