@@ -230,3 +230,115 @@ async fn the_route_of_an_openapi_operation_is_its_path_template() {
     let fallback = r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/{*rest}",network_protocol_version="1.1",url_scheme="http"}"#;
     assert_eq!(sample(&text, fallback), Some(1.0), "{text}");
 }
+
+/// A streamed body of `n` chunks of 25,000 bytes, with no size known in advance.
+struct Chunks(usize);
+
+impl http_body::Body for Chunks {
+    type Data = axum::body::Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Infallible>>> {
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        self.0 -= 1;
+        let chunk = axum::body::Bytes::from(vec![7u8; 25_000]);
+        Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+}
+
+#[tokio::test]
+async fn body_sizes_are_the_content_length_and_the_bytes_sent() {
+    let config = Config::from_yaml_str("metric: { naming: otel, body_sizes: true }").unwrap();
+    let t = Telemetry::init_local(&config).unwrap();
+    let app = Router::new()
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .route("/blob", get(|| async { Body::new(Chunks(4)) }))
+        .layer(t.layer());
+    let upload = Request::post("/upload")
+        .header("content-length", "3000")
+        .body(Body::from(vec![1u8; 3000]))
+        .unwrap();
+    assert_eq!(send(&app, upload).await, StatusCode::OK);
+    assert_eq!(
+        send(&app, Request::get("/blob").body(Body::empty()).unwrap()).await,
+        StatusCode::OK
+    );
+    // Cut short after the first chunk: the bytes sent until then.
+    let res = app
+        .clone()
+        .oneshot(Request::get("/blob").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+
+    let text = t.registry().render();
+    assert!(
+        text.contains("# TYPE http_server_request_body_size_bytes histogram"),
+        "{text}"
+    );
+    let labels = |method: &str, route: &str, extra: &str| {
+        format!(
+            r#"{extra}http_request_method="{method}",http_response_status_code="200",http_route="{route}",network_protocol_version="1.1",url_scheme="http""#
+        )
+    };
+    let request = format!(
+        "http_server_request_body_size_bytes_sum{{{}}}",
+        labels("POST", "/upload", "")
+    );
+    assert_eq!(sample(&text, &request), Some(3000.0), "{request} in {text}");
+    // GETs without a Content-Length are not observed.
+    assert!(
+        !text.contains(&format!(
+            "http_server_request_body_size_bytes_count{{{}}}",
+            labels("GET", "/blob", "")
+        )),
+        "{text}"
+    );
+    let response = format!(
+        "http_server_response_body_size_bytes_sum{{{}}}",
+        labels("GET", "/blob", "")
+    );
+    assert_eq!(
+        sample(&text, &response),
+        Some(100_000.0),
+        "{response} in {text}"
+    );
+    let cut = format!(
+        "http_server_response_body_size_bytes_sum{{{}}}",
+        labels("GET", "/blob", r#"error_type="cancelled","#)
+    );
+    assert_eq!(sample(&text, &cut), Some(25_000.0), "{cut} in {text}");
+    let bucket = format!(
+        r#"http_server_response_body_size_bytes_bucket{{{},le="1048576"}}"#,
+        labels("GET", "/blob", "")
+    );
+    assert_eq!(sample(&text, &bucket), Some(1.0), "{bucket} in {text}");
+    let upload_response = format!(
+        "http_server_response_body_size_bytes_sum{{{}}}",
+        labels("POST", "/upload", "")
+    );
+    assert_eq!(
+        sample(&text, &upload_response),
+        Some(4.0),
+        "\"3000\" is 4 bytes: {text}"
+    );
+}
+
+#[test]
+fn body_sizes_need_the_otel_naming() {
+    let err = Config::from_yaml_str("metric: { body_sizes: true }").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("metric.body_sizes: needs `naming: otel`"),
+        "{err}"
+    );
+}

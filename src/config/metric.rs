@@ -61,6 +61,11 @@ pub struct MetricConfig {
     /// `http_server_request_duration_seconds`, ... by `http_request_method`, `http_route`, ...;
     /// see [`semconv`](crate::metrics::semconv)). Defaults to `harbor`.
     pub naming: MetricNaming,
+    /// With `naming: otel`, also records the conventions' opt-in body-size histograms,
+    /// `http_server_request_body_size_bytes` (from `Content-Length`) and
+    /// `http_server_response_body_size_bytes` (the bytes the response body passed on).
+    /// Defaults to `false`.
+    pub body_sizes: bool,
     /// Pushes every family over OTLP too, beside the Prometheus endpoint (feature `otlp`).
     /// Defaults to none.
     pub otlp: Option<MetricOtlpConfig>,
@@ -172,6 +177,7 @@ impl Default for MetricConfig {
             family_buckets: BTreeMap::new(),
             exemplars: true,
             naming: MetricNaming::Harbor,
+            body_sizes: false,
             otlp: None,
         }
     }
@@ -219,6 +225,12 @@ impl MetricConfig {
         self.check_family_buckets(&mut p);
         if self.upkeep_interval_secs == 0 {
             p.push("upkeep_interval_secs", "must be at least 1");
+        }
+        if self.body_sizes && self.naming != MetricNaming::Otel {
+            p.push(
+                "body_sizes",
+                "needs `naming: otel` (the body-size families are the OpenTelemetry conventions')",
+            );
         }
         if let Some(otlp) = &self.otlp {
             otlp.check(&mut p.block("otlp"));

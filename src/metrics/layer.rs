@@ -48,6 +48,7 @@ pub struct MetricsLayer {
     resolver: Arc<dyn OperationResolver>,
     enabled: bool,
     naming: MetricNaming,
+    body_sizes: bool,
     /// The registry and components the families are served under.
     served: Option<(MetricsRegistry, Vec<String>)>,
     table: Arc<OnceLock<Table>>,
@@ -65,6 +66,7 @@ impl fmt::Debug for MetricsLayer {
         f.debug_struct("MetricsLayer")
             .field("names", &self.names)
             .field("naming", &self.naming)
+            .field("body_sizes", &self.body_sizes)
             .field("methods", &self.methods)
             .field("max_operations", &self.max_operations)
             .field("enabled", &self.enabled)
@@ -108,6 +110,7 @@ impl MetricsLayer {
             resolver: default_resolver(),
             enabled: true,
             naming: MetricNaming::Harbor,
+            body_sizes: false,
             served: None,
             table: Arc::default(),
         }
@@ -142,6 +145,15 @@ impl MetricsLayer {
     /// [`max_operations`](Self::with_max_operations) caps the distinct routes.
     pub fn with_naming(mut self, naming: MetricNaming) -> Self {
         self.naming = naming;
+        self.changed()
+    }
+
+    /// With [`MetricNaming::Otel`], also records the request and response body sizes
+    /// (`http_server_request_body_size_bytes` from `Content-Length`,
+    /// `http_server_response_body_size_bytes` counted as the body passes). Defaults to `false`;
+    /// no effect with Harbor's naming.
+    pub fn with_body_sizes(mut self, body_sizes: bool) -> Self {
+        self.body_sizes = body_sizes;
         self.changed()
     }
 
@@ -206,14 +218,21 @@ impl MetricsLayer {
                             semconv::HTTP_SERVER_REQUEST_DURATION,
                             &semconv::ADVISED_DURATION_BUCKETS,
                         );
+                        for family in [
+                            semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
+                            semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                        ] {
+                            registry.advise_buckets(family, &semconv::BODY_SIZE_BUCKETS);
+                        }
                     }
-                    let families = semconv::server::families(&self.names);
+                    let families = semconv::server::families(&self.names, self.body_sizes);
                     toolkit::declare(&self.recorder, registry, components, &families);
                     Table::Otel(ServerTable::new(
                         self.recorder.clone(),
                         &self.names,
                         methods,
                         self.max_operations,
+                        self.body_sizes,
                     ))
                 }
             }
@@ -293,13 +312,24 @@ where
                 let route = op
                     .and_then(|op| self.resolver.route(op))
                     .or_else(|| matched_path(&req));
-                RequestMetrics::start_otel(table.series(route, &req), exemplar)
+                let request_size = table.body_sizes().then(|| content_length(&req)).flatten();
+                RequestMetrics::start_otel(table.series(route, &req), exemplar, request_size)
             }
         };
         let guard = SettleGuard::new(state);
         let head = req.method() == Method::HEAD;
         SettleFuture::new(self.inner.call(req), Some(guard)).head(head)
     }
+}
+
+/// The `Content-Length` of `req`, when it has one valid value.
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    let mut values = req.headers().get_all(http::header::CONTENT_LENGTH).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()?.parse().ok()
 }
 
 /// axum's route template of `req`, when the router set one.

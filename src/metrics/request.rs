@@ -63,9 +63,18 @@ impl RequestMetrics {
         }))
     }
 
-    /// Counts the request active in the OpenTelemetry `series`.
-    pub(crate) fn start_otel(series: Arc<ServerSeries>, exemplar: Option<SpanIds>) -> Self {
-        Self(Naming::Otel(ServerRequest::start(series, exemplar)))
+    /// Counts the request active in the OpenTelemetry `series`; `request_size` is its
+    /// `Content-Length` when body sizes are recorded.
+    pub(crate) fn start_otel(
+        series: Arc<ServerSeries>,
+        exemplar: Option<SpanIds>,
+        request_size: Option<u64>,
+    ) -> Self {
+        Self(Naming::Otel(ServerRequest::start(
+            series,
+            exemplar,
+            request_size,
+        )))
     }
 }
 
@@ -76,6 +85,12 @@ impl Settle for RequestMetrics {
         match &mut self.0 {
             Naming::Harbor(harbor) => harbor.on_response(response),
             Naming::Otel(otel) => otel.on_status(response.status().as_u16()),
+        }
+    }
+
+    fn on_data(&mut self, len: usize) {
+        if let Naming::Otel(otel) = &mut self.0 {
+            otel.on_data(len);
         }
     }
 

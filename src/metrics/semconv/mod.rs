@@ -5,6 +5,13 @@
 //! |---|---|---|
 //! | `http_server_request_duration_seconds` | histogram | `error_type`, `http_request_method`, `http_response_status_code`, `http_route`, `network_protocol_version`, `url_scheme` |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
+//! | `http_server_request_body_size_bytes` (opt-in) | histogram | as the duration |
+//! | `http_server_response_body_size_bytes` (opt-in) | histogram | as the duration |
+//!
+//! The body sizes (`metric.body_sizes: true`): the request's `Content-Length` (a request
+//! without one, chunked, is not observed), and the bytes of the response body's data frames
+//! that passed through the layer (also of a response cut short: what was sent until then);
+//! buckets [`BODY_SIZE_BUCKETS`].
 //!
 //! The duration histograms use the buckets the conventions advise
 //! ([`ADVISED_DURATION_BUCKETS`]) unless `metric.buckets` or `metric.family_buckets` say
@@ -41,6 +48,10 @@ pub(crate) mod server;
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 /// The Prometheus name of `http.server.active_requests`.
 pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// The Prometheus name of `http.server.request.body.size` (opt-in: `metric.body_sizes`).
+pub const HTTP_SERVER_REQUEST_BODY_SIZE: &str = "http_server_request_body_size_bytes";
+/// The Prometheus name of `http.server.response.body.size` (opt-in: `metric.body_sizes`).
+pub const HTTP_SERVER_RESPONSE_BODY_SIZE: &str = "http_server_response_body_size_bytes";
 /// The Prometheus name of `http.client.request.duration`.
 pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http_client_request_duration_seconds";
 /// The Prometheus name of `rpc.server.call.duration`.
@@ -52,6 +63,25 @@ pub const RPC_CLIENT_CALL_DURATION: &str = "rpc_client_call_duration_seconds";
 /// durations.
 pub const ADVISED_DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The bucket boundaries (bytes) of the body-size histograms: powers of four from 64 B to
+/// 1 GiB (the conventions advise none; the OpenTelemetry SDKs' default boundaries, made for
+/// milliseconds, would put every blob above 10 kB in one bucket).
+pub const BODY_SIZE_BUCKETS: [f64; 13] = [
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    268_435_456.0,
+    1_073_741_824.0,
 ];
 
 /// Why a request failed, as `error.type` says it; [`Failure::None`] for a success.
@@ -120,6 +150,8 @@ pub(crate) fn otel_instrument(prometheus: &str) -> Option<(&'static str, &'stati
     Some(match prometheus {
         HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s"),
         HTTP_SERVER_ACTIVE_REQUESTS => ("http.server.active_requests", "{request}"),
+        HTTP_SERVER_REQUEST_BODY_SIZE => ("http.server.request.body.size", "By"),
+        HTTP_SERVER_RESPONSE_BODY_SIZE => ("http.server.response.body.size", "By"),
         HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s"),
         RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s"),
         RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s"),

@@ -7,11 +7,12 @@ use std::{
     time::Instant,
 };
 
-use metrics::{Gauge, Histogram, Key, Label, SharedString};
+use metrics::{Gauge, Histogram, Key, Label, SharedString, Unit};
 
 use super::{
     scheme_index, sorted, version_index, Failure, HTTP_SERVER_ACTIVE_REQUESTS,
-    HTTP_SERVER_REQUEST_DURATION, SCHEMES, VERSIONS,
+    HTTP_SERVER_REQUEST_BODY_SIZE, HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_RESPONSE_BODY_SIZE,
+    SCHEMES, VERSIONS,
 };
 use crate::{
     labels::MethodTable,
@@ -19,16 +20,33 @@ use crate::{
         names::MetricNames,
         store::{with_exemplar, SpanIds},
         toolkit::{
-            http_slot, status_label, Family, LabelTable, Outcome, RecorderRef, StatusHandles,
-            HTTP_SLOTS,
+            http_slot, status_label, Family, FamilyKind, LabelTable, Outcome, RecorderRef,
+            StatusHandles, HTTP_SLOTS,
         },
     },
 };
 
-/// The families of the HTTP server with `metric.naming: otel`: the conventions' two, and
-/// towerscope's counter of requests whose route went to `_overflow` (`names.overflow`).
-pub(crate) fn families(names: &MetricNames) -> [Family; 3] {
-    [
+/// The families of the HTTP server with `metric.naming: otel`: the conventions' two (four with
+/// `body_sizes`), and towerscope's counter of requests whose route went to `_overflow`
+/// (`names.overflow`).
+pub(crate) fn families(names: &MetricNames, body_sizes: bool) -> Vec<Family> {
+    let sizes = body_sizes.then(|| {
+        [
+            Family::new(
+                HTTP_SERVER_REQUEST_BODY_SIZE,
+                FamilyKind::Histogram,
+                Some(Unit::Bytes),
+                "Size of HTTP server request bodies from Content-Length (OpenTelemetry http.server.request.body.size).",
+            ),
+            Family::new(
+                HTTP_SERVER_RESPONSE_BODY_SIZE,
+                FamilyKind::Histogram,
+                Some(Unit::Bytes),
+                "Bytes of HTTP server response bodies sent (OpenTelemetry http.server.response.body.size).",
+            ),
+        ]
+    });
+    let families = [
         Family::seconds(
             HTTP_SERVER_REQUEST_DURATION,
             "Duration of HTTP server requests until the response body ended (OpenTelemetry http.server.request.duration).",
@@ -41,8 +59,15 @@ pub(crate) fn families(names: &MetricNames) -> [Family; 3] {
             names.overflow.clone(),
             "Requests labelled http_route=\"_overflow\" because the cap on distinct routes was reached.",
         ),
-    ]
+    ];
+    families
+        .into_iter()
+        .chain(sizes.into_iter().flatten())
+        .collect()
 }
+
+/// Handles by (status, failure): one histogram of a [`ServerSeries`] per outcome.
+type ByOutcome = StatusHandles<(u16, Failure), Histogram, HTTP_SLOTS>;
 
 /// The series of one (route, method, scheme, protocol version).
 #[derive(Debug)]
@@ -51,13 +76,61 @@ pub(crate) struct ServerSeries {
     /// `url_scheme`.
     labels: Vec<Label>,
     active: Gauge,
-    durations: StatusHandles<(u16, Failure), Histogram, HTTP_SLOTS>,
+    durations: ByOutcome,
+    /// The request and response body sizes (`metric.body_sizes`).
+    sizes: Option<Box<[ByOutcome; 2]>>,
     recorder: RecorderRef,
 }
 
+/// What one request observed, recorded when it settles.
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    seconds: f64,
+    /// The request's `Content-Length`, the bytes of the response body.
+    sizes: (Option<u64>, u64),
+}
+
 impl ServerSeries {
-    /// Records one request's duration with its status (0: no response) and failure.
-    fn record(&self, status: u16, failure: Failure, seconds: f64) {
+    /// Records one request with its status (0: no response) and failure.
+    fn record(&self, status: u16, failure: Failure, observed: Observed) {
+        self.observe(
+            &self.durations,
+            HTTP_SERVER_REQUEST_DURATION,
+            status,
+            failure,
+            observed.seconds,
+        );
+        if let Some([request, response]) = self.sizes.as_deref() {
+            let (request_size, response_size) = observed.sizes;
+            if let Some(size) = request_size {
+                self.observe(
+                    request,
+                    HTTP_SERVER_REQUEST_BODY_SIZE,
+                    status,
+                    failure,
+                    size as f64,
+                );
+            }
+            let size = response_size as f64;
+            self.observe(
+                response,
+                HTTP_SERVER_RESPONSE_BODY_SIZE,
+                status,
+                failure,
+                size,
+            );
+        }
+    }
+
+    /// Records `value` in the histogram of family `name` for (status, failure).
+    fn observe(
+        &self,
+        handles: &ByOutcome,
+        name: &'static str,
+        status: u16,
+        failure: Failure,
+        value: f64,
+    ) {
         // A success or a 5xx is told by its status alone: the common codes have a slot.
         let slot = match failure {
             Failure::None | Failure::Status if status > 0 => http_slot(status),
@@ -74,11 +147,10 @@ impl ServerSeries {
             if let Some(error) = failure.label(status) {
                 labels.push(Label::new("error_type", error));
             }
-            let key = Key::from_parts(HTTP_SERVER_REQUEST_DURATION, sorted(labels));
+            let key = Key::from_parts(name, sorted(labels));
             self.recorder.histogram(&key)
         };
-        self.durations
-            .with((status, failure), slot, register, |h| h.record(seconds));
+        handles.with((status, failure), slot, register, |h| h.record(value));
     }
 }
 
@@ -99,6 +171,7 @@ pub(crate) struct ServerTable {
     no_route: RouteSeries,
     /// `http_server_active_requests` by (method, scheme).
     active: Box<[OnceLock<Gauge>]>,
+    body_sizes: bool,
 }
 
 /// The (scheme, version) combinations per method.
@@ -111,6 +184,7 @@ impl ServerTable {
         names: &MetricNames,
         methods: MethodTable,
         max_routes: usize,
+        body_sizes: bool,
     ) -> Arc<Self> {
         let routes = LabelTable::new(max_routes)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
@@ -123,7 +197,13 @@ impl ServerTable {
             recorder,
             methods,
             routes,
+            body_sizes,
         })
+    }
+
+    /// Whether the body sizes are recorded.
+    pub(crate) fn body_sizes(&self) -> bool {
+        self.body_sizes
     }
 
     fn route_series(label: Option<SharedString>, methods: usize) -> RouteSeries {
@@ -160,6 +240,9 @@ impl ServerTable {
                         labels: sorted(labels),
                         active: self.active(method, scheme).clone(),
                         durations: StatusHandles::new(),
+                        sizes: self
+                            .body_sizes
+                            .then(|| Box::new([StatusHandles::new(), StatusHandles::new()])),
                         recorder: self.recorder.clone(),
                     })
                 })
@@ -196,18 +279,30 @@ pub(crate) struct ServerRequest {
     /// The response status, once the response head was seen.
     status: Option<u16>,
     exemplar: Option<SpanIds>,
+    /// The request's `Content-Length`; the bytes of the response body so far.
+    sizes: (Option<u64>, u64),
 }
 
 impl ServerRequest {
-    /// Counts the request as active in `series`.
-    pub(crate) fn start(series: Arc<ServerSeries>, exemplar: Option<SpanIds>) -> Self {
+    /// Counts the request as active in `series`; `request_size` is its `Content-Length`.
+    pub(crate) fn start(
+        series: Arc<ServerSeries>,
+        exemplar: Option<SpanIds>,
+        request_size: Option<u64>,
+    ) -> Self {
         series.active.increment(1.0);
         Self {
             series,
             start: Instant::now(),
             status: None,
             exemplar,
+            sizes: (request_size, 0),
         }
+    }
+
+    /// Counts `len` bytes of the response body.
+    pub(crate) fn on_data(&mut self, len: usize) {
+        self.sizes.1 = self.sizes.1.saturating_add(len as u64);
     }
 
     /// Notes the response status.
@@ -229,6 +324,10 @@ impl ServerRequest {
             (Outcome::Panicked, _) => Failure::Panic,
         };
         let series = &self.series;
-        with_exemplar(self.exemplar, || series.record(status, failure, elapsed));
+        let observed = Observed {
+            seconds: elapsed,
+            sizes: self.sizes,
+        };
+        with_exemplar(self.exemplar, || series.record(status, failure, observed));
     }
 }

@@ -6,6 +6,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -95,11 +96,15 @@ impl<B: Body, S: Settle> Body for SettleBody<B, S> {
                     guard.settle_with_trailers(trailers);
                     true
                 }
-                None if this.inner.is_end_stream() => {
-                    guard.settle(Outcome::Complete);
-                    true
+                None => {
+                    if let (Some(data), Some(state)) = (frame.data_ref(), guard.state()) {
+                        state.on_data(data.remaining());
+                    }
+                    if this.inner.is_end_stream() {
+                        guard.settle(Outcome::Complete);
+                    }
+                    guard.is_settled()
                 }
-                None => false,
             },
         };
         if ended {

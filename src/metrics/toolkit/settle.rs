@@ -32,6 +32,12 @@ pub trait Settle {
         let _ = response;
     }
 
+    /// Counts a data frame of `len` bytes of the response body of a
+    /// [`SettleBody`](super::SettleBody), as it is passed on. Defaults to nothing.
+    fn on_data(&mut self, len: usize) {
+        let _ = len;
+    }
+
     /// Reads the trailers, the last frame of a body (gRPC's `grpc-status`). Called just before
     /// [`settle`](Self::settle) with [`Outcome::Complete`]. Defaults to nothing.
     fn on_trailers(&mut self, trailers: &HeaderMap) {
