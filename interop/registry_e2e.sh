@@ -732,10 +732,17 @@ assert not query("http_request_total"), "Harbor's families recorded beside the c
 print(f"otel: {len(series)} duration series, routes {sorted(r for r in routes if r)}")
 PY
 kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true; prom_pid=""
+# The dashboard for this naming, through prometheus_e2e.sh (its own Prometheus, deploy/'s
+# scrape config and alerts): every expression evaluates, the server panels return data.
+METRICS_URL="http://127.0.0.1:$metrics_port/metrics" METRIC_PREFIX="" SETTLE_SECONDS=4 \
+  DASHBOARD="$PWD/dashboards/towerscope-otel.json" \
+  REQUIRE_DATA='^(Request rate by (route|method)|Requests by status code|Error ratio by route|Latency p\d+ by route|Mean latency by route|Active requests|Transaction rate|CPU|Resident memory|Uptime|Build info|Tokio workers)' \
+  bash interop/prometheus_e2e.sh > "$work/prometheus-otel.log" 2>&1 \
+  || fail "otel dashboard against the registry: $(tail -30 "$work/prometheus-otel.log")"
 kill -TERM "$pid"
 wait "$pid" || fail "non-zero exit after SIGTERM (naming: otel)"
 pid=""
-ok "metric.naming: otel through Prometheus: http_server_request_duration_seconds by http_route (OpenAPI and Distribution templates), advised buckets, _OTHER methods"
+ok "metric.naming: otel through Prometheus: http_server_request_duration_seconds by http_route (OpenAPI and Distribution templates), advised buckets, _OTHER methods; dashboards/towerscope-otel.json: $(tail -1 "$work/prometheus-otel.log")"
 
 # --- Proxy cache: registry A (upstream, serving the image pushed at the start from the first
 # instance's database and storage) and registry B (`upstream:` A). A pull through B fetches from A
