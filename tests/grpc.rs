@@ -405,14 +405,18 @@ async fn otel_names_record_the_rpc_conventions_duration_by_status_code() {
     client.check(check("")).await.unwrap();
     client.check(check("nope")).await.unwrap_err();
 
-    let labels = |code: u16| {
+    let labels = |code: &str| {
         format!(
-            r#"rpc_grpc_status_code="{code}",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc""#
+            r#"rpc_method="grpc.health.v1.Health/Check",rpc_response_status_code="{code}",rpc_system_name="grpc""#
         )
     };
-    let not_found = format!("rpc_server_call_duration_seconds_count{{{}}}", labels(5));
+    // NOT_FOUND is no server error: no error_type.
+    let not_found = format!(
+        "rpc_server_call_duration_seconds_count{{{}}}",
+        labels("NOT_FOUND")
+    );
     let text = eventually(&registry, &not_found, 1.0).await;
-    let ok = format!("rpc_server_call_duration_seconds_count{{{}}}", labels(0));
+    let ok = format!("rpc_server_call_duration_seconds_count{{{}}}", labels("OK"));
     assert_eq!(sample(&text, &ok), Some(2.0), "{text}");
     // A histogram with the advised buckets, though the registry's durations are summaries.
     assert!(
@@ -421,7 +425,7 @@ async fn otel_names_record_the_rpc_conventions_duration_by_status_code() {
     );
     let bucket = format!(
         r#"rpc_server_call_duration_seconds_bucket{{{},le="0.005"}}"#,
-        labels(0)
+        labels("OK")
     );
     assert!(sample(&text, &bucket).is_some(), "{bucket} in {text}");
     assert!(
@@ -430,6 +434,11 @@ async fn otel_names_record_the_rpc_conventions_duration_by_status_code() {
     );
     assert!(!text.contains("grpc_request_total"), "{text}");
     assert!(!text.contains("grpc_inflight_requests"), "{text}");
+    // The whole registry, not only `?comp=grpc`: no family of another scheme (nor one
+    // without a name) is registered.
+    let all = registry.render();
+    assert!(!all.contains("\n_") && !all.starts_with('_'), "{all}");
+    assert!(!all.contains("grpc_server_started_total"), "{all}");
 }
 
 #[tokio::test]
@@ -446,8 +455,9 @@ async fn client_calls_are_measured_in_both_namings_until_the_stream_ends() {
         ),
         (
             GrpcMetricNames::otel_client("app_"),
-            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="0",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#,
-            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="5",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#,
+            r#"rpc_client_call_duration_seconds_count{rpc_method="grpc.health.v1.Health/Check",rpc_response_status_code="OK",rpc_system_name="grpc"}"#,
+            // On the client every code but OK is an error.
+            r#"rpc_client_call_duration_seconds_count{error_type="NOT_FOUND",rpc_method="grpc.health.v1.Health/Check",rpc_response_status_code="NOT_FOUND",rpc_system_name="grpc"}"#,
         ),
     ] {
         let registry = registry();
@@ -488,7 +498,7 @@ async fn client_calls_are_measured_in_both_namings_until_the_stream_ends() {
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
         let text = registry.render_components(&["client"]).unwrap();
         let unavailable = if otel {
-            r#"rpc_client_call_duration_seconds_count{rpc_grpc_status_code="14",rpc_method="Check",rpc_service="grpc.health.v1.Health",rpc_system="grpc"}"#
+            r#"rpc_client_call_duration_seconds_count{error_type="UNAVAILABLE",rpc_method="grpc.health.v1.Health/Check",rpc_response_status_code="UNAVAILABLE",rpc_system_name="grpc"}"#
         } else {
             r#"app_grpc_client_request_total{code="500",grpc_code="UNAVAILABLE",operation="grpc.health.v1.Health/Check"}"#
         };

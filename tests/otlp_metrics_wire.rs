@@ -185,10 +185,12 @@ async fn otel_naming_pushes_the_conventions_names_units_and_attributes() {
     let p = point(duration, &attributes);
     assert_eq!(p["count"], 3);
     let active = metric(&export, "http.server.active_requests").unwrap();
+    // An UpDownCounter, as an SDK sends it: a non-monotonic cumulative sum.
     assert_eq!(
-        (&active["kind"], &active["unit"]),
-        (&"gauge".into(), &"{request}".into())
+        (&active["kind"], &active["unit"], &active["monotonic"]),
+        (&"sum".into(), &"{request}".into(), &false.into())
     );
+    assert_eq!(active["temporality"], "cumulative");
     let p = point(
         active,
         &serde_json::json!({"http.request.method": "GET", "url.scheme": "http"}),

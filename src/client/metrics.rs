@@ -385,7 +385,9 @@ impl PeerTable {
     fn peer(&self, label: &str) -> Arc<Peer> {
         let slots = (self.methods.len() + 1) * self.slots_per_method();
         self.peers.get(label, |label| Peer {
-            address: address_of(&label),
+            address: (self.naming == MetricNaming::Otel)
+                .then(|| address_of(&label))
+                .flatten(),
             label,
             by_method: (0..slots).map(|_| OnceLock::new()).collect(),
         })

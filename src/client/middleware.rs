@@ -179,11 +179,12 @@ impl ClientMiddleware {
     }
 
     /// Records the families of `naming`: Harbor-style `http_client_*` by `method`, `code`,
-    /// `peer` (the default), or the OpenTelemetry conventions'
-    /// `http_client_request_duration_seconds` by `http_request_method`, `server_address`,
-    /// `server_port`, `url_scheme`, `http_response_status_code`, `network_protocol_version`
-    /// and `error_type` (a [`ClientOperation`] does not change the labels then; the
-    /// [`with_prefix`](Self::with_prefix) names only the overflow counter).
+    /// `peer`, or the OpenTelemetry conventions' `http_client_request_duration_seconds` by
+    /// `http_request_method`, `server_address`, `server_port`, `url_scheme`,
+    /// `http_response_status_code`, `network_protocol_version` and `error_type` (a
+    /// [`ClientOperation`] does not change the labels then; the
+    /// [`with_prefix`](Self::with_prefix) names only the overflow counter). Defaults to
+    /// [`MetricNaming::Harbor`].
     pub fn with_naming(mut self, naming: MetricNaming) -> Self {
         self.naming = naming;
         self.changed()

@@ -58,9 +58,10 @@ impl MetricsServer {
 }
 
 impl MetricsLayer {
-    /// A layer built from the `metric:` configuration: families of `naming`, names from `namespace`/`subsystem`,
-    /// `methods`, `max_operations`, served under `component`; disabled (a pass-through)
-    /// when `enabled` is false and no `otlp` push is set.
+    /// A layer built from the `metric:` configuration: the families of `naming` (and
+    /// `body_sizes`), names from `namespace`/`subsystem`, `methods`, `max_operations`, served
+    /// under `component`; disabled (a pass-through) when `enabled` is false and no `otlp`
+    /// push is set.
     pub fn from_config(config: &MetricConfig, registry: &MetricsRegistry) -> Self {
         let layer = MetricsLayer::new_unserved(registry)
             .with_component(registry, &config.component)

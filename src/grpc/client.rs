@@ -108,7 +108,7 @@ impl GrpcClientLayer {
     /// Measures the calls into `registry` with `names`
     /// ([`GrpcMetricNames::client_with_prefix`] or [`GrpcMetricNames::otel_client`]), served
     /// under `?comp=client`, at most `max_operations` distinct operations (then `_overflow`).
-    /// Defaults to no metrics.
+    /// Defaults to no metrics (a layer from [`new`](Self::new); `from_telemetry` measures).
     pub fn with_metrics(
         mut self,
         registry: &MetricsRegistry,
@@ -125,7 +125,7 @@ impl GrpcClientLayer {
     }
 
     /// [`with_metrics`](Self::with_metrics) with towerscope's client names without a prefix
-    /// and a cap of 1000 operations.
+    /// ([`GrpcMetricNames::client_with_prefix`]`("")`) and a cap of 1000 operations.
     pub fn with_registry(self, registry: &MetricsRegistry) -> Self {
         self.with_metrics(
             registry,
@@ -239,7 +239,16 @@ where
             return SettleFuture::new(self.inner.call(req), None);
         };
         let series = table.series(GrpcOperation::from_path(req.uri().path()));
-        let caller = SpanIds::of(&tracing::Span::current());
+        // The caller's span, from the context already read for the headers.
+        let caller = {
+            use opentelemetry::trace::TraceContextExt;
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_sampled().then(|| SpanIds {
+                trace_id: sc.trace_id(),
+                span_id: sc.span_id(),
+            })
+        };
         let mut guard = SettleGuard::new(GrpcCall::client(series, caller));
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))

@@ -47,8 +47,8 @@ pub(super) enum Scheme {
     Towerscope,
     /// `{grpc_type, grpc_service, grpc_method[, grpc_code]}`.
     GoGrpcPrometheus,
-    /// The OpenTelemetry conventions': `{rpc_grpc_status_code, rpc_method, rpc_service,
-    /// rpc_system}`.
+    /// The OpenTelemetry conventions': `{error_type, rpc_method, rpc_response_status_code,
+    /// rpc_system_name}`.
     Otel,
 }
 
@@ -74,12 +74,20 @@ pub(super) enum Scheme {
 /// | `grpc_server_operation_overflow_total` | counter | |
 ///
 /// [`otel`](Self::otel) gives the OpenTelemetry RPC conventions' server family
-/// (`metric.naming: otel`), in the Collector's Prometheus form:
+/// (`metric.naming: otel`; the conventions after v1.37, release candidate), in the
+/// Collector's Prometheus form:
 ///
 /// | family | type | labels |
 /// |---|---|---|
-/// | `rpc_server_call_duration_seconds` | histogram (advised buckets) | `rpc_grpc_status_code` (`0`–`16`), `rpc_method`, `rpc_service`, `rpc_system` (`grpc`) |
+/// | `rpc_server_call_duration_seconds` | histogram (advised buckets) | `error_type`, `rpc_method`, `rpc_response_status_code`, `rpc_system_name` |
 /// | `{prefix}grpc_operation_overflow_total` | counter | |
+///
+/// `rpc_method` is the fully-qualified method (`grpc.health.v1.Health/Check`, `_OTHER` for a
+/// path that is not a gRPC one, `_overflow` past the cap), `rpc_system_name` is `grpc`,
+/// `rpc_response_status_code` the status name (`OK`, `NOT_FOUND`, ...), and `error_type` the
+/// same name when the call failed: on a server for the codes the span marks as errors
+/// (`UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`),
+/// on a client ([`otel_client`](Self::otel_client)) for every code but `OK`.
 ///
 /// Calls of paths that are not gRPC paths are labelled `operation="unknown"` (both
 /// `grpc_service` and `grpc_method` `unknown` in the go-grpc-prometheus scheme), calls beyond

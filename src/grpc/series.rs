@@ -11,10 +11,10 @@ use tonic::Code;
 
 use super::{
     names::{GrpcMetricNames, GrpcType, Scheme},
-    status::{code_index, code_name, GrpcOperation, CODE_COUNT},
+    status::{code_index, code_name, is_server_error, GrpcOperation, CODE_COUNT},
 };
 use crate::{
-    labels::OVERFLOW_LABEL,
+    labels::{OTHER_METHOD, OVERFLOW_LABEL},
     metrics::{
         semconv::sorted,
         toolkit::{status_label, CodeCounters, Family, LabelTable, RecorderRef, StatusHandles},
@@ -95,6 +95,9 @@ struct Totals {
     name: SharedString,
     /// The duration family: the OpenTelemetry scheme registers one histogram per code.
     duration: SharedString,
+    /// A client's families: with the OpenTelemetry scheme every code but `OK` is an error
+    /// (on a server, only the codes [`is_server_error`] names).
+    client: bool,
 }
 
 /// The handles of one operation.
@@ -105,9 +108,9 @@ pub(super) struct OperationSeries {
     /// The duration (Harbor-style and go-grpc-prometheus schemes).
     duration: Option<Histogram>,
     /// The durations by gRPC code (the OpenTelemetry scheme).
-    durations: StatusHandles<Code, Histogram, CODE_COUNT>,
+    durations: Option<Box<StatusHandles<Code, Histogram, CODE_COUNT>>>,
     /// `[operation]`, `[grpc_type, grpc_service, grpc_method]`, or `[rpc_method,
-    /// rpc_service, rpc_system]`.
+    /// rpc_system_name]`.
     labels: Box<[Label]>,
     /// Totals by (HTTP status, gRPC code): HTTP 200 (every status in the go-grpc-prometheus
     /// scheme, which has no `code` label) has a slot per gRPC code; other statuses (499 for
@@ -132,18 +135,27 @@ impl OperationSeries {
         if let Some(g) = &self.inflight {
             g.decrement(1.0);
         }
-        let Some(duration) = &self.duration else {
+        if let Some(durations) = &self.durations {
             let register = |code: Code| {
-                let status = Label::new("rpc_grpc_status_code", status_label(code as u16));
-                let labels = sorted(self.labels.iter().cloned().chain([status]).collect());
                 let totals = &self.totals_in;
-                totals
-                    .recorder
-                    .histogram(&Key::from_parts(totals.duration.clone(), labels))
+                let name = SharedString::const_str(code_name(code));
+                let mut labels = self.labels.to_vec();
+                labels.push(Label::new("rpc_response_status_code", name.clone()));
+                let failed = if totals.client {
+                    code != Code::Ok
+                } else {
+                    is_server_error(code)
+                };
+                if failed {
+                    labels.push(Label::new("error_type", name));
+                }
+                let key = Key::from_parts(totals.duration.clone(), sorted(labels));
+                totals.recorder.histogram(&key)
             };
             let slot = Some(code_index(code));
-            self.durations
-                .with(code, slot, register, |h| h.record(seconds));
+            durations.with(code, slot, register, |h| h.record(seconds));
+        }
+        let Some(duration) = &self.duration else {
             return;
         };
         duration.record(seconds);
@@ -208,6 +220,7 @@ impl SeriesTable {
                 scheme: names.scheme,
                 name: names.total.clone().into(),
                 duration: names.duration.clone().into(),
+                client: names.client,
             }),
             recorder,
             inflight: names.inflight.clone().into(),
@@ -257,19 +270,28 @@ impl SeriesTable {
                 Label::new("grpc_service", service.to_owned()),
                 Label::new("grpc_method", method.to_owned()),
             ]),
+            // The fully-qualified method; `_OTHER` for a path that is not a gRPC one.
             Scheme::Otel => Box::new([
-                Label::new("rpc_method", method.to_owned()),
-                Label::new("rpc_service", service.to_owned()),
-                Label::new("rpc_system", SharedString::const_str("grpc")),
+                Label::new(
+                    "rpc_method",
+                    if operation.as_ref() == OperationId::UNKNOWN {
+                        SharedString::const_str(OTHER_METHOD)
+                    } else {
+                        operation
+                    },
+                ),
+                Label::new("rpc_system_name", SharedString::const_str("grpc")),
             ]),
         };
         let key = |name: &SharedString| Key::from_parts(name.clone(), labels.to_vec());
         let (recorder, towerscope) = (&self.recorder, scheme == Scheme::Towerscope);
+        let otel = scheme == Scheme::Otel;
         OperationSeries {
             inflight: towerscope.then(|| recorder.gauge(&key(&self.inflight))),
-            started: (!towerscope).then(|| recorder.counter(&key(&self.started))),
-            duration: (scheme != Scheme::Otel).then(|| recorder.histogram(&key(&self.duration))),
-            durations: StatusHandles::new(),
+            started: (scheme == Scheme::GoGrpcPrometheus)
+                .then(|| recorder.counter(&key(&self.started))),
+            duration: (!otel).then(|| recorder.histogram(&key(&self.duration))),
+            durations: otel.then(|| Box::new(StatusHandles::new())),
             labels,
             totals: CodeCounters::new(),
             totals_in: self.totals.clone(),

@@ -139,10 +139,10 @@ impl MetricsLayer {
         self.changed()
     }
 
-    /// Records the families of `naming`: Harbor's (the default) or the OpenTelemetry semantic
-    /// conventions' ([`semconv`](super::semconv)). With `Otel`, the
-    /// [`names`](Self::with_names) give only the overflow counter's name, and
-    /// [`max_operations`](Self::with_max_operations) caps the distinct routes.
+    /// Records the families of `naming`: Harbor's or the OpenTelemetry semantic conventions'
+    /// ([`semconv`](super::semconv)). With `Otel`, the [`names`](Self::with_names) give only
+    /// the overflow counter's name, and [`max_operations`](Self::with_max_operations) caps the
+    /// distinct routes. Defaults to [`MetricNaming::Harbor`].
     pub fn with_naming(mut self, naming: MetricNaming) -> Self {
         self.naming = naming;
         self.changed()

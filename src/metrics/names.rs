@@ -60,7 +60,8 @@ impl Default for MetricNames {
 /// | HTTP client | `{prefix}http_client_*`, by `method`, `code`, `peer` | `http_client_request_duration_seconds` |
 /// | gRPC | `{prefix}grpc_*` (or go-grpc-prometheus') | `rpc_server_call_duration_seconds`, `rpc_client_call_duration_seconds` |
 ///
-/// The OpenTelemetry names are those of the HTTP semantic conventions (stable part) in the
+/// The OpenTelemetry names are those of the HTTP semantic conventions (stable part) and of
+/// the RPC conventions (after v1.37, release candidate), in the
 /// Prometheus form the OpenTelemetry Collector's Prometheus exporter writes: dots become `_`,
 /// the unit `s` becomes `_seconds`, and no prefix. The families towerscope adds of its own
 /// (overflow counters, span export, jobs, transactions) keep their names.

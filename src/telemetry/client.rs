@@ -3,8 +3,9 @@
 use crate::{client::ClientMiddleware, Telemetry};
 
 impl ClientMiddleware {
-    /// A middleware configured from `telemetry`: its registry, `metric` prefix and naming (recording
-    /// nothing when `metric.enabled` is false and no `metric.otlp` push is set), `trace.propagators` and `request_id.header`.
+    /// A middleware configured from `telemetry`: its registry, `metric` prefix and naming
+    /// (recording nothing when `metric.enabled` is false and no `metric.otlp` push is set),
+    /// `trace.propagators` and `request_id.header`.
     pub fn from_telemetry(telemetry: &Telemetry) -> Self {
         let config = telemetry.config();
         let middleware = Self::new(telemetry.registry())

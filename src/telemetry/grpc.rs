@@ -8,8 +8,8 @@ use crate::{
 };
 
 impl GrpcLayer {
-    /// The layer for a service started with [`Telemetry`]: the families of `metric.naming`, names under
-    /// `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
+    /// The layer for a service started with [`Telemetry`]: the families of `metric.naming`,
+    /// names under `metric.namespace`/`metric.subsystem`, `metric.max_operations`, the telemetry's
     /// registry (component `grpc`), parents read with `trace.propagators` (when
     /// `trace.enabled`), the request id read from `request_id.header`; no metrics when
     /// `metric.enabled` is false and no `metric.otlp` push is set.

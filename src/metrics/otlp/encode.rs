@@ -288,6 +288,18 @@ impl Encoder {
                     aggregation_temporality: self.aggregation(),
                     is_monotonic: true,
                 }),
+                // An OpenTelemetry UpDownCounter (`http.server.active_requests`) goes out as an
+                // SDK sends one: a non-monotonic cumulative sum.
+                Some(Data::Gauge(_)) if instrument.is_some_and(|i| i.up_down) => {
+                    for point in &mut numbers {
+                        point.start_time_unix_nano = self.start_nanos;
+                    }
+                    Data::Sum(Sum {
+                        data_points: numbers,
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: false,
+                    })
+                }
                 Some(Data::Gauge(_)) => Data::Gauge(Gauge {
                     data_points: numbers,
                 }),
@@ -302,7 +314,7 @@ impl Encoder {
             };
             points += family.series.len() as u64;
             let (name, unit) = match instrument {
-                Some((name, unit)) => (name.to_owned(), unit),
+                Some(i) => (i.name.to_owned(), i.unit),
                 None => (family.name.clone(), unit(&family.name)),
             };
             metrics.push(Metric {

@@ -144,23 +144,37 @@ pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
     labels
 }
 
-/// The OpenTelemetry instrument name and unit of a family above, by its Prometheus name: what
-/// an OTLP push with `metric.naming: otel` sends instead of the Prometheus form.
-pub(crate) fn otel_instrument(prometheus: &str) -> Option<(&'static str, &'static str)> {
-    Some(match prometheus {
-        HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s"),
-        HTTP_SERVER_ACTIVE_REQUESTS => ("http.server.active_requests", "{request}"),
-        HTTP_SERVER_REQUEST_BODY_SIZE => ("http.server.request.body.size", "By"),
-        HTTP_SERVER_RESPONSE_BODY_SIZE => ("http.server.response.body.size", "By"),
-        HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s"),
-        RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s"),
-        RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s"),
+/// How a family above is sent as an OpenTelemetry instrument.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OtelInstrument {
+    pub(crate) name: &'static str,
+    pub(crate) unit: &'static str,
+    /// An UpDownCounter (stored as a gauge): sent as a non-monotonic sum.
+    pub(crate) up_down: bool,
+}
+
+/// The OpenTelemetry instrument of a family above, by its Prometheus name: what an OTLP push
+/// with `metric.naming: otel` sends instead of the Prometheus form.
+pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
+    let (name, unit, up_down) = match prometheus {
+        HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s", false),
+        HTTP_SERVER_ACTIVE_REQUESTS => ("http.server.active_requests", "{request}", true),
+        HTTP_SERVER_REQUEST_BODY_SIZE => ("http.server.request.body.size", "By", false),
+        HTTP_SERVER_RESPONSE_BODY_SIZE => ("http.server.response.body.size", "By", false),
+        HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s", false),
+        RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s", false),
+        RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s", false),
         _ => return None,
+    };
+    Some(OtelInstrument {
+        name,
+        unit,
+        up_down,
     })
 }
 
 /// The OpenTelemetry attribute key of a label of these families, and whether its value is an
-/// integer (`http.response.status_code`, `server.port`, `rpc.grpc.status_code`).
+/// integer (`http.response.status_code`, `server.port`).
 pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
     Some(match label {
         "error_type" => ("error.type", false),
@@ -171,10 +185,9 @@ pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
         "url_scheme" => ("url.scheme", false),
         "server_address" => ("server.address", false),
         "server_port" => ("server.port", true),
-        "rpc_grpc_status_code" => ("rpc.grpc.status_code", true),
         "rpc_method" => ("rpc.method", false),
-        "rpc_service" => ("rpc.service", false),
-        "rpc_system" => ("rpc.system", false),
+        "rpc_response_status_code" => ("rpc.response.status_code", false),
+        "rpc_system_name" => ("rpc.system.name", false),
         _ => return None,
     })
 }
