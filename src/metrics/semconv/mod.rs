@@ -145,6 +145,7 @@ pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
 }
 
 /// How a family above is sent as an OpenTelemetry instrument.
+#[cfg(feature = "otlp")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OtelInstrument {
     pub(crate) name: &'static str,
@@ -155,6 +156,7 @@ pub(crate) struct OtelInstrument {
 
 /// The OpenTelemetry instrument of a family above, by its Prometheus name: what an OTLP push
 /// with `metric.naming: otel` sends instead of the Prometheus form.
+#[cfg(feature = "otlp")]
 pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
     let (name, unit, up_down) = match prometheus {
         HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s", false),
@@ -175,6 +177,7 @@ pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
 
 /// The OpenTelemetry attribute key of a label of these families, and whether its value is an
 /// integer (`http.response.status_code`, `server.port`).
+#[cfg(feature = "otlp")]
 pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
     Some(match label {
         "error_type" => ("error.type", false),
