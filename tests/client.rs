@@ -636,6 +636,9 @@ async fn a_sampled_client_calls_span_ids_are_the_exemplars_of_its_series() {
 
 #[tokio::test]
 async fn otel_naming_records_the_conventions_client_duration() {
+    // A subscriber of this test's own: another test of this binary installs a global one,
+    // which must not receive (and export) this test's client spans.
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
     let t = Telemetry::init_local(
         &towerscope::Config::from_yaml_str("metric: { naming: otel, namespace: app, port: 0 }")
             .unwrap(),
