@@ -1,28 +1,44 @@
 //! [`ObservabilityLayer`]: the one layer a service adds.
 //!
-//! It composes, outermost first, [`RequestIdLayer`] → [`ResolveOperationLayer`] →
+//! It runs, in this order, the stages of [`RequestIdLayer`] → [`ResolveOperationLayer`] →
 //! [`TraceLayer`] → [`MetricsLayer`] as one tower layer: one `Router::layer` call in axum
 //! instead of four. The request id is set before the span opens (so the span carries it), and
 //! the operation is resolved exactly once, by the operation stage, whatever the subscriber or
 //! log level; the span, the metrics and the handler read that one [`OperationId`] from the
 //! request extensions.
 //!
+//! The stages run in one service, [`Observability`], with one response future and one
+//! response body carrying the span and the metrics state together: the same behaviour as the
+//! four layers stacked, without four nested futures and two nested bodies to move on every
+//! request, and with one reference count to clone when a router clones the service per
+//! request (axum does).
+//!
 //! [`OperationId`]: crate::operation::OperationId
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
 
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Span;
 
 use crate::{
     config::Config,
-    metrics::{MetricsLayer, MetricsRegistry, MetricsService},
-    operation::{OperationResolver, ResolveOperation, ResolveOperationLayer},
-    request_id::{RequestIdLayer, SetRequestId},
-    trace::{TraceLayer, TraceService},
+    metrics::{
+        toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
+        MetricsLayer, MetricsRegistry, MetricsStage, RequestMetrics,
+    },
+    operation::{OperationResolver, ResolveOperationLayer},
+    request_id::{self, RequestId, RequestIdLayer},
+    trace::{self, Opened, ServerSpan, TraceLayer},
 };
-
-/// The service [`ObservabilityLayer`] wraps around `S`.
-pub type Observability<S> = SetRequestId<ResolveOperation<TraceService<MetricsService<S>>>>;
 
 /// Request id, server span and request metrics in one layer.
 ///
@@ -127,7 +143,238 @@ impl<S> Layer<S> for ObservabilityLayer {
     type Service = Observability<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = self.trace.layer(self.metrics.layer(inner));
-        self.request_id.layer(self.operation.layer(inner))
+        Observability {
+            inner,
+            stages: Arc::new(Stages {
+                request_id: self.request_id.clone(),
+                operation: self.operation.clone(),
+                trace: self.trace.clone(),
+                metrics: self.metrics.stage(),
+            }),
+        }
+    }
+}
+
+/// The stages of an [`ObservabilityLayer`], shared by the clones of its service.
+struct Stages {
+    request_id: RequestIdLayer,
+    operation: ResolveOperationLayer,
+    trace: TraceLayer,
+    metrics: MetricsStage,
+}
+
+/// The service [`ObservabilityLayer`] wraps around `S`: request id, operation, server span
+/// and metrics in one service.
+pub struct Observability<S> {
+    inner: S,
+    stages: Arc<Stages>,
+}
+
+impl<S: Clone> Clone for Observability<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            stages: self.stages.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Observability<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observability")
+            .field("inner", &self.inner)
+            .field("request_id", &self.stages.request_id)
+            .field("trace", &self.stages.trace)
+            .field("metrics", &self.stages.metrics.enabled())
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observability<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let stages = &*self.stages;
+        let id = stages.request_id.apply(&mut req);
+        stages.operation.resolve_into(&mut req);
+        let opened = stages.trace.open(&mut req);
+        let metrics = stages.metrics.start(&req);
+        let head = req.method() == Method::HEAD;
+        let mut guard = match (opened, metrics) {
+            (None, None) => None,
+            (opened, metrics) => {
+                let (span, sampled_out) = match opened {
+                    Some(Opened { span, sampled_out }) => (span, sampled_out),
+                    None => (None, None),
+                };
+                Some(SettleGuard::new(Observed {
+                    span: span.map(ServerSpan::new),
+                    sampled_out,
+                    metrics,
+                    polling_future: true,
+                }))
+            }
+        };
+        // `call` itself runs inside the span (and a sampled-out context), as the trace layer
+        // does; the request id is current only while the future is polled.
+        let inner = match guard.as_mut() {
+            Some(guard) => guard.poll(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        ObservedFuture {
+            inner,
+            request_id: RequestId::new(id.clone()),
+            header: Some((stages.request_id.header().clone(), id)),
+            guard,
+            echo_traceparent: stages.trace.echoes_traceparent(),
+            head,
+        }
+    }
+}
+
+/// What an [`Observability`] request carries until it settles: its server span (ended when
+/// the response body ends) and its metrics state.
+pub struct Observed {
+    span: Option<ServerSpan>,
+    /// The context of a request the trace stage sampled out, current while the future is
+    /// polled.
+    sampled_out: Option<opentelemetry::Context>,
+    metrics: Option<RequestMetrics>,
+    /// Until the response head: the span is entered only while the future is polled, as
+    /// the trace layer alone does, not while the body is.
+    polling_future: bool,
+}
+
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed")
+            .field("span", &self.span)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settle for Observed {
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(metrics) = &mut self.metrics {
+            metrics.settle(outcome);
+        }
+        if let Some(span) = &mut self.span {
+            span.settle(outcome);
+        }
+    }
+
+    fn on_response<B>(&mut self, response: &Response<B>) {
+        if let Some(metrics) = &mut self.metrics {
+            metrics.on_response(response);
+        }
+    }
+
+    fn on_data(&mut self, len: usize) {
+        if let Some(metrics) = &mut self.metrics {
+            metrics.on_data(len);
+        }
+    }
+
+    fn span(&self) -> Option<&Span> {
+        self.span
+            .as_ref()
+            .filter(|_| self.polling_future)
+            .map(ServerSpan::span)
+    }
+
+    fn context(&self) -> Option<&opentelemetry::Context> {
+        self.sampled_out.as_ref().filter(|_| self.polling_future)
+    }
+}
+
+/// Response body of [`Observability`]: ends the span and the request's measurement when the
+/// inner body ends, fails or is dropped.
+pub type ObservedBody<B> = SettleBody<B, Observed>;
+
+pin_project! {
+    /// Response future of [`Observability`]: polls the inner future with the request id
+    /// current and inside the span; puts the id (and, when asked, a `traceparent`) on the
+    /// response and hands the span and metrics state to its body.
+    pub struct ObservedFuture<F> {
+        #[pin]
+        inner: F,
+        request_id: RequestId,
+        header: Option<(HeaderName, HeaderValue)>,
+        guard: Option<SettleGuard<Observed>>,
+        echo_traceparent: bool,
+        head: bool,
+    }
+}
+
+impl<F> fmt::Debug for ObservedFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedFuture")
+            .field("request_id", &self.request_id)
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<ObservedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (inner, guard) = (this.inner, this.guard);
+        let polled = request_id::scope(this.request_id, || match guard.as_mut() {
+            Some(guard) => guard.poll(|| inner.poll(cx)),
+            None => inner.poll(cx),
+        });
+        let result = ready!(polled);
+        let mut guard = guard.take();
+        Poll::Ready(match result {
+            Ok(mut res) => {
+                if let Some(state) = guard.as_mut().and_then(SettleGuard::state) {
+                    state.polling_future = false;
+                    state.on_response(&res);
+                    trace::on_response(
+                        state.span.as_ref().map(ServerSpan::span),
+                        state.sampled_out.as_ref(),
+                        *this.echo_traceparent,
+                        &mut res,
+                    );
+                    // The body does not need the sampled-out context: drop it with the head.
+                    state.sampled_out = None;
+                }
+                if let Some((name, value)) = this.header.take() {
+                    // The response always carries the request's id, even if the handler set
+                    // another.
+                    res.headers_mut().insert(name, value);
+                }
+                if sends_no_body(*this.head, res.status()) {
+                    if let Some(mut guard) = guard.take() {
+                        guard.settle(Outcome::Complete);
+                    }
+                }
+                Ok(res.map(|body| SettleBody::new(body, guard)))
+            }
+            Err(err) => {
+                // The span is marked `ERROR`, the request counted as a 500.
+                if let Some(guard) = guard.as_mut() {
+                    guard.settle(Outcome::Error);
+                }
+                Err(err)
+            }
+        })
     }
 }

@@ -113,6 +113,11 @@ tokio::task_local! {
     static CURRENT: RequestId;
 }
 
+/// Runs `f` (one poll of a request's future) with `id` as [`current`].
+pub(crate) fn scope<R>(id: &RequestId, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(id.clone(), f)
+}
+
 /// The id of the request whose handler is running on this task, if any.
 ///
 /// Set while [`RequestIdLayer`]'s response future is polled, so code called from a handler
@@ -181,8 +186,7 @@ impl<S> Layer<S> for RequestIdLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SetRequestId {
             inner,
-            header: self.header.clone(),
-            trust_incoming: self.trust_incoming,
+            layer: self.clone(),
         }
     }
 }
@@ -191,13 +195,18 @@ impl<S> Layer<S> for RequestIdLayer {
 #[derive(Debug, Clone)]
 pub struct SetRequestId<S> {
     inner: S,
-    header: HeaderName,
-    trust_incoming: bool,
+    layer: RequestIdLayer,
 }
 
-impl<S> SetRequestId<S> {
-    /// Validates or makes the id of `req` and stores it on the request; returns it.
-    fn apply<B>(&self, req: &mut Request<B>) -> HeaderValue {
+impl RequestIdLayer {
+    /// The header the id is read from and written to.
+    pub(crate) fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Validates or makes the id of `req` and stores it on the request (its header and its
+    /// [`RequestId`] extension); returns it.
+    pub(crate) fn apply<B>(&self, req: &mut Request<B>) -> HeaderValue {
         let headers = req.headers_mut();
         let mut incoming = headers.get_all(&self.header).iter();
         let kept = match (incoming.next(), incoming.next()) {
@@ -233,13 +242,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let id = self.apply(&mut req);
+        let id = self.layer.apply(&mut req);
         // `current()` is set while the future is polled, where handlers run; not around `call`,
         // which for most services only builds the future (and would cost a move of the request).
         ResponseFuture {
             inner: self.inner.call(req),
             request_id: RequestId(id.clone()),
-            header: Some((self.header.clone(), id)),
+            header: Some((self.layer.header.clone(), id)),
         }
     }
 }
@@ -271,7 +280,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let mut res = ready!(CURRENT.sync_scope(this.request_id.clone(), || inner.poll(cx)))?;
+        let mut res = ready!(scope(this.request_id, || inner.poll(cx)))?;
         if let Some((name, value)) = this.header.take() {
             // The response always carries the request's id, even if the handler set another.
             res.headers_mut().insert(name, value);

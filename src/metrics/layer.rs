@@ -247,9 +247,69 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MetricsService {
             inner,
+            stage: self.stage(),
+        }
+    }
+}
+
+impl MetricsLayer {
+    /// What a service built now records with: the table (built on first use) and resolver.
+    pub(crate) fn stage(&self) -> MetricsStage {
+        MetricsStage {
             table: self.table(),
             resolver: self.resolver.clone(),
         }
+    }
+}
+
+/// The request-path part of a [`MetricsLayer`]: the series table (none when disabled) and the
+/// resolver used when no [`OperationId`] is in the request extensions. Shared by
+/// [`MetricsService`] and [`ObservabilityLayer`](crate::ObservabilityLayer)'s service.
+#[derive(Clone)]
+pub(crate) struct MetricsStage {
+    table: Option<Table>,
+    resolver: Arc<dyn OperationResolver>,
+}
+
+impl MetricsStage {
+    /// Whether requests are measured.
+    pub(crate) fn enabled(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Counts `req` in flight in its series and returns its state, to settle when its
+    /// response body ends; `None` when disabled.
+    pub(crate) fn start<B>(&self, req: &Request<B>) -> Option<RequestMetrics> {
+        let table = self.table.as_ref()?;
+        let exemplar = req.extensions().get::<SpanIds>().copied();
+        Some(match table {
+            Table::Harbor(table) => {
+                let method_index = table.method_index(req.method());
+                let series = match req.extensions().get::<OperationId>() {
+                    Some(op) => table.series(op, method_index),
+                    None => match self.resolver.resolve(&RequestRef::from(req)) {
+                        Some(op) => table.series(&op, method_index),
+                        None => table.unknown_series(method_index),
+                    },
+                };
+                RequestMetrics::start(series, exemplar)
+            }
+            Table::Otel(table) => {
+                let resolved;
+                let op = match req.extensions().get::<OperationId>() {
+                    Some(op) => Some(op),
+                    None => {
+                        resolved = self.resolver.resolve(&RequestRef::from(req));
+                        resolved.as_ref()
+                    }
+                };
+                let route = op
+                    .and_then(|op| self.resolver.route(op))
+                    .or_else(|| matched_path(req));
+                let request_size = table.body_sizes().then(|| content_length(req)).flatten();
+                RequestMetrics::start_otel(table.series(route, req), exemplar, request_size)
+            }
+        })
     }
 }
 
@@ -257,15 +317,14 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone)]
 pub struct MetricsService<S> {
     inner: S,
-    table: Option<Table>,
-    resolver: Arc<dyn OperationResolver>,
+    stage: MetricsStage,
 }
 
 impl<S: fmt::Debug> fmt::Debug for MetricsService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsService")
             .field("inner", &self.inner)
-            .field("enabled", &self.table.is_some())
+            .field("enabled", &self.stage.enabled())
             .finish_non_exhaustive()
     }
 }
@@ -284,41 +343,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(table) = &self.table else {
+        let Some(state) = self.stage.start(&req) else {
             return SettleFuture::new(self.inner.call(req), None);
         };
-        let exemplar = req.extensions().get::<SpanIds>().copied();
-        let state = match table {
-            Table::Harbor(table) => {
-                let method_index = table.method_index(req.method());
-                let series = match req.extensions().get::<OperationId>() {
-                    Some(op) => table.series(op, method_index),
-                    None => match self.resolver.resolve(&RequestRef::from(&req)) {
-                        Some(op) => table.series(&op, method_index),
-                        None => table.unknown_series(method_index),
-                    },
-                };
-                RequestMetrics::start(series, exemplar)
-            }
-            Table::Otel(table) => {
-                let resolved;
-                let op = match req.extensions().get::<OperationId>() {
-                    Some(op) => Some(op),
-                    None => {
-                        resolved = self.resolver.resolve(&RequestRef::from(&req));
-                        resolved.as_ref()
-                    }
-                };
-                let route = op
-                    .and_then(|op| self.resolver.route(op))
-                    .or_else(|| matched_path(&req));
-                let request_size = table.body_sizes().then(|| content_length(&req)).flatten();
-                RequestMetrics::start_otel(table.series(route, &req), exemplar, request_size)
-            }
-        };
-        let guard = SettleGuard::new(state);
         let head = req.method() == Method::HEAD;
-        SettleFuture::new(self.inner.call(req), Some(guard)).head(head)
+        SettleFuture::new(self.inner.call(req), Some(SettleGuard::new(state))).head(head)
     }
 }
 

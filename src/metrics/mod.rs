@@ -73,6 +73,7 @@ pub use endpoint::{
     DEFAULT_MAX_CONCURRENT_RENDERS, DEFAULT_MAX_CONNECTIONS, HEADER_READ_TIMEOUT,
     OPENMETRICS_CONTENT_TYPE,
 };
+pub(crate) use layer::MetricsStage;
 pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
     DEFAULT_MAX_OPERATIONS,

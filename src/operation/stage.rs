@@ -89,6 +89,22 @@ impl ResolveOperationLayer {
     pub(crate) fn shared(resolver: Arc<dyn OperationResolver>) -> Self {
         Self { resolver }
     }
+
+    /// Resolves the operation of `req` into its extensions, unless one is there already.
+    pub(crate) fn resolve_into<B>(&self, req: &mut Request<B>) {
+        resolve_into(&*self.resolver, req);
+    }
+}
+
+/// Puts the operation `resolver` finds for `req` (or `unknown`) into its extensions, unless
+/// an [`OperationId`] is there already.
+fn resolve_into<B>(resolver: &dyn OperationResolver, req: &mut Request<B>) {
+    if req.extensions().get::<OperationId>().is_none() {
+        let op = resolver
+            .resolve(&RequestRef::from(&*req))
+            .unwrap_or_else(OperationId::unknown);
+        req.extensions_mut().insert(op);
+    }
 }
 
 impl<S> Layer<S> for ResolveOperationLayer {
@@ -130,13 +146,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if req.extensions().get::<OperationId>().is_none() {
-            let op = self
-                .resolver
-                .resolve(&RequestRef::from(&req))
-                .unwrap_or_else(OperationId::unknown);
-            req.extensions_mut().insert(op);
-        }
+        resolve_into(&*self.resolver, &mut req);
         self.inner.call(req)
     }
 }

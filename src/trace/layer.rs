@@ -176,7 +176,37 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
     }
 }
 
-impl<S> TraceService<S> {
+/// What the trace stage carries for one request: its server span (when a subscriber wants
+/// it) and, for a request the layer sampled out, the context to make current while it is
+/// polled.
+pub(crate) struct Opened {
+    pub(crate) span: Option<Span>,
+    pub(crate) sampled_out: Option<opentelemetry::Context>,
+}
+
+impl TraceLayer {
+    /// Opens the server span of `req` and, for exemplars, puts a sampled span's ids in its
+    /// extensions; `None` when no subscriber wants a span (nothing to carry, nothing to enter).
+    pub(crate) fn open<B>(&self, req: &mut Request<B>) -> Option<Opened> {
+        let (span, sampled_out, started) = self.make_span(req);
+        let span = (!span.is_disabled()).then_some(span);
+        if self.exemplar_ids && sampled_out.is_none() {
+            // A new trace's ids came with its start; a remote parent's child is looked up.
+            if let Some(ids) = started.or_else(|| span.as_ref().and_then(SpanIds::of)) {
+                req.extensions_mut().insert(ids);
+            }
+        }
+        if span.is_none() && sampled_out.is_none() {
+            return None;
+        }
+        Some(Opened { span, sampled_out })
+    }
+
+    /// Whether responses carry a `traceparent` naming the server span.
+    pub(crate) fn echoes_traceparent(&self) -> bool {
+        self.echo_traceparent
+    }
+
     /// The request's server span, with every field known from the request recorded at
     /// creation: one pass through the subscriber's `on_new_span` instead of one `on_record`
     /// per field; and, for a request the layer sampled out, the context to make current while
@@ -195,14 +225,13 @@ impl<S> TraceService<S> {
             return (Span::none(), None, None);
         }
         let parent = self
-            .layer
             .propagator
             .as_ref()
             .map(|propagator| propagation::extract(&**propagator, req.headers()));
         let method = standard_method(req.method());
         // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
         // metrics label does not depend on whether this span is enabled.
-        let operation = operation_of(req, &*self.layer.resolver);
+        let operation = operation_of(req, &*self.resolver);
         #[cfg(feature = "axum")]
         let route = req
             .extensions()
@@ -241,7 +270,7 @@ impl<S> TraceService<S> {
             };
         }
         sampling::open(
-            self.layer.presample,
+            self.presample,
             parent,
             || name.with_str(|name| server_span!("towerscope::http", name)),
             || {
@@ -314,15 +343,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let (span, sampled_out, started) = self.make_span(&req);
-        let span = (!span.is_disabled()).then_some(span);
-        if self.layer.exemplar_ids && sampled_out.is_none() {
-            // A new trace's ids came with its start; a remote parent's child is looked up.
-            if let Some(ids) = started.or_else(|| span.as_ref().and_then(SpanIds::of)) {
-                req.extensions_mut().insert(ids);
-            }
-        }
-        if span.is_none() && sampled_out.is_none() {
+        let Some(Opened { span, sampled_out }) = self.layer.open(&mut req) else {
             // No subscriber wants it: carry nothing, enter nothing.
             return ResponseFuture {
                 inner: self.inner.call(req),
@@ -331,7 +352,7 @@ where
                 echo_traceparent: false,
                 head: false,
             };
-        }
+        };
         let head = req.method() == Method::HEAD;
         let inner = {
             let _entered = span.as_ref().map(Span::enter);
@@ -410,22 +431,12 @@ where
         let sampled_out = this.sampled_out.take();
         match result {
             Ok(mut res) => {
-                if let Some(span) = &span {
-                    let status = res.status();
-                    span.record("http.response.status_code", i64::from(status.as_u16()));
-                    if status.is_server_error() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                    // A handler's override renames the metrics; the span says the same.
-                    if let Some(op) = res.extensions().get::<OperationId>() {
-                        span.record("operation", op.as_str());
-                    }
-                }
-                if *this.echo_traceparent {
-                    if let Some(tp) = traceparent(span.as_ref(), sampled_out.as_ref()) {
-                        res.headers_mut().insert("traceparent", tp);
-                    }
-                }
+                on_response(
+                    span.as_ref(),
+                    sampled_out.as_ref(),
+                    *this.echo_traceparent,
+                    &mut res,
+                );
                 let mut guard = span.map(|span| SettleGuard::new(ServerSpan(span)));
                 if sends_no_body(*this.head, res.status()) {
                     if let Some(mut guard) = guard.take() {
@@ -444,6 +455,32 @@ where
     }
 }
 
+/// Records the response head on the server span (status, `ERROR` for a 5xx, a handler's
+/// operation override) and, with `echo`, names the span in a `traceparent` header.
+pub(crate) fn on_response<B>(
+    span: Option<&Span>,
+    sampled_out: Option<&opentelemetry::Context>,
+    echo: bool,
+    res: &mut Response<B>,
+) {
+    if let Some(span) = span {
+        let status = res.status();
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        // A handler's override renames the metrics; the span says the same.
+        if let Some(op) = res.extensions().get::<OperationId>() {
+            span.record("operation", op.as_str());
+        }
+    }
+    if echo {
+        if let Some(tp) = traceparent(span, sampled_out) {
+            res.headers_mut().insert("traceparent", tp);
+        }
+    }
+}
+
 /// Response body of [`TraceService`]: holds the span open until the body ends, fails or
 /// drops.
 pub type ResponseBody<B> = SettleBody<B, ServerSpan>;
@@ -452,6 +489,18 @@ pub type ResponseBody<B> = SettleBody<B, ServerSpan>;
 /// when the request settles; a body that fails mid-stream marks it `ERROR`.
 #[derive(Debug)]
 pub struct ServerSpan(Span);
+
+impl ServerSpan {
+    /// Carries `span` until the request settles.
+    pub(crate) fn new(span: Span) -> Self {
+        Self(span)
+    }
+
+    /// The span.
+    pub(crate) fn span(&self) -> &Span {
+        &self.0
+    }
+}
 
 impl Settle for ServerSpan {
     fn settle(&mut self, outcome: Outcome) {

@@ -10,6 +10,8 @@ pub mod propagation;
 pub(crate) mod sampling;
 
 pub(crate) use build::{ExporterSpec, OtlpOptions};
+pub(crate) use layer::ServerSpan;
+pub(crate) use layer::{on_response, Opened};
 pub use layer::{
     ResponseBody, ResponseFuture, TraceLayer, TraceService, MAX_PATH_ATTRIBUTE,
     MAX_USER_AGENT_ATTRIBUTE,
