@@ -306,6 +306,10 @@ pin_project! {
     /// Response future of [`Observability`]: polls the inner future with the request id
     /// current and inside the span; puts the id (and, when asked, a `traceparent`) on the
     /// response and hands the span and metrics state to its body.
+    ///
+    /// It settles like [`SettleFuture`](crate::metrics::toolkit::SettleFuture) but does not
+    /// wrap one: the extra level (one more move of every response) measured ~60 ns per
+    /// request in `benches/overhead.rs`, most of what the fused service saves.
     pub struct ObservedFuture<F> {
         #[pin]
         inner: F,
