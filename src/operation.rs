@@ -184,6 +184,23 @@ impl<R: OperationResolver + ?Sized> OperationResolver for Arc<R> {
     }
 }
 
+/// axum's route template of a request (`MatchedPath`, set by the router), if any: what
+/// [`MatchedPathResolver`] resolves, the span's `http.route`, and the OpenTelemetry naming's
+/// `http_route` when no resolver knows the route.
+pub(crate) fn matched_path(extensions: &Extensions) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|path| path.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = extensions;
+        None
+    }
+}
+
 /// Combinators for resolvers.
 pub trait OperationResolverExt: OperationResolver + Sized {
     /// Tries `self` first, then `other`.
@@ -270,10 +287,7 @@ impl MatchedPathResolver {
 #[cfg(feature = "axum")]
 impl OperationResolver for MatchedPathResolver {
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId> {
-        let template = request
-            .extensions
-            .get::<axum::extract::MatchedPath>()?
-            .as_str();
+        let template = matched_path(request.extensions)?;
         if let Some(op) = self.operations.get(template) {
             return Some(op.clone());
         }

@@ -657,21 +657,10 @@ async fn otel_naming_records_the_conventions_client_duration() {
     let client = ClientMiddleware::from_telemetry(&t)
         .build_client(reqwest::Client::builder())
         .unwrap();
-    client
-        .get(format!("http://{server}/ok"))
-        .send()
-        .await
-        .unwrap();
-    client
-        .get(format!("http://{server}/ok"))
-        .send()
-        .await
-        .unwrap();
-    client
-        .get(format!("http://{server}/boom"))
-        .send()
-        .await
-        .unwrap();
+    for path in ["ok", "ok", "boom"] {
+        let url = format!("http://{server}/{path}");
+        client.get(url).send().await.unwrap();
+    }
     client
         .get(format!("http://{closed}/x"))
         .send()

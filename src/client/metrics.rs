@@ -334,13 +334,13 @@ impl PeerTable {
         scheme: usize,
     ) -> Arc<Series> {
         let peer = match peer {
-            PeerRef::Operation(name) => self.peer(name),
+            PeerRef::Operation(name) => self.peer(name, None),
             PeerRef::Host(host, port) => {
                 let mut label = PeerLabel::default();
                 match write!(label, "{host}:{port}") {
-                    Ok(()) => self.peer(label.as_str()),
+                    Ok(()) => self.peer(label.as_str(), Some((host, port))),
                     // Longer than the buffer: a host this long is rare enough to format.
-                    Err(fmt::Error) => self.peer(&format!("{host}:{port}")),
+                    Err(fmt::Error) => self.peer(&format!("{host}:{port}"), Some((host, port))),
                 }
             }
         };
@@ -382,31 +382,29 @@ impl PeerTable {
         peer.by_method[index].get_or_init(make).clone()
     }
 
-    fn peer(&self, label: &str) -> Arc<Peer> {
+    /// The series of the peer `label`; `address`, the URL's host and port, gives the
+    /// OpenTelemetry naming's `server_address` and `server_port` (both `_overflow` past the
+    /// cap).
+    fn peer(&self, label: &str, address: Option<(&str, u16)>) -> Arc<Peer> {
         let slots = (self.methods.len() + 1) * self.slots_per_method();
+        let otel = self.naming == MetricNaming::Otel;
         self.peers.get(label, |label| Peer {
-            address: (self.naming == MetricNaming::Otel)
-                .then(|| address_of(&label))
-                .flatten(),
+            address: match address {
+                _ if !otel => None,
+                _ if label.as_ref() == crate::labels::OVERFLOW_LABEL => {
+                    let overflow = SharedString::const_str(crate::labels::OVERFLOW_LABEL);
+                    Some((overflow.clone(), overflow))
+                }
+                Some((host, port)) => Some((
+                    SharedString::from(unbracketed(host).to_owned()),
+                    SharedString::from(port.to_string()),
+                )),
+                None => None,
+            },
             label,
             by_method: (0..slots).map(|_| OnceLock::new()).collect(),
         })
     }
-}
-
-/// The `server_address` and `server_port` labels of a peer label: `host:port` split at its last
-/// colon (an IPv6 host unbracketed), or `_overflow` for both.
-fn address_of(label: &str) -> Option<(SharedString, SharedString)> {
-    if label == crate::labels::OVERFLOW_LABEL {
-        let overflow = SharedString::const_str(crate::labels::OVERFLOW_LABEL);
-        return Some((overflow.clone(), overflow));
-    }
-    let (host, port) = label.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    Some((
-        SharedString::from(unbracketed(host).to_owned()),
-        SharedString::from(port.to_owned()),
-    ))
 }
 
 /// `host:port` written on the stack, so that a call to a known peer allocates nothing.

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     labels::{MethodTable, STANDARD_METHODS},
-    operation::{default_resolver, OperationId, OperationResolver, RequestRef},
+    operation::{default_resolver, matched_path, OperationId, OperationResolver, RequestRef},
 };
 
 /// The default cap on distinct `operation` label values per family.
@@ -305,7 +305,7 @@ impl MetricsStage {
                 };
                 let route = op
                     .and_then(|op| self.resolver.route(op))
-                    .or_else(|| matched_path(req));
+                    .or_else(|| matched_path(req.extensions()));
                 let request_size = table.body_sizes().then(|| content_length(req)).flatten();
                 RequestMetrics::start_otel(table.series(route, req), exemplar, request_size)
             }
@@ -359,21 +359,6 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         return None;
     }
     value.to_str().ok()?.parse().ok()
-}
-
-/// axum's route template of `req`, when the router set one.
-fn matched_path<B>(req: &Request<B>) -> Option<&str> {
-    #[cfg(feature = "axum")]
-    {
-        req.extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|path| path.as_str())
-    }
-    #[cfg(not(feature = "axum"))]
-    {
-        let _ = req;
-        None
-    }
 }
 
 /// Response future of [`MetricsService`].

@@ -25,7 +25,7 @@ use crate::{
         toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
         SpanIds,
     },
-    operation::{default_resolver, operation_of, OperationId, OperationResolver},
+    operation::{default_resolver, matched_path, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
 
@@ -232,13 +232,7 @@ impl TraceLayer {
         // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
         // metrics label does not depend on whether this span is enabled.
         let operation = operation_of(req, &*self.resolver);
-        #[cfg(feature = "axum")]
-        let route = req
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|p| p.as_str());
-        #[cfg(not(feature = "axum"))]
-        let route: Option<&str> = None;
+        let route = matched_path(req.extensions());
         let name = SpanName {
             verb: method.unwrap_or("HTTP"),
             route,
