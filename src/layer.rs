@@ -37,7 +37,7 @@ use crate::{
     },
     operation::{OperationResolver, ResolveOperationLayer},
     request_id::{self, RequestId, RequestIdLayer},
-    trace::{self, Opened, ServerSpan, TraceLayer},
+    trace::{self, ServerSpan, TraceLayer},
 };
 
 /// Request id, server span and request metrics in one layer.
@@ -207,26 +207,19 @@ where
         let stages = &*self.stages;
         let id = stages.request_id.apply(&mut req);
         stages.operation.resolve_into(&mut req);
-        let opened = stages.trace.open(&mut req);
+        let span = stages.trace.open(&mut req);
         let metrics = stages.metrics.start(&req);
         let head = req.method() == Method::HEAD;
-        let mut guard = match (opened, metrics) {
+        let mut guard = match (span, metrics) {
             (None, None) => None,
-            (opened, metrics) => {
-                let (span, sampled_out) = match opened {
-                    Some(Opened { span, sampled_out }) => (span, sampled_out),
-                    None => (None, None),
-                };
-                Some(SettleGuard::new(Observed {
-                    span: span.map(ServerSpan::new),
-                    sampled_out,
-                    metrics,
-                    polling_future: true,
-                }))
-            }
+            (span, metrics) => Some(SettleGuard::new(Observed {
+                span,
+                metrics,
+                polling_future: true,
+            })),
         };
-        // `call` itself runs inside the span (and a sampled-out context), as the trace layer
-        // does; the request id is current only while the future is polled.
+        // `call` itself runs inside the span (its context current), as the trace layer does;
+        // the request id is current only while the future is polled.
         let inner = match guard.as_mut() {
             Some(guard) => guard.poll(|| self.inner.call(req)),
             None => self.inner.call(req),
@@ -246,9 +239,6 @@ where
 /// the response body ends) and its metrics state.
 pub struct Observed {
     span: Option<ServerSpan>,
-    /// The context of a request the trace stage sampled out, current while the future is
-    /// polled.
-    sampled_out: Option<opentelemetry::Context>,
     metrics: Option<RequestMetrics>,
     /// Until the response head: the span is entered only while the future is polled, as
     /// the trace layer alone does, not while the body is.
@@ -290,11 +280,14 @@ impl Settle for Observed {
         self.span
             .as_ref()
             .filter(|_| self.polling_future)
-            .map(ServerSpan::span)
+            .and_then(ServerSpan::tracing_span)
     }
 
     fn context(&self) -> Option<&opentelemetry::Context> {
-        self.sampled_out.as_ref().filter(|_| self.polling_future)
+        self.span
+            .as_ref()
+            .filter(|_| self.polling_future)
+            .and_then(ServerSpan::context)
     }
 }
 
@@ -351,14 +344,7 @@ where
                 if let Some(state) = guard.as_mut().and_then(SettleGuard::state) {
                     state.polling_future = false;
                     state.on_response(&res);
-                    trace::on_response(
-                        state.span.as_ref().map(ServerSpan::span),
-                        state.sampled_out.as_ref(),
-                        *this.echo_traceparent,
-                        &mut res,
-                    );
-                    // The body does not need the sampled-out context: drop it with the head.
-                    state.sampled_out = None;
+                    trace::on_response(state.span.as_ref(), *this.echo_traceparent, &mut res);
                 }
                 if let Some((name, value)) = this.header.take() {
                     // The response always carries the request's id, even if the handler set

@@ -183,19 +183,26 @@ impl Telemetry {
     /// The [`ObservabilityLayer`] for the service: request id, a server span whose parent is
     /// read with the configured propagators, and the request metrics.
     ///
-    /// With tracing enabled the layer decides sampling itself, with the pipeline's rule, before
-    /// it builds the span: a request that is sampled out gets a span that only log layers see
-    /// (target [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET)), which costs nothing when
-    /// no log line wants it. Pair it with [`tracing_layer`](Self::tracing_layer), which leaves
-    /// those spans out; another OpenTelemetry layer would receive them and drop them (they are
-    /// not sampled), and would apply the ratio a second time to the spans the layer sampled.
+    /// With tracing enabled the layer exports the server spans itself, into the pipeline: it
+    /// decides sampling with the pipeline's rule before it builds anything, builds a sampled
+    /// request's OpenTelemetry span directly (no `tracing-opentelemetry` span behind it) and
+    /// makes it current, as an OpenTelemetry context, while the request is polled: spans opened
+    /// inside become its children, and [`current_context`](crate::trace::current_context)
+    /// reaches it. Each request also gets a `tracing` span with the same fields for log lines
+    /// (target [`LOG_SPAN_TARGET`](crate::trace::LOG_SPAN_TARGET)), which costs nothing when no
+    /// log layer wants it. Pair the layer with [`tracing_layer`](Self::tracing_layer), which
+    /// leaves those log spans out and adds the events inside a request to its span; another
+    /// OpenTelemetry layer in the subscriber must leave them out too, or it exports each
+    /// request twice.
     pub fn layer(&self) -> ObservabilityLayer {
         let trace = TraceLayer::new()
             .with_shared_propagator(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
             .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars);
         let trace = match &self.trace {
-            Some(_) => trace.presample(self.config.trace.sample_rate),
+            Some(pipeline) => {
+                trace.export_direct(pipeline.direct_tracer(), self.config.trace.sample_rate)
+            }
             None => trace,
         };
         ObservabilityLayer::from_config(&self.config, &self.registry).with_trace(trace)
@@ -205,10 +212,12 @@ impl Telemetry {
     /// when tracing is disabled. Source locations, thread ids, targets and busy/idle times
     /// are not recorded as attributes.
     ///
-    /// It does not see the server spans of requests that [`layer`](Self::layer) and
-    /// `GrpcLayer::from_telemetry` sampled out (targets
-    /// [`UNSAMPLED_TARGET`](crate::trace::UNSAMPLED_TARGET) and
-    /// [`GRPC_UNSAMPLED_TARGET`](crate::trace::GRPC_UNSAMPLED_TARGET)).
+    /// It leaves out the log-only spans of [`layer`](Self::layer) and
+    /// `GrpcLayer::from_telemetry` (targets [`LOG_SPAN_TARGET`](crate::trace::LOG_SPAN_TARGET)
+    /// and [`GRPC_LOG_SPAN_TARGET`](crate::trace::GRPC_LOG_SPAN_TARGET)): those layers export
+    /// their server spans themselves. An event logged inside a request outside any span of its
+    /// own is added to the request's server span, as `tracing-opentelemetry` adds events to
+    /// the spans it exports.
     pub fn tracing_layer<S>(&self) -> Option<impl Layer<S>>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
@@ -221,10 +230,26 @@ impl Telemetry {
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_target(false);
-            // A per-layer filter decided per callsite: nothing is checked per span.
-            let sampled: fn(&tracing::Metadata<'_>) -> bool =
-                |meta| !crate::trace::sampling::is_sampled_out(meta.target());
-            otel.with_filter(tracing_subscriber::filter::filter_fn(sampled))
+            // The log-only spans are left out per callsite (`never`). Every other callsite is
+            // `sometimes`, not `always`: tracing-subscriber leaves a per-layer filter's
+            // "disabled" mark in place after a span or event that every layer disabled (a
+            // log-only span with no log layer, when two threads first reach its callsite at
+            // once), and the next `always` callsite, which skips the filters, would be
+            // dropped by this layer. A `sometimes` callsite asks the filters, resetting it.
+            let exported =
+                |meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>| {
+                    !crate::trace::is_log_only(meta.target())
+                };
+            let filter = tracing_subscriber::filter::dynamic_filter_fn(exported)
+                .with_callsite_filter(|meta| {
+                    if crate::trace::is_log_only(meta.target()) {
+                        tracing::subscriber::Interest::never()
+                    } else {
+                        tracing::subscriber::Interest::sometimes()
+                    }
+                });
+            otel.and_then(crate::trace::events::DirectSpanEvents)
+                .with_filter(filter)
         })
     }
 

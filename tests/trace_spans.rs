@@ -465,13 +465,13 @@ async fn operation_under(
             .unwrap();
         res.into_body().collect().await.unwrap();
     };
-    match subscriber {
-        Some(dispatch) => {
-            let _guard = tracing::dispatcher::set_default(&dispatch);
-            call.await;
-        }
-        None => call.await,
-    }
+    // "No subscriber" is a scoped `NoSubscriber`: a thread with no default at all would make
+    // tracing-core cache the callsites it registers as never enabled, for every test's thread
+    // (it asks only the registering thread's default while one dispatcher is registered).
+    let dispatch =
+        subscriber.unwrap_or_else(|| tracing::subscriber::NoSubscriber::default().into());
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    call.await;
     t.trace_pipeline().unwrap().force_flush().unwrap();
     let text = t.registry().render();
     let totals = text
@@ -545,5 +545,165 @@ async fn a_response_override_renames_the_span_operation_too() {
         ),
         Some(1.0),
         "{text}"
+    );
+}
+
+/// Behind `Telemetry::layer` the server span is built by the layer, not by
+/// `tracing-opentelemetry`: a handler reaches it through `current_context`, and the events it
+/// logs outside any span of its own are the span's events, as `tracing-opentelemetry` makes them.
+#[tokio::test]
+async fn a_handler_reaches_its_server_span_and_its_events_are_the_spans() {
+    use opentelemetry::{trace::TraceContextExt, KeyValue};
+    let (t, exporter) = telemetry(TRACED);
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async {
+                towerscope::trace::current_context()
+                    .span()
+                    .set_attribute(KeyValue::new("user.id", "alice"));
+                tracing::info!(found = true, count = 3_i64, "looked up");
+                {
+                    let db = tracing::info_span!("db.query", otel.kind = "client");
+                    let _e = db.enter();
+                    tracing::info!("inside the query");
+                }
+                tracing::error!(error = "the cache is down");
+                "user"
+            }),
+        )
+        .layer(t.layer());
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let res = app
+        .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let server = named(&spans, "GET /users/{id}");
+    let db = named(&spans, "db.query");
+    assert_eq!(db.parent_span_id, server.span_context.span_id());
+    assert_eq!(attr(server, "user.id").as_deref(), Some("alice"));
+
+    let names: Vec<_> = server.events.iter().map(|e| e.name.as_ref()).collect();
+    assert_eq!(names, ["looked up", "exception"], "{server:#?}");
+    let looked_up = &server.events.events[0];
+    let event_attr = |key: &str| {
+        looked_up
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(event_attr("level").as_deref(), Some("INFO"));
+    assert_eq!(event_attr("found").as_deref(), Some("true"));
+    assert_eq!(event_attr("count").as_deref(), Some("3"));
+    assert!(
+        matches!(&server.status, Status::Error { description } if description.contains("the cache is down")),
+        "an error event marks the span: {:?}",
+        server.status
+    );
+    // The event inside the query is the query's.
+    let db_events: Vec<_> = db.events.iter().map(|e| e.name.as_ref()).collect();
+    assert_eq!(db_events, ["inside the query"]);
+}
+
+/// The request's log span carries its fields to log lines and is not exported a second time.
+/// Inside an exported span around the whole service (a connection span), the server span's
+/// parent is still what the caller sent (none here), and the request's children hang under it.
+#[tokio::test]
+async fn a_sampled_request_logs_with_its_fields_and_is_exported_once() {
+    use tracing::Instrument;
+    let (t, exporter) = telemetry(TRACED);
+    let logs = support::Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        )
+        .with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async {
+                tracing::info!("inside the handler");
+                let db = tracing::info_span!("db.query", otel.kind = "client");
+                let _e = db.enter();
+                "user"
+            }),
+        )
+        .layer(t.layer());
+    let req = Request::get("/users/7")
+        .header("x-request-id", "req-sampled-1")
+        .body(Body::empty())
+        .unwrap();
+    async {
+        let res = app.oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    .instrument(tracing::info_span!("connection"))
+    .await;
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let (server, db, connection) = (
+        named(&spans, "GET /users/{id}"),
+        named(&spans, "db.query"),
+        named(&spans, "connection"),
+    );
+    assert_eq!(server.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_ne!(
+        server.span_context.trace_id(),
+        connection.span_context.trace_id()
+    );
+    assert_eq!(db.parent_span_id, server.span_context.span_id());
+    let text = logs.take();
+    let line = text
+        .lines()
+        .find(|l| l.contains("inside the handler"))
+        .unwrap_or_else(|| panic!("no log line: {text}"));
+    assert!(
+        line.contains("request_id=\"req-sampled-1\"")
+            && line.contains("operation=\"/users/{id}\"")
+            && line.contains("connection"),
+        "{line}"
+    );
+}
+
+/// Behind `Telemetry::layer` the server span is exported by the layer: whether spans are
+/// exported is decided by `trace.enabled` and the sampler, not by the subscriber.
+#[tokio::test]
+async fn server_spans_are_exported_without_any_subscriber() {
+    let (t, exporter) = telemetry(TRACED);
+    // Scoped, for the reason given in `operation_under`.
+    let _guard = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let res = app(&t)
+        .oneshot(
+            Request::get("/users/42")
+                .header("x-request-id", "no-subscriber")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    // The `tracing` child is not exported: no OpenTelemetry layer turns it into a span.
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "GET /users/{id}");
+    assert_eq!(
+        attr(&spans[0], "request_id").as_deref(),
+        Some("no-subscriber")
+    );
+    assert_eq!(
+        attr(&spans[0], "http.response.status_code").as_deref(),
+        Some("200")
     );
 }

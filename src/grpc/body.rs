@@ -14,6 +14,8 @@ use http::{HeaderMap, StatusCode};
 use tonic::Code;
 use tracing::Span;
 
+use crate::trace::ServerSpan;
+
 use super::{
     series::OperationSeries,
     status::{code_from_http, is_server_error, status_in, GRPC_MESSAGE},
@@ -40,11 +42,9 @@ pub type ResponseBody<B> = SettleBody<B, GrpcCall>;
 /// Opaque: it is only named as the state of [`ResponseBody`].
 pub struct GrpcCall {
     series: Option<Arc<OperationSeries>>,
-    span: Option<Span>,
-    /// The context of a call the layer sampled out, current while it is polled.
-    sampled_out: Option<opentelemetry::Context>,
-    /// The span's ids when the layer started a new trace (else looked up at the end).
-    started: Option<SpanIds>,
+    span: Option<ServerSpan>,
+    /// A call out: the ids of the caller's sampled span, the exemplar of its series.
+    caller: Option<SpanIds>,
     start: Instant,
     /// The response's HTTP status; `None` until the response head.
     http_status: Option<u16>,
@@ -57,22 +57,16 @@ pub struct GrpcCall {
 }
 
 impl GrpcCall {
-    /// Counts the call as started in `series`, if any; `span` ends when the call settles;
-    /// `sampled_out` is current while it is polled; `started`, the span's ids when known.
-    pub(super) fn start(
-        series: Option<Arc<OperationSeries>>,
-        span: Option<Span>,
-        sampled_out: Option<opentelemetry::Context>,
-        started: Option<SpanIds>,
-    ) -> Self {
+    /// Counts the call as started in `series`, if any; `span` is entered while the call is
+    /// polled and ends when it settles.
+    pub(super) fn start(series: Option<Arc<OperationSeries>>, span: Option<ServerSpan>) -> Self {
         if let Some(series) = &series {
             series.start();
         }
         Self {
             series,
             span,
-            sampled_out,
-            started,
+            caller: None,
             start: Instant::now(),
             http_status: None,
             code: None,
@@ -86,7 +80,8 @@ impl GrpcCall {
     pub(super) fn client(series: Arc<OperationSeries>, caller: Option<SpanIds>) -> Self {
         Self {
             client: true,
-            ..Self::start(Some(series), None, None, caller)
+            caller,
+            ..Self::start(Some(series), None)
         }
     }
 
@@ -106,28 +101,20 @@ impl GrpcCall {
     /// Records the call as finished with `http_status` and `code`.
     fn finish(&mut self, http_status: u16, code: Code) {
         if let Some(series) = &self.series {
-            // A sampled-out call's span is a log-only one: no exemplar.
-            let ids = match (&self.span, &self.sampled_out) {
-                (Some(span), None) => self.started.or_else(|| SpanIds::of(span)),
-                // A call out: the caller's span.
-                (None, None) => self.started,
-                _ => None,
+            // A call out: the caller's span.
+            let ids = match &self.span {
+                Some(span) => span.sampled_ids(),
+                None => self.caller,
             };
             with_exemplar(ids, || {
                 series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
             });
         }
         if let Some(span) = self.span.take() {
-            span.record("rpc.grpc.status_code", code as i64);
+            span.record_i64("rpc.grpc.status_code", code as i64);
             if is_server_error(code) {
-                match self.message.take() {
-                    Some(message) if !message.is_empty() => {
-                        span.record("otel.status_description", message);
-                    }
-                    _ => {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                }
+                let message = self.message.take().filter(|message| !message.is_empty());
+                span.set_error(message.as_deref());
             }
             // Dropping the span here ends it with the call, not when hyper frees the body.
         }
@@ -172,11 +159,11 @@ impl Settle for GrpcCall {
     }
 
     fn span(&self) -> Option<&Span> {
-        self.span.as_ref()
+        self.span.as_ref().and_then(ServerSpan::tracing_span)
     }
 
     fn context(&self) -> Option<&opentelemetry::Context> {
-        self.sampled_out.as_ref()
+        self.span.as_ref().and_then(ServerSpan::context)
     }
 }
 
@@ -227,7 +214,7 @@ mod tests {
         let table = SeriesTable::new(recorder, &GrpcMetricNames::default(), 10, Arc::default());
         let call = || {
             let series = table.series(GrpcOperation::from_path("/p.S/M"));
-            SettleGuard::new(GrpcCall::start(Some(series), None, None, None))
+            SettleGuard::new(GrpcCall::start(Some(series), None))
         };
         let head = |guard: &mut SettleGuard<GrpcCall>, status: u16, grpc_status: Option<&str>| {
             let mut res = http::Response::new(());

@@ -9,7 +9,7 @@ use std::{
 };
 
 use http::{HeaderName, Request, Response};
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::{propagation::TextMapPropagator, trace::SpanKind, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field::Empty, Span};
@@ -23,11 +23,11 @@ use super::{
 use crate::{
     metrics::{
         toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
-        MetricsRegistry, SpanIds, DEFAULT_MAX_OPERATIONS,
+        MetricsRegistry, DEFAULT_MAX_OPERATIONS,
     },
     operation::OperationId,
     request_id::{is_valid_request_id, RequestId, X_REQUEST_ID},
-    trace::{propagation, sampling},
+    trace::{propagation, ServerSpan, SpanExport, SpanStart, GRPC_LOG_SPAN_TARGET},
 };
 
 /// The `?comp=` component the gRPC families are registered under.
@@ -57,8 +57,8 @@ pub struct GrpcLayer {
 struct CallSpans {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     request_id_header: HeaderName,
-    /// The pipeline's sample rate, when the layer decides sampling itself (`from_telemetry`).
-    presample: Option<f64>,
+    /// How the spans are exported: through `tracing`, or by the layer (`from_telemetry`).
+    export: SpanExport,
 }
 
 impl fmt::Debug for GrpcLayer {
@@ -78,6 +78,7 @@ impl fmt::Debug for CallSpans {
         f.debug_struct("CallSpans")
             .field("extracts_context", &self.propagator.is_some())
             .field("request_id_header", &self.request_id_header)
+            .field("export", &self.export)
             .finish()
     }
 }
@@ -113,7 +114,7 @@ impl GrpcLayer {
             spans: Arc::new(CallSpans {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
-                presample: None,
+                export: SpanExport::Tracing,
             }),
             table: Arc::default(),
         }
@@ -173,10 +174,10 @@ impl GrpcLayer {
         self
     }
 
-    /// Decides sampling before the span is built, with the rule of `Telemetry`'s pipeline at
-    /// `rate` (see `trace::sampling`); only for spans exported by that pipeline.
-    pub(crate) fn presample(mut self, rate: f64) -> Self {
-        Arc::make_mut(&mut self.spans).presample = Some(rate);
+    /// Exports the spans itself, as [`Telemetry::layer`](crate::Telemetry::layer) does (see
+    /// `trace::direct`), instead of through `tracing`.
+    pub(crate) fn export_with(mut self, export: SpanExport) -> Self {
+        Arc::make_mut(&mut self.spans).export = export;
         self
     }
 
@@ -250,29 +251,13 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
 }
 
 impl CallSpans {
-    /// The server span of a call, `None` when no subscriber wants it, with every field known
-    /// from the request recorded at creation; for a call the layer sampled out, the context
-    /// to make current while it is polled; and the ids of a new trace the layer started.
-    fn make_span<B>(
+    /// The server span of a call, with every field known from the request recorded at
+    /// creation; `None` when it is exported through `tracing` and no subscriber wants it.
+    fn open<B>(
         &self,
         req: &Request<B>,
         operation: Option<GrpcOperation<'_>>,
-    ) -> (
-        Option<Span>,
-        Option<opentelemetry::Context>,
-        Option<SpanIds>,
-    ) {
-        if !tracing::enabled!(
-            kind: tracing::metadata::Kind::SPAN,
-            target: "towerscope::grpc",
-            tracing::Level::INFO
-        ) {
-            return (None, None, None);
-        }
-        let parent = self
-            .propagator
-            .as_ref()
-            .map(|propagator| propagation::extract(&**propagator, req.headers()));
+    ) -> Option<ServerSpan> {
         let request_id = match req.extensions().get::<RequestId>() {
             Some(id) => Some(id.as_str()),
             None => req
@@ -281,13 +266,14 @@ impl CallSpans {
                 .filter(|v| is_valid_request_id(v.as_bytes()))
                 .and_then(|v| v.to_str().ok()),
         };
+        let name = operation.map_or(OperationId::UNKNOWN, |op| op.as_str());
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! call_span {
             ($target:expr) => {
                 tracing::info_span!(
                     target: $target,
                     "gRPC call",
-                    otel.name = operation.map_or(OperationId::UNKNOWN, |op| op.as_str()),
+                    otel.name = name,
                     otel.kind = "server",
                     otel.status_code = Empty,
                     otel.status_description = Empty,
@@ -299,13 +285,54 @@ impl CallSpans {
                 )
             };
         }
-        let (span, sampled_out, started) = sampling::open(
-            self.presample,
-            parent,
-            || call_span!("towerscope::grpc"),
-            || call_span!(sampling::GRPC_UNSAMPLED_TARGET),
-        );
-        ((!span.is_disabled()).then_some(span), sampled_out, started)
+        match &self.export {
+            SpanExport::Tracing => {
+                if !tracing::enabled!(
+                    kind: tracing::metadata::Kind::SPAN,
+                    target: "towerscope::grpc",
+                    tracing::Level::INFO
+                ) {
+                    return None;
+                }
+                ServerSpan::traced(call_span!("towerscope::grpc"), self.extract(req))
+            }
+            SpanExport::Direct { tracer, rate } => {
+                let log = if tracing::enabled!(
+                    kind: tracing::metadata::Kind::SPAN,
+                    target: GRPC_LOG_SPAN_TARGET,
+                    tracing::Level::INFO
+                ) {
+                    call_span!(GRPC_LOG_SPAN_TARGET)
+                } else {
+                    Span::none()
+                };
+                let start = || {
+                    let mut attributes = Vec::with_capacity(5);
+                    attributes.push(KeyValue::new("rpc.system", "grpc"));
+                    if let Some(op) = operation {
+                        attributes.push(KeyValue::new("rpc.service", op.service().to_owned()));
+                        attributes.push(KeyValue::new("rpc.method", op.method().to_owned()));
+                    }
+                    if let Some(id) = request_id {
+                        attributes.push(KeyValue::new("request_id", id.to_owned()));
+                    }
+                    SpanStart {
+                        name: name.to_owned().into(),
+                        kind: SpanKind::Server,
+                        attributes,
+                    }
+                };
+                let parent = self.extract(req).unwrap_or_default();
+                Some(ServerSpan::direct(tracer, *rate, parent, start, log))
+            }
+        }
+    }
+
+    /// The caller's context, read with the propagator.
+    fn extract<B>(&self, req: &Request<B>) -> Option<opentelemetry::Context> {
+        self.propagator
+            .as_ref()
+            .map(|propagator| propagation::extract(&**propagator, req.headers()))
     }
 }
 
@@ -325,8 +352,8 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
         let series = self.table.as_ref().map(|t| t.series(operation));
-        let (span, sampled_out, started) = self.spans.make_span(&req, operation);
-        let mut guard = SettleGuard::new(GrpcCall::start(series, span, sampled_out, started));
+        let span = self.spans.open(&req, operation);
+        let mut guard = SettleGuard::new(GrpcCall::start(series, span));
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))
     }

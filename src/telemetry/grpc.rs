@@ -4,6 +4,7 @@
 use crate::{
     grpc::{GrpcClientLayer, GrpcLayer, GrpcMetricNames},
     metrics::MetricNaming,
+    trace::SpanExport,
     Telemetry,
 };
 
@@ -27,9 +28,13 @@ impl GrpcLayer {
         if config.trace.enabled {
             layer = layer.with_propagators(&config.trace.propagators);
         }
-        // Sampling decided by the layer, as `Telemetry::layer` does, when the pipeline runs.
-        if telemetry.trace_pipeline().is_some() {
-            layer = layer.presample(config.trace.sample_rate);
+        // Spans exported by the layer itself, as `Telemetry::layer` does, when the pipeline
+        // runs.
+        if let Some(pipeline) = telemetry.trace_pipeline() {
+            layer = layer.export_with(SpanExport::Direct {
+                tracer: pipeline.direct_tracer(),
+                rate: config.trace.sample_rate,
+            });
         }
         if !config.metric.records() {
             layer = layer.without_metrics();

@@ -223,6 +223,36 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
     }
 }
 
+/// A span processor shared by the tracer provider (the spans of `tracing-opentelemetry`) and
+/// the server layers (their direct spans, see `direct`). The resource is set on the processor
+/// before it is shared: [`set_resource`](SpanProcessor::set_resource) here does nothing.
+#[derive(Debug)]
+pub(crate) struct SharedProcessor(Arc<dyn SpanProcessor>);
+
+impl SharedProcessor {
+    pub(crate) fn new(processor: Arc<dyn SpanProcessor>) -> Self {
+        Self(processor)
+    }
+}
+
+impl SpanProcessor for SharedProcessor {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+}
+
 /// Wraps an exporter: releases the admitted spans of each batch, counts the outcome, and
 /// fails an export that exceeds `timeout` (for exporters driven on a tokio runtime; blocking
 /// exporters enforce their own timeout).

@@ -9,22 +9,22 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
-use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry::{propagation::TextMapPropagator, trace::SpanKind, KeyValue, Value};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field::Empty, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{propagation, sampling};
+use super::{
+    direct::{DirectTracer, SpanStart},
+    propagation,
+    server::{ServerSpan, SpanExport, LOG_SPAN_TARGET},
+};
 use crate::{
     labels::{standard_method, OTHER_METHOD},
-    metrics::{
-        toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
-        SpanIds,
-    },
+    metrics::toolkit::{sends_no_body, Outcome, SettleBody, SettleGuard},
     operation::{default_resolver, matched_path, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
@@ -36,9 +36,13 @@ pub const MAX_USER_AGENT_ATTRIBUTE: usize = 256;
 
 /// Layer that opens a server span per request.
 ///
-/// The span is a `tracing` span; with the OpenTelemetry layer of
-/// [`Telemetry`](crate::Telemetry) in the subscriber it becomes an OpenTelemetry server span.
-/// Its fields follow the stable HTTP semantic conventions:
+/// Built on its own, the span is a `tracing` span (target `towerscope::http`): with an
+/// OpenTelemetry layer in the subscriber it becomes an OpenTelemetry server span. Behind
+/// [`Telemetry::layer`](crate::Telemetry::layer) the layer decides sampling and builds the
+/// OpenTelemetry span itself, current as an OpenTelemetry context while the request is polled
+/// (read it with [`current_context`](super::current_context)), and opens a `tracing` span with
+/// the same fields only for log layers (target [`LOG_SPAN_TARGET`](super::LOG_SPAN_TARGET)).
+/// The fields and attributes follow the stable HTTP semantic conventions:
 ///
 /// | field | value |
 /// |---|---|
@@ -60,8 +64,8 @@ pub struct TraceLayer {
     propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
     resolver: Arc<dyn OperationResolver>,
     echo_traceparent: bool,
-    /// The pipeline's sample rate, when the layer decides sampling itself (see `sampling`).
-    presample: Option<f64>,
+    /// How the spans are exported: through `tracing`, or by the layer (`Telemetry::layer`).
+    export: SpanExport,
     /// Whether a sampled span's ids go into the request's extensions, for exemplars.
     exemplar_ids: bool,
 }
@@ -71,7 +75,7 @@ impl fmt::Debug for TraceLayer {
         f.debug_struct("TraceLayer")
             .field("extracts_context", &self.propagator.is_some())
             .field("echo_traceparent", &self.echo_traceparent)
-            .field("presample", &self.presample)
+            .field("export", &self.export)
             .field("exemplar_ids", &self.exemplar_ids)
             .finish_non_exhaustive()
     }
@@ -91,7 +95,7 @@ impl TraceLayer {
             propagator: None,
             resolver: default_resolver(),
             echo_traceparent: false,
-            presample: None,
+            export: SpanExport::Tracing,
             exemplar_ids: false,
         }
     }
@@ -133,7 +137,8 @@ impl TraceLayer {
     /// Puts the ids of a sampled server span in the request's extensions
     /// ([`SpanIds`](crate::metrics::SpanIds)), where the [`MetricsLayer`](crate::metrics::MetricsLayer)
     /// inside finds them and keeps them as the exemplars of the request's duration and total.
-    /// Costs one lookup of the span's OpenTelemetry context per sampled request. Defaults to
+    /// Costs one lookup of the span's OpenTelemetry context per sampled request when the span
+    /// is exported through `tracing` (none behind `Telemetry::layer`). Defaults to
     /// `false`; `ObservabilityLayer::from_config` and `Telemetry::layer` set it from
     /// `metric.exemplars` (default `true`).
     pub fn with_exemplar_ids(mut self, on: bool) -> Self {
@@ -141,10 +146,10 @@ impl TraceLayer {
         self
     }
 
-    /// Decides sampling before the span is built, with the rule of `Telemetry`'s pipeline at
-    /// `rate` (see `sampling`); only for spans exported by that pipeline.
-    pub(crate) fn presample(mut self, rate: f64) -> Self {
-        self.presample = Some(rate);
+    /// Exports the spans itself into `tracer`'s pipeline, sampling new traces at `rate` (see
+    /// `trace::direct`), instead of through `tracing`.
+    pub(crate) fn export_direct(mut self, tracer: DirectTracer, rate: f64) -> Self {
+        self.export = SpanExport::Direct { tracer, rate };
         self
     }
 }
@@ -176,30 +181,18 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
     }
 }
 
-/// What the trace stage carries for one request: its server span (when a subscriber wants
-/// it) and, for a request the layer sampled out, the context to make current while it is
-/// polled.
-pub(crate) struct Opened {
-    pub(crate) span: Option<Span>,
-    pub(crate) sampled_out: Option<opentelemetry::Context>,
-}
-
 impl TraceLayer {
     /// Opens the server span of `req` and, for exemplars, puts a sampled span's ids in its
-    /// extensions; `None` when no subscriber wants a span (nothing to carry, nothing to enter).
-    pub(crate) fn open<B>(&self, req: &mut Request<B>) -> Option<Opened> {
-        let (span, sampled_out, started) = self.make_span(req);
-        let span = (!span.is_disabled()).then_some(span);
-        if self.exemplar_ids && sampled_out.is_none() {
-            // A new trace's ids came with its start; a remote parent's child is looked up.
-            if let Some(ids) = started.or_else(|| span.as_ref().and_then(SpanIds::of)) {
+    /// extensions; `None` when there is nothing to carry or enter (exported through `tracing`
+    /// with no subscriber that wants the span).
+    pub(crate) fn open<B>(&self, req: &mut Request<B>) -> Option<ServerSpan> {
+        let span = self.open_span(req)?;
+        if self.exemplar_ids {
+            if let Some(ids) = span.sampled_ids() {
                 req.extensions_mut().insert(ids);
             }
         }
-        if span.is_none() && sampled_out.is_none() {
-            return None;
-        }
-        Some(Opened { span, sampled_out })
+        Some(span)
     }
 
     /// Whether responses carry a `traceparent` naming the server span.
@@ -208,79 +201,149 @@ impl TraceLayer {
     }
 
     /// The request's server span, with every field known from the request recorded at
-    /// creation: one pass through the subscriber's `on_new_span` instead of one `on_record`
-    /// per field; and, for a request the layer sampled out, the context to make current while
-    /// it is polled. Nothing is computed when no subscriber wants the span.
-    /// The server span, the context of a sampled-out request, and the ids of a new trace the
-    /// layer sampled (see [`sampling::open`]).
-    fn make_span<B>(
-        &self,
-        req: &Request<B>,
-    ) -> (Span, Option<opentelemetry::Context>, Option<SpanIds>) {
-        if !tracing::enabled!(
-            kind: tracing::metadata::Kind::SPAN,
-            target: "towerscope::http",
-            tracing::Level::INFO
-        ) {
-            return (Span::none(), None, None);
-        }
-        let parent = self
-            .propagator
-            .as_ref()
-            .map(|propagator| propagation::extract(&**propagator, req.headers()));
+    /// creation (one pass through the subscriber's `on_new_span` for a `tracing` span, one
+    /// attribute list for a direct one). Nothing is computed for a `tracing` span no subscriber
+    /// wants, nor for a log-only span no log layer wants.
+    fn open_span<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
         let method = standard_method(req.method());
-        // Resolved by the operation stage when there is one (ObservabilityLayer), so that the
-        // metrics label does not depend on whether this span is enabled.
-        let operation = operation_of(req, &*self.resolver);
-        let route = matched_path(req.extensions());
-        let name = SpanName {
-            verb: method.unwrap_or("HTTP"),
-            route,
-            operation: &operation,
-        };
-        let user_agent = req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| capped(ua, MAX_USER_AGENT_ATTRIBUTE));
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! server_span {
-            ($target:expr, $name:expr) => {
-                tracing::info_span!(
-                    target: $target,
-                    "HTTP request",
-                    otel.name = $name,
-                    otel.kind = "server",
-                    otel.status_code = Empty,
-                    http.request.method = method.unwrap_or(OTHER_METHOD),
-                    url.path = capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
-                    url.query = req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
-                    http.route = route,
-                    user_agent.original = user_agent,
-                    http.response.status_code = Empty,
-                    operation = operation.as_str(),
-                    request_id = req.extensions().get::<RequestId>().map(RequestId::as_str),
-                )
-            };
+            ($target:expr, $fields:expr) => {{
+                let fields = $fields;
+                fields.name.with_str(|name| {
+                    tracing::info_span!(
+                        target: $target,
+                        "HTTP request",
+                        otel.name = name,
+                        otel.kind = "server",
+                        otel.status_code = Empty,
+                        http.request.method = method.unwrap_or(OTHER_METHOD),
+                        url.path = fields.path,
+                        url.query = fields.query,
+                        http.route = fields.name.route,
+                        user_agent.original = fields.user_agent,
+                        http.response.status_code = Empty,
+                        operation = fields.name.operation.as_str(),
+                        request_id = fields.request_id,
+                    )
+                })
+            }};
         }
-        sampling::open(
-            self.presample,
-            parent,
-            || name.with_str(|name| server_span!("towerscope::http", name)),
-            || {
-                // Only log layers want a sampled-out span: without one (RUST_LOG=warn, or no
-                // log layer), its name is not even written.
-                if tracing::enabled!(
+        match &self.export {
+            SpanExport::Tracing => {
+                if !tracing::enabled!(
                     kind: tracing::metadata::Kind::SPAN,
-                    target: sampling::UNSAMPLED_TARGET,
+                    target: "towerscope::http",
                     tracing::Level::INFO
                 ) {
-                    name.with_str(|name| server_span!(sampling::UNSAMPLED_TARGET, name))
+                    return None;
+                }
+                let operation = operation_of(req, &*self.resolver);
+                let span =
+                    server_span!("towerscope::http", SpanFields::of(req, method, &operation));
+                ServerSpan::traced(span, self.extract(req))
+            }
+            SpanExport::Direct { tracer, rate } => {
+                // Resolved by the operation stage when there is one (ObservabilityLayer), so
+                // that the metrics label does not depend on the span.
+                let operation = operation_of(req, &*self.resolver);
+                let fields = SpanFields::of(req, method, &operation);
+                // Only log layers want this span: without one (RUST_LOG=warn, or no log layer)
+                // its name is not even written.
+                let log = if tracing::enabled!(
+                    kind: tracing::metadata::Kind::SPAN,
+                    target: LOG_SPAN_TARGET,
+                    tracing::Level::INFO
+                ) {
+                    server_span!(LOG_SPAN_TARGET, &fields)
                 } else {
                     Span::none()
-                }
+                };
+                let parent = self.extract(req).unwrap_or_default();
+                Some(ServerSpan::direct(
+                    tracer,
+                    *rate,
+                    parent,
+                    || fields.start(method, &operation),
+                    log,
+                ))
+            }
+        }
+    }
+
+    /// The caller's context, read with the propagator.
+    fn extract<B>(&self, req: &Request<B>) -> Option<opentelemetry::Context> {
+        self.propagator
+            .as_ref()
+            .map(|propagator| propagation::extract(&**propagator, req.headers()))
+    }
+}
+
+/// The fields of a server span known when the request arrives.
+struct SpanFields<'a> {
+    name: SpanName<'a>,
+    path: &'a str,
+    query: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+}
+
+impl<'a> SpanFields<'a> {
+    fn of<B>(
+        req: &'a Request<B>,
+        method: Option<&'static str>,
+        operation: &'a OperationId,
+    ) -> Self {
+        Self {
+            name: SpanName {
+                verb: method.unwrap_or("HTTP"),
+                route: matched_path(req.extensions()),
+                operation,
             },
-        )
+            path: capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
+            query: req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
+            user_agent: req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| capped(ua, MAX_USER_AGENT_ATTRIBUTE)),
+            request_id: req.extensions().get::<RequestId>().map(RequestId::as_str),
+        }
+    }
+
+    /// The direct span's start: the same attributes as the `tracing` span's fields.
+    fn start(&self, method: Option<&'static str>, operation: &OperationId) -> SpanStart {
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(KeyValue::new(
+            "http.request.method",
+            method.unwrap_or(OTHER_METHOD),
+        ));
+        attributes.push(KeyValue::new("url.path", self.path.to_owned()));
+        if let Some(query) = self.query {
+            attributes.push(KeyValue::new("url.query", query.to_owned()));
+        }
+        let operation_value = Value::from(operation.shared());
+        if let Some(route) = self.name.route {
+            // The route is the operation when axum's MatchedPath resolved it: share it.
+            let route = if route == operation.as_str() {
+                operation_value.clone()
+            } else {
+                Value::from(route.to_owned())
+            };
+            attributes.push(KeyValue::new("http.route", route));
+        }
+        if let Some(user_agent) = self.user_agent {
+            attributes.push(KeyValue::new("user_agent.original", user_agent.to_owned()));
+        }
+        attributes.push(KeyValue::new("operation", operation_value));
+        if let Some(id) = self.request_id {
+            attributes.push(KeyValue::new("request_id", id.to_owned()));
+        }
+        SpanStart {
+            name: self.name.to_string().into(),
+            kind: SpanKind::Server,
+            attributes,
+        }
     }
 }
 
@@ -337,30 +400,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let Some(Opened { span, sampled_out }) = self.layer.open(&mut req) else {
-            // No subscriber wants it: carry nothing, enter nothing.
-            return ResponseFuture {
-                inner: self.inner.call(req),
-                span: None,
-                sampled_out: None,
-                echo_traceparent: false,
-                head: false,
-            };
-        };
+        let span = self.layer.open(&mut req);
         let head = req.method() == Method::HEAD;
-        let inner = {
-            let _entered = span.as_ref().map(Span::enter);
-            let _current = sampled_out.clone().map(opentelemetry::Context::attach);
-            self.inner.call(req)
-        };
+        // `call` itself runs inside the span, as the future's polls do.
+        let inner = in_span(span.as_ref(), || self.inner.call(req));
         ResponseFuture {
             inner,
+            echo_traceparent: self.layer.echo_traceparent && span.is_some(),
             span,
-            sampled_out,
-            echo_traceparent: self.layer.echo_traceparent,
             head,
         }
     }
+}
+
+/// Runs `f` inside `span`: its `tracing` span entered, its context current.
+fn in_span<R>(span: Option<&ServerSpan>, f: impl FnOnce() -> R) -> R {
+    let _entered = span.and_then(ServerSpan::tracing_span).map(Span::enter);
+    let _current = span
+        .and_then(ServerSpan::context)
+        .map(|cx| cx.clone().attach());
+    f()
 }
 
 pin_project! {
@@ -368,9 +427,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        span: Option<Span>,
-        // The context of a request the layer sampled out, current while it is polled.
-        sampled_out: Option<opentelemetry::Context>,
+        // Entered while the inner future is polled; then carried by the body to its end.
+        span: Option<ServerSpan>,
         echo_traceparent: bool,
         // A HEAD's body is never sent: the span ends with the response head.
         head: bool,
@@ -383,30 +441,6 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// The `traceparent` naming the server span: the sampled-out context's, else `span`'s
-/// OpenTelemetry context's, when it is valid.
-fn traceparent(
-    span: Option<&Span>,
-    sampled_out: Option<&opentelemetry::Context>,
-) -> Option<HeaderValue> {
-    let cx = match (sampled_out, span) {
-        (Some(cx), _) => cx.clone(),
-        (None, Some(span)) => span.context(),
-        (None, None) => return None,
-    };
-    let sc = cx.span().span_context().clone();
-    if !sc.is_valid() {
-        return None;
-    }
-    HeaderValue::try_from(format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    ))
-    .ok()
-}
-
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -416,22 +450,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _entered = this.span.as_ref().map(Span::enter);
-            let _current = this.sampled_out.clone().map(opentelemetry::Context::attach);
-            ready!(this.inner.poll(cx))
-        };
+        let inner = this.inner;
+        let result = ready!(in_span(this.span.as_ref(), || inner.poll(cx)));
         let span = this.span.take();
-        let sampled_out = this.sampled_out.take();
         match result {
             Ok(mut res) => {
-                on_response(
-                    span.as_ref(),
-                    sampled_out.as_ref(),
-                    *this.echo_traceparent,
-                    &mut res,
-                );
-                let mut guard = span.map(|span| SettleGuard::new(ServerSpan(span)));
+                on_response(span.as_ref(), *this.echo_traceparent, &mut res);
+                let mut guard = span.map(SettleGuard::new);
                 if sends_no_body(*this.head, res.status()) {
                     if let Some(mut guard) = guard.take() {
                         guard.settle(Outcome::Complete);
@@ -441,7 +466,7 @@ where
             }
             Err(err) => {
                 if let Some(span) = &span {
-                    span.record("otel.status_code", "ERROR");
+                    span.set_error(None);
                 }
                 Poll::Ready(Err(err))
             }
@@ -451,25 +476,19 @@ where
 
 /// Records the response head on the server span (status, `ERROR` for a 5xx, a handler's
 /// operation override) and, with `echo`, names the span in a `traceparent` header.
-pub(crate) fn on_response<B>(
-    span: Option<&Span>,
-    sampled_out: Option<&opentelemetry::Context>,
-    echo: bool,
-    res: &mut Response<B>,
-) {
-    if let Some(span) = span {
-        let status = res.status();
-        span.record("http.response.status_code", i64::from(status.as_u16()));
-        if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
-        }
-        // A handler's override renames the metrics; the span says the same.
-        if let Some(op) = res.extensions().get::<OperationId>() {
-            span.record("operation", op.as_str());
-        }
+pub(crate) fn on_response<B>(span: Option<&ServerSpan>, echo: bool, res: &mut Response<B>) {
+    let Some(span) = span else { return };
+    let status = res.status();
+    span.record_i64("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.set_error(None);
+    }
+    // A handler's override renames the metrics; the span says the same.
+    if let Some(op) = res.extensions().get::<OperationId>() {
+        span.record_str("operation", op.as_str());
     }
     if echo {
-        if let Some(tp) = traceparent(span, sampled_out) {
+        if let Some(tp) = span.traceparent() {
             res.headers_mut().insert("traceparent", tp);
         }
     }
@@ -478,33 +497,3 @@ pub(crate) fn on_response<B>(
 /// Response body of [`TraceService`]: holds the span open until the body ends, fails or
 /// drops.
 pub type ResponseBody<B> = SettleBody<B, ServerSpan>;
-
-/// The server span of one request, carried by the response body of [`TraceService`] and ended
-/// when the request settles; a body that fails mid-stream marks it `ERROR`.
-#[derive(Debug)]
-pub struct ServerSpan(Span);
-
-impl ServerSpan {
-    /// Carries `span` until the request settles.
-    pub(crate) fn new(span: Span) -> Self {
-        Self(span)
-    }
-
-    /// The span.
-    pub(crate) fn span(&self) -> &Span {
-        &self.0
-    }
-}
-
-impl Settle for ServerSpan {
-    fn settle(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Error | Outcome::Panicked => {
-                self.0.record("otel.status_code", "ERROR");
-            }
-            Outcome::Complete | Outcome::Cancelled => {}
-        }
-        // The state is dropped right after this: the span ends with the body, not when hyper
-        // frees it.
-    }
-}

@@ -1,28 +1,37 @@
 //! Tracing: server spans, context propagation, and span export over OTLP or Jaeger.
 
 mod build;
+mod direct;
+pub(crate) mod events;
 pub mod exporter;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
 mod layer;
 pub mod pipeline;
 pub mod propagation;
-pub(crate) mod sampling;
+mod sampling;
+mod server;
 
 pub(crate) use build::{ExporterSpec, OtlpOptions};
-pub(crate) use layer::ServerSpan;
-pub(crate) use layer::{on_response, Opened};
+pub(crate) use direct::SpanStart;
+pub(crate) use layer::on_response;
 pub use layer::{
     ResponseBody, ResponseFuture, TraceLayer, TraceService, MAX_PATH_ATTRIBUTE,
     MAX_USER_AGENT_ATTRIBUTE,
 };
 pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
-pub use sampling::{GRPC_UNSAMPLED_TARGET, UNSAMPLED_TARGET};
+pub(crate) use server::{is_log_only, ServerSpan, SpanExport};
+pub use server::{GRPC_LOG_SPAN_TARGET, LOG_SPAN_TARGET};
 
 /// The OpenTelemetry context of the code running now: the current `tracing` span's, else the
-/// current OpenTelemetry context (the one a layer made current for a request it sampled out,
-/// or one attached by the application).
+/// current OpenTelemetry context (the one a layer made current for its request: the server
+/// span behind [`Telemetry::layer`](crate::Telemetry::layer), or a non-sampled context for a
+/// request it sampled out; or one attached by the application).
+///
+/// Behind `Telemetry::layer` this, not `tracing::Span::current().context()`, is how a handler
+/// reaches its server span (`current_context().span().set_attribute(..)`): the layer exports
+/// that span itself, and the request's `tracing` span is for log lines only.
 ///
 /// Hand it to work that leaves the request's task, so that spans opened there join the
 /// request's trace (or follow its sampled-out decision): `tokio::spawn(work.with_context(cx)

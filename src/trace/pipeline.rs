@@ -13,21 +13,25 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{trace::TracerProvider as _, InstrumentationScope};
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     trace::{
-        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanExporter,
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+        SpanExporter, SpanProcessor,
     },
     Resource,
 };
 
-use super::sampling::LayerRootSampler;
 use super::{
     build::{self, ExporterSpec},
-    exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter},
+    direct::DirectTracer,
+    exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter, SharedProcessor},
 };
 use crate::metrics::MetricsRegistry;
+
+/// The instrumentation scope of every span of the pipeline.
+const SCOPE: &str = "towerscope";
 
 /// The `?comp=` component the exporter health families are served under.
 pub const TRACE_COMPONENT: &str = "trace";
@@ -75,6 +79,8 @@ pub(crate) struct PipelineSettings {
 #[derive(Debug)]
 pub struct TracePipeline {
     provider: SdkTracerProvider,
+    /// The same processor, for the spans the server layers build themselves.
+    direct: DirectTracer,
     stats: Arc<ExportStats>,
     shutdown_timeout: Duration,
     /// Whether a shutdown has logged its losses (once, not again when dropped).
@@ -128,20 +134,26 @@ impl TracePipeline {
             .with_max_queue_size(max_queue + 512)
             .with_max_export_batch_size(max_queue.min(512))
             .build();
-        let processor = BatchSpanProcessor::builder(MeteredExporter::new(exporter, stats.clone()))
+        let batch = BatchSpanProcessor::builder(MeteredExporter::new(exporter, stats.clone()))
             .with_batch_config(batch)
             .build();
+        let mut processor = BoundedProcessor::new(batch, stats.clone(), max_queue);
+        // The provider cannot reach the shared processor mutably: the resource is set here.
+        processor.set_resource(&settings.resource);
+        let processor: Arc<dyn SpanProcessor> = Arc::new(processor);
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(BoundedProcessor::new(processor, stats.clone(), max_queue))
-            // Parent-based, trace-id ratio for new traces; a new trace that `TraceLayer`
-            // already sampled is not drawn again (see `sampling`).
-            .with_sampler(Sampler::ParentBased(Box::new(LayerRootSampler::new(
+            .with_span_processor(SharedProcessor::new(processor.clone()))
+            // Parent-based, trace-id ratio for new traces: the rule the server layers apply
+            // themselves to the spans they build (see `sampling`).
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 settings.sample_rate,
             ))))
             .with_resource(settings.resource)
             .build();
+        let direct = DirectTracer::new(processor, InstrumentationScope::builder(SCOPE).build());
         Self {
             provider,
+            direct,
             stats,
             shutdown_timeout: settings.shutdown_timeout,
             warned: AtomicBool::new(false),
@@ -150,7 +162,12 @@ impl TracePipeline {
 
     /// A tracer of this pipeline.
     pub fn tracer(&self) -> SdkTracer {
-        self.provider.tracer("towerscope")
+        self.provider.tracer(SCOPE)
+    }
+
+    /// The tracer of the spans the server layers build themselves.
+    pub(crate) fn direct_tracer(&self) -> DirectTracer {
+        self.direct.clone()
     }
 
     /// The tracer provider.
@@ -171,6 +188,7 @@ impl TracePipeline {
     /// Flushes and stops export, waiting at most `trace.shutdown_timeout_secs`; reports what
     /// was exported and what was lost. Later calls report the same counts.
     pub fn shutdown(&self) -> ShutdownReport {
+        self.direct.shut_down();
         let completed = match self.provider.shutdown_with_timeout(self.shutdown_timeout) {
             Ok(()) => true,
             Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => true,

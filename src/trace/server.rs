@@ -1,0 +1,239 @@
+//! [`ServerSpan`]: the span of one request (or gRPC call) as a server layer opened it, however
+//! it is exported; the HTTP and gRPC layers record on it and end it the same way.
+//!
+//! Two ways to export ([`SpanExport`]):
+//!
+//! - **through `tracing`** (a layer built on its own): the layer opens a `tracing` span, and an
+//!   OpenTelemetry layer in the subscriber turns it into the server span and samples it;
+//! - **directly** (behind [`Telemetry`](crate::Telemetry)): the layer decides sampling, builds
+//!   the OpenTelemetry span itself (see `direct`) and makes it current as a context while the
+//!   request is polled; a `tracing` span with the same fields is opened only when a log layer
+//!   wants one (targets [`LOG_SPAN_TARGET`] and [`GRPC_LOG_SPAN_TARGET`], which
+//!   `Telemetry::tracing_layer` leaves out), so log lines inside the request carry its fields.
+
+use std::fmt;
+
+use http::HeaderValue;
+use opentelemetry::{
+    trace::{Status, TraceContextExt},
+    Context, KeyValue,
+};
+
+use super::{
+    direct::{DirectTracer, SpanStart},
+    sampling::{self, Decision},
+};
+use crate::metrics::{
+    toolkit::{Outcome, Settle},
+    SpanIds,
+};
+
+/// Target of the `tracing` span of each request behind [`Telemetry::layer`](crate::Telemetry::layer):
+/// a span for log layers only, with the server span's fields (the layer exports the
+/// OpenTelemetry span itself). An OpenTelemetry layer must leave it out, as
+/// [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) does; a log filter written for
+/// `towerscope::http` covers it (targets match by prefix).
+pub const LOG_SPAN_TARGET: &str = "towerscope::http::log";
+
+/// The same for the calls behind `GrpcLayer::from_telemetry`.
+pub const GRPC_LOG_SPAN_TARGET: &str = "towerscope::grpc::log";
+
+/// Whether spans of `target` are the log-only spans of the server layers.
+pub(crate) fn is_log_only(target: &str) -> bool {
+    target == LOG_SPAN_TARGET || target == GRPC_LOG_SPAN_TARGET
+}
+
+/// How a server layer's spans reach the exporter.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum SpanExport {
+    /// Through `tracing`: an OpenTelemetry layer in the subscriber exports (and samples) the
+    /// `tracing` span the layer opens.
+    #[default]
+    Tracing,
+    /// By the layer, into `tracer`'s pipeline, sampling new traces at `rate`.
+    Direct {
+        /// The pipeline's tracer.
+        tracer: DirectTracer,
+        /// The ratio of new traces sampled.
+        rate: f64,
+    },
+}
+
+/// The server span of one request, from the layer's call until the request settles.
+///
+/// Opaque: it is only named as the state of a [`ResponseBody`](super::ResponseBody).
+pub struct ServerSpan {
+    /// The `tracing` span entered while the request is polled: the exported span itself
+    /// (through `tracing`), or a log-only one beside a direct span or a sampled-out context.
+    tracing: Option<tracing::Span>,
+    /// The context current while the request is polled: the direct span's, or a non-sampled
+    /// one naming the request's trace (sampled out).
+    context: Option<Context>,
+    /// Whether `context` holds a direct span, ended when this is dropped.
+    direct: bool,
+}
+
+impl fmt::Debug for ServerSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSpan")
+            .field("tracing", &self.tracing)
+            .field("direct", &self.direct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSpan {
+    /// A `tracing` span that an OpenTelemetry layer exports, as a child of `parent` when
+    /// there is one; `None` when no subscriber wants the span.
+    pub(crate) fn traced(span: tracing::Span, parent: Option<Context>) -> Option<Self> {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if span.is_disabled() {
+            return None;
+        }
+        if let Some(parent) = parent {
+            let _ = span.set_parent(parent);
+        }
+        Some(Self {
+            tracing: Some(span),
+            context: None,
+            direct: false,
+        })
+    }
+
+    /// Decides sampling at `rate` for a request whose extracted context is `parent`: a sampled
+    /// request gets a direct span started from `start`; a sampled-out one a non-sampled
+    /// context. `log` is the log-only `tracing` span (disabled when no log layer wants it).
+    pub(crate) fn direct(
+        tracer: &DirectTracer,
+        rate: f64,
+        parent: Context,
+        start: impl FnOnce() -> SpanStart,
+        log: tracing::Span,
+    ) -> Self {
+        let tracing = (!log.is_disabled()).then_some(log);
+        match sampling::decide(rate, &parent) {
+            Decision::Sampled(ids) => Self {
+                tracing,
+                context: Some(tracer.start(parent, ids, start())),
+                direct: true,
+            },
+            Decision::SampledOut(cx) => Self {
+                tracing,
+                context: Some(cx),
+                direct: false,
+            },
+        }
+    }
+
+    /// The `tracing` span to enter while the request is polled.
+    pub(crate) fn tracing_span(&self) -> Option<&tracing::Span> {
+        self.tracing.as_ref()
+    }
+
+    /// The context to make current while the request is polled.
+    pub(crate) fn context(&self) -> Option<&Context> {
+        self.context.as_ref()
+    }
+
+    /// The ids of the span when it is sampled, for exemplars. A span exported through
+    /// `tracing` is looked up in the subscriber (once per call: call it once per request).
+    pub(crate) fn sampled_ids(&self) -> Option<SpanIds> {
+        match (&self.context, &self.tracing) {
+            (Some(cx), _) if self.direct => {
+                let span = cx.span();
+                let sc = span.span_context();
+                Some(SpanIds {
+                    trace_id: sc.trace_id(),
+                    span_id: sc.span_id(),
+                })
+            }
+            (None, Some(span)) => SpanIds::of(span),
+            _ => None,
+        }
+    }
+
+    /// Records an integer attribute (a declared field of the `tracing` span).
+    pub(crate) fn record_i64(&self, key: &'static str, value: i64) {
+        if let Some(span) = &self.tracing {
+            span.record(key, value);
+        }
+        if let Some(cx) = self.direct_context() {
+            cx.span().set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// Records a string attribute (a declared field of the `tracing` span).
+    pub(crate) fn record_str(&self, key: &'static str, value: &str) {
+        if let Some(span) = &self.tracing {
+            span.record(key, value);
+        }
+        if let Some(cx) = self.direct_context() {
+            cx.span()
+                .set_attribute(KeyValue::new(key, value.to_owned()));
+        }
+    }
+
+    /// Marks the span `ERROR`, with `description` when there is one (the `tracing` span then
+    /// needs an `otel.status_description` field, else `otel.status_code`).
+    pub(crate) fn set_error(&self, description: Option<&str>) {
+        if let Some(span) = &self.tracing {
+            match description {
+                Some(description) => span.record("otel.status_description", description),
+                None => span.record("otel.status_code", "ERROR"),
+            };
+        }
+        if let Some(cx) = self.direct_context() {
+            let description = description.unwrap_or_default().to_owned();
+            cx.span().set_status(Status::error(description));
+        }
+    }
+
+    /// A `traceparent` header naming the span, when it has valid ids.
+    pub(crate) fn traceparent(&self) -> Option<HeaderValue> {
+        let cx = match (&self.context, &self.tracing) {
+            (Some(cx), _) => cx.clone(),
+            (None, Some(span)) => {
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                span.context()
+            }
+            (None, None) => return None,
+        };
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return None;
+        }
+        HeaderValue::try_from(format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        ))
+        .ok()
+    }
+
+    fn direct_context(&self) -> Option<&Context> {
+        self.context.as_ref().filter(|_| self.direct)
+    }
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        // The span ends with the request, not when the last clone of its context goes.
+        if let Some(cx) = self.direct_context() {
+            cx.span().end();
+        }
+    }
+}
+
+/// A server span carried alone by a response body (a [`TraceLayer`](super::TraceLayer) used
+/// on its own): a body that fails mid-stream, or a panic, marks it `ERROR`; it ends when the
+/// request settles.
+impl Settle for ServerSpan {
+    fn settle(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Error | Outcome::Panicked => self.set_error(None),
+            Outcome::Complete | Outcome::Cancelled => {}
+        }
+    }
+}
