@@ -17,7 +17,7 @@
 //! |---|---|
 //! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry); `towerscope/histogram` (the same with histogram durations, and a request extension of another type inserted in front); `towerscope/histogram_exemplar` (the same with a sampled span's ids as that extension: the difference is the exemplar's cost) |
 //! | `request_id` | `bare`; `tower_http` (`SetRequestIdLayer` + `PropagateRequestIdLayer`, UUIDs); `towerscope` (`RequestIdLayer`) |
-//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/no_subscriber` (the same layer without any subscriber) |
+//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/tracing_off` (the same layer with `trace.enabled: false`: request id and metrics; the baseline of the sampled-out cost) |
 //! | `observability` | `bare`; `tower_http+axum_prometheus` (request id pair and metrics layer); `towerscope` (`ObservabilityLayer`: request id, operation, span stage, metrics), no subscriber |
 //!
 //! axum-prometheus installs the global `metrics` recorder; towerscope's cases record into their
@@ -298,6 +298,10 @@ fn trace(c: &mut Criterion) {
     };
     let sampled = towerscope_telemetry("1");
     let sampled_out = towerscope_telemetry("0");
+    let tracing_off = {
+        let config = Config::from_yaml_str("trace: { enabled: false }").expect("config");
+        Telemetry::init_local(&config).expect("telemetry")
+    };
     let sampled_no_exemplars = towerscope_telemetry_with("1", "{ exemplars: false }");
 
     let mut group = c.benchmark_group("trace");
@@ -330,8 +334,8 @@ fn trace(c: &mut Criterion) {
     bench(
         &mut group,
         rt,
-        "towerscope/no_subscriber",
-        router().layer(sampled.layer()),
+        "towerscope/tracing_off",
+        router().layer(tracing_off.layer()),
     );
     group.finish();
 

@@ -27,6 +27,9 @@
 //! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
 //! | `metrics/histogram` | `MetricsLayer` with histogram durations (four buckets), behind a layer inserting a request extension of another type | the baseline of `metrics/histogram_exemplar` |
 //! | `metrics/histogram_exemplar` | the same, the extension being a sampled span's `SpanIds` (what `TraceLayer` inserts) | the difference is what an exemplar costs a request: the clock read, the thread-local, the counter's and the bucket's exemplar slots |
+//! | `telemetry/tracing_off` | `Telemetry::layer` with `trace.enabled: false` (request id, operation, metrics), no subscriber | the baseline of the two below |
+//! | `telemetry/sampled` | `Telemetry::layer`, `sample_rate: 1`, its pipeline batching to an exporter that drops the batch, no subscriber (the layer exports the server span itself) | the server span on the request's thread: built, made current while polled, ended into the batch processor |
+//! | `telemetry/sampled_out` | the same at `sample_rate: 0` | the sampling decision and the non-sampled context |
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
 //! `request_id/incoming`). The duration summary's samples are drained by the registry's upkeep
@@ -55,15 +58,30 @@ use http::{
 use http_body::Body;
 use http_body_util::{Empty, Full};
 use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    trace::{SpanData, SpanExporter},
+};
 use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
-    config::MetricConfig,
+    config::{Config, MetricConfig},
     metrics::{MetricNaming, SpanIds},
     operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
-    trace::TraceLayer,
-    MetricsLayer, MetricsRegistry, ObservabilityLayer, RequestIdLayer,
+    trace::{TraceLayer, TracePipeline},
+    MetricsLayer, MetricsRegistry, ObservabilityLayer, RequestIdLayer, Telemetry,
 };
+
+/// Takes every batch and drops it: the export thread's work is real, nothing leaves the process.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
 
 type ReqBody = Empty<Bytes>;
 type ResBody = Full<Bytes>;
@@ -188,6 +206,41 @@ fn overhead(c: &mut Criterion) {
             .layer(inner()),
     );
 
+    // Telemetry::layer: tracing off, and spans exported by the layer itself to a pipeline
+    // whose exporter drops the batch.
+    let telemetry = |yaml: &str| {
+        let config = Config::from_yaml_str(yaml).expect("config");
+        let registry = MetricsRegistry::new(&config.metric).expect("registry");
+        if !config.trace.enabled {
+            return Telemetry::init_local(&config).expect("telemetry");
+        }
+        let pipeline = TracePipeline::with_exporter(
+            &config.trace,
+            Discard,
+            "discard",
+            &registry,
+            &config.metric.prefix(),
+        );
+        Telemetry::with_pipeline(&config, registry, pipeline).expect("telemetry")
+    };
+    let traced = |rate: &str| {
+        telemetry(&format!(
+            "trace: {{ enabled: true, sample_rate: {rate}, otel: {{ endpoint: '127.0.0.1:1' }} }}"
+        ))
+    };
+    let (tracing_off, sampled, sampled_out) = (
+        telemetry("trace: { enabled: false }"),
+        traced("1"),
+        traced("0"),
+    );
+    let users = || {
+        let op = OperationId::from("getUser");
+        move |_: &RequestRef<'_>| Some(op.clone())
+    };
+    let mut telemetry_off = tracing_off.layer().with_resolver(users()).layer(inner());
+    let mut telemetry_sampled = sampled.layer().with_resolver(users()).layer(inner());
+    let mut telemetry_sampled_out = sampled_out.layer().with_resolver(users()).layer(inner());
+
     let mut group = c.benchmark_group("overhead");
     group
         .measurement_time(Duration::from_secs(3))
@@ -215,7 +268,21 @@ fn overhead(c: &mut Criterion) {
         b.iter(|| round_trip(&mut histogram_exemplar, false))
     });
     group.bench_function("metrics/otel", |b| b.iter(|| round_trip(&mut otel, false)));
+    group.bench_function("telemetry/tracing_off", |b| {
+        b.iter(|| round_trip(&mut telemetry_off, false))
+    });
+    group.bench_function("telemetry/sampled", |b| {
+        b.iter(|| round_trip(&mut telemetry_sampled, false))
+    });
+    group.bench_function("telemetry/sampled_out", |b| {
+        b.iter(|| round_trip(&mut telemetry_sampled_out, false))
+    });
     group.finish();
+    // Spans the batch processor could not take in time (its thread on a busy core) are
+    // dropped and counted, never waited for: printed, not asserted.
+    let report = sampled.shutdown().expect("tracing is on");
+    eprintln!("telemetry/sampled: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
 
     // When a metrics case ran (a name filter may skip them), every request ended with its
     // body: counted with its status, none as abandoned (499), none still in flight.

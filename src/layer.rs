@@ -21,6 +21,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
+    time::SystemTime,
 };
 
 use http::{HeaderName, HeaderValue, Method, Request, Response};
@@ -226,7 +227,7 @@ where
         };
         ObservedFuture {
             inner,
-            request_id: RequestId::new(id.clone()),
+            request_id: Some(RequestId::new(id.clone())),
             header: Some((stages.request_id.header().clone(), id)),
             guard,
             echo_traceparent: stages.trace.echoes_traceparent(),
@@ -256,11 +257,18 @@ impl fmt::Debug for Observed {
 
 impl Settle for Observed {
     fn settle(&mut self, outcome: Outcome) {
+        // One wall-clock read for the exemplar and the span's end, when either needs it.
+        let exemplar = self
+            .metrics
+            .as_ref()
+            .is_some_and(RequestMetrics::has_exemplar);
+        let now = (exemplar || self.span.as_ref().is_some_and(ServerSpan::is_direct))
+            .then(SystemTime::now);
         if let Some(metrics) = &mut self.metrics {
-            metrics.settle(outcome);
+            metrics.settle_at(outcome, now);
         }
         if let Some(span) = &mut self.span {
-            span.settle(outcome);
+            span.settle_at(outcome, now);
         }
     }
 
@@ -306,7 +314,8 @@ pin_project! {
     pub struct ObservedFuture<F> {
         #[pin]
         inner: F,
-        request_id: RequestId,
+        // `None` only while the inner future is polled (the id is then `current`).
+        request_id: Option<RequestId>,
         header: Option<(HeaderName, HeaderValue)>,
         guard: Option<SettleGuard<Observed>>,
         echo_traceparent: bool,

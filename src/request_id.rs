@@ -37,6 +37,7 @@
 //! ```
 
 use std::{
+    cell::Cell,
     fmt,
     future::Future,
     pin::Pin,
@@ -109,13 +110,32 @@ const fn allowed_bytes() -> [bool; 256] {
 
 static ALLOWED: [bool; 256] = allowed_bytes();
 
-tokio::task_local! {
-    static CURRENT: RequestId;
+thread_local! {
+    /// The id of the request whose future this thread is polling.
+    static CURRENT: Cell<Option<RequestId>> = const { Cell::new(None) };
 }
 
-/// Runs `f` (one poll of a request's future) with `id` as [`current`].
-pub(crate) fn scope<R>(id: &RequestId, f: impl FnOnce() -> R) -> R {
-    CURRENT.sync_scope(id.clone(), f)
+/// Runs `f` (one poll of a request's future) with the id in `slot` as [`current`]. The id is
+/// moved into the thread's slot and back (not cloned), and the previous one is restored after
+/// `f`, even when it panics: requests polled inside another's poll nest.
+pub(crate) fn scope<R>(slot: &mut Option<RequestId>, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a> {
+        slot: &'a mut Option<RequestId>,
+        previous: Option<RequestId>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            if let Ok(id) = CURRENT.try_with(|current| current.replace(previous)) {
+                *self.slot = id;
+            }
+        }
+    }
+    let previous = CURRENT
+        .try_with(|current| current.replace(slot.take()))
+        .unwrap_or_default();
+    let _restore = Restore { slot, previous };
+    f()
 }
 
 /// The id of the request whose handler is running on this task, if any.
@@ -124,7 +144,15 @@ pub(crate) fn scope<R>(id: &RequestId, f: impl FnOnce() -> R) -> R {
 /// (an instrumented HTTP client, a job being enqueued) can forward it. Tasks the handler spawns
 /// do not inherit it: pass the [`RequestId`] along explicitly.
 pub fn current() -> Option<RequestId> {
-    CURRENT.try_with(RequestId::clone).ok()
+    CURRENT
+        .try_with(|current| {
+            let id = current.take();
+            let copy = id.clone();
+            current.set(id);
+            copy
+        })
+        .ok()
+        .flatten()
 }
 
 /// Whether `value` is an acceptable request id: 1–128 bytes of `A-Z a-z 0-9 - _ . : + / = @`.
@@ -247,7 +275,7 @@ where
         // which for most services only builds the future (and would cost a move of the request).
         ResponseFuture {
             inner: self.inner.call(req),
-            request_id: RequestId(id.clone()),
+            request_id: Some(RequestId(id.clone())),
             header: Some((self.layer.header.clone(), id)),
         }
     }
@@ -258,7 +286,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        request_id: RequestId,
+        // `None` only while the inner future is polled (the id is then `current`).
+        request_id: Option<RequestId>,
         header: Option<(HeaderName, HeaderValue)>,
     }
 }

@@ -10,7 +10,6 @@ mod jobs;
 
 use std::{io, sync::Arc};
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{registry::LookupSpan, Layer};
@@ -19,7 +18,11 @@ use crate::{
     config::{Config, ConfigError},
     layer::ObservabilityLayer,
     metrics::{MetricsEndpoint, MetricsError, MetricsRegistry, MetricsServer},
-    trace::{exporter::ExporterError, propagation, ShutdownReport, TraceLayer, TracePipeline},
+    trace::{
+        exporter::ExporterError,
+        propagation::{self, IncomingContext},
+        ShutdownReport, TraceLayer, TracePipeline,
+    },
 };
 
 /// Errors of [`Telemetry::init`].
@@ -75,7 +78,7 @@ pub struct Telemetry {
     config: Config,
     registry: MetricsRegistry,
     trace: Option<Arc<TracePipeline>>,
-    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    propagator: Option<IncomingContext>,
     /// The `metric.otlp` push, when configured.
     #[cfg(feature = "otlp")]
     metrics_push: Option<Arc<crate::metrics::otlp::OtlpMetricsPush>>,
@@ -122,8 +125,7 @@ impl Telemetry {
         let registry = MetricsRegistry::new(&config.metric)?;
         let (trace, propagator) = if config.trace.enabled {
             let pipeline = TracePipeline::new(&config.trace, &registry, &config.metric.prefix())?;
-            let propagator: Arc<dyn TextMapPropagator + Send + Sync> =
-                Arc::new(propagation::composite(&config.trace.propagators));
+            let propagator = IncomingContext::configured(&config.trace.propagators);
             (Some(Arc::new(pipeline)), Some(propagator))
         } else {
             (None, None)
@@ -161,7 +163,7 @@ impl Telemetry {
             metrics_push: Self::start_push(config, &registry)?,
             registry,
             trace: Some(Arc::new(pipeline)),
-            propagator: Some(Arc::new(propagation::composite(&config.trace.propagators))),
+            propagator: Some(IncomingContext::configured(&config.trace.propagators)),
         })
     }
 
@@ -196,7 +198,7 @@ impl Telemetry {
     /// request twice.
     pub fn layer(&self) -> ObservabilityLayer {
         let trace = TraceLayer::new()
-            .with_shared_propagator(self.propagator.clone())
+            .with_incoming(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
             .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars);
         let trace = match &self.trace {

@@ -1,6 +1,6 @@
 //! [`GrpcLayer`], its service and its response future.
 
-use crate::trace::propagation::{composite, Propagator};
+use crate::trace::propagation::{IncomingContext, Propagator};
 use std::{
     collections::HashMap,
     fmt,
@@ -27,7 +27,7 @@ use crate::{
     },
     operation::OperationId,
     request_id::{is_valid_request_id, RequestId, X_REQUEST_ID},
-    trace::{propagation, ServerSpan, SpanExport, SpanStart, GRPC_LOG_SPAN_TARGET},
+    trace::{ServerSpan, SpanExport, SpanStart, GRPC_LOG_SPAN_TARGET},
 };
 
 /// The `?comp=` component the gRPC families are registered under.
@@ -55,7 +55,7 @@ pub struct GrpcLayer {
 /// How the server span of a call is made; shared by the services of a layer.
 #[derive(Clone)]
 struct CallSpans {
-    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    propagator: Option<IncomingContext>,
     request_id_header: HeaderName,
     /// How the spans are exported: through `tracing`, or by the layer (`from_telemetry`).
     export: SpanExport,
@@ -156,13 +156,14 @@ impl GrpcLayer {
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.spans).propagator = Some(Arc::new(propagator));
+        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::custom(propagator));
         self
     }
 
     /// Reads the caller's trace context in the given formats, in order. Defaults to none.
-    pub fn with_propagators(self, propagators: &[Propagator]) -> Self {
-        self.with_propagator(composite(propagators))
+    pub fn with_propagators(mut self, propagators: &[Propagator]) -> Self {
+        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::configured(propagators));
+        self
     }
 
     /// Records the request id from `header` on the span when no [`RequestIdLayer`] ran
@@ -332,7 +333,7 @@ impl CallSpans {
     fn extract<B>(&self, req: &Request<B>) -> Option<opentelemetry::Context> {
         self.propagator
             .as_ref()
-            .map(|propagator| propagation::extract(&**propagator, req.headers()))
+            .map(|incoming| incoming.extract(req.headers()))
     }
 }
 

@@ -13,12 +13,16 @@
 //! | future or body dropped early (client went away) | 499                     |
 //! | handler panicked through the layer              | 500                     |
 
-use std::{fmt, sync::Arc, time::Instant};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use super::{
     semconv::server::{ServerRequest, ServerSeries},
     series::MethodSeries,
-    store::{with_exemplar, SpanIds},
+    store::{with_exemplar_at, SpanIds},
     toolkit::{Outcome, Settle},
 };
 use crate::operation::OperationId;
@@ -95,9 +99,25 @@ impl Settle for RequestMetrics {
     }
 
     fn settle(&mut self, outcome: Outcome) {
+        self.settle_at(outcome, None);
+    }
+}
+
+impl RequestMetrics {
+    /// Whether the request's duration and total keep an exemplar (it has a sampled span).
+    pub(crate) fn has_exemplar(&self) -> bool {
+        match &self.0 {
+            Naming::Harbor(harbor) => harbor.exemplar.is_some(),
+            Naming::Otel(otel) => otel.has_exemplar(),
+        }
+    }
+
+    /// Settles with `outcome`; `now`, when given, is the exemplar's time (else the clock is
+    /// read, when there is an exemplar).
+    pub(crate) fn settle_at(&mut self, outcome: Outcome, now: Option<SystemTime>) {
         match &mut self.0 {
-            Naming::Harbor(harbor) => harbor.settle(outcome),
-            Naming::Otel(otel) => otel.settle(outcome),
+            Naming::Harbor(harbor) => harbor.settle(outcome, now),
+            Naming::Otel(otel) => otel.settle(outcome, now),
         }
     }
 }
@@ -110,7 +130,7 @@ impl HarborRequest {
         }
     }
 
-    fn settle(&mut self, outcome: Outcome) {
+    fn settle(&mut self, outcome: Outcome, now: Option<SystemTime>) {
         let code = match outcome {
             Outcome::Complete | Outcome::Error => self.status,
             Outcome::Cancelled => CLIENT_CLOSED_REQUEST,
@@ -119,7 +139,7 @@ impl HarborRequest {
         let elapsed = self.start.elapsed().as_secs_f64();
         self.inflight.inflight().decrement(1.0);
         let series = self.settled_on.as_ref().unwrap_or(&self.inflight);
-        with_exemplar(self.exemplar, || {
+        with_exemplar_at(self.exemplar, now, || {
             series.duration().record(elapsed);
             series.count(code);
         });

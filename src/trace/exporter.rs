@@ -282,6 +282,21 @@ impl<E> MeteredExporter<E> {
 /// which the SDK leaves to exporters (it appends). A span without repeats is not touched.
 fn fold_repeated_attributes(span: &mut SpanData) {
     let attributes = &mut span.attributes;
+    // One pass over a cheap fingerprint of each key (length and last byte): no two alike
+    // means no key repeats, and the pairwise check is skipped (as it is for every span the
+    // server layers build: they replace a value in place).
+    let mut seen = [0_u64; 4];
+    let mut alike = false;
+    for kv in attributes.iter() {
+        let key = kv.key.as_str().as_bytes();
+        let print = (key.len() * 31 + usize::from(key.last().copied().unwrap_or(0))) % 256;
+        let (word, bit) = (print / 64, 1_u64 << (print % 64));
+        alike |= seen[word] & bit != 0;
+        seen[word] |= bit;
+    }
+    if !alike {
+        return;
+    }
     let repeated =
         (1..attributes.len()).any(|i| attributes[..i].iter().any(|kv| kv.key == attributes[i].key));
     if !repeated {
@@ -470,4 +485,65 @@ pub enum ExporterError {
     /// ([`Config::validate`](crate::Config::validate) reports this first).
     #[error("tracing is enabled but no exporter is configured: set trace.otel or trace.jaeger")]
     NoExporter,
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{
+        trace::{SpanContext, SpanId, SpanKind, Status},
+        InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    fn span(attributes: Vec<KeyValue>) -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "GET".into(),
+            start_time: std::time::UNIX_EPOCH,
+            end_time: std::time::UNIX_EPOCH,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("t").build(),
+        }
+    }
+
+    #[test]
+    fn a_key_recorded_twice_keeps_its_last_value_in_its_first_place() {
+        let mut data = span(vec![
+            KeyValue::new("operation", "a"),
+            KeyValue::new("url.path", "/x"),
+            KeyValue::new("http.response.status_code", 200),
+            KeyValue::new("operation", "b"),
+        ]);
+        fold_repeated_attributes(&mut data);
+        assert_eq!(
+            data.attributes,
+            [
+                KeyValue::new("operation", "b"),
+                KeyValue::new("url.path", "/x"),
+                KeyValue::new("http.response.status_code", 200),
+            ]
+        );
+    }
+
+    #[test]
+    fn distinct_keys_are_left_alone_even_when_their_fingerprints_meet() {
+        // Same length, same last byte: the fingerprints meet, the keys differ.
+        let attributes = vec![
+            KeyValue::new("ab", 1),
+            KeyValue::new("cb", 2),
+            KeyValue::new("url.path", "/x"),
+        ];
+        let mut data = span(attributes.clone());
+        fold_repeated_attributes(&mut data);
+        assert_eq!(data.attributes, attributes);
+    }
 }

@@ -19,7 +19,7 @@ use tracing::{field::Empty, Span};
 
 use super::{
     direct::{DirectTracer, SpanStart},
-    propagation,
+    propagation::IncomingContext,
     server::{ServerSpan, SpanExport, LOG_SPAN_TARGET},
 };
 use crate::{
@@ -61,7 +61,7 @@ pub const MAX_USER_AGENT_ATTRIBUTE: usize = 256;
 /// (see [`propagation`](super::propagation)).
 #[derive(Clone)]
 pub struct TraceLayer {
-    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    propagator: Option<IncomingContext>,
     resolver: Arc<dyn OperationResolver>,
     echo_traceparent: bool,
     /// How the spans are exported: through `tracing`, or by the layer (`Telemetry::layer`).
@@ -105,15 +105,13 @@ impl TraceLayer {
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
     ) -> Self {
-        self.propagator = Some(Arc::new(propagator));
+        self.propagator = Some(IncomingContext::custom(propagator));
         self
     }
 
-    pub(crate) fn with_shared_propagator(
-        mut self,
-        propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
-    ) -> Self {
-        self.propagator = propagator;
+    /// Reads the parent context with `incoming` (`Telemetry`'s configured propagators).
+    pub(crate) fn with_incoming(mut self, incoming: Option<IncomingContext>) -> Self {
+        self.propagator = incoming;
         self
     }
 
@@ -275,7 +273,7 @@ impl TraceLayer {
     fn extract<B>(&self, req: &Request<B>) -> Option<opentelemetry::Context> {
         self.propagator
             .as_ref()
-            .map(|propagator| propagation::extract(&**propagator, req.headers()))
+            .map(|incoming| incoming.extract(req.headers()))
     }
 }
 
@@ -340,7 +338,7 @@ impl<'a> SpanFields<'a> {
             attributes.push(KeyValue::new("request_id", id.to_owned()));
         }
         SpanStart {
-            name: self.name.to_string().into(),
+            name: self.name.to_owned_string().into(),
             kind: SpanKind::Server,
             attributes,
         }
@@ -355,33 +353,49 @@ struct SpanName<'a> {
     operation: &'a OperationId,
 }
 
-impl fmt::Display for SpanName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl SpanName<'_> {
+    /// What follows the verb: the route template, else a known operation.
+    fn object(&self) -> Option<&str> {
         match (self.route, self.operation.as_str()) {
-            (Some(route), _) => write!(f, "{} {route}", self.verb),
-            (None, op) if op != OperationId::UNKNOWN => write!(f, "{} {op}", self.verb),
-            _ => f.write_str(self.verb),
+            (Some(route), _) => Some(route),
+            (None, op) if op != OperationId::UNKNOWN => Some(op),
+            _ => None,
         }
     }
-}
 
-impl SpanName<'_> {
+    /// Appends the name to `out` (no formatting machinery: this runs per request).
+    fn write_to(&self, out: &mut String) {
+        out.push_str(self.verb);
+        if let Some(object) = self.object() {
+            out.push(' ');
+            out.push_str(object);
+        }
+    }
+
+    /// The name, in a string of its own.
+    fn to_owned_string(&self) -> String {
+        let len = self.verb.len() + self.object().map_or(0, |object| object.len() + 1);
+        let mut out = String::with_capacity(len);
+        self.write_to(&mut out);
+        out
+    }
+
     /// Calls `f` with the name written into a per-thread buffer (subscribers copy what they
     /// keep), so building it allocates nothing once the buffer has grown.
     fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        use std::{cell::RefCell, fmt::Write};
+        use std::cell::RefCell;
         thread_local! {
             static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
         }
         BUFFER.with(|buffer| match buffer.try_borrow_mut() {
             Ok(mut buffer) => {
                 buffer.clear();
-                let _ = write!(buffer, "{self}");
+                self.write_to(&mut buffer);
                 f(&buffer)
             }
             // Re-entered from inside `f` (a subscriber handling the span opened another
             // request's): a buffer of its own.
-            Err(_) => f(&self.to_string()),
+            Err(_) => f(&self.to_owned_string()),
         })
     }
 }

@@ -11,7 +11,7 @@
 //!   wants one (targets [`LOG_SPAN_TARGET`] and [`GRPC_LOG_SPAN_TARGET`], which
 //!   `Telemetry::tracing_layer` leaves out), so log lines inside the request carry its fields.
 
-use std::fmt;
+use std::{fmt, time::SystemTime};
 
 use http::HeaderValue;
 use opentelemetry::{
@@ -69,8 +69,11 @@ pub struct ServerSpan {
     /// The context current while the request is polled: the direct span's, or a non-sampled
     /// one naming the request's trace (sampled out).
     context: Option<Context>,
-    /// Whether `context` holds a direct span, ended when this is dropped.
+    /// Whether `context` holds a direct span, ended when the request settles (or, failing
+    /// that, when this is dropped).
     direct: bool,
+    /// Whether the direct span was ended.
+    ended: bool,
 }
 
 impl fmt::Debug for ServerSpan {
@@ -97,6 +100,7 @@ impl ServerSpan {
             tracing: Some(span),
             context: None,
             direct: false,
+            ended: false,
         })
     }
 
@@ -116,11 +120,13 @@ impl ServerSpan {
                 tracing,
                 context: Some(tracer.start(parent, ids, start())),
                 direct: true,
+                ended: false,
             },
             Decision::SampledOut(cx) => Self {
                 tracing,
                 context: Some(cx),
                 direct: false,
+                ended: false,
             },
         }
     }
@@ -217,10 +223,32 @@ impl ServerSpan {
     }
 }
 
+impl ServerSpan {
+    /// Whether the layer exports this span itself (it then reads the clock when it ends).
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Settles the span: `ERROR` for a failed or panicked request, and a direct span ends at
+    /// `now` (read from the clock when `None`).
+    pub(crate) fn settle_at(&mut self, outcome: Outcome, now: Option<SystemTime>) {
+        match outcome {
+            Outcome::Error | Outcome::Panicked => self.set_error(None),
+            Outcome::Complete | Outcome::Cancelled => {}
+        }
+        if let Some(cx) = self.direct_context().filter(|_| !self.ended) {
+            cx.span()
+                .end_with_timestamp(now.unwrap_or_else(opentelemetry::time::now));
+            self.ended = true;
+        }
+    }
+}
+
 impl Drop for ServerSpan {
     fn drop(&mut self) {
-        // The span ends with the request, not when the last clone of its context goes.
-        if let Some(cx) = self.direct_context() {
+        // The span ends with the request, not when the last clone of its context goes (a
+        // span already ended by `settle_at` ignores this).
+        if let Some(cx) = self.direct_context().filter(|_| !self.ended) {
             cx.span().end();
         }
     }
@@ -231,9 +259,6 @@ impl Drop for ServerSpan {
 /// request settles.
 impl Settle for ServerSpan {
     fn settle(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Error | Outcome::Panicked => self.set_error(None),
-            Outcome::Complete | Outcome::Cancelled => {}
-        }
+        self.settle_at(outcome, None);
     }
 }

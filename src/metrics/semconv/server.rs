@@ -18,7 +18,7 @@ use crate::{
     labels::MethodTable,
     metrics::{
         names::MetricNames,
-        store::{with_exemplar, SpanIds},
+        store::{with_exemplar_at, SpanIds},
         toolkit::{
             http_slot, status_label, Family, FamilyKind, LabelTable, Outcome, RecorderRef,
             StatusHandles, HTTP_SLOTS,
@@ -310,8 +310,14 @@ impl ServerRequest {
         self.status = Some(status);
     }
 
-    /// Records the duration with the status and failure `outcome` says.
-    pub(crate) fn settle(&mut self, outcome: Outcome) {
+    /// Whether the duration keeps an exemplar (the request has a sampled span).
+    pub(crate) fn has_exemplar(&self) -> bool {
+        self.exemplar.is_some()
+    }
+
+    /// Records the duration with the status and failure `outcome` says; `now`, when given, is
+    /// the exemplar's time.
+    pub(crate) fn settle(&mut self, outcome: Outcome, now: Option<std::time::SystemTime>) {
         let elapsed = self.start.elapsed().as_secs_f64();
         self.series.active.decrement(1.0);
         let status = self.status.unwrap_or(0);
@@ -328,6 +334,8 @@ impl ServerRequest {
             seconds: elapsed,
             sizes: self.sizes,
         };
-        with_exemplar(self.exemplar, || series.record(status, failure, observed));
+        with_exemplar_at(self.exemplar, now, || {
+            series.record(status, failure, observed)
+        });
     }
 }

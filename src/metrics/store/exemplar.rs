@@ -75,6 +75,16 @@ thread_local! {
 /// ));
 /// ```
 pub fn with_exemplar<R>(ids: Option<SpanIds>, f: impl FnOnce() -> R) -> R {
+    with_exemplar_at(ids, None, f)
+}
+
+/// [`with_exemplar`] with the exemplars' time, `at` (read from the clock when `None`): a
+/// request that ends its span at the same moment reads the clock once for both.
+pub(crate) fn with_exemplar_at<R>(
+    ids: Option<SpanIds>,
+    at: Option<SystemTime>,
+    f: impl FnOnce() -> R,
+) -> R {
     let Some(ids) = ids else {
         return f();
     };
@@ -85,7 +95,8 @@ pub fn with_exemplar<R>(ids: Option<SpanIds>, f: impl FnOnce() -> R) -> R {
         }
     }
     // One clock read for every exemplar `f` records.
-    let at = SystemTime::now()
+    let at = at
+        .unwrap_or_else(SystemTime::now)
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let _restore = Restore(CURRENT.with(|current| current.replace(Some((ids, at)))));

@@ -39,6 +39,7 @@ use metrics::{
     SharedString, Unit,
 };
 
+pub(crate) use exemplar::with_exemplar_at;
 use exemplar::ExemplarSlot;
 pub use exemplar::{with_exemplar, SpanIds};
 use histogram::HistogramCell;

@@ -39,9 +39,9 @@ mod jaeger;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::{
     propagation::{TextMapCompositePropagator, TextMapPropagator},
     Context,
@@ -172,6 +172,51 @@ pub fn composite(propagators: &[Propagator]) -> TextMapCompositePropagator {
 /// empty context (the current context plays no part).
 pub fn extract(propagator: &dyn TextMapPropagator, headers: &HeaderMap) -> Context {
     propagator.extract_with_context(&Context::new(), &HeaderExtractor::new(headers))
+}
+
+/// How a server layer reads the caller's context: a propagator and, for the formats of
+/// [`composite`], every header they read, so that a request carrying none of them (most
+/// requests to an edge service) is not handed to the propagators at all.
+#[derive(Clone)]
+pub(crate) struct IncomingContext {
+    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    /// Every header the propagator reads, when that is known (a propagator of the user's may
+    /// read keys it does not list, by prefix).
+    headers: Option<Arc<[HeaderName]>>,
+}
+
+impl IncomingContext {
+    /// The formats of `propagators`, as [`composite`] builds them.
+    pub(crate) fn configured(propagators: &[Propagator]) -> Self {
+        let propagator = composite(propagators);
+        let headers = propagator
+            .fields()
+            .filter_map(|field| HeaderName::from_bytes(field.as_bytes()).ok())
+            .collect();
+        Self {
+            propagator: Arc::new(propagator),
+            headers: Some(headers),
+        }
+    }
+
+    /// Any propagator; it is asked for every request.
+    pub(crate) fn custom(propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+        Self {
+            propagator: Arc::new(propagator),
+            headers: None,
+        }
+    }
+
+    /// The context carried by `headers` (see [`extract`]); an empty one without any of the
+    /// propagators' headers.
+    pub(crate) fn extract(&self, headers: &HeaderMap) -> Context {
+        if let Some(names) = &self.headers {
+            if !names.iter().any(|name| headers.contains_key(name)) {
+                return Context::new();
+            }
+        }
+        extract(&*self.propagator, headers)
+    }
 }
 
 /// Injects `cx` into `headers` through a [`HeaderInjector`].

@@ -447,3 +447,41 @@ fn extract_ignores_the_current_context() {
     let _guard = Context::new().with_remote_span_context(outer).attach();
     assert!(!span_context(&extract(&all(), &HeaderMap::new())).is_valid());
 }
+
+/// The configured formats skip a request that carries none of their headers, and read every
+/// other one exactly as the propagators do.
+#[test]
+fn configured_extraction_reads_what_the_propagators_read() {
+    let formats = [
+        Propagator::TraceContext,
+        Propagator::Baggage,
+        Propagator::Jaeger,
+    ];
+    let incoming = IncomingContext::configured(&formats);
+    let traceparent = format!("00-{TRACE_ID}-{SPAN_ID}-01");
+    let uber = format!("{TRACE_ID}:{SPAN_ID}:0:1");
+    let cases: [&[(&str, &str)]; 6] = [
+        &[],
+        &[
+            ("accept", "application/json"),
+            ("user-agent", "skopeo/1.13"),
+        ],
+        &[("traceparent", &traceparent)],
+        &[("tracestate", "vendor=x")],
+        &[("baggage", "k=v")],
+        &[("uber-trace-id", &uber)],
+    ];
+    for case in cases {
+        let headers = headers(case);
+        let ours = incoming.extract(&headers);
+        let theirs = extract(&composite(&formats), &headers);
+        assert_eq!(span_context(&ours), span_context(&theirs), "{case:?}");
+        assert_eq!(
+            ours.baggage().get("k").map(ToString::to_string),
+            theirs.baggage().get("k").map(ToString::to_string),
+            "{case:?}"
+        );
+    }
+    assert!(span_context(&incoming.extract(&headers(cases[2]))).is_valid());
+    assert!(span_context(&incoming.extract(&headers(cases[5]))).is_valid());
+}
