@@ -12,8 +12,14 @@
 //! Prometheus expects of a summary.
 //!
 //! Memory: a table of 64 lazily filled octave pages (2⁻³⁰ to 2³⁴, which covers nanoseconds to
-//! centuries in seconds and bytes up to 16 GiB) and one 396-byte page per octave a value fell in.
-//! A page, once there, stays: recording into it never allocates again.
+//! centuries in seconds and bytes up to 16 GiB), one 384-byte page of sub-bucket counts per
+//! octave a value fell in, and each octave's count over the window in the cell itself. A page,
+//! once there, stays: recording into it never allocates again.
+//!
+//! The octave counts are in the cell, not in the pages, because a render finds the octave of
+//! each quantile from them: reading them from the pages cost a cache miss per octave a series
+//! ever used (a dozen for durations from a millisecond to seconds), most of the time of
+//! rendering thousands of summaries.
 
 use std::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
@@ -28,10 +34,8 @@ const SUBS: usize = 1 << SUB_BITS;
 const MIN_EXP: i32 = -30;
 const OCTAVES: usize = 64;
 
-/// Counts of one octave, per slot, and their sum per slot (so that a quantile walk skips
-/// whole octaves).
+/// Counts of one octave's sub-buckets, per slot.
 struct Page {
-    totals: [AtomicU32; SLOTS],
     counts: [[AtomicU32; SUBS]; SLOTS],
 }
 
@@ -70,6 +74,9 @@ pub(crate) struct SummaryCell {
     /// Bit `o` is set once `pages[o]` exists: a render reads only the pages there are, not
     /// the whole table (which is what kept 10,000 series out of the cache).
     present: AtomicU64,
+    /// Each octave's count over the window (the sum of its page's counts), so that a quantile
+    /// walk finds its octaves without touching the pages it skips.
+    totals: [AtomicU32; OCTAVES],
     pages: [OnceLock<Box<Page>>; OCTAVES],
 }
 
@@ -87,6 +94,7 @@ impl SummaryCell {
             clock,
             extremes: [const { Extremes::new() }; SLOTS],
             present: AtomicU64::new(0),
+            totals: [const { AtomicU32::new(0) }; OCTAVES],
             pages: [const { OnceLock::new() }; OCTAVES],
         }
     }
@@ -117,17 +125,20 @@ impl SummaryCell {
             }
         };
         page.counts[slot][sub].fetch_add(1, Ordering::Relaxed);
-        page.totals[slot].fetch_add(1, Ordering::Relaxed);
+        self.totals[octave].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Clears `slot` (the one about to become current).
     pub(crate) fn clear_slot(&self, slot: usize) {
         self.extremes[slot].clear();
-        for page in self.existing_pages().map(|(_, page)| page) {
-            page.totals[slot].store(0, Ordering::Relaxed);
-            for count in &page.counts[slot] {
-                count.store(0, Ordering::Relaxed);
-            }
+        for (octave, page) in self.existing_pages() {
+            // What each count held when it was taken out is what leaves the octave's total: a
+            // record that lands meanwhile stays in both.
+            let removed: u32 = page.counts[slot]
+                .iter()
+                .map(|count| count.swap(0, Ordering::Relaxed))
+                .fold(0, u32::wrapping_add);
+            self.totals[octave].fetch_sub(removed, Ordering::Relaxed);
         }
     }
 
@@ -163,12 +174,8 @@ impl SummaryCell {
         let pages = &mut scratch.0;
         pages.clear();
         let mut total = non_positive;
-        for (octave, page) in self.existing_pages() {
-            let count: u64 = page
-                .totals
-                .iter()
-                .map(|t| u64::from(t.load(Ordering::Relaxed)))
-                .sum();
+        for octave in self.present_octaves() {
+            let count = u64::from(self.totals[octave].load(Ordering::Relaxed));
             if count > 0 {
                 pages.push((octave, count));
                 total += count;
@@ -221,19 +228,22 @@ impl SummaryCell {
         }
     }
 
-    /// The pages there are, by octave.
-    fn existing_pages(&self) -> impl Iterator<Item = (usize, &Page)> {
+    /// The octaves that have a page, without reading the pages.
+    fn present_octaves(&self) -> impl Iterator<Item = usize> {
         let mut bits = self.present.load(Ordering::Acquire);
         std::iter::from_fn(move || {
-            while bits != 0 {
+            (bits != 0).then(|| {
                 let octave = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if let Some(page) = self.pages[octave].get() {
-                    return Some((octave, &**page));
-                }
-            }
-            None
+                octave
+            })
         })
+    }
+
+    /// The pages there are, by octave.
+    fn existing_pages(&self) -> impl Iterator<Item = (usize, &Page)> {
+        self.present_octaves()
+            .filter_map(|octave| self.pages[octave].get().map(|page| (octave, &**page)))
     }
 
     /// Bytes this series holds (the cell and its pages).
@@ -249,7 +259,6 @@ pub(crate) struct Scratch(Vec<(usize, u64)>);
 
 fn new_page() -> Box<Page> {
     Box::new(Page {
-        totals: [const { AtomicU32::new(0) }; SLOTS],
         counts: [const { [const { AtomicU32::new(0) }; SUBS] }; SLOTS],
     })
 }
@@ -361,6 +370,35 @@ mod tests {
         clock.store(next, Ordering::Relaxed);
         assert_eq!(q(&c, &[1.0]), [1.0], "the 10 s value left the window");
         assert_eq!(c.totals().count, SLOTS as u64);
+    }
+
+    #[test]
+    fn octave_totals_stay_the_sum_of_their_pages_across_rotations() {
+        let (c, clock) = cell();
+        for round in 0..7u32 {
+            for i in 0..100u32 {
+                c.record(f64::from(1 + (i * 37 + round * 11) % 5000) / 1000.0);
+            }
+            for (octave, page) in c.existing_pages() {
+                let counted: u32 = page
+                    .counts
+                    .iter()
+                    .flatten()
+                    .map(|n| n.load(Ordering::Relaxed))
+                    .sum();
+                assert_eq!(
+                    c.totals[octave].load(Ordering::Relaxed),
+                    counted,
+                    "octave {octave}"
+                );
+            }
+            let next = clock.load(Ordering::Relaxed) + 1;
+            c.clear_slot(next % SLOTS);
+            clock.store(next, Ordering::Relaxed);
+        }
+        // The window holds the last two rounds (the third slot was just cleared).
+        let in_window: u32 = c.totals.iter().map(|t| t.load(Ordering::Relaxed)).sum();
+        assert_eq!(in_window, 200);
     }
 
     #[test]
