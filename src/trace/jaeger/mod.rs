@@ -68,6 +68,7 @@
 
 mod agent;
 mod collector;
+mod compact;
 mod convert;
 mod model;
 #[cfg(test)]
