@@ -186,13 +186,13 @@ mod tests {
     }
 
     fn any_tag() -> impl Strategy<Value = Tag<'static>> {
-        let key = any::<String>();
+        let key = any::<String>;
         prop_oneof![
-            (key.clone(), any::<String>()).prop_map(|(k, v)| Tag::string(k, v)),
-            (key.clone(), any::<f64>()).prop_map(|(k, v)| Tag::double(k, v)),
-            (key.clone(), any::<bool>()).prop_map(|(k, v)| Tag::bool(k, v)),
-            (key.clone(), any::<i64>()).prop_map(|(k, v)| Tag::long(k, v)),
-            (key, proptest::collection::vec(any::<u8>(), 0..40))
+            (key(), any::<String>()).prop_map(|(k, v)| Tag::string(k, v)),
+            (key(), any::<f64>()).prop_map(|(k, v)| Tag::double(k, v)),
+            (key(), any::<bool>()).prop_map(|(k, v)| Tag::bool(k, v)),
+            (key(), any::<i64>()).prop_map(|(k, v)| Tag::long(k, v)),
+            (key(), proptest::collection::vec(any::<u8>(), 0..40))
                 .prop_map(|(k, v)| Tag::binary(k, v)),
         ]
     }
