@@ -208,8 +208,13 @@ where
         let stages = &*self.stages;
         let id = stages.request_id.apply(&mut req);
         stages.operation.resolve_into(&mut req);
-        let span = stages.trace.open(&mut req);
-        let metrics = stages.metrics.start(&req);
+        let span = stages.trace.open(&req);
+        // The span's ids go to the metrics stage directly (an inner metrics layer finds them
+        // in the context current while the request is polled).
+        let exemplar = span
+            .as_ref()
+            .and_then(|span| stages.trace.exemplar_ids(span));
+        let metrics = stages.metrics.start(&req, exemplar);
         let head = req.method() == Method::HEAD;
         let mut guard = match (span, metrics) {
             (None, None) => None,

@@ -164,3 +164,44 @@ async fn a_jobs_run_job_span_is_the_exemplar_of_its_task_series() {
     let bucket = r#"task_process_time_seconds_bucket{type="SCAN",status="success",le="0.1"}"#;
     assert_eq!(exemplar(&text, bucket), Some(want), "{text}");
 }
+
+/// A metrics layer of its own inside `Telemetry::layer` (as the example registry's
+/// Distribution families are) finds the request's sampled span in the current context and
+/// keeps it as its exemplar too; a request sampled out leaves none.
+#[tokio::test]
+async fn an_inner_metrics_layer_keeps_the_server_spans_ids() {
+    use towerscope::MetricsLayer;
+    for rate in [1.0, 0.0] {
+        let (t, exporter) = support::in_memory_telemetry(&config("", rate));
+        let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let inner = MetricsLayer::new(t.registry())
+            .with_names(towerscope::metrics::MetricNames::with_prefix("registry_"));
+        let app = Router::new()
+            .route("/users/{id}", get(|| async { "user" }))
+            .layer(inner)
+            .layer(t.layer());
+        let res = app
+            .oneshot(Request::get("/users/1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+        t.trace_pipeline().unwrap().force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let text = t.registry().render_openmetrics(&[]).unwrap();
+        let total =
+            r#"registry_http_request_total{method="GET",code="200",operation="/users/{id}"}"#;
+        assert!(text.contains(total), "{text}");
+        if rate > 0.0 {
+            assert_eq!(spans.len(), 1, "{spans:?}");
+            let want = (
+                spans[0].span_context.trace_id().to_string(),
+                spans[0].span_context.span_id().to_string(),
+            );
+            assert_eq!(exemplar(&text, total), Some(want), "{text}");
+        } else {
+            assert!(spans.is_empty(), "{spans:?}");
+            assert_eq!(exemplar(&text, total), None, "{text}");
+        }
+    }
+}

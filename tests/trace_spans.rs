@@ -51,6 +51,21 @@ async fn run(
     (Response::from_parts(parts, Body::from(bytes)), spans)
 }
 
+/// Makes a subscriber current on this thread with a log layer writing into the returned
+/// buffer (no colours) and `t`'s tracing layer.
+fn logged(t: &Telemetry) -> (support::Captured, tracing::subscriber::DefaultGuard) {
+    let logs = support::Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        )
+        .with(t.tracing_layer());
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
 fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
@@ -368,16 +383,7 @@ async fn a_sampled_out_request_forwards_a_context_that_is_not_sampled() {
 async fn log_lines_of_a_sampled_out_request_keep_its_request_id_and_operation() {
     let (t, exporter) =
         telemetry("trace: { enabled: true, sample_rate: 0, otel: { endpoint: '127.0.0.1:1' } }");
-    let logs = support::Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(move || writer.clone()),
-        )
-        .with(t.tracing_layer());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = logged(&t);
     let app = Router::new()
         .route(
             "/users/{id}",
@@ -618,16 +624,7 @@ async fn a_handler_reaches_its_server_span_and_its_events_are_the_spans() {
 async fn a_sampled_request_logs_with_its_fields_and_is_exported_once() {
     use tracing::Instrument;
     let (t, exporter) = telemetry(TRACED);
-    let logs = support::Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(move || writer.clone()),
-        )
-        .with(t.tracing_layer());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = logged(&t);
     let app = Router::new()
         .route(
             "/users/{id}",

@@ -240,15 +240,7 @@ where
         };
         let series = table.series(GrpcOperation::from_path(req.uri().path()));
         // The caller's span, from the context already read for the headers.
-        let caller = {
-            use opentelemetry::trace::TraceContextExt;
-            let span = cx.span();
-            let sc = span.span_context();
-            sc.is_sampled().then(|| SpanIds {
-                trace_id: sc.trace_id(),
-                span_id: sc.span_id(),
-            })
-        };
+        let caller = SpanIds::of_context(&cx);
         let mut guard = SettleGuard::new(GrpcCall::client(series, caller));
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))

@@ -279,9 +279,12 @@ impl MetricsStage {
 
     /// Counts `req` in flight in its series and returns its state, to settle when its
     /// response body ends; `None` when disabled.
-    pub(crate) fn start<B>(&self, req: &Request<B>) -> Option<RequestMetrics> {
+    pub(crate) fn start<B>(
+        &self,
+        req: &Request<B>,
+        exemplar: Option<SpanIds>,
+    ) -> Option<RequestMetrics> {
         let table = self.table.as_ref()?;
-        let exemplar = req.extensions().get::<SpanIds>().copied();
         Some(match table {
             Table::Harbor(table) => {
                 let method_index = table.method_index(req.method());
@@ -343,7 +346,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(state) = self.stage.start(&req) else {
+        // The exemplar: ids put in the request, else the span current around this call (a
+        // trace layer's, outside this one).
+        let exemplar = req
+            .extensions()
+            .get::<SpanIds>()
+            .copied()
+            .or_else(SpanIds::current);
+        let Some(state) = self.stage.start(&req, exemplar) else {
             return SettleFuture::new(self.inner.call(req), None);
         };
         let head = req.method() == Method::HEAD;

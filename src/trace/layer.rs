@@ -2,6 +2,7 @@
 
 use crate::text::capped;
 use std::{
+    cell::OnceCell,
     fmt,
     future::Future,
     pin::Pin,
@@ -24,7 +25,10 @@ use super::{
 };
 use crate::{
     labels::{standard_method, OTHER_METHOD},
-    metrics::toolkit::{sends_no_body, Outcome, SettleBody, SettleGuard},
+    metrics::{
+        toolkit::{sends_no_body, Outcome, SettleBody, SettleGuard},
+        SpanIds,
+    },
     operation::{default_resolver, matched_path, operation_of, OperationId, OperationResolver},
     request_id::RequestId,
 };
@@ -132,13 +136,14 @@ impl TraceLayer {
         self
     }
 
-    /// Puts the ids of a sampled server span in the request's extensions
-    /// ([`SpanIds`](crate::metrics::SpanIds)), where the [`MetricsLayer`](crate::metrics::MetricsLayer)
-    /// inside finds them and keeps them as the exemplars of the request's duration and total.
-    /// Costs one lookup of the span's OpenTelemetry context per sampled request when the span
-    /// is exported through `tracing` (none behind `Telemetry::layer`). Defaults to
-    /// `false`; `ObservabilityLayer::from_config` and `Telemetry::layer` set it from
-    /// `metric.exemplars` (default `true`).
+    /// Hands the ids of a sampled server span ([`SpanIds`](crate::metrics::SpanIds)) to the
+    /// metrics stage of an [`ObservabilityLayer`](crate::ObservabilityLayer), which keeps them
+    /// as the exemplars of the request's duration and total. Costs one lookup of the span's
+    /// OpenTelemetry context per sampled request when the span is exported through `tracing`
+    /// (none behind `Telemetry::layer`). A [`MetricsLayer`](crate::metrics::MetricsLayer) of
+    /// its own inside a trace layer finds the ids itself, in the context current while the
+    /// request is polled. Defaults to `false`; `ObservabilityLayer::from_config` and
+    /// `Telemetry::layer` set it from `metric.exemplars` (default `true`).
     pub fn with_exemplar_ids(mut self, on: bool) -> Self {
         self.exemplar_ids = on;
         self
@@ -180,17 +185,16 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
 }
 
 impl TraceLayer {
-    /// Opens the server span of `req` and, for exemplars, puts a sampled span's ids in its
-    /// extensions; `None` when there is nothing to carry or enter (exported through `tracing`
-    /// with no subscriber that wants the span).
-    pub(crate) fn open<B>(&self, req: &mut Request<B>) -> Option<ServerSpan> {
-        let span = self.open_span(req)?;
-        if self.exemplar_ids {
-            if let Some(ids) = span.sampled_ids() {
-                req.extensions_mut().insert(ids);
-            }
-        }
-        Some(span)
+    /// Opens the server span of `req`; `None` when there is nothing to carry or enter
+    /// (exported through `tracing` with no subscriber that wants the span).
+    pub(crate) fn open<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
+        self.open_span(req)
+    }
+
+    /// The ids of `span` when it is sampled and exemplars are on, for the metrics stage of an
+    /// [`ObservabilityLayer`](crate::ObservabilityLayer).
+    pub(crate) fn exemplar_ids(&self, span: &ServerSpan) -> Option<SpanIds> {
+        self.exemplar_ids.then(|| span.sampled_ids()).flatten()
     }
 
     /// Whether responses carry a `traceparent` naming the server span.
@@ -242,18 +246,26 @@ impl TraceLayer {
                 ServerSpan::traced(span, self.extract(req))
             }
             SpanExport::Direct { tracer, rate } => {
-                // Resolved by the operation stage when there is one (ObservabilityLayer), so
-                // that the metrics label does not depend on the span.
-                let operation = operation_of(req, &*self.resolver);
-                let fields = SpanFields::of(req, method, &operation);
-                // Only log layers want this span: without one (RUST_LOG=warn, or no log layer)
-                // its name is not even written.
+                // Read only when something uses them: a request sampled out with no log layer
+                // (RUST_LOG=warn, or none) looks up nothing, and writes no name.
+                let (operation, fields) = (OnceCell::new(), OnceCell::new());
+                let fields = || {
+                    fields.get_or_init(|| {
+                        // Resolved by the operation stage when there is one
+                        // (ObservabilityLayer), so that the metrics label does not depend on
+                        // the span.
+                        let operation =
+                            operation.get_or_init(|| operation_of(req, &*self.resolver));
+                        SpanFields::of(req, method, operation)
+                    })
+                };
+                // Only log layers want this span.
                 let log = if tracing::enabled!(
                     kind: tracing::metadata::Kind::SPAN,
                     target: LOG_SPAN_TARGET,
                     tracing::Level::INFO
                 ) {
-                    server_span!(LOG_SPAN_TARGET, &fields)
+                    server_span!(LOG_SPAN_TARGET, fields())
                 } else {
                     Span::none()
                 };
@@ -262,7 +274,7 @@ impl TraceLayer {
                     tracer,
                     *rate,
                     parent,
-                    || fields.start(method, &operation),
+                    || fields().start(method),
                     log,
                 ))
             }
@@ -310,7 +322,8 @@ impl<'a> SpanFields<'a> {
     }
 
     /// The direct span's start: the same attributes as the `tracing` span's fields.
-    fn start(&self, method: Option<&'static str>, operation: &OperationId) -> SpanStart {
+    fn start(&self, method: Option<&'static str>) -> SpanStart {
+        let operation = self.name.operation;
         let mut attributes = Vec::with_capacity(10);
         attributes.push(KeyValue::new(
             "http.request.method",
@@ -413,8 +426,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let span = self.layer.open(&mut req);
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = self.layer.open(&req);
         let head = req.method() == Method::HEAD;
         // `call` itself runs inside the span, as the future's polls do.
         let inner = in_span(span.as_ref(), || self.inner.call(req));

@@ -145,14 +145,7 @@ impl ServerSpan {
     /// `tracing` is looked up in the subscriber (once per call: call it once per request).
     pub(crate) fn sampled_ids(&self) -> Option<SpanIds> {
         match (&self.context, &self.tracing) {
-            (Some(cx), _) if self.direct => {
-                let span = cx.span();
-                let sc = span.span_context();
-                Some(SpanIds {
-                    trace_id: sc.trace_id(),
-                    span_id: sc.span_id(),
-                })
-            }
+            (Some(cx), _) if self.direct => SpanIds::of_context(cx),
             (None, Some(span)) => SpanIds::of(span),
             _ => None,
         }

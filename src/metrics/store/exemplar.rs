@@ -33,18 +33,30 @@ impl SpanIds {
     /// one without an OpenTelemetry layer, or one that is not sampled). Looks the span's
     /// context up in the subscriber: call it once per span.
     pub fn of(span: &tracing::Span) -> Option<Self> {
-        use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         if span.is_disabled() {
             return None;
         }
-        let cx = span.context();
-        let otel = cx.span();
-        let sc = otel.span_context();
+        Self::of_context(&span.context())
+    }
+
+    /// The ids of `cx`'s span when it is sampled.
+    pub fn of_context(cx: &opentelemetry::Context) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        let span = cx.span();
+        let sc = span.span_context();
         sc.is_sampled().then(|| Self {
             trace_id: sc.trace_id(),
             span_id: sc.span_id(),
         })
+    }
+
+    /// The ids of the current OpenTelemetry context's span when it is sampled: the server
+    /// span behind [`Telemetry::layer`](crate::Telemetry::layer) while its request is
+    /// polled, or a `tracing` span entered under an OpenTelemetry layer that makes its context
+    /// current (`tracing-opentelemetry` does by default). One thread-local read.
+    pub fn current() -> Option<Self> {
+        opentelemetry::Context::map_current(Self::of_context)
     }
 }
 
