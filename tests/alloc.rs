@@ -190,7 +190,7 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         traced as f64 / MEASURED as f64,
         sampled_out as f64 / MEASURED as f64
     );
-    // Regression guards on the whole traced path (16 and 10 per request since the layer
+    // Regression guards on the whole traced path (15 and 10 per request since the layer
     // builds its span itself; 22 through tracing-opentelemetry): a sampled span's name,
     // attribute list and strings, its box and context, and its export are where allocations
     // remain; a request the layer samples out builds no span at all (what is left: the request
