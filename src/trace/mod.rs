@@ -13,6 +13,7 @@ mod sampling;
 mod server;
 
 pub(crate) use build::{ExporterSpec, OtlpOptions};
+#[cfg(feature = "tonic")]
 pub(crate) use direct::SpanStart;
 pub(crate) use layer::on_response;
 pub use layer::{
@@ -21,7 +22,9 @@ pub use layer::{
 };
 pub(crate) use pipeline::PipelineSettings;
 pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
-pub(crate) use server::{is_log_only, ServerSpan, SpanExport};
+#[cfg(feature = "tonic")]
+pub(crate) use server::SpanExport;
+pub(crate) use server::{is_log_only, ServerSpan};
 pub use server::{GRPC_LOG_SPAN_TARGET, LOG_SPAN_TARGET};
 
 /// The OpenTelemetry context of the code running now: the current `tracing` span's, else the
