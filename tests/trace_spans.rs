@@ -704,3 +704,38 @@ async fn server_spans_are_exported_without_any_subscriber() {
         Some("200")
     );
 }
+
+/// A `TraceLayer` on its own makes a `tracing` span: the response's `operation` override is
+/// recorded on it a second time, and the exported span keeps one `operation`, the override.
+#[tokio::test]
+async fn a_tracing_span_recorded_twice_is_exported_with_the_last_value() {
+    use towerscope::{operation::OperationId, trace::TraceLayer};
+    let (t, exporter) = telemetry(TRACED);
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async {
+                let mut res = Response::new(Body::from("user"));
+                res.extensions_mut().insert(OperationId::from("overridden"));
+                res
+            }),
+        )
+        .layer(TraceLayer::new());
+    let res = app
+        .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = named(&spans, "GET /users/{id}");
+    let operations: Vec<String> = span
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == "operation")
+        .map(|kv| kv.value.to_string())
+        .collect();
+    assert_eq!(operations, ["overridden"], "{span:#?}");
+}

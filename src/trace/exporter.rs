@@ -224,8 +224,10 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
 }
 
 /// A span processor shared by the tracer provider (the spans of `tracing-opentelemetry`) and
-/// the server layers (their direct spans, see `direct`). The resource is set on the processor
-/// before it is shared: [`set_resource`](SpanProcessor::set_resource) here does nothing.
+/// the server layers (their direct spans, see `direct`, which end into the processor itself).
+/// The provider's spans have their repeated attributes folded here (a direct span replaces a
+/// value in place, so its spans skip this). The resource is set on the processor before it is
+/// shared: [`set_resource`](SpanProcessor::set_resource) here does nothing.
 #[derive(Debug)]
 pub(crate) struct SharedProcessor(Arc<dyn SpanProcessor>);
 
@@ -240,7 +242,8 @@ impl SpanProcessor for SharedProcessor {
         self.0.on_start(span, cx);
     }
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
+        fold_repeated_attributes(&mut span);
         self.0.on_end(span);
     }
 
@@ -277,9 +280,10 @@ impl<E> MeteredExporter<E> {
     }
 }
 
-/// Keeps the last value of an attribute recorded more than once on `span` (a response that
-/// overrides the `operation`), in place of the first: OpenTelemetry's rule for a key set twice,
-/// which the SDK leaves to exporters (it appends). A span without repeats is not touched.
+/// Keeps the last value of an attribute recorded more than once on `span` (a `tracing` field
+/// recorded twice, as a `TraceLayer` on its own records a response's `operation` override), in
+/// place of the first: OpenTelemetry's rule for a key set twice, which the SDK's span leaves to
+/// exporters (it appends). A span without repeats is not touched.
 fn fold_repeated_attributes(span: &mut SpanData) {
     let attributes = &mut span.attributes;
     // One pass over a cheap fingerprint of each key (length and last byte): no two alike
@@ -313,9 +317,8 @@ fn fold_repeated_attributes(span: &mut SpanData) {
 }
 
 impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
-    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
-        batch.iter_mut().for_each(fold_repeated_attributes);
         // The spans have left the queue: admit new ones in their place. Until the export
         // returns they are counted as exporting, so no span is ever in no count.
         self.stats.exporting.fetch_add(n, Ordering::AcqRel);

@@ -324,7 +324,15 @@ impl<'a> SpanFields<'a> {
     /// The direct span's start: the same attributes as the `tracing` span's fields.
     fn start(&self, method: Option<&'static str>) -> SpanStart {
         let operation = self.name.operation;
-        let mut attributes = Vec::with_capacity(10);
+        // method, path, operation, then the optional ones.
+        let capacity = 3
+            + usize::from(self.query.is_some())
+            + usize::from(self.name.route.is_some())
+            + usize::from(self.user_agent.is_some())
+            + usize::from(self.request_id.is_some())
+            // Room for the status the response adds.
+            + 1;
+        let mut attributes = Vec::with_capacity(capacity);
         attributes.push(KeyValue::new(
             "http.request.method",
             method.unwrap_or(OTHER_METHOD),
