@@ -99,8 +99,10 @@ impl Telemetry {
     /// metrics registry and (with `trace.enabled`) the span pipeline, and installs them as the
     /// process-wide `metrics` recorder, OpenTelemetry tracer provider and propagator.
     ///
-    /// Add [`tracing_layer`](Self::tracing_layer) to your subscriber, or call
-    /// [`init_subscriber`](Self::init_subscriber), for spans to be exported.
+    /// The server spans of [`layer`](Self::layer) are exported by the layer itself; add
+    /// [`tracing_layer`](Self::tracing_layer) to your subscriber, or call
+    /// [`init_subscriber`](Self::init_subscriber), for the `tracing` spans (the client,
+    /// database and job spans, your own) to be exported too.
     ///
     /// Fails if the configuration is invalid, an exporter cannot be built, or a global
     /// recorder is already installed.
