@@ -51,6 +51,22 @@ async fn run(
     (Response::from_parts(parts, Body::from(bytes)), spans)
 }
 
+/// Sends `GET path` through `app`, reads the body, flushes, returns every finished span.
+async fn spans_of(
+    t: &Telemetry,
+    exporter: &InMemorySpanExporter,
+    app: Router,
+    path: &str,
+) -> Vec<SpanData> {
+    let res = app
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    t.trace_pipeline().unwrap().force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
 /// Makes a subscriber current on this thread with a log layer writing into the returned
 /// buffer (no colours) and `t`'s tracing layer.
 fn logged(t: &Telemetry) -> (support::Captured, tracing::subscriber::DefaultGuard) {
@@ -581,13 +597,7 @@ async fn a_handler_reaches_its_server_span_and_its_events_are_the_spans() {
         .layer(t.layer());
     let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let res = app
-        .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    res.into_body().collect().await.unwrap();
-    t.trace_pipeline().unwrap().force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = spans_of(&t, &exporter, app, "/users/42").await;
     assert_eq!(spans.len(), 2, "{spans:#?}");
     let server = named(&spans, "GET /users/{id}");
     let db = named(&spans, "db.query");
@@ -723,13 +733,7 @@ async fn a_tracing_span_recorded_twice_is_exported_with_the_last_value() {
             }),
         )
         .layer(TraceLayer::new());
-    let res = app
-        .oneshot(Request::get("/users/42").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    res.into_body().collect().await.unwrap();
-    t.trace_pipeline().unwrap().force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = spans_of(&t, &exporter, app, "/users/42").await;
     let span = named(&spans, "GET /users/{id}");
     let operations: Vec<String> = span
         .attributes

@@ -185,12 +185,6 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
 }
 
 impl TraceLayer {
-    /// Opens the server span of `req`; `None` when there is nothing to carry or enter
-    /// (exported through `tracing` with no subscriber that wants the span).
-    pub(crate) fn open<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
-        self.open_span(req)
-    }
-
     /// The ids of `span` when it is sampled and exemplars are on, for the metrics stage of an
     /// [`ObservabilityLayer`](crate::ObservabilityLayer).
     pub(crate) fn exemplar_ids(&self, span: &ServerSpan) -> Option<SpanIds> {
@@ -202,11 +196,12 @@ impl TraceLayer {
         self.echo_traceparent
     }
 
-    /// The request's server span, with every field known from the request recorded at
+    /// Opens the server span of `req`, with every field known from the request recorded at
     /// creation (one pass through the subscriber's `on_new_span` for a `tracing` span, one
-    /// attribute list for a direct one). Nothing is computed for a `tracing` span no subscriber
-    /// wants, nor for a log-only span no log layer wants.
-    fn open_span<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
+    /// attribute list for a direct one); `None` when there is nothing to carry or enter
+    /// (exported through `tracing` with no subscriber that wants the span). Nothing is computed
+    /// for a `tracing` span no subscriber wants, nor for a log-only span no log layer wants.
+    pub(crate) fn open<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
         let method = standard_method(req.method());
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! server_span {
