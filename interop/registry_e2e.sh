@@ -725,7 +725,12 @@ for s in series:
         assert m["error_type"] == m["http_response_status_code"], m
 les = {s["metric"]["le"] for s in query("http_server_request_duration_seconds_bucket")}
 assert {"0.005", "0.075", "10", "+Inf"} <= les, les
-p99 = query('histogram_quantile(0.99, sum by (le, http_route) (rate(http_server_request_duration_seconds_bucket[1m])))')
+# rate() needs two scrapes in its window; the loop above stops at the first one.
+for _ in range(50):
+    p99 = query('histogram_quantile(0.99, sum by (le, http_route) (rate(http_server_request_duration_seconds_bucket[1m])))')
+    if p99:
+        break
+    time.sleep(0.2)
 assert p99, "no p99 by route"
 assert query("http_server_active_requests"), "no active requests gauge"
 assert not query("http_request_total"), "Harbor's families recorded beside the conventions'"
