@@ -1,0 +1,244 @@
+//! Manifests: `GET`/`HEAD` by tag or digest (fetched from the upstream in proxy-cache mode),
+//! `PUT` by tag or digest, `DELETE` of a manifest by digest or of a tag.
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use super::{header_value, internal, oci_error, upstream_error, OCI_MANIFEST};
+use crate::{storage::Digest, AppState};
+
+/// The largest manifest accepted.
+const MAX_MANIFEST: usize = 4 << 20;
+
+async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            oci_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SIZE_INVALID",
+                "request body too large or interrupted",
+            )
+        })
+}
+
+/// What a pushed manifest says about itself: its `subject` (OCI 1.1 referrers) and its
+/// artifact type (`artifactType`, else the config's media type, as the spec defines it for
+/// the referrers list).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ManifestMeta {
+    pub(crate) media_type: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) artifact_type: Option<String>,
+}
+
+impl ManifestMeta {
+    pub(crate) fn of(content: &[u8]) -> Self {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(content) else {
+            return Self::default();
+        };
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        Self {
+            media_type: text(value.get("mediaType")),
+            subject: text(value.get("subject").and_then(|s| s.get("digest"))),
+            artifact_type: text(value.get("artifactType"))
+                .or_else(|| text(value.get("config").and_then(|c| c.get("mediaType")))),
+        }
+    }
+}
+
+pub(super) async fn get(state: &AppState, name: &str, reference: &str, head: bool) -> Response {
+    let mut found = state.db.manifest(name, reference).await;
+    if let (Ok(None), Some(proxy)) = (&found, &state.proxy) {
+        let valid = if reference.contains(':') {
+            Digest::parse(reference).is_some()
+        } else {
+            valid_tag(reference)
+        };
+        if valid {
+            match proxy.fetch_manifest(state, name, reference).await {
+                Ok(true) => found = state.db.manifest(name, reference).await,
+                Ok(false) => {}
+                Err(err) => return upstream_error(err),
+            }
+        }
+    }
+    match found {
+        Ok(Some((digest, media_type, content))) => {
+            let mut response = if head {
+                Response::new(Body::empty())
+            } else {
+                Response::new(Body::from(content.clone()))
+            };
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, header_value(&media_type));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+            headers.insert("docker-content-digest", header_value(&digest));
+            headers.insert(header::ETAG, header_value(format!("\"{digest}\"")));
+            response
+        }
+        Ok(None) => oci_error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("manifest unknown: {name}:{reference}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// The digests of the blobs an image manifest refers to (config and layers); empty for an
+/// index, whose entries are manifests. `None` if the JSON is not a manifest.
+pub(crate) fn referenced_blobs(content: &[u8]) -> Option<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_slice(content).ok()?;
+    let object = value.as_object()?;
+    let mut digests = Vec::new();
+    if let Some(config) = object.get("config") {
+        digests.push(config.get("digest")?.as_str()?.to_owned());
+    }
+    for key in ["layers", "blobs"] {
+        if let Some(layers) = object.get(key) {
+            for layer in layers.as_array()? {
+                digests.push(layer.get("digest")?.as_str()?.to_owned());
+            }
+        }
+    }
+    Some(digests)
+}
+
+fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
+}
+
+pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Request) -> Response {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match read_body(req, MAX_MANIFEST).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let digest = Digest::of(&body);
+    let tag = if reference.starts_with("sha256:") || reference.contains(':') {
+        if reference != digest.as_str() {
+            return oci_error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                format!("manifest digest is {digest}, not {reference}"),
+            );
+        }
+        None
+    } else if valid_tag(reference) {
+        Some(reference)
+    } else {
+        return oci_error(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag");
+    };
+    let Some(blobs) = referenced_blobs(&body) else {
+        return oci_error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            "manifest is not valid JSON",
+        );
+    };
+    let meta = ManifestMeta::of(&body);
+    let media_type = content_type
+        .or_else(|| meta.media_type.clone())
+        .unwrap_or_else(|| OCI_MANIFEST.to_owned());
+    for blob in &blobs {
+        match state.db.blob_size(blob).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return oci_error(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("blob unknown to registry: {blob}"),
+                )
+            }
+            Err(e) => return internal(e),
+        }
+    }
+    let stored = crate::db::NewManifest {
+        repository: name,
+        digest: digest.as_str(),
+        media_type: &media_type,
+        content: &body,
+        tag,
+        subject: meta.subject.as_deref(),
+        artifact_type: meta.artifact_type.as_deref(),
+    };
+    if let Err(e) = state.db.put_manifest(&stored).await {
+        return internal(e);
+    }
+    let mut response = StatusCode::CREATED.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        header_value(format!("/v2/{name}/manifests/{digest}")),
+    );
+    headers.insert("docker-content-digest", header_value(digest.as_str()));
+    // The subject is indexed for the referrers API (OCI 1.1), whether or not it is stored.
+    if let Some(subject) = &meta.subject {
+        headers.insert("oci-subject", header_value(subject));
+    }
+    response
+}
+
+pub(super) async fn delete(state: &AppState, name: &str, reference: &str) -> Response {
+    let by_digest = reference.contains(':');
+    match state.db.delete_manifest(name, reference, by_digest).await {
+        Ok(true) => StatusCode::ACCEPTED.into_response(),
+        Ok(false) => oci_error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_meta_reads_subject_and_artifact_type() {
+        let with_type = br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x-sig","config":{"mediaType":"application/vnd.oci.empty.v1+json"},"subject":{"digest":"sha256:s"}}"#;
+        assert_eq!(
+            ManifestMeta::of(with_type),
+            ManifestMeta {
+                media_type: Some(OCI_MANIFEST.to_owned()),
+                subject: Some("sha256:s".to_owned()),
+                artifact_type: Some("application/x-sig".to_owned()),
+            }
+        );
+        let from_config = br#"{"config":{"mediaType":"application/x-sbom"}}"#;
+        assert_eq!(
+            ManifestMeta::of(from_config).artifact_type.as_deref(),
+            Some("application/x-sbom")
+        );
+        assert_eq!(ManifestMeta::of(b"not json"), ManifestMeta::default());
+    }
+
+    #[test]
+    fn referenced_blobs_reads_config_and_layers() {
+        let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"},{"digest":"sha256:l2"}]}"#;
+        assert_eq!(
+            referenced_blobs(manifest).unwrap(),
+            ["sha256:c", "sha256:l1", "sha256:l2"]
+        );
+        let index = br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:m"}]}"#;
+        assert!(referenced_blobs(index).unwrap().is_empty());
+        assert!(referenced_blobs(b"not json").is_none());
+    }
+}
