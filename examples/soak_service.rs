@@ -1,14 +1,18 @@
 //! The service the soak (`interop/soak.py`) runs against: every integration of towerscope
 //! behind one layer, and handlers that misbehave on purpose.
 //!
-//! Run with `cargo run --example soak_service -- --config FILE --listen 127.0.0.1:PORT`; the
-//! YAML file is towerscope's configuration (`metric:`, `trace:`, `request_id:`). Routes:
+//! Run with `cargo run --example soak_service -- --config FILE --listen 127.0.0.1:PORT
+//! [--upstream http://HOST:PORT]`; the YAML file is towerscope's configuration (`metric:`,
+//! `trace:`, `request_id:`); `--upstream` is the service `/relay` calls (itself by default: a
+//! second process makes one trace cross two services). Routes:
 //!
 //! | route | what it does |
 //! |---|---|
 //! | `GET /items/{id}` | reads a row in a traced sqlx transaction (`getItem`): 200 or 404 |
 //! | `POST /items` | inserts the body in a transaction (`createItem`) and queues an `INDEX` job: 201 |
-//! | `GET /relay` | calls `GET /items/1` on itself through the instrumented reqwest client |
+//! | `GET /relay` | calls the upstream's `GET /items/1` through the instrumented reqwest client |
+//! | `POST /relay` | posts the body to the upstream's `POST /items` (`createItem`): its answer |
+//! | `GET /unavailable` | logs a warning (an event on the request's span) and answers 503 |
 //! | `GET /stream?kib=N` | a streamed body of N KiB (at most 64 MiB), 16 KiB per chunk |
 //! | `PUT /upload` | reads the request body as it streams in, answers its length |
 //! | `GET /panic` | panics; tower-http's `CatchPanicLayer` inside the towerscope layer answers 500 |
@@ -50,7 +54,7 @@ use towerscope::{
     Config, Telemetry,
 };
 
-const USAGE: &str = "usage: soak_service --config FILE [--listen ADDR]";
+const USAGE: &str = "usage: soak_service --config FILE [--listen ADDR] [--upstream URL]";
 
 /// The largest streamed response, in KiB.
 const MAX_STREAM_KIB: usize = 64 * 1024;
@@ -66,12 +70,21 @@ struct AppState {
     queues: JobQueues,
     queue: mpsc::UnboundedSender<(u64, JobContext, QueuedJob)>,
     next_job: Arc<AtomicU64>,
-    base: String,
+    /// Where `/relay` goes: `--upstream`, or this process.
+    upstream: String,
 }
 
-fn parse_args() -> Result<(PathBuf, SocketAddr), String> {
+#[derive(Debug)]
+struct Args {
+    config: PathBuf,
+    listen: SocketAddr,
+    upstream: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut config, mut listen) = (None, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let mut upstream = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
@@ -81,10 +94,22 @@ fn parse_args() -> Result<(PathBuf, SocketAddr), String> {
                     .parse()
                     .map_err(|_| format!("--listen: {addr:?} is not host:port"))?;
             }
+            "--upstream" => {
+                let url = args.next().ok_or("--upstream needs a URL")?;
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(format!("--upstream: {url:?} is not an http(s) URL"));
+                }
+                upstream = Some(url.trim_end_matches('/').to_owned());
+            }
             _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
         }
     }
-    Ok((config.ok_or(USAGE)?, listen))
+    let config = config.ok_or(USAGE)?;
+    Ok(Args {
+        config,
+        listen,
+        upstream,
+    })
 }
 
 /// A database error, answered as a 500 and logged.
@@ -139,10 +164,26 @@ async fn create_item(State(state): State<AppState>, body: Bytes) -> Response {
 async fn relay(State(state): State<AppState>) -> Response {
     let call = state
         .client
-        .get(format!("{}/items/1", state.base))
+        .get(format!("{}/items/1", state.upstream))
         .with_extension(ClientOperation::new("getItem"))
         .send()
         .await;
+    relayed(call).await
+}
+
+async fn relay_create(State(state): State<AppState>, body: Bytes) -> Response {
+    let call = state
+        .client
+        .post(format!("{}/items", state.upstream))
+        .with_extension(ClientOperation::new("createItem"))
+        .body(body)
+        .send()
+        .await;
+    relayed(call).await
+}
+
+/// The upstream's answer (status and body), or a 502 naming why there is none.
+async fn relayed(call: reqwest_middleware::Result<reqwest::Response>) -> Response {
     match call {
         Ok(res) => {
             let status = res.status().as_u16();
@@ -157,6 +198,11 @@ async fn relay(State(state): State<AppState>) -> Response {
         }
         Err(err) => (StatusCode::BAD_GATEWAY, format!("{err}\n")).into_response(),
     }
+}
+
+async fn unavailable() -> Response {
+    tracing::warn!(retry_after = 1, "deliberately unavailable");
+    (StatusCode::SERVICE_UNAVAILABLE, "deliberately unavailable\n").into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -281,7 +327,11 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (config_path, listen) = match parse_args() {
+    let Args {
+        config: config_path,
+        listen,
+        upstream,
+    } = match parse_args() {
         Ok(args) => args,
         Err(message) => return fail(message),
     };
@@ -331,14 +381,15 @@ async fn main() -> ExitCode {
         queues: JobQueues::from_telemetry(&telemetry),
         queue,
         next_job: Arc::new(AtomicU64::new(0)),
-        base: format!("http://{local}"),
+        upstream: upstream.unwrap_or_else(|| format!("http://{local}")),
     };
     start_worker(state.clone(), Jobs::from_telemetry(&telemetry), worker);
 
     let app = Router::new()
         .route("/items", axum::routing::post(create_item))
         .route("/items/{id}", get(get_item))
-        .route("/relay", get(relay))
+        .route("/relay", get(relay).post(relay_create))
+        .route("/unavailable", get(unavailable))
         .route("/stream", get(stream))
         .route("/upload", axum::routing::put(upload))
         .route("/panic", get(deliberate_panic))

@@ -3,6 +3,8 @@
 # hand as an OCI layout, inspect it, pull it back, list it through the core API, run GC as a
 # job, and check the metrics. Run from the crate root after `cargo build --example
 # registry_demo`; REGISTRY_DEMO overrides the binary (default target/debug/examples/registry_demo).
+# With PROMETHEUS3 and PROMTOOL3 (Prometheus 3.16, from interop/backends/build.sh), every check
+# through promtool or prometheus_e2e.sh runs with Debian's Prometheus 2.42 and again with 3.16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,22 @@ fail() {
   exit 1
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+promtools=(promtool)
+[ -n "${PROMTOOL3:-}" ] && promtools+=("$PROMTOOL3")
+# prometheus_e2e LOG: interop/prometheus_e2e.sh (with the caller's environment) against Debian's
+# Prometheus, then against PROMETHEUS3 when set (its output in LOG with -3 before .log); the
+# last line of each joined. Fails with the failing run's output at the end of LOG.
+prometheus_e2e() {
+  local log=$1 summary
+  bash interop/prometheus_e2e.sh > "$log" 2>&1 || return 1
+  summary="2.42: $(tail -1 "$log" | sed 's/^prometheus_e2e: //')"
+  if [ -n "${PROMETHEUS3:-}" ]; then
+    PROMETHEUS="$PROMETHEUS3" PROMTOOL="$PROMTOOL3" bash interop/prometheus_e2e.sh > "${log%.log}-3.log" 2>&1 \
+      || { cat "${log%.log}-3.log" >> "$log"; return 1; }
+    summary="$summary; 3.16: $(tail -1 "${log%.log}-3.log" | sed 's/^prometheus_e2e: //')"
+  fi
+  echo "$summary" >> "$log"
+}
 
 api_port=$(free_port)
 metrics_port=$(free_port)
@@ -360,13 +378,15 @@ ok "?comp=exporter: project, repository, artifact, member, quota usage ($usage B
 curl -fsS "$metrics" > "$work/all.txt"
 grep -q '^harbor_project_total' "$work/all.txt" && grep -q '^registry_http_requests_total' "$work/all.txt" \
   || fail "unfiltered /metrics lacks the exporter or registry families"
-promtool check metrics < "$work/all.txt" > "$work/promtool.log" 2>&1 || true
-# Harbor's exporter names its gauges *_total; promtool's lint about that is expected, nothing else.
-if grep -vE '^(harbor_(project|project_repo|project_artifact|project_member)|task_scheduled)_total non-counter metrics should not have "_total" suffix$' \
-  "$work/promtool.log" | grep -q .; then
-  fail "promtool check metrics: $(cat "$work/promtool.log")"
-fi
-ok "promtool check metrics on the whole /metrics: only the lint on Harbor's *_total gauge names"
+for tool in "${promtools[@]}"; do
+  "$tool" check metrics < "$work/all.txt" > "$work/promtool.log" 2>&1 || true
+  # Harbor's exporter names its gauges *_total; promtool's lint about that is expected, nothing else.
+  if grep -vE '^(harbor_(project|project_repo|project_artifact|project_member)|task_scheduled)_total non-counter metrics should not have "_total" suffix$' \
+    "$work/promtool.log" | grep -q .; then
+    fail "$tool check metrics: $(cat "$work/promtool.log")"
+  fi
+done
+ok "promtool check metrics (${#promtools[@]} versions) on the whole /metrics: only the lint on Harbor's *_total gauge names"
 
 # The same families in OpenMetrics (what Prometheus asks for first), parsed by the strict
 # parser of the Python client library (prometheus_client), not by us.
@@ -487,7 +507,7 @@ ok "--traffic --traffic-seconds 5: $summary"
 # return data.
 METRICS_URL="$metrics" METRIC_PREFIX="" SETTLE_SECONDS=4 \
   REQUIRE_DATA='^(Request rate|Requests by status|Latency p\d+ by (operation|method) \(summary|Mean latency|In-flight|Transaction rate|Transaction (mean )?latency|Job rate|Job (mean )?processing time|CPU|Resident memory|Open fds|Uptime|Build info|Tokio (workers|alive tasks|global queue))' \
-  bash interop/prometheus_e2e.sh > "$work/prometheus.log" 2>&1 \
+  prometheus_e2e "$work/prometheus.log" \
   || fail "dashboard against the registry: $(tail -30 "$work/prometheus.log")"
 ok "dashboard and alerts evaluated by Prometheus against the registry: $(tail -1 "$work/prometheus.log")"
 
@@ -742,7 +762,7 @@ kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true; prom_pid=""
 METRICS_URL="http://127.0.0.1:$metrics_port/metrics" METRIC_PREFIX="" SETTLE_SECONDS=4 \
   DASHBOARD="$PWD/dashboards/towerscope-otel.json" \
   REQUIRE_DATA='^(Request rate by (route|method)|Requests by status code|Error ratio by route|Latency p\d+ by route|Mean latency by route|Active requests|Transaction rate|CPU|Resident memory|Uptime|Build info|Tokio workers)' \
-  bash interop/prometheus_e2e.sh > "$work/prometheus-otel.log" 2>&1 \
+  prometheus_e2e "$work/prometheus-otel.log" \
   || fail "otel dashboard against the registry: $(tail -30 "$work/prometheus-otel.log")"
 kill -TERM "$pid"
 wait "$pid" || fail "non-zero exit after SIGTERM (naming: otel)"
@@ -862,11 +882,14 @@ pulling=$!
 METRICS_URL="http://127.0.0.1:$b_metrics_port/metrics" METRIC_PREFIX=harbor_core_ REQUIRE_DATA=all \
   COMPONENTS="core client db jobservice trace process runtime exporter registry" \
   REQUIRE_COMPONENTS="core client db jobservice trace process runtime exporter registry" \
-  HARBOR_DASHBOARD=all SETTLE_SECONDS=4 bash interop/prometheus_e2e.sh > "$work/prometheus-b.log" 2>&1 \
+  HARBOR_DASHBOARD=all SETTLE_SECONDS=4 prometheus_e2e "$work/prometheus-b.log" \
   || { kill "$pulling"; fail "dashboard against the proxy: $(grep -v '^ok' "$work/prometheus-b.log" | tail -30)"; }
 kill "$pulling"; wait "$pulling" 2>/dev/null || true
 grep -E '^ok    harbor ' "$work/prometheus-b.log" | sed 's/^/      /'
 grep -E 'harbor: [0-9]+ queries checked' "$work/prometheus-b.log" | sed 's/^ */      /'
+if [ -n "${PROMETHEUS3:-}" ]; then
+  echo "      Prometheus 3.16: $(grep -cE '^ok    harbor .*\[data' "$work/prometheus-b-3.log") of Harbor's queries return data"
+fi
 ok "every dashboard panel and every non-Go query of Harbor's dashboard return data from the proxy: $(tail -1 "$work/prometheus-b.log")"
 
 code=$(curl -s -o "$work/err.json" -w '%{http_code}' "$b_api/v2/library/hello/manifests/nope")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interop suite: the example service as a real process, checked by real peers (curl, promtool).
-# Run from the crate root after `cargo build --examples`; .ci/run does both.
+# Run from the crate root after `cargo build --examples`; .ci/run does both. With PROMETHEUS3 and
+# PROMTOOL3 (Prometheus 3.16, from interop/backends/build.sh), the promtool and Prometheus checks
+# run with Debian's 2.42 and again with 3.16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fail() { echo "interop: FAIL: $*" >&2; exit 1; }
+promtools=(promtool)
+[ -n "${PROMTOOL3:-}" ] && promtools+=("$PROMTOOL3")
 
 app_port=$(free_port)
 metrics_port=$(free_port)
@@ -67,8 +71,10 @@ curl -s -o /dev/null "$app/no/such/path" || true
 curl -s -o /dev/null -X BREW "$app/users/42" || true
 
 curl -fsS "$metrics" > "$work/all.txt"
-promtool check metrics < "$work/all.txt" || fail "promtool rejected /metrics"
-ok "promtool check metrics accepts /metrics"
+for tool in "${promtools[@]}"; do
+  "$tool" check metrics < "$work/all.txt" || fail "$tool rejected /metrics"
+done
+ok "promtool check metrics (${#promtools[@]} versions) accepts /metrics"
 
 grep -q '^harbor_core_http_request_total{method="GET",code="200",operation="getUser"} 1$' "$work/all.txt" \
   || fail "getUser total missing: $(cat "$work/all.txt")"
@@ -81,7 +87,9 @@ grep -q '^harbor_core_http_request_total{method="_OTHER",code="405",operation="g
 ok "totals by operation, method and code"
 
 curl -fsS "$metrics?comp=core" > "$work/core.txt"
-promtool check metrics < "$work/core.txt" || fail "promtool rejected ?comp=core"
+for tool in "${promtools[@]}"; do
+  "$tool" check metrics < "$work/core.txt" || fail "$tool rejected ?comp=core"
+done
 grep -q 'harbor_core_http_inflight_requests' "$work/core.txt" || fail "?comp=core lacks the HTTP families"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$metrics?comp=nosuch")
 [ "$code" = 404 ] || fail "unknown component answered $code"
@@ -92,11 +100,15 @@ ok "?comp= selection"
 # return data. (The families of the other components are checked by the registry demo's run.)
 ( for _ in $(seq 1 400); do curl -s -o /dev/null "$app/users/$RANDOM"; curl -s -o /dev/null "$app/nope"; sleep 0.05; done ) &
 traffic=$!
-METRICS_URL="$metrics" HARBOR_DASHBOARD=1 \
-  REQUIRE_DATA='^(Request rate|Error ratio|Requests by status|Latency p\d+ by (operation|method) \(summary|Mean latency|In-flight)' \
+panels='^(Request rate|Error ratio|Requests by status|Latency p\d+ by (operation|method) \(summary|Mean latency|In-flight)'
+METRICS_URL="$metrics" HARBOR_DASHBOARD=1 REQUIRE_DATA="$panels" \
   bash interop/prometheus_e2e.sh || fail "dashboard/alerts check against Prometheus"
+if [ -n "${PROMETHEUS3:-}" ]; then
+  METRICS_URL="$metrics" HARBOR_DASHBOARD=1 REQUIRE_DATA="$panels" PROMETHEUS="$PROMETHEUS3" \
+    PROMTOOL="$PROMTOOL3" bash interop/prometheus_e2e.sh || fail "dashboard/alerts check against Prometheus 3"
+fi
 kill "$traffic" 2>/dev/null; wait "$traffic" 2>/dev/null || true
-ok "dashboard, alerts and Harbor's core-metric queries evaluated by Prometheus"
+ok "dashboard, alerts and Harbor's core-metric queries evaluated by Prometheus${PROMETHEUS3:+ 2.42 and 3.16}"
 
 # Tracing: the example exports its server spans over OTLP/HTTP to a sink that decodes them with
 # the official protobuf definitions; the trace continues the caller's traceparent.
