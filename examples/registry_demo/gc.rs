@@ -24,7 +24,7 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use towerscope::jobs::{JobContext, JobInfo, JobQueues, QueuedJob, ScheduledJob};
 
-use crate::{registry::referenced_blobs, storage::Digest, AppState};
+use crate::{digest::Digest, registry::referenced_blobs, AppState};
 
 /// The job name (Harbor's), the `type` label of the task metrics.
 pub(crate) const GC_JOB: &str = "GARBAGE_COLLECTION";

@@ -23,6 +23,7 @@
 mod config;
 mod core;
 mod db;
+mod digest;
 mod distribution_metrics;
 mod gauges;
 mod gc;

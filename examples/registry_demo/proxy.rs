@@ -41,8 +41,9 @@ use tracing::Instrument as _;
 
 use crate::{
     db::NewManifest,
+    digest::{Algorithm, Digest},
     registry::ManifestMeta,
-    storage::{Digest, Upload, UploadError},
+    storage::{Upload, UploadError},
     AppState,
 };
 
@@ -179,12 +180,17 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = read_limited(response, &url, MAX_MANIFEST).await?;
-        let digest = Digest::of(&body);
         let expected = if reference.contains(':') {
             Some(reference.to_owned())
         } else {
             header_digest
         };
+        // Hashed with the expected digest's algorithm (sha512 too), else the canonical one.
+        let algorithm = expected
+            .as_deref()
+            .and_then(Digest::parse)
+            .map_or(Algorithm::Sha256, |d| d.algorithm());
+        let digest = algorithm.digest(&body);
         if let Some(expected) = expected {
             if expected != digest.as_str() {
                 return Err(ProxyError::DigestMismatch {
@@ -271,7 +277,7 @@ impl Proxy {
         };
         let uuid = state
             .storage
-            .start_upload()
+            .start_upload(digest.algorithm())
             .await
             .map_err(|e| store_error(&e))?;
         let upload = state
@@ -581,7 +587,7 @@ mod tests {
                     .await
                     .unwrap()
                     .unwrap();
-                let uuid = storage.start_upload().await.unwrap();
+                let uuid = storage.start_upload(digest.algorithm()).await.unwrap();
                 let upload = storage.upload(&uuid).await.unwrap();
                 let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
                 let stored = std::sync::Arc::new(std::sync::Mutex::new(None));

@@ -1,12 +1,15 @@
-//! Blobs on disk, content-addressed (`blobs/sha256/<2 hex>/<64 hex>`), and upload sessions
-//! (`uploads/<uuid>`), both streamed: nothing here holds a blob in memory.
+//! Blobs on disk, content-addressed (`blobs/<algorithm>/<2 hex>/<hex>`, sha256 or sha512), and
+//! upload sessions (`uploads/<uuid>`), both streamed: nothing here holds a blob in memory.
 //!
 //! - A download is a [`BlobBody`]: the file (or a byte range of it) read in
 //!   [`READ_CHUNK`]-byte frames as the server asks for them, so a client that stops reading
 //!   stops the reads, and a client that goes away drops the body (counted `499`).
-//! - An upload session is a file in `uploads/` and, in memory, the sha256 state of the bytes
+//! - An upload session is a file in `uploads/` and, in memory, the hash state of the bytes
 //!   written so far ([`Session`]): each chunk is hashed as it is written, so the final digest
-//!   check does not read the file again. A session is locked while a request writes to it; a
+//!   check does not read the file again. The state is of the algorithm the session was started
+//!   with (sha256 unless the client said `digest-algorithm=sha512`); a session closed with a
+//!   digest of the other algorithm is hashed again from its file, once. A session is locked
+//!   while a request writes to it; a
 //!   request that fails mid-body (the client went away) is rolled back to where it started,
 //!   so the session stays consistent and can be resumed. After a restart the in-memory state
 //!   is gone: it is rebuilt by reading the session's file once, on first use.
@@ -24,53 +27,17 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use sha2::{Digest as _, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter, ReadBuf},
     sync::OwnedMutexGuard,
 };
 
+use crate::digest::{Algorithm, Digest, Hasher};
+
 /// The size of the frames a download is read in.
 pub(crate) const READ_CHUNK: usize = 256 << 10;
 /// The write buffer of an upload (chunks from the client are smaller).
 const WRITE_BUFFER: usize = 256 << 10;
-
-/// A validated `sha256:<64 lowercase hex>` digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Digest(String);
-
-impl Digest {
-    /// Parses a digest; only sha256 is supported.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let hex = s.strip_prefix("sha256:")?;
-        let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        valid.then(|| Self(s.to_owned()))
-    }
-
-    /// The digest of `data`.
-    pub(crate) fn of(data: &[u8]) -> Self {
-        Self::of_hasher(Sha256::new_with_prefix(data))
-    }
-
-    /// The digest of what `hasher` was fed.
-    fn of_hasher(hasher: Sha256) -> Self {
-        Self(format!("sha256:{}", hex::encode(hasher.finalize())))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Why an upload could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +56,20 @@ pub(crate) enum UploadError {
     Io(#[from] io::Error),
 }
 
-/// What an upload session has received: its length and the sha256 state of those bytes.
+/// What an upload session has received: its length and the hash state of those bytes.
 #[derive(Debug, Clone)]
 struct Session {
-    hasher: Sha256,
+    hasher: Hasher,
     len: u64,
+}
+
+impl Session {
+    fn new(algorithm: Algorithm) -> Self {
+        Self {
+            hasher: algorithm.hasher(),
+            len: 0,
+        }
+    }
 }
 
 /// A session's state, `None` until rebuilt from its file (after a restart, or after a request
@@ -117,7 +93,9 @@ impl Storage {
 
     /// Opens (creating) the store under `root`.
     pub(crate) async fn open(root: &Path) -> io::Result<Self> {
-        tokio::fs::create_dir_all(root.join("blobs/sha256")).await?;
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            tokio::fs::create_dir_all(root.join("blobs").join(algorithm.as_str())).await?;
+        }
         tokio::fs::create_dir_all(root.join("uploads")).await?;
         Ok(Self {
             root: root.to_owned(),
@@ -127,7 +105,12 @@ impl Storage {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+        let algorithm = digest.algorithm().as_str();
+        self.root
+            .join("blobs")
+            .join(algorithm)
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// The session's canonical uuid and file; `None` for anything but one of our uuids (never
@@ -184,14 +167,11 @@ impl Storage {
         }
     }
 
-    /// Starts an upload session; returns its uuid.
-    pub(crate) async fn start_upload(&self) -> io::Result<String> {
+    /// Starts an upload session hashed with `algorithm` as it goes; returns its uuid.
+    pub(crate) async fn start_upload(&self, algorithm: Algorithm) -> io::Result<String> {
         let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
         tokio::fs::write(self.root.join("uploads").join(&uuid), b"").await?;
-        *self.slot(&uuid).lock().await = Some(Session {
-            hasher: Sha256::new(),
-            len: 0,
-        });
+        *self.slot(&uuid).lock().await = Some(Session::new(algorithm));
         Ok(uuid)
     }
 
@@ -221,12 +201,13 @@ impl Storage {
             Err(e) => return Err(e.into()),
         };
         if session.is_none() {
-            *session = Some(rehash(&path).await?);
+            // The algorithm it was started with is not kept: the canonical one, and `finish`
+            // hashes again if the digest is of the other.
+            *session = Some(rehash(&path, Algorithm::Sha256).await?);
         }
-        let mark = session.clone().unwrap_or_else(|| Session {
-            hasher: Sha256::new(),
-            len: 0,
-        });
+        let mark = session
+            .clone()
+            .unwrap_or_else(|| Session::new(Algorithm::Sha256));
         Ok(Upload {
             storage: self.clone(),
             uuid,
@@ -245,7 +226,7 @@ impl Storage {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let uuid = self.start_upload().await?;
+        let uuid = self.start_upload(expected.algorithm()).await?;
         let mut upload = self.upload(&uuid).await?;
         if let Err(err) = upload.write_body(body).await {
             upload.discard().await;
@@ -269,10 +250,10 @@ impl Storage {
     }
 }
 
-/// The session state of an upload file, by reading it once.
-async fn rehash(path: &Path) -> io::Result<Session> {
+/// The session state of an upload file with `algorithm`, by reading it once.
+async fn rehash(path: &Path, algorithm: Algorithm) -> io::Result<Session> {
     let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
+    let mut hasher = algorithm.hasher();
     let mut len = 0;
     let mut buf = vec![0; READ_CHUNK];
     loop {
@@ -372,12 +353,15 @@ impl Upload {
     }
 
     /// Checks the content against `expected` (from the hash state: the file is not read
-    /// again) and moves it into place; on a mismatch the session is discarded. Returns the
-    /// blob's size.
+    /// again, unless `expected` is of another algorithm than the session's) and moves it into
+    /// place; on a mismatch the session is discarded. Returns the blob's size.
     pub(crate) async fn finish(mut self, expected: &Digest) -> Result<u64, UploadError> {
         self.file.flush().await?;
-        let session = self.session.clone().ok_or(UploadError::Unknown)?;
-        let actual = Digest::of_hasher(session.hasher);
+        let mut session = self.session.clone().ok_or(UploadError::Unknown)?;
+        if session.hasher.algorithm() != expected.algorithm() {
+            session = rehash(&self.path, expected.algorithm()).await?;
+        }
+        let actual = session.hasher.finish();
         if &actual != expected {
             self.discard().await;
             return Err(UploadError::DigestMismatch { actual });
@@ -470,23 +454,6 @@ mod tests {
 
     use http_body_util::{BodyExt as _, Full};
 
-    #[test]
-    fn digest_of_empty_content_is_the_well_known_one() {
-        assert_eq!(
-            Digest::of(b"").as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
-    fn digest_parse_rejects_other_algorithms_and_bad_hex() {
-        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert!(Digest::parse(&format!("sha256:{hex}")).is_some());
-        assert!(Digest::parse(&format!("sha512:{hex}")).is_none());
-        assert!(Digest::parse(&format!("sha256:{}", hex.to_uppercase())).is_none());
-        assert!(Digest::parse("sha256:../../etc/passwd").is_none());
-    }
-
     async fn store() -> (Storage, PathBuf) {
         let dir = std::env::temp_dir().join(format!("registry_demo-test-{}", uuid::Uuid::new_v4()));
         (Storage::open(&dir).await.unwrap(), dir)
@@ -499,7 +466,7 @@ mod tests {
     #[tokio::test]
     async fn upload_with_wrong_digest_is_refused_and_discarded() {
         let (storage, dir) = store().await;
-        let uuid = storage.start_upload().await.unwrap();
+        let uuid = storage.start_upload(Algorithm::Sha256).await.unwrap();
         let mut upload = storage.upload(&uuid).await.unwrap();
         upload.write(b"hello ").await.unwrap();
         assert_eq!(upload.commit().await.unwrap(), 6);
@@ -529,9 +496,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_is_closed_with_a_sha512_digest_whatever_it_was_hashed_with() {
+        let (storage, dir) = store().await;
+        let sha512 = Algorithm::Sha512.digest(b"hello world");
+        for started in [Algorithm::Sha512, Algorithm::Sha256] {
+            let uuid = storage.start_upload(started).await.unwrap();
+            let mut upload = storage.upload(&uuid).await.unwrap();
+            upload.write(b"hello ").await.unwrap();
+            upload.commit().await.unwrap();
+            let mut upload = storage.upload(&uuid).await.unwrap();
+            upload.write(b"world").await.unwrap();
+            assert_eq!(upload.finish(&sha512).await.unwrap(), 11, "{started:?}");
+        }
+        let blob = storage.open_blob(&sha512, None).await.unwrap().unwrap();
+        assert_eq!(read_all(blob).await, b"hello world");
+        let path = storage.blob_path(&sha512);
+        assert!(
+            path.starts_with(dir.join("blobs/sha512")),
+            "{}",
+            path.display()
+        );
+        // A sha256 session closed with the sha512 digest of other bytes is refused.
+        let uuid = storage.start_upload(Algorithm::Sha256).await.unwrap();
+        let mut upload = storage.upload(&uuid).await.unwrap();
+        upload.write(b"other").await.unwrap();
+        let err = upload.finish(&sha512).await.unwrap_err();
+        assert!(
+            matches!(&err, UploadError::DigestMismatch { actual } if actual.algorithm() == Algorithm::Sha512),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
     async fn a_body_failing_mid_stream_is_rolled_back() {
         let (storage, dir) = store().await;
-        let uuid = storage.start_upload().await.unwrap();
+        let uuid = storage.start_upload(Algorithm::Sha256).await.unwrap();
         let mut upload = storage.upload(&uuid).await.unwrap();
         upload.write(b"kept ").await.unwrap();
         upload.commit().await.unwrap();
@@ -558,7 +558,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_dropped_mid_write_is_rebuilt_from_its_file() {
         let (storage, dir) = store().await;
-        let uuid = storage.start_upload().await.unwrap();
+        let uuid = storage.start_upload(Algorithm::Sha256).await.unwrap();
         let mut upload = storage.upload(&uuid).await.unwrap();
         upload.write(b"abc").await.unwrap();
         drop(upload); // never flushed: the bytes are not in the file

@@ -8,7 +8,7 @@ use axum::{
 };
 
 use super::{header_value, internal, oci_error, upstream_error};
-use crate::{storage::Digest, AppState};
+use crate::{digest::Digest, AppState};
 
 /// A single `bytes=first-last` (or `first-`, or `-suffix`) range of a `size`-byte blob, as
 /// inclusive offsets; `Err(())` when it cannot be satisfied. Multiple ranges are not supported

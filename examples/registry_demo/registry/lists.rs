@@ -8,7 +8,7 @@ use axum::{
 use serde_json::json;
 
 use super::{header_value, internal, oci_error, query_param, OCI_INDEX};
-use crate::{storage::Digest, AppState, Json};
+use crate::{digest::Digest, AppState, Json};
 
 pub(super) async fn catalog(state: &AppState, query: Option<&str>) -> Response {
     let (n, last) = page(query);

@@ -9,7 +9,7 @@ use axum::{
 };
 
 use super::{header_value, internal, oci_error, upstream_error, OCI_MANIFEST};
-use crate::{storage::Digest, AppState};
+use crate::{digest::Digest, AppState};
 
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -119,6 +119,33 @@ fn valid_tag(tag: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
 }
 
+/// The digest a manifest pushed to `reference` is stored under, and its tag: pushed by digest,
+/// the content must have that digest, in its algorithm (sha256 or sha512); pushed by tag, it
+/// gets the canonical (sha256) digest. The error is the OCI code and message of a 400.
+fn stored_as<'r>(
+    reference: &'r str,
+    body: &[u8],
+) -> Result<(Digest, Option<&'r str>), (&'static str, String)> {
+    if !reference.contains(':') {
+        return if valid_tag(reference) {
+            Ok((Digest::of(body), Some(reference)))
+        } else {
+            Err(("TAG_INVALID", "invalid tag".to_owned()))
+        };
+    }
+    let Some(expected) = Digest::parse(reference) else {
+        let message =
+            format!("invalid or unsupported digest {reference} (sha256 and sha512 are supported)");
+        return Err(("DIGEST_INVALID", message));
+    };
+    let digest = expected.algorithm().digest(body);
+    if digest != expected {
+        let message = format!("manifest digest is {digest}, not {reference}");
+        return Err(("DIGEST_INVALID", message));
+    }
+    Ok((digest, None))
+}
+
 pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Request) -> Response {
     let content_type = req
         .headers()
@@ -129,20 +156,9 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
         Ok(body) => body,
         Err(response) => return response,
     };
-    let digest = Digest::of(&body);
-    let tag = if reference.starts_with("sha256:") || reference.contains(':') {
-        if reference != digest.as_str() {
-            return oci_error(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                format!("manifest digest is {digest}, not {reference}"),
-            );
-        }
-        None
-    } else if valid_tag(reference) {
-        Some(reference)
-    } else {
-        return oci_error(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag");
+    let (digest, tag) = match stored_as(reference, &body) {
+        Ok(stored) => stored,
+        Err((code, message)) => return oci_error(StatusCode::BAD_REQUEST, code, message),
     };
     let Some(blobs) = referenced_blobs(&body) else {
         return oci_error(
@@ -210,6 +226,65 @@ pub(super) async fn delete(state: &AppState, name: &str, reference: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{digest::Algorithm, registry::test_support::TestRegistry};
+    use axum::http::Method;
+
+    /// An image manifest with `config` and `layers` (descriptors as JSON).
+    fn image(config: &Digest, layers: &[serde_json::Value]) -> Vec<u8> {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.as_str(),
+                "size": 2,
+            },
+            "layers": layers,
+        });
+        serde_json::to_vec(&manifest).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sha512_image_is_pushed_and_pulled_by_its_digests() {
+        let registry = TestRegistry::new().await;
+        let config = Algorithm::Sha512.digest(b"{}");
+        registry.push_blob("r/sha512", &config, &b"{}"[..]).await;
+        let blob = registry
+            .send(Method::GET, &format!("/v2/r/sha512/blobs/{config}"), ())
+            .await;
+        assert_eq!(blob.status, StatusCode::OK);
+        assert_eq!(blob.header("docker-content-digest"), Some(config.as_str()));
+        assert_eq!(&blob.body[..], b"{}");
+
+        let manifest = image(&config, &[]);
+        let digest = Algorithm::Sha512.digest(&manifest);
+        let uri = format!("/v2/r/sha512/manifests/{digest}");
+        let put = registry.send(Method::PUT, &uri, manifest.clone()).await;
+        assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+        assert_eq!(put.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(put.header("location"), Some(uri.as_str()));
+        let got = registry.send(Method::GET, &uri, ()).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(&got.body[..], &manifest[..]);
+
+        // The same bytes pushed under their sha256 digest are another manifest of the
+        // repository; a sha512 digest of other bytes, or an unsupported one, is refused.
+        let sha256 = format!("/v2/r/sha512/manifests/{}", Digest::of(&manifest));
+        let put = registry.send(Method::PUT, &sha256, manifest.clone()).await;
+        assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+        let other = Algorithm::Sha512.digest(b"other");
+        for wrong in [other.as_str(), "sha512:abc", "sha384:abc"] {
+            let uri = format!("/v2/r/sha512/manifests/{wrong}");
+            let put = registry.send(Method::PUT, &uri, manifest.clone()).await;
+            assert_eq!(put.status, StatusCode::BAD_REQUEST, "{wrong}");
+            assert_eq!(
+                put.error_code().as_deref(),
+                Some("DIGEST_INVALID"),
+                "{wrong}"
+            );
+        }
+    }
 
     #[test]
     fn manifest_meta_reads_subject_and_artifact_type() {

@@ -11,6 +11,8 @@
 mod blobs;
 mod lists;
 mod manifests;
+#[cfg(test)]
+mod test_support;
 mod uploads;
 
 use axum::{

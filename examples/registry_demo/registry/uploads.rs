@@ -9,7 +9,8 @@ use axum::{
 
 use super::{header_value, internal, oci_error, query_param};
 use crate::{
-    storage::{Digest, UploadError},
+    digest::{Algorithm, Digest},
+    storage::UploadError,
     AppState,
 };
 
@@ -109,7 +110,22 @@ pub(super) async fn start(state: &AppState, name: &str, req: Request) -> Respons
             Err(e) => internal(e),
         };
     }
-    match state.storage.start_upload().await {
+    // The algorithm the session is hashed with as it goes (the spec's `digest-algorithm`);
+    // closing it with a digest of the other one costs a second read of the upload.
+    let algorithm = match query_param(query, "digest-algorithm") {
+        None => Algorithm::Sha256,
+        Some(name) => match Algorithm::parse(&name) {
+            Some(algorithm) => algorithm,
+            None => {
+                return oci_error(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    format!("unsupported digest algorithm {name:?} (sha256 and sha512 are)"),
+                )
+            }
+        },
+    };
+    match state.storage.start_upload(algorithm).await {
         Ok(uuid) => upload_accepted(StatusCode::ACCEPTED, name, &uuid, 0),
         Err(e) => internal(e),
     }
