@@ -7,7 +7,8 @@ its Go module by interop/backends/build.sh; in-memory storage, every port chosen
 `soak_service` processes exporting to it: a front service whose `POST /relay` calls the
 downstream service's `POST /items` through towerscope's instrumented reqwest client; the
 downstream inserts the item in a traced sqlx transaction and queues an `INDEX` job. A few more
-requests give a panic (500), a deliberate 503 with a logged warning, and a plain read. Both
+requests give a panic (500), a deliberate 503 with a logged warning, a plain read, and a burst
+of 100 relayed reads (400 spans, in several export batches: every trace must be whole). Both
 processes are stopped with SIGTERM (flushing their spans), then the traces are read back from
 Jaeger's `/api/v3/traces/{id}` (and the older `/api/traces/{id}`) and checked as a user would
 look at them: the five spans of the relay trace and their parent links, the job's span link,
@@ -33,6 +34,10 @@ from e2e_backends import (Failure, Jaeger, Process, check, free_port, hex_id, ht
                           wait_for)
 
 MODES = ("otlp-grpc", "otlp-http", "jaeger-agent", "jaeger-collector")
+# Relayed reads sent in a row after the checked requests, and the spans of each one's trace.
+BURST = 100
+BURST_TRACE = ["downstream/GET /items/{id}", "downstream/tx-getItem", "front/GET",
+               "front/GET /relay"]
 
 
 # --- the services ------------------------------------------------------------------------
@@ -148,6 +153,12 @@ def run_mode(mode, args, work):
         check(status == 503, f"GET /unavailable answered {status}")
         status, read_trace, _ = request(down, "GET", "/items/1", f"read-{mode}")
         check(status == 200, f"GET /items/1 answered {status}")
+        # A burst of relayed reads: four spans each, in batches the exporters split.
+        burst = set()
+        for i in range(BURST):
+            status, trace_id, _ = request(front, "GET", "/relay", f"burst-{mode}-{i}")
+            check(status == 200, f"GET /relay answered {status}")
+            burst.add(trace_id)
         # The downstream's INDEX job runs on its worker after the answer: wait for its end.
         wait_for("the queued job to finish", lambda: re.search(
             r'^task_total\{type="INDEX",status="success"\} 1$', down.metrics("jobservice"), re.M))
@@ -169,6 +180,12 @@ def run_mode(mode, args, work):
             raise Failure(f"{sent} spans exported, {len(spans)} in Jaeger: "
                           + ", ".join(sorted(f"{s['service']}/{s['name']}" for s in spans)))
         check(len(spans) == sent, f"{sent} spans exported, {len(spans)} in Jaeger (duplicates?)")
+        per_trace = {}
+        for s in spans:
+            per_trace.setdefault(hex_id(s["traceId"]), []).append(s)
+        for trace_id in burst:
+            names = sorted(f"{s['service'].split('-')[1]}/{s['name']}" for s in per_trace[trace_id])
+            check(names == BURST_TRACE, f"burst trace {trace_id}: {names}")
         if args.dump:
             with open(os.path.join(args.dump, f"{mode}.json"), "w") as f:
                 json.dump(spans, f, indent=1, sort_keys=True)
