@@ -2,6 +2,7 @@
 //! `PUT`, their status and cancel, and cross-repository mounts.
 
 use axum::{
+    body::Body,
     extract::Request,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -10,7 +11,7 @@ use axum::{
 use super::{header_value, internal, oci_error, query_param};
 use crate::{
     digest::{Algorithm, Digest},
-    storage::UploadError,
+    storage::{Upload, UploadError},
     AppState,
 };
 
@@ -66,7 +67,7 @@ fn upload_error(name: &str, uuid: &str, err: UploadError) -> Response {
     }
 }
 
-/// A `Content-Range: <first>-<last>` of a PATCH (Distribution's form, without `bytes `).
+/// A `Content-Range: <first>-<last>` of a chunk (Distribution's form, without `bytes `).
 fn content_range(headers: &HeaderMap) -> Option<Result<(u64, u64), ()>> {
     let value = headers.get(header::CONTENT_RANGE)?.to_str().map_err(|_| ());
     Some(value.and_then(|value| {
@@ -131,49 +132,65 @@ pub(super) async fn start(state: &AppState, name: &str, req: Request) -> Respons
     }
 }
 
-/// A chunk, written to disk as it arrives. With a `Content-Range`, it must start where the
-/// upload ends and be as long as it says; otherwise it is refused (416, with the upload's
-/// `Range`) and nothing of it is kept.
-pub(super) async fn patch(state: &AppState, name: &str, uuid: &str, req: Request) -> Response {
-    let range = match content_range(req.headers()) {
-        Some(Ok(range)) => Some(range),
-        Some(Err(())) => {
-            return oci_error(
-                StatusCode::BAD_REQUEST,
-                "BLOB_UPLOAD_INVALID",
-                "invalid Content-Range",
-            )
-        }
-        None => None,
-    };
-    let mut upload = match state.storage.upload(uuid).await {
-        Ok(upload) => upload,
-        Err(e) => return upload_error(name, uuid, e),
-    };
+/// The `Content-Range` of a chunk (`PATCH`, or the closing `PUT`): `Ok(None)` without one.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ()> {
+    content_range(headers).transpose()
+}
+
+/// Appends the request's `body` to `upload`, written to disk as it arrives. With a
+/// `Content-Range`, the chunk must start where the upload ends and be as long as the range
+/// says; otherwise it is refused ([`UploadError::RangeInvalid`], a 416 with the upload's
+/// `Range`) and nothing of it is kept, so the client can resume from there.
+async fn append(
+    mut upload: Upload,
+    uuid: &str,
+    range: Option<(u64, u64)>,
+    body: Body,
+) -> Result<Upload, UploadError> {
     let start = upload.len();
-    if let Some((first, _)) = range {
-        if first != start {
-            return upload_error(name, uuid, UploadError::RangeInvalid { len: start });
-        }
+    if range.is_some_and(|(first, _)| first != start) {
+        upload.rollback().await?;
+        return Err(UploadError::RangeInvalid { len: start });
     }
-    if let Err(e) = upload.write_body(req.into_body()).await {
-        return upload_error(name, uuid, e);
-    }
+    upload.write_body(body).await?;
     if let Some((first, last)) = range {
         if upload.len() != last + 1 {
             tracing::info!(%uuid, first, last, received = upload.len() - start, "chunk length differs from its Content-Range");
-            return match upload.rollback().await {
-                Ok(()) => upload_error(name, uuid, UploadError::RangeInvalid { len: start }),
-                Err(e) => internal(e),
-            };
+            upload.rollback().await?;
+            return Err(UploadError::RangeInvalid { len: start });
         }
     }
+    Ok(upload)
+}
+
+fn invalid_range() -> Response {
+    oci_error(
+        StatusCode::BAD_REQUEST,
+        "BLOB_UPLOAD_INVALID",
+        "invalid Content-Range",
+    )
+}
+
+/// A chunk (see [`append`]).
+pub(super) async fn patch(state: &AppState, name: &str, uuid: &str, req: Request) -> Response {
+    let Ok(range) = chunk_range(req.headers()) else {
+        return invalid_range();
+    };
+    let upload = match state.storage.upload(uuid).await {
+        Ok(upload) => upload,
+        Err(e) => return upload_error(name, uuid, e),
+    };
+    let upload = match append(upload, uuid, range, req.into_body()).await {
+        Ok(upload) => upload,
+        Err(e) => return upload_error(name, uuid, e),
+    };
     match upload.commit().await {
         Ok(len) => upload_accepted(StatusCode::ACCEPTED, name, uuid, len),
         Err(e) => internal(e),
     }
 }
 
+/// The closing `PUT ?digest=`, with the last chunk or none.
 pub(super) async fn finish(state: &AppState, name: &str, uuid: &str, req: Request) -> Response {
     let Some(digest) = query_param(req.uri().query(), "digest") else {
         return oci_error(
@@ -185,26 +202,32 @@ pub(super) async fn finish(state: &AppState, name: &str, uuid: &str, req: Reques
     let Some(digest) = Digest::parse(&digest) else {
         return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
     };
-    complete(state, name, uuid, req, &digest).await
+    let Ok(range) = chunk_range(req.headers()) else {
+        return invalid_range();
+    };
+    complete(state, name, uuid, range, req, &digest).await
 }
 
-/// Writes the request's body (the last chunk, maybe empty) to the upload, checks the digest
-/// and stores the blob (`tx-putBlob`). A failed body is rolled back and the session kept; a
-/// digest mismatch discards it.
+/// Appends the request's body (the last chunk, maybe empty; refused with a 416 like a `PATCH`
+/// if its `Content-Range` does not follow on) to the upload, checks the digest and stores the
+/// blob (`tx-putBlob`). A failed body is rolled back and the session kept; a digest mismatch
+/// discards it.
 async fn complete(
     state: &AppState,
     name: &str,
     uuid: &str,
+    range: Option<(u64, u64)>,
     req: Request,
     digest: &Digest,
 ) -> Response {
-    let mut upload = match state.storage.upload(uuid).await {
+    let upload = match state.storage.upload(uuid).await {
         Ok(upload) => upload,
         Err(e) => return upload_error(name, uuid, e),
     };
-    if let Err(e) = upload.write_body(req.into_body()).await {
-        return upload_error(name, uuid, e);
-    }
+    let upload = match append(upload, uuid, range, req.into_body()).await {
+        Ok(upload) => upload,
+        Err(e) => return upload_error(name, uuid, e),
+    };
     let size = match upload.finish(digest).await {
         Ok(size) => size,
         Err(e) => return upload_error(name, uuid, e),
@@ -243,6 +266,59 @@ pub(super) async fn cancel(state: &AppState, uuid: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::test_support::TestRegistry;
+    use axum::http::Method;
+
+    /// Starts an upload session in `r`; returns its location.
+    async fn start_session(registry: &TestRegistry) -> String {
+        let started = registry
+            .send(Method::POST, "/v2/r/blobs/uploads/", ())
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED);
+        started.header("location").unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn an_out_of_order_closing_put_is_416_and_the_session_resumes() {
+        let registry = TestRegistry::new().await;
+        let location = start_session(&registry).await;
+        let content = b"0123456789";
+        let digest = Digest::of(content);
+        let chunk = |method: Method, uri: String, range: &'static str, body: &'static [u8]| {
+            let registry = &registry;
+            async move {
+                let headers = [("content-range", range)];
+                registry.send_with(method, &uri, &headers, body).await
+            }
+        };
+        let first = chunk(Method::PATCH, location.clone(), "0-3", &content[..4]).await;
+        assert_eq!(first.status, StatusCode::ACCEPTED);
+        assert_eq!(first.header("range"), Some("0-3"));
+
+        // The last chunk sent ahead of the middle one, in the closing PUT: refused, kept out.
+        let closing = format!("{location}?digest={digest}");
+        let ahead = chunk(Method::PUT, closing.clone(), "7-9", &content[7..]).await;
+        assert_eq!(ahead.status, StatusCode::RANGE_NOT_SATISFIABLE, "{ahead:?}");
+        assert_eq!(ahead.header("range"), Some("0-3"));
+        assert_eq!(ahead.header("location"), Some(location.as_str()));
+        // A closing chunk shorter than its range: refused too, nothing of it kept.
+        let short = chunk(Method::PUT, closing.clone(), "4-9", &content[4..8]).await;
+        assert_eq!(short.status, StatusCode::RANGE_NOT_SATISFIABLE, "{short:?}");
+        let status = registry.send(Method::GET, &location, ()).await;
+        assert_eq!(status.status, StatusCode::NO_CONTENT);
+        assert_eq!(status.header("range"), Some("0-3"));
+        // An out-of-order PATCH is answered the same way.
+        let patch = chunk(Method::PATCH, location.clone(), "5-9", &content[5..]).await;
+        assert_eq!(patch.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(patch.header("range"), Some("0-3"));
+
+        let rest = chunk(Method::PUT, closing, "4-9", &content[4..]).await;
+        assert_eq!(rest.status, StatusCode::CREATED, "{rest:?}");
+        let blob = registry
+            .send(Method::GET, &format!("/v2/r/blobs/{digest}"), ())
+            .await;
+        assert_eq!(&blob.body[..], content);
+    }
 
     #[test]
     fn content_ranges_of_chunks() {
