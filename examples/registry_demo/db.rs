@@ -123,6 +123,19 @@ pub(crate) struct NewManifest<'a> {
     /// The digest in its `subject` (OCI 1.1).
     pub(crate) subject: Option<&'a str>,
     pub(crate) artifact_type: Option<&'a str>,
+    /// The blobs that must be stored for it to be accepted, checked in its transaction (so a
+    /// blob `DELETE` cannot slip between the check and the insert).
+    pub(crate) blobs: &'a [&'a str],
+}
+
+/// Why a manifest was not stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PutManifestError {
+    /// One of its [`NewManifest::blobs`] is not stored: push it first.
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknown(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
 }
 
 /// A manifest that refers to another through its `subject`.
@@ -204,6 +217,29 @@ pub(crate) enum ProjectError {
     NotEmpty,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+/// The id of `repository`, created (with its project) if new, in transaction `t`.
+async fn ensure_repository(
+    t: &mut sqlx::SqliteConnection,
+    repository: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query("INSERT OR IGNORE INTO project (name) VALUES (?)")
+        .bind(project_of(repository))
+        .execute(&mut *t)
+        .await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO repository (name, project_id) \
+         SELECT ?, id FROM project WHERE name = ?",
+    )
+    .bind(repository)
+    .bind(project_of(repository))
+    .execute(&mut *t)
+    .await?;
+    sqlx::query_scalar("SELECT id FROM repository WHERE name = ?")
+        .bind(repository)
+        .fetch_one(&mut *t)
+        .await
 }
 
 /// The database.
@@ -297,26 +333,11 @@ impl Db {
 
     // ---- manifests ----
 
-    /// Stores a manifest (creating its repository and project), and points its tag at it.
-    pub(crate) async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), sqlx::Error> {
-        let repository = m.repository;
+    /// Stores a manifest (creating its repository and project), and points its tag at it; refused
+    /// (and nothing stored) if one of its required blobs is not stored.
+    pub(crate) async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), PutManifestError> {
         let mut t = self.tx.begin(&self.pool, "putManifest").await?;
-        sqlx::query("INSERT OR IGNORE INTO project (name) VALUES (?)")
-            .bind(project_of(repository))
-            .execute(&mut *t)
-            .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO repository (name, project_id) \
-             SELECT ?, id FROM project WHERE name = ?",
-        )
-        .bind(repository)
-        .bind(project_of(repository))
-        .execute(&mut *t)
-        .await?;
-        let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repository WHERE name = ?")
-            .bind(repository)
-            .fetch_one(&mut *t)
-            .await?;
+        let repo_id = ensure_repository(&mut t, m.repository).await?;
         sqlx::query(
             "INSERT INTO manifest (repository_id, digest, media_type, content, subject, \
              artifact_type) VALUES (?, ?, ?, ?, ?, ?) \
@@ -332,6 +353,18 @@ impl Db {
         .bind(m.artifact_type)
         .execute(&mut *t)
         .await?;
+        // Checked after the first write: the transaction holds SQLite's write lock, so no blob
+        // can be deleted until it ends.
+        for blob in m.blobs {
+            let stored: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blob WHERE digest = ?")
+                .bind(blob)
+                .fetch_optional(&mut *t)
+                .await?;
+            if stored.is_none() {
+                t.rollback().await?;
+                return Err(PutManifestError::BlobUnknown((*blob).to_owned()));
+            }
+        }
         if let Some(tag) = m.tag {
             sqlx::query(
                 "INSERT INTO tag (repository_id, name, digest) VALUES (?, ?, ?) \
@@ -344,7 +377,7 @@ impl Db {
             .execute(&mut *t)
             .await?;
         }
-        t.commit().await
+        Ok(t.commit().await?)
     }
 
     /// The manifests of `repository` whose `subject` is `digest` (OCI 1.1 referrers), by

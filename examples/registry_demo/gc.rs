@@ -304,7 +304,9 @@ async fn run(state: AppState, id: i64) -> Result<GcReport, GcError> {
 async fn collect(state: &AppState) -> Result<GcReport, GcError> {
     let mut referenced = HashSet::new();
     for content in state.db.all_manifest_contents().await? {
-        referenced.extend(referenced_blobs(&content).ok_or(GcError::BadManifest)?);
+        let blobs = referenced_blobs(&content).ok_or(GcError::BadManifest)?;
+        // External layers too: one that was pushed anyway is kept.
+        referenced.extend(blobs.into_iter().map(|blob| blob.digest));
     }
     let mut report = GcReport::default();
     for (digest, size) in state.db.blobs().await? {

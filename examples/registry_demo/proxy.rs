@@ -239,6 +239,8 @@ impl Proxy {
             tag,
             subject: meta.subject.as_deref(),
             artifact_type: meta.artifact_type.as_deref(),
+            // A cache stores a manifest before its blobs, fetched when they are asked for.
+            blobs: &[],
         };
         state
             .db

@@ -9,7 +9,11 @@ use axum::{
 };
 
 use super::{header_value, internal, oci_error, upstream_error, OCI_MANIFEST};
-use crate::{digest::Digest, AppState};
+use crate::{
+    db::{NewManifest, PutManifestError},
+    digest::Digest,
+    AppState,
+};
 
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -90,23 +94,53 @@ pub(super) async fn get(state: &AppState, name: &str, reference: &str, head: boo
     }
 }
 
-/// The digests of the blobs an image manifest refers to (config and layers); empty for an
-/// index, whose entries are manifests. `None` if the JSON is not a manifest.
-pub(crate) fn referenced_blobs(content: &[u8]) -> Option<Vec<String>> {
+/// A blob a manifest refers to: its config, one of its `layers`, or an entry of `blobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobRef {
+    pub(crate) digest: String,
+    /// A layer that clients may fetch from elsewhere: non-distributable (by media type, OCI's
+    /// or Docker's foreign layers) or listing `urls`. It need not be pushed here (the spec
+    /// says registries may not require it); when it is, it is kept like any other.
+    pub(crate) external: bool,
+}
+
+/// Whether a layer descriptor is one clients may fetch from elsewhere (see [`BlobRef`]).
+fn external_layer(layer: &serde_json::Value) -> bool {
+    let media_type = layer
+        .get("mediaType")
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    let urls = layer.get("urls").and_then(|u| u.as_array());
+    media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+        || media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        || urls.is_some_and(|urls| !urls.is_empty())
+}
+
+/// The blobs an image manifest refers to (config and layers); empty for an index, whose
+/// entries are manifests. `None` if the JSON is not a manifest.
+pub(crate) fn referenced_blobs(content: &[u8]) -> Option<Vec<BlobRef>> {
     let value: serde_json::Value = serde_json::from_slice(content).ok()?;
     let object = value.as_object()?;
-    let mut digests = Vec::new();
+    let digest =
+        |descriptor: &serde_json::Value| Some(descriptor.get("digest")?.as_str()?.to_owned());
+    let mut blobs = Vec::new();
     if let Some(config) = object.get("config") {
-        digests.push(config.get("digest")?.as_str()?.to_owned());
+        let digest = digest(config)?;
+        blobs.push(BlobRef {
+            digest,
+            external: false,
+        });
     }
     for key in ["layers", "blobs"] {
         if let Some(layers) = object.get(key) {
             for layer in layers.as_array()? {
-                digests.push(layer.get("digest")?.as_str()?.to_owned());
+                let digest = digest(layer)?;
+                let external = key == "layers" && external_layer(layer);
+                blobs.push(BlobRef { digest, external });
             }
         }
     }
-    Some(digests)
+    Some(blobs)
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -171,20 +205,13 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
     let media_type = content_type
         .or_else(|| meta.media_type.clone())
         .unwrap_or_else(|| OCI_MANIFEST.to_owned());
-    for blob in &blobs {
-        match state.db.blob_size(blob).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return oci_error(
-                    StatusCode::BAD_REQUEST,
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("blob unknown to registry: {blob}"),
-                )
-            }
-            Err(e) => return internal(e),
-        }
-    }
-    let stored = crate::db::NewManifest {
+    // Every blob but the external layers must be stored here.
+    let required: Vec<&str> = blobs
+        .iter()
+        .filter(|blob| !blob.external)
+        .map(|blob| blob.digest.as_str())
+        .collect();
+    let stored = NewManifest {
         repository: name,
         digest: digest.as_str(),
         media_type: &media_type,
@@ -192,9 +219,18 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
         tag,
         subject: meta.subject.as_deref(),
         artifact_type: meta.artifact_type.as_deref(),
+        blobs: &required,
     };
-    if let Err(e) = state.db.put_manifest(&stored).await {
-        return internal(e);
+    match state.db.put_manifest(&stored).await {
+        Ok(()) => {}
+        Err(PutManifestError::BlobUnknown(blob)) => {
+            return oci_error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("blob unknown to registry: {blob}"),
+            )
+        }
+        Err(PutManifestError::Db(e)) => return internal(e),
     }
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
@@ -242,6 +278,61 @@ mod tests {
             "layers": layers,
         });
         serde_json::to_vec(&manifest).unwrap()
+    }
+
+    #[tokio::test]
+    async fn non_distributable_layers_need_not_be_pushed_other_blobs_must() {
+        let registry = TestRegistry::new().await;
+        let config = Digest::of(b"{}");
+        registry.push_blob("r/nd", &config, &b"{}"[..]).await;
+        let absent = |seed: &[u8]| Digest::of(seed).to_string();
+        let nondistributable = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "digest": absent(b"nd"),
+            "size": 123456,
+            "urls": ["https://store.example.com/blobs/nd"],
+        });
+        let foreign = serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": absent(b"foreign"),
+            "size": 1,
+        });
+        let with_urls = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": absent(b"urls"),
+            "size": 1,
+            "urls": ["https://store.example.com/blobs/urls"],
+        });
+        let manifest = image(&config, &[nondistributable, foreign, with_urls]);
+        let put = registry
+            .send(Method::PUT, "/v2/r/nd/manifests/v1", manifest.clone())
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+        let got = registry
+            .send(Method::GET, "/v2/r/nd/manifests/v1", ())
+            .await;
+        assert_eq!(&got.body[..], &manifest[..]);
+
+        // An ordinary layer (or a config) that was never pushed is refused, and nothing of the
+        // push is kept: not the tag, not even the new repository.
+        let missing = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": absent(b"missing"),
+            "size": 1,
+        });
+        let unknown_config = Digest::of(b"no config");
+        for manifest in [image(&config, &[missing]), image(&unknown_config, &[])] {
+            let put = registry
+                .send(Method::PUT, "/v2/r/other/manifests/v1", manifest)
+                .await;
+            assert_eq!(put.status, StatusCode::BAD_REQUEST);
+            assert_eq!(put.error_code().as_deref(), Some("MANIFEST_BLOB_UNKNOWN"));
+        }
+        let tags = registry
+            .send(Method::GET, "/v2/r/other/tags/list", ())
+            .await;
+        assert_eq!(tags.status, StatusCode::NOT_FOUND);
+        assert_eq!(tags.error_code().as_deref(), Some("NAME_UNKNOWN"));
     }
 
     #[tokio::test]
@@ -308,10 +399,20 @@ mod tests {
     #[test]
     fn referenced_blobs_reads_config_and_layers() {
         let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"},{"digest":"sha256:l2"}]}"#;
-        assert_eq!(
-            referenced_blobs(manifest).unwrap(),
-            ["sha256:c", "sha256:l1", "sha256:l2"]
-        );
+        let digests: Vec<String> = referenced_blobs(manifest)
+            .unwrap()
+            .into_iter()
+            .map(|blob| blob.digest)
+            .collect();
+        assert_eq!(digests, ["sha256:c", "sha256:l1", "sha256:l2"]);
+        let external = br#"{"config":{"digest":"sha256:c","urls":["https://x"]},"layers":[{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"sha256:n"},{"digest":"sha256:u","urls":["https://x"]},{"digest":"sha256:e","urls":[]}],"blobs":[{"digest":"sha256:b","urls":["https://x"]}]}"#;
+        let externals: Vec<bool> = referenced_blobs(external)
+            .unwrap()
+            .into_iter()
+            .map(|blob| blob.external)
+            .collect();
+        // Only layers can be external: a config or an artifact's blob is always required.
+        assert_eq!(externals, [false, true, true, false, false]);
         let index = br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:m"}]}"#;
         assert!(referenced_blobs(index).unwrap().is_empty());
         assert!(referenced_blobs(b"not json").is_none());
