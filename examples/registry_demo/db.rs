@@ -128,6 +128,33 @@ pub(crate) struct NewManifest<'a> {
     pub(crate) blobs: &'a [&'a str],
 }
 
+/// A manifest that refers to blob `?1`, as its config, a layer, or an entry of `blobs` (what
+/// `registry::referenced_blobs` reads), with its repository. `instr` skips the JSON parsing of
+/// the manifests that do not contain the digest at all.
+const REFERRING_MANIFEST: &str = "\
+    SELECT r.name, m.digest FROM manifest m JOIN repository r ON r.id = m.repository_id \
+    WHERE instr(CAST(m.content AS TEXT), ?1) > 0 AND json_valid(CAST(m.content AS TEXT)) AND ( \
+      json_extract(CAST(m.content AS TEXT), '$.config.digest') = ?1 \
+      OR EXISTS (SELECT 1 FROM json_each(CAST(m.content AS TEXT), '$.layers') l \
+        WHERE json_extract(l.value, '$.digest') = ?1) \
+      OR EXISTS (SELECT 1 FROM json_each(CAST(m.content AS TEXT), '$.blobs') b \
+        WHERE json_extract(b.value, '$.digest') = ?1)) \
+    ORDER BY r.name, m.digest LIMIT 1";
+
+/// What a blob delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BlobDeletion {
+    /// The row is gone (remove the file next); `size` bytes freed.
+    Deleted { size: i64 },
+    /// No such blob.
+    Unknown,
+    /// Kept: `repository@manifest` refers to it.
+    Referenced {
+        repository: String,
+        manifest: String,
+    },
+}
+
 /// Why a manifest was not stored.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PutManifestError {
@@ -321,14 +348,37 @@ impl Db {
             .await
     }
 
-    /// Forgets a blob.
-    pub(crate) async fn delete_blob(&self, digest: &str) -> Result<(), sqlx::Error> {
+    /// Forgets a blob unless a manifest (of any repository: blobs are global) refers to it.
+    /// The check runs after the delete, in its transaction: SQLite's write lock is held, so
+    /// no manifest referring to the blob can be stored in between (see
+    /// [`NewManifest::blobs`]); a referenced blob's delete is rolled back.
+    pub(crate) async fn delete_unreferenced_blob(
+        &self,
+        digest: &str,
+    ) -> Result<BlobDeletion, sqlx::Error> {
         let mut t = self.tx.begin(&self.pool, "deleteBlob").await?;
-        sqlx::query("DELETE FROM blob WHERE digest = ?")
+        let size: Option<i64> =
+            sqlx::query_scalar("DELETE FROM blob WHERE digest = ? RETURNING size")
+                .bind(digest)
+                .fetch_optional(&mut *t)
+                .await?;
+        let Some(size) = size else {
+            t.commit().await?;
+            return Ok(BlobDeletion::Unknown);
+        };
+        let referrer: Option<(String, String)> = sqlx::query_as(REFERRING_MANIFEST)
             .bind(digest)
-            .execute(&mut *t)
+            .fetch_optional(&mut *t)
             .await?;
-        t.commit().await
+        if let Some((repository, manifest)) = referrer {
+            t.rollback().await?;
+            return Ok(BlobDeletion::Referenced {
+                repository,
+                manifest,
+            });
+        }
+        t.commit().await?;
+        Ok(BlobDeletion::Deleted { size })
     }
 
     // ---- manifests ----

@@ -13,7 +13,10 @@
 //!
 //! Like Distribution's offline GC, it does not lock out pushes: a blob uploaded but not yet
 //! referenced by its manifest when GC runs is deleted (the push then fails with
-//! `MANIFEST_BLOB_UNKNOWN` and the client retries). Run it when the registry is quiet.
+//! `MANIFEST_BLOB_UNKNOWN` and the client retries). Run it when the registry is quiet. Each
+//! blob is deleted as a blob `DELETE` deletes it (`Db::delete_unreferenced_blob`): one that a
+//! manifest stored since the run's scan refers to is kept, so a manifest that was accepted
+//! never loses a blob. A blob deleted through the API before the run is not counted by it.
 
 use std::{
     collections::HashSet,
@@ -24,7 +27,7 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use towerscope::jobs::{JobContext, JobInfo, JobQueues, QueuedJob, ScheduledJob};
 
-use crate::{digest::Digest, registry::referenced_blobs, AppState};
+use crate::{db::BlobDeletion, digest::Digest, registry::referenced_blobs, AppState};
 
 /// The job name (Harbor's), the `type` label of the task metrics.
 pub(crate) const GC_JOB: &str = "GARBAGE_COLLECTION";
@@ -309,24 +312,60 @@ async fn collect(state: &AppState) -> Result<GcReport, GcError> {
         referenced.extend(blobs.into_iter().map(|blob| blob.digest));
     }
     let mut report = GcReport::default();
-    for (digest, size) in state.db.blobs().await? {
+    for (digest, _) in state.db.blobs().await? {
         if referenced.contains(&digest) {
             continue;
         }
-        // The row goes first: a blob without a row is invisible, a row without a file is not.
-        state.db.delete_blob(&digest).await?;
-        if let Some(parsed) = Digest::parse(&digest) {
+        let Some(parsed) = Digest::parse(&digest) else {
+            continue; // never stored: rows are written for parsed digests only
+        };
+        // As a blob DELETE does: the row goes first (a blob without a row is invisible, a row
+        // without a file is not), kept if a manifest pushed since the scan above refers to it,
+        // and the digest is locked against a push of the same content.
+        let _lock = state.storage.lock_blob(&parsed).await;
+        if let BlobDeletion::Deleted { size } = state.db.delete_unreferenced_blob(&digest).await? {
             state.storage.delete(&parsed).await?;
+            report.deleted_blobs += 1;
+            report.freed_bytes += size;
         }
-        report.deleted_blobs += 1;
-        report.freed_bytes += size;
     }
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{rfc3339, Period};
+    use super::{collect, rfc3339, Period};
+    use crate::{digest::Digest, registry::test_support::TestRegistry};
+    use axum::http::{Method, StatusCode};
+
+    #[tokio::test]
+    async fn gc_counts_only_what_it_deletes_itself() {
+        let registry = TestRegistry::new().await;
+        let (kept, deleted, orphan) = (Digest::of(b"{}"), Digest::of(b"x"), Digest::of(b"orphan"));
+        registry.push_blob("r", &kept, &b"{}"[..]).await;
+        registry.push_blob("r", &deleted, &b"x"[..]).await;
+        let manifest =
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{kept}"}},"layers":[]}}"#);
+        let put = registry
+            .send(Method::PUT, "/v2/r/manifests/v1", manifest)
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+        let uri = format!("/v2/r/blobs/{deleted}");
+        let answer = registry.send(Method::DELETE, &uri, ()).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+
+        // The blob deleted through the API is not the run's; the referenced one stays.
+        let report = collect(&registry.state).await.unwrap();
+        assert_eq!((report.deleted_blobs, report.freed_bytes), (0, 0));
+        registry.push_blob("r", &orphan, &b"orphan"[..]).await;
+        let report = collect(&registry.state).await.unwrap();
+        assert_eq!((report.deleted_blobs, report.freed_bytes), (1, 6));
+        let uri = format!("/v2/r/blobs/{kept}");
+        assert_eq!(
+            registry.send(Method::HEAD, &uri, ()).await.status,
+            StatusCode::OK
+        );
+    }
 
     #[test]
     fn periods_fire_at_harbors_cron_times() {

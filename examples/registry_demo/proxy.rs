@@ -362,21 +362,28 @@ async fn tee(
                 }
             }
             Ok(None) => match upload.finish(digest).await {
-                Ok(size) => match store(size).await {
-                    Ok(()) => {
-                        if let Some(last) = held {
-                            forward(&mut client, Ok(last)).await;
+                Ok(stored) => {
+                    let size = stored.size;
+                    // Recorded with the blob still locked (see `Storage::lock_blob`), released
+                    // before the last chunk waits for the client.
+                    let recorded = store(size).await;
+                    drop(stored);
+                    match recorded {
+                        Ok(()) => {
+                            if let Some(last) = held {
+                                forward(&mut client, Ok(last)).await;
+                            }
+                            return Ok(size);
                         }
-                        return Ok(size);
+                        Err(message) => {
+                            forward(&mut client, Err(io::Error::other(message.clone()))).await;
+                            return Err(ProxyError::Store {
+                                what: format!("blob {digest}"),
+                                message,
+                            });
+                        }
                     }
-                    Err(message) => {
-                        forward(&mut client, Err(io::Error::other(message.clone()))).await;
-                        return Err(ProxyError::Store {
-                            what: format!("blob {digest}"),
-                            message,
-                        });
-                    }
-                },
+                }
                 Err(UploadError::DigestMismatch { actual }) => {
                     forward(&mut client, Err(io::Error::other("digest mismatch"))).await;
                     return Err(ProxyError::DigestMismatch {

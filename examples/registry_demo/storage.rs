@@ -15,6 +15,9 @@
 //!   is gone: it is rebuilt by reading the session's file once, on first use.
 //! - A blob only appears under its digest once its content was verified: it is written in
 //!   `uploads/` and renamed into place, which is atomic on one file system.
+//! - A blob's arrival (moved into place, then its database row written) and its removal (row
+//!   deleted, then the file) hold the digest's [`BlobLock`], so a blob deleted while the same
+//!   content is pushed again never ends as a row without its file.
 
 use std::{
     collections::HashMap,
@@ -38,6 +41,8 @@ use crate::digest::{Algorithm, Digest, Hasher};
 pub(crate) const READ_CHUNK: usize = 256 << 10;
 /// The write buffer of an upload (chunks from the client are smaller).
 const WRITE_BUFFER: usize = 256 << 10;
+/// The number of [`BlobLock`]s, shared by digests with the same first hex digits.
+const BLOB_LOCKS: usize = 64;
 
 /// Why an upload could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +81,26 @@ impl Session {
 /// that wrote to it was dropped mid-way).
 type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
+/// The lock of a digest while its blob is stored or removed, file and database row together
+/// ([`Storage::lock_blob`]).
+#[derive(Debug)]
+pub(crate) struct BlobLock {
+    _guard: OwnedMutexGuard<()>,
+}
+
+/// A blob just moved into place, its digest still locked: record its row, then drop this.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) size: u64,
+    _lock: BlobLock,
+}
+
 /// The blob store.
 #[derive(Debug, Clone)]
 pub(crate) struct Storage {
     root: PathBuf,
     sessions: Arc<Mutex<HashMap<String, SessionSlot>>>,
+    blob_locks: Arc<[Arc<tokio::sync::Mutex<()>>]>,
 }
 
 impl Storage {
@@ -100,7 +120,18 @@ impl Storage {
         Ok(Self {
             root: root.to_owned(),
             sessions: Arc::default(),
+            blob_locks: (0..BLOB_LOCKS).map(|_| Arc::default()).collect(),
         })
+    }
+
+    /// Locks `digest` (waiting while its blob is stored or removed): hold it from a removal's
+    /// database delete to its file's removal. [`Upload::finish`] takes it for a blob's arrival.
+    pub(crate) async fn lock_blob(&self, digest: &Digest) -> BlobLock {
+        // The digest is validated hex: its first two digits pick the lock.
+        let stripe = usize::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) % BLOB_LOCKS;
+        BlobLock {
+            _guard: self.blob_locks[stripe].clone().lock_owned().await,
+        }
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -219,9 +250,13 @@ impl Storage {
         })
     }
 
-    /// Stores a whole blob from `body` (a monolithic upload), verified against `expected`.
-    /// Returns its size.
-    pub(crate) async fn put_body<B>(&self, body: B, expected: &Digest) -> Result<u64, UploadError>
+    /// Stores a whole blob from `body` (a monolithic upload), verified against `expected`
+    /// (see [`Upload::finish`]).
+    pub(crate) async fn put_body<B>(
+        &self,
+        body: B,
+        expected: &Digest,
+    ) -> Result<Stored, UploadError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -354,8 +389,9 @@ impl Upload {
 
     /// Checks the content against `expected` (from the hash state: the file is not read
     /// again, unless `expected` is of another algorithm than the session's) and moves it into
-    /// place; on a mismatch the session is discarded. Returns the blob's size.
-    pub(crate) async fn finish(mut self, expected: &Digest) -> Result<u64, UploadError> {
+    /// place; on a mismatch the session is discarded. Returns the blob's size with its
+    /// [`BlobLock`], to hold until its database row is written.
+    pub(crate) async fn finish(mut self, expected: &Digest) -> Result<Stored, UploadError> {
         self.file.flush().await?;
         let mut session = self.session.clone().ok_or(UploadError::Unknown)?;
         if session.hasher.algorithm() != expected.algorithm() {
@@ -370,10 +406,14 @@ impl Upload {
         if let Some(dir) = target.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
+        let lock = self.storage.lock_blob(expected).await;
         tokio::fs::rename(&self.path, &target).await?;
         self.storage.forget(&self.uuid);
         self.ended = true;
-        Ok(session.len)
+        Ok(Stored {
+            size: session.len,
+            _lock: lock,
+        })
     }
 
     /// Removes the session and its file.
@@ -483,7 +523,7 @@ mod tests {
 
         let right = Digest::of(b"hello world");
         let body = Full::new(Bytes::from_static(b"hello world"));
-        assert_eq!(storage.put_body(body, &right).await.unwrap(), 11);
+        assert_eq!(storage.put_body(body, &right).await.unwrap().size, 11);
         let blob = storage.open_blob(&right, None).await.unwrap().unwrap();
         assert_eq!(read_all(blob).await, b"hello world");
         let range = storage
@@ -506,7 +546,8 @@ mod tests {
             upload.commit().await.unwrap();
             let mut upload = storage.upload(&uuid).await.unwrap();
             upload.write(b"world").await.unwrap();
-            assert_eq!(upload.finish(&sha512).await.unwrap(), 11, "{started:?}");
+            let stored = upload.finish(&sha512).await.unwrap();
+            assert_eq!(stored.size, 11, "{started:?}");
         }
         let blob = storage.open_blob(&sha512, None).await.unwrap().unwrap();
         assert_eq!(read_all(blob).await, b"hello world");
@@ -550,8 +591,8 @@ mod tests {
 
         let mut upload = storage.upload(&uuid).await.unwrap();
         upload.write(b"and this").await.unwrap();
-        let size = upload.finish(&Digest::of(b"kept and this")).await.unwrap();
-        assert_eq!(size, 13);
+        let stored = upload.finish(&Digest::of(b"kept and this")).await.unwrap();
+        assert_eq!(stored.size, 13);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -570,7 +611,7 @@ mod tests {
         let restarted = Storage::open(&dir).await.unwrap();
         let upload = restarted.upload(&uuid).await.unwrap();
         assert_eq!(upload.len(), 3);
-        assert_eq!(upload.finish(&Digest::of(b"xyz")).await.unwrap(), 3);
+        assert_eq!(upload.finish(&Digest::of(b"xyz")).await.unwrap().size, 3);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,14 +1,14 @@
-//! Blob downloads: `GET` (with a single `Range`) and `HEAD`, streamed from disk or, in
-//! proxy-cache mode, from the upstream on a miss.
+//! Blobs: downloads (`GET`, with a single `Range`, and `HEAD`), streamed from disk or, in
+//! proxy-cache mode, from the upstream on a miss; and `DELETE`.
 
 use axum::{
     body::Body,
     http::{header, HeaderMap, HeaderValue, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 
 use super::{header_value, internal, oci_error, upstream_error};
-use crate::{digest::Digest, AppState};
+use crate::{db::BlobDeletion, digest::Digest, AppState};
 
 /// A single `bytes=first-last` (or `first-`, or `-suffix`) range of a `size`-byte blob, as
 /// inclusive offsets; `Err(())` when it cannot be satisfied. Multiple ranges are not supported
@@ -133,9 +133,137 @@ pub(super) fn blob_headers(mut response: Response, digest: &Digest) -> Response 
     response
 }
 
+/// Deletes a blob (`202`), unless a manifest refers to it: then it is kept and the answer
+/// is `405 DENIED` (the spec's answer when deletion is not allowed), naming that manifest;
+/// delete the manifests first. Blobs are global here (a mount of any known blob succeeds), so
+/// a blob deleted through any repository is gone from all of them. The row goes first, then
+/// the file, with the digest locked against a concurrent push of the same content.
+pub(super) async fn delete(state: &AppState, name: &str, digest: &str) -> Response {
+    let Some(digest) = Digest::parse(digest) else {
+        return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+    };
+    let _lock = state.storage.lock_blob(&digest).await;
+    match state.db.delete_unreferenced_blob(digest.as_str()).await {
+        Ok(BlobDeletion::Deleted { size }) => match state.storage.delete(&digest).await {
+            Ok(_) => {
+                tracing::info!(%name, %digest, size, "blob deleted");
+                let mut response = StatusCode::ACCEPTED.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                response
+            }
+            Err(e) => internal(e),
+        },
+        Ok(BlobDeletion::Unknown) => oci_error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+        ),
+        Ok(BlobDeletion::Referenced {
+            repository,
+            manifest,
+        }) => {
+            let message = format!(
+                "blob {digest} is referenced by manifest {repository}@{manifest}; \
+                 delete the manifests that refer to it first"
+            );
+            let mut response = oci_error(StatusCode::METHOD_NOT_ALLOWED, "DENIED", message);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+        Err(e) => internal(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::test_support::TestRegistry;
+    use axum::http::Method;
+
+    #[tokio::test]
+    async fn a_deleted_blob_is_gone_from_every_repository_at_once() {
+        let registry = TestRegistry::new().await;
+        let digest = Digest::of(b"layer");
+        registry.push_blob("a/repo", &digest, &b"layer"[..]).await;
+        let mount = format!("/v2/b/repo/blobs/uploads/?mount={digest}&from=a/repo");
+        let mounted = registry.send(Method::POST, &mount, ()).await;
+        assert_eq!(mounted.status, StatusCode::CREATED);
+
+        let uri = format!("/v2/a/repo/blobs/{digest}");
+        let deleted = registry.send(Method::DELETE, &uri, ()).await;
+        assert_eq!(deleted.status, StatusCode::ACCEPTED, "{deleted:?}");
+        for repo in ["a/repo", "b/repo"] {
+            let uri = format!("/v2/{repo}/blobs/{digest}");
+            for method in [Method::HEAD, Method::GET, Method::DELETE] {
+                let answer = registry.send(method.clone(), &uri, ()).await;
+                assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {uri}");
+            }
+        }
+        let storage = &registry.state.storage;
+        assert!(storage.open_blob(&digest, None).await.unwrap().is_none());
+        // Pushed again, it is back.
+        registry.push_blob("a/repo", &digest, &b"layer"[..]).await;
+        let got = registry.send(Method::GET, &uri, ()).await;
+        assert_eq!(&got.body[..], b"layer");
+
+        let invalid = registry
+            .send(Method::DELETE, "/v2/a/repo/blobs/sha256:abc", ())
+            .await;
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+        assert_eq!(invalid.error_code().as_deref(), Some("DIGEST_INVALID"));
+    }
+
+    #[tokio::test]
+    async fn a_blob_a_manifest_refers_to_is_not_deleted_until_the_manifest_is() {
+        let registry = TestRegistry::new().await;
+        let config = Digest::of(b"{}");
+        registry.push_blob("r", &config, &b"{}"[..]).await;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.as_str(), "size": 2},
+            "layers": [],
+        }))
+        .unwrap();
+        let manifest_digest = Digest::of(&manifest);
+        let put = registry
+            .send(Method::PUT, "/v2/other/manifests/v1", manifest)
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+
+        // Referenced from another repository: blobs are global, so that counts too.
+        let uri = format!("/v2/r/blobs/{config}");
+        let refused = registry.send(Method::DELETE, &uri, ()).await;
+        assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(refused.error_code().as_deref(), Some("DENIED"));
+        assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+        let message = String::from_utf8_lossy(&refused.body);
+        assert!(
+            message.contains(&format!("other@{manifest_digest}")),
+            "{message}"
+        );
+        // Still there, for pulls and for the project's quota usage (which counts stored blobs).
+        let got = registry.send(Method::GET, &uri, ()).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(
+            registry.state.db.blob_size(config.as_str()).await.unwrap(),
+            Some(2)
+        );
+
+        let manifest_uri = format!("/v2/other/manifests/{manifest_digest}");
+        let gone = registry.send(Method::DELETE, &manifest_uri, ()).await;
+        assert_eq!(gone.status, StatusCode::ACCEPTED);
+        let deleted = registry.send(Method::DELETE, &uri, ()).await;
+        assert_eq!(deleted.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            registry.send(Method::HEAD, &uri, ()).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
 
     #[test]
     fn byte_ranges_follow_rfc_9110() {

@@ -12,7 +12,7 @@ mod blobs;
 mod lists;
 mod manifests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod uploads;
 
 use axum::{
@@ -246,11 +246,9 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
         (Route::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
             blobs::get(&state, name, digest, method == Method::HEAD, req.headers()).await
         }
-        (Route::Blob { .. }, &Method::DELETE) => oci_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "blobs are deleted by garbage collection",
-        ),
+        (Route::Blob { name, digest }, &Method::DELETE) => {
+            blobs::delete(&state, name, digest).await
+        }
         (Route::UploadStart { name }, &Method::POST) => uploads::start(&state, name, req).await,
         (Route::Upload { name, uuid }, &Method::PATCH) => {
             uploads::patch(&state, name, uuid, req).await

@@ -103,7 +103,8 @@ pub(super) async fn start(state: &AppState, name: &str, req: Request) -> Respons
             return oci_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
         };
         let stored = match state.storage.put_body(req.into_body(), &digest).await {
-            Ok(size) => state.db.put_blob(digest.as_str(), size).await,
+            // Recorded with the blob still locked (see `Storage::lock_blob`).
+            Ok(stored) => state.db.put_blob(digest.as_str(), stored.size).await,
             Err(e) => return upload_error(name, "", e),
         };
         return match stored {
@@ -228,11 +229,12 @@ async fn complete(
         Ok(upload) => upload,
         Err(e) => return upload_error(name, uuid, e),
     };
-    let size = match upload.finish(digest).await {
-        Ok(size) => size,
+    let stored = match upload.finish(digest).await {
+        Ok(stored) => stored,
         Err(e) => return upload_error(name, uuid, e),
     };
-    match state.db.put_blob(digest.as_str(), size).await {
+    // Recorded with the blob still locked (see `Storage::lock_blob`).
+    match state.db.put_blob(digest.as_str(), stored.size).await {
         Ok(()) => blob_created(name, digest),
         Err(e) => internal(e),
     }
