@@ -118,8 +118,8 @@ pub(crate) struct NewManifest<'a> {
     pub(crate) digest: &'a str,
     pub(crate) media_type: &'a str,
     pub(crate) content: &'a [u8],
-    /// The tag to point at it.
-    pub(crate) tag: Option<&'a str>,
+    /// The tags to point at it.
+    pub(crate) tags: &'a [&'a str],
     /// The digest in its `subject` (OCI 1.1).
     pub(crate) subject: Option<&'a str>,
     pub(crate) artifact_type: Option<&'a str>,
@@ -383,7 +383,7 @@ impl Db {
 
     // ---- manifests ----
 
-    /// Stores a manifest (creating its repository and project), and points its tag at it; refused
+    /// Stores a manifest (creating its repository and project), and points its tags at it; refused
     /// (and nothing stored) if one of its required blobs is not stored.
     pub(crate) async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), PutManifestError> {
         let mut t = self.tx.begin(&self.pool, "putManifest").await?;
@@ -415,7 +415,7 @@ impl Db {
                 return Err(PutManifestError::BlobUnknown((*blob).to_owned()));
             }
         }
-        if let Some(tag) = m.tag {
+        for tag in m.tags {
             sqlx::query(
                 "INSERT INTO tag (repository_id, name, digest) VALUES (?, ?, ?) \
                  ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, \

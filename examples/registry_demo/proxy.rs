@@ -228,7 +228,12 @@ impl Proxy {
         let Some(manifest) = self.manifest(name, reference).await? else {
             return Ok(false);
         };
-        let tag = (!reference.contains(':')).then_some(reference);
+        let tag = [reference];
+        let tags = if reference.contains(':') {
+            &[][..]
+        } else {
+            &tag[..]
+        };
         let digest = &manifest.digest;
         let meta = ManifestMeta::of(&manifest.body);
         let stored = NewManifest {
@@ -236,7 +241,7 @@ impl Proxy {
             digest: digest.as_str(),
             media_type: &manifest.media_type,
             content: &manifest.body,
-            tag,
+            tags,
             subject: meta.subject.as_deref(),
             artifact_type: meta.artifact_type.as_deref(),
             // A cache stores a manifest before its blobs, fetched when they are asked for.

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{header_value, internal, oci_error, upstream_error, OCI_MANIFEST};
+use super::{header_value, internal, oci_error, query_params, upstream_error, OCI_MANIFEST};
 use crate::{
     db::{NewManifest, PutManifestError},
     digest::Digest,
@@ -17,6 +17,9 @@ use crate::{
 
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 << 20;
+/// The most tags one push may point at its manifest (`?tag=` parameters; the spec asks for at
+/// least 10); more are refused with a 414.
+const MAX_TAGS: usize = 100;
 
 async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response> {
     axum::body::to_bytes(req.into_body(), limit)
@@ -153,31 +156,79 @@ fn valid_tag(tag: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
 }
 
+/// A refused push: the status and OCI error of its answer.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn bad_request(code: &'static str, message: String) -> Self {
+        let status = StatusCode::BAD_REQUEST;
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        oci_error(self.status, self.code, self.message)
+    }
+}
+
 /// The digest a manifest pushed to `reference` is stored under, and its tag: pushed by digest,
 /// the content must have that digest, in its algorithm (sha256 or sha512); pushed by tag, it
-/// gets the canonical (sha256) digest. The error is the OCI code and message of a 400.
-fn stored_as<'r>(
-    reference: &'r str,
-    body: &[u8],
-) -> Result<(Digest, Option<&'r str>), (&'static str, String)> {
+/// gets the canonical (sha256) digest.
+fn stored_as<'r>(reference: &'r str, body: &[u8]) -> Result<(Digest, Option<&'r str>), Refused> {
     if !reference.contains(':') {
         return if valid_tag(reference) {
             Ok((Digest::of(body), Some(reference)))
         } else {
-            Err(("TAG_INVALID", "invalid tag".to_owned()))
+            Err(Refused::bad_request(
+                "TAG_INVALID",
+                "invalid tag".to_owned(),
+            ))
         };
     }
     let Some(expected) = Digest::parse(reference) else {
         let message =
             format!("invalid or unsupported digest {reference} (sha256 and sha512 are supported)");
-        return Err(("DIGEST_INVALID", message));
+        return Err(Refused::bad_request("DIGEST_INVALID", message));
     };
     let digest = expected.algorithm().digest(body);
     if digest != expected {
         let message = format!("manifest digest is {digest}, not {reference}");
-        return Err(("DIGEST_INVALID", message));
+        return Err(Refused::bad_request("DIGEST_INVALID", message));
     }
     Ok((digest, None))
+}
+
+/// The tags a push points at its manifest: the reference's, when pushed by tag, and those of
+/// its `?tag=` parameters (OCI 1.1, meant for a push by digest), each once, in order.
+fn tags_of(tag: Option<&str>, query: Option<&str>) -> Result<Vec<String>, Refused> {
+    let mut tags: Vec<String> = tag.map(str::to_owned).into_iter().collect();
+    for param in query_params(query, "tag") {
+        if !valid_tag(&param) {
+            let message = format!("invalid tag parameter {param:?}");
+            return Err(Refused::bad_request("TAG_INVALID", message));
+        }
+        if !tags.contains(&param) {
+            tags.push(param);
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(Refused {
+            status: StatusCode::URI_TOO_LONG,
+            code: "TAG_INVALID",
+            message: format!("at most {MAX_TAGS} tags per push"),
+        });
+    }
+    Ok(tags)
 }
 
 pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Request) -> Response {
@@ -186,13 +237,18 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let query = req.uri().query().map(str::to_owned);
     let body = match read_body(req, MAX_MANIFEST).await {
         Ok(body) => body,
         Err(response) => return response,
     };
     let (digest, tag) = match stored_as(reference, &body) {
         Ok(stored) => stored,
-        Err((code, message)) => return oci_error(StatusCode::BAD_REQUEST, code, message),
+        Err(refused) => return refused.into_response(),
+    };
+    let tags = match tags_of(tag, query.as_deref()) {
+        Ok(tags) => tags,
+        Err(refused) => return refused.into_response(),
     };
     let Some(blobs) = referenced_blobs(&body) else {
         return oci_error(
@@ -211,27 +267,31 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
         .filter(|blob| !blob.external)
         .map(|blob| blob.digest.as_str())
         .collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     let stored = NewManifest {
         repository: name,
         digest: digest.as_str(),
         media_type: &media_type,
         content: &body,
-        tag,
+        tags: &tags,
         subject: meta.subject.as_deref(),
         artifact_type: meta.artifact_type.as_deref(),
         blobs: &required,
     };
     match state.db.put_manifest(&stored).await {
-        Ok(()) => {}
-        Err(PutManifestError::BlobUnknown(blob)) => {
-            return oci_error(
-                StatusCode::BAD_REQUEST,
-                "MANIFEST_BLOB_UNKNOWN",
-                format!("blob unknown to registry: {blob}"),
-            )
-        }
-        Err(PutManifestError::Db(e)) => return internal(e),
+        Ok(()) => created(name, &digest, &tags, meta.subject.as_deref()),
+        Err(PutManifestError::BlobUnknown(blob)) => oci_error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            format!("blob unknown to registry: {blob}"),
+        ),
+        Err(PutManifestError::Db(e)) => internal(e),
     }
+}
+
+/// The answer to a stored manifest: its location and digest, the tags now pointing at it
+/// (`OCI-Tag`, one list) and its subject (`OCI-Subject`).
+fn created(name: &str, digest: &Digest, tags: &[&str], subject: Option<&str>) -> Response {
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -239,8 +299,11 @@ pub(super) async fn put(state: &AppState, name: &str, reference: &str, req: Requ
         header_value(format!("/v2/{name}/manifests/{digest}")),
     );
     headers.insert("docker-content-digest", header_value(digest.as_str()));
+    if !tags.is_empty() {
+        headers.insert("oci-tag", header_value(tags.join(", ")));
+    }
     // The subject is indexed for the referrers API (OCI 1.1), whether or not it is stored.
-    if let Some(subject) = &meta.subject {
+    if let Some(subject) = subject {
         headers.insert("oci-subject", header_value(subject));
     }
     response
@@ -333,6 +396,40 @@ mod tests {
             .await;
         assert_eq!(tags.status, StatusCode::NOT_FOUND);
         assert_eq!(tags.error_code().as_deref(), Some("NAME_UNKNOWN"));
+    }
+
+    #[tokio::test]
+    async fn tag_parameters_of_a_push_by_digest_point_each_tag_at_it() {
+        let registry = TestRegistry::new().await;
+        let config = Algorithm::Sha512.digest(b"{}");
+        registry.push_blob("r", &config, &b"{}"[..]).await;
+        let manifest = image(&config, &[]);
+        let digest = Algorithm::Sha512.digest(&manifest);
+        let uri = format!("/v2/r/manifests/{digest}?tag=1.2.3&tag=latest&tag=1.2.3");
+        let put = registry.send(Method::PUT, &uri, manifest.clone()).await;
+        assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+        assert_eq!(put.list("oci-tag"), ["1.2.3", "latest"]);
+        for tag in ["1.2.3", "latest"] {
+            let uri = format!("/v2/r/manifests/{tag}");
+            let got = registry.send(Method::HEAD, &uri, ()).await;
+            assert_eq!(got.status, StatusCode::OK, "{tag}");
+            assert_eq!(got.header("docker-content-digest"), Some(digest.as_str()));
+        }
+        let tags = registry.send(Method::GET, "/v2/r/tags/list", ()).await;
+        let tags: serde_json::Value = serde_json::from_slice(&tags.body).unwrap();
+        assert_eq!(tags["tags"], serde_json::json!(["1.2.3", "latest"]));
+
+        // One invalid tag refuses the push: nothing of it is stored.
+        let uri = format!("/v2/r/manifests/{digest}?tag=ok&tag=-bad");
+        let refused = registry.send(Method::PUT, &uri, manifest.clone()).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused.error_code().as_deref(), Some("TAG_INVALID"));
+        let ok = registry.send(Method::HEAD, "/v2/r/manifests/ok", ()).await;
+        assert_eq!(ok.status, StatusCode::NOT_FOUND);
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("tag={i}")).collect();
+        let uri = format!("/v2/r/manifests/{digest}?{}", many.join("&"));
+        let refused = registry.send(Method::PUT, &uri, manifest).await;
+        assert_eq!(refused.status, StatusCode::URI_TOO_LONG);
     }
 
     #[tokio::test]

@@ -199,9 +199,15 @@ fn internal(err: impl std::fmt::Display) -> Response {
     )
 }
 
-/// One query parameter, percent-decoded.
+/// One query parameter (its first value), percent-decoded.
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
+    query_params(query, key).next()
+}
+
+/// Every value of a query parameter, in order, percent-decoded.
+fn query_params<'q>(query: Option<&'q str>, key: &'q str) -> impl Iterator<Item = String> + 'q {
+    let pairs = query.unwrap_or("").split('&');
+    pairs.filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| {
             percent_decode_str(&v.replace('+', " "))

@@ -36,6 +36,16 @@ impl Answer {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The values of a header that is a comma-separated list (RFC 9110), each trimmed.
+    pub(crate) fn list(&self, name: &str) -> Vec<String> {
+        let values = self.headers.get_all(name).iter();
+        let values = values.filter_map(|v| v.to_str().ok());
+        values
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_owned())
+            .collect()
+    }
+
     /// The `code` of the first OCI error in the body.
     pub(crate) fn error_code(&self) -> Option<String> {
         let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
