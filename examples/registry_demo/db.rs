@@ -383,8 +383,8 @@ impl Db {
 
     // ---- manifests ----
 
-    /// Stores a manifest (creating its repository and project), and points its tags at it; refused
-    /// (and nothing stored) if one of its required blobs is not stored.
+    /// Stores a manifest (creating its repository and project), and points its tags at it;
+    /// refused (and nothing stored) if one of its required blobs is not stored.
     pub(crate) async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), PutManifestError> {
         let mut t = self.tx.begin(&self.pool, "putManifest").await?;
         let repo_id = ensure_repository(&mut t, m.repository).await?;

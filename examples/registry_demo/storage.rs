@@ -9,10 +9,10 @@
 //!   check does not read the file again. The state is of the algorithm the session was started
 //!   with (sha256 unless the client said `digest-algorithm=sha512`); a session closed with a
 //!   digest of the other algorithm is hashed again from its file, once. A session is locked
-//!   while a request writes to it; a
-//!   request that fails mid-body (the client went away) is rolled back to where it started,
-//!   so the session stays consistent and can be resumed. After a restart the in-memory state
-//!   is gone: it is rebuilt by reading the session's file once, on first use.
+//!   while a request writes to it; a request that fails mid-body (the client went away) is
+//!   rolled back to where it started, so the session stays consistent and can be resumed.
+//!   After a restart the in-memory state is gone: it is rebuilt by reading the session's file
+//!   once, on first use.
 //! - A blob only appears under its digest once its content was verified: it is written in
 //!   `uploads/` and renamed into place, which is atomic on one file system.
 //! - A blob's arrival (moved into place, then its database row written) and its removal (row
@@ -562,10 +562,10 @@ mod tests {
         let mut upload = storage.upload(&uuid).await.unwrap();
         upload.write(b"other").await.unwrap();
         let err = upload.finish(&sha512).await.unwrap_err();
-        assert!(
-            matches!(&err, UploadError::DigestMismatch { actual } if actual.algorithm() == Algorithm::Sha512),
-            "{err}"
-        );
+        let UploadError::DigestMismatch { actual } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(actual.algorithm(), Algorithm::Sha512);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -217,16 +217,18 @@ fn tags_of(tag: Option<&str>, query: Option<&str>) -> Result<Vec<String>, Refuse
             let message = format!("invalid tag parameter {param:?}");
             return Err(Refused::bad_request("TAG_INVALID", message));
         }
-        if !tags.contains(&param) {
-            tags.push(param);
+        if tags.contains(&param) {
+            continue;
         }
-    }
-    if tags.len() > MAX_TAGS {
-        return Err(Refused {
-            status: StatusCode::URI_TOO_LONG,
-            code: "TAG_INVALID",
-            message: format!("at most {MAX_TAGS} tags per push"),
-        });
+        // Refused as soon as there are too many: the lookups above stay short.
+        if tags.len() == MAX_TAGS {
+            return Err(Refused {
+                status: StatusCode::URI_TOO_LONG,
+                code: "TAG_INVALID",
+                message: format!("at most {MAX_TAGS} tags per push"),
+            });
+        }
+        tags.push(param);
     }
     Ok(tags)
 }
