@@ -202,7 +202,11 @@ async fn relayed(call: reqwest_middleware::Result<reqwest::Response>) -> Respons
 
 async fn unavailable() -> Response {
     tracing::warn!(retry_after = 1, "deliberately unavailable");
-    (StatusCode::SERVICE_UNAVAILABLE, "deliberately unavailable\n").into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "deliberately unavailable\n",
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
