@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "sqlx")]
 pub mod db;
+mod export_log;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod jobs;

@@ -259,7 +259,8 @@ impl Telemetry {
 
     /// Installs a global `tracing` subscriber: log lines on stderr filtered by `RUST_LOG`
     /// (default `info`), with span fields such as `request_id`, in colour only when stderr is
-    /// a terminal; and the OpenTelemetry layer, which `RUST_LOG` does not filter: whether a
+    /// a terminal (then logs, at `info`, where each exporter sends, as it did when it was
+    /// built); and the OpenTelemetry layer, which `RUST_LOG` does not filter: whether a
     /// span is exported is decided by `trace.enabled` and the sampler, so `RUST_LOG=warn` in
     /// production keeps every span. The OpenTelemetry layer takes spans and events at `info`
     /// and above (towerscope's spans are `info`; libraries' `debug` and `trace` spans are not
@@ -278,7 +279,17 @@ impl Telemetry {
             .with(fmt)
             .with(self.tracing_layer().with_filter(LevelFilter::INFO))
             .try_init()
-            .map_err(TelemetryError::Subscriber)
+            .map_err(TelemetryError::Subscriber)?;
+        // The exporters said where they send when they were built, before this subscriber
+        // existed: say it again where it can be read.
+        if let Some(pipeline) = &self.trace {
+            pipeline.announce();
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(push) = &self.metrics_push {
+            push.announce();
+        }
+        Ok(())
     }
 
     /// The metrics endpoint, to mount on the service's own router.

@@ -14,6 +14,7 @@ use opentelemetry_sdk::{
 };
 
 use super::exporter::{ExportStats, ExporterError};
+use crate::export_log::ExportLog;
 
 /// Where and how OTLP export requests go.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,23 @@ pub(crate) enum ExporterSpec {
 }
 
 impl ExporterSpec {
+    /// Where the spans go (a URL; `udp://host:port` for an agent) and over what, for the
+    /// start-up log line and the export failures.
+    pub(crate) fn describe(&self) -> (String, &'static str) {
+        match self {
+            Self::OtlpHttp(o) => (o.url.clone(), "OTLP http/protobuf"),
+            Self::OtlpGrpc(o) => (o.url.clone(), "OTLP gRPC"),
+            Self::JaegerAgent { host, port } => (
+                format!("udp://{host}:{}", port.unwrap_or(6831)),
+                "Jaeger agent (compact Thrift over UDP)",
+            ),
+            Self::JaegerCollector { endpoint, .. } => (
+                endpoint.clone(),
+                "Jaeger collector (binary Thrift over HTTP)",
+            ),
+        }
+    }
+
     /// The `exporter` label of the health counters.
     pub(crate) fn label(&self) -> &'static str {
         match self {
@@ -57,15 +75,17 @@ impl ExporterSpec {
     }
 }
 
-/// Builds the exporter of `spec`; spans a Jaeger agent drops for size are counted in `stats`.
+/// Builds the exporter of `spec`; spans a Jaeger agent drops for size are counted in `stats`,
+/// and the OTLP/HTTP client notes why an export failed in `log`.
 pub(crate) fn build(
     spec: ExporterSpec,
     stats: &Arc<ExportStats>,
+    log: &Arc<ExportLog>,
 ) -> Result<AnyExporter, ExporterError> {
     // An application that installed its own rustls provider keeps it.
     crate::tls::ensure_tls_provider();
     match spec {
-        ExporterSpec::OtlpHttp(options) => otlp::http(options),
+        ExporterSpec::OtlpHttp(options) => otlp::http(options, log),
         ExporterSpec::OtlpGrpc(options) => otlp::grpc(options),
         ExporterSpec::JaegerAgent { host, port } => jaeger::agent(host, port, stats),
         ExporterSpec::JaegerCollector {
@@ -140,13 +160,29 @@ impl SpanExporter for AnyExporter {
 mod otlp {
     use opentelemetry_otlp::{Compression, WithExportConfig, WithHttpConfig, WithTonicConfig};
 
-    use super::{AnyExporter, OtlpOptions};
-    use crate::trace::exporter::{ExporterError, OnRuntime};
+    use std::sync::Arc;
 
-    /// OTLP over http/protobuf (reqwest's blocking client, driven by the batch thread).
-    pub(super) fn http(options: OtlpOptions) -> Result<AnyExporter, ExporterError> {
+    use super::{AnyExporter, OtlpOptions};
+    use crate::{
+        export_log::ExportLog,
+        trace::{
+            exporter::{ExporterError, OnRuntime},
+            otlp_http::NotingClient,
+        },
+    };
+
+    /// OTLP over http/protobuf (reqwest's blocking client, driven by the batch thread, noting
+    /// the cause of each failure in `log`).
+    pub(super) fn http(
+        options: OtlpOptions,
+        log: &Arc<ExportLog>,
+    ) -> Result<AnyExporter, ExporterError> {
+        let client = NotingClient::build(options.timeout, log.clone()).map_err(|e| {
+            ExporterError::Otlp(opentelemetry_otlp::ExporterBuildError::InternalFailure(e))
+        })?;
         let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(client)
             .with_endpoint(options.url)
             .with_timeout(options.timeout)
             .with_headers(options.headers.into_iter().collect());
@@ -213,7 +249,10 @@ mod otlp {
         feature: "otlp",
     };
 
-    pub(super) fn http(_: OtlpOptions) -> Result<AnyExporter, ExporterError> {
+    pub(super) fn http(
+        _: OtlpOptions,
+        _: &std::sync::Arc<crate::export_log::ExportLog>,
+    ) -> Result<AnyExporter, ExporterError> {
         Err(DISABLED)
     }
 

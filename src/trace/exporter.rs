@@ -25,6 +25,8 @@ use std::{
 };
 
 use metrics::{Counter, Key, Label, Level, Metadata, Recorder};
+
+use crate::export_log::ExportLog;
 use opentelemetry::Context;
 use opentelemetry_sdk::{
     error::OTelSdkResult,
@@ -262,6 +264,7 @@ impl SpanProcessor for SharedProcessor {
 pub(crate) struct MeteredExporter<E> {
     inner: E,
     stats: Arc<ExportStats>,
+    log: Arc<ExportLog>,
 }
 
 impl<E: fmt::Debug> fmt::Debug for MeteredExporter<E> {
@@ -274,9 +277,9 @@ impl<E: fmt::Debug> fmt::Debug for MeteredExporter<E> {
 }
 
 impl<E> MeteredExporter<E> {
-    /// Wraps `inner`, recording into `stats`.
-    pub(crate) fn new(inner: E, stats: Arc<ExportStats>) -> Self {
-        Self { inner, stats }
+    /// Wraps `inner`, recording into `stats` and logging failures and recoveries in `log`.
+    pub(crate) fn new(inner: E, stats: Arc<ExportStats>, log: Arc<ExportLog>) -> Self {
+        Self { inner, stats, log }
     }
 }
 
@@ -330,10 +333,13 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
             });
         let result = self.inner.export(batch).await;
         match &result {
-            Ok(()) => self.stats.record_exported(n as u64),
+            Ok(()) => {
+                self.stats.record_exported(n as u64);
+                self.log.succeeded();
+            }
             Err(err) => {
                 self.stats.record_failed(n as u64);
-                tracing::debug!(target: "towerscope::trace", exporter = self.stats.exporter, error = %err, spans = n, "span export failed");
+                self.log.failed(err, n as u64);
             }
         }
         self.stats.exporting.fetch_sub(n, Ordering::AcqRel);

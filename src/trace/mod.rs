@@ -7,6 +7,8 @@ pub mod exporter;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
 mod layer;
+#[cfg(feature = "otlp")]
+mod otlp_http;
 pub mod pipeline;
 pub mod propagation;
 mod sampling;

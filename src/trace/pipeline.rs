@@ -28,7 +28,10 @@ use super::{
     direct::DirectTracer,
     exporter::{BoundedProcessor, ExportStats, ExporterError, MeteredExporter, SharedProcessor},
 };
-use crate::metrics::MetricsRegistry;
+use crate::{
+    export_log::{ExportLog, Exported},
+    metrics::MetricsRegistry,
+};
 
 /// The instrumentation scope of every span of the pipeline.
 const SCOPE: &str = "towerscope";
@@ -82,6 +85,8 @@ pub struct TracePipeline {
     /// The same processor, for the spans the server layers build themselves.
     direct: DirectTracer,
     stats: Arc<ExportStats>,
+    /// Where the spans go, and how the exports fare.
+    log: Arc<ExportLog>,
     shutdown_timeout: Duration,
     /// Whether a shutdown has logged its losses (once, not again when dropped).
     warned: AtomicBool,
@@ -103,8 +108,13 @@ impl TracePipeline {
             prefix,
             spec.label(),
         ));
-        let exporter = build::build(spec, &stats)?;
-        Ok(Self::assemble(settings, exporter, stats, registry, prefix))
+        let (endpoint, protocol) = spec.describe();
+        let log = Arc::new(ExportLog::new(Exported::Spans, endpoint, protocol));
+        let exporter = build::build(spec, &stats, &log)?;
+        log.announce();
+        Ok(Self::assemble(
+            settings, exporter, stats, log, registry, prefix,
+        ))
     }
 
     /// Builds a pipeline around any exporter, labelled `name`.
@@ -116,13 +126,19 @@ impl TracePipeline {
         prefix: &str,
     ) -> Self {
         let stats = Arc::new(ExportStats::new(&*registry.recorder(), prefix, name));
-        Self::assemble(settings, exporter, stats, registry, prefix)
+        let log = Arc::new(ExportLog::new(
+            Exported::Spans,
+            format!("the `{name}` exporter"),
+            "its own transport",
+        ));
+        Self::assemble(settings, exporter, stats, log, registry, prefix)
     }
 
     fn assemble<E: SpanExporter + 'static>(
         settings: PipelineSettings,
         exporter: E,
         stats: Arc<ExportStats>,
+        log: Arc<ExportLog>,
         registry: &MetricsRegistry,
         prefix: &str,
     ) -> Self {
@@ -134,9 +150,10 @@ impl TracePipeline {
             .with_max_queue_size(max_queue + 512)
             .with_max_export_batch_size(max_queue.min(512))
             .build();
-        let batch = BatchSpanProcessor::builder(MeteredExporter::new(exporter, stats.clone()))
-            .with_batch_config(batch)
-            .build();
+        let batch =
+            BatchSpanProcessor::builder(MeteredExporter::new(exporter, stats.clone(), log.clone()))
+                .with_batch_config(batch)
+                .build();
         let mut processor = BoundedProcessor::new(batch, stats.clone(), max_queue);
         // The provider cannot reach the shared processor mutably: the resource is set here.
         processor.set_resource(&settings.resource);
@@ -155,6 +172,7 @@ impl TracePipeline {
             provider,
             direct,
             stats,
+            log,
             shutdown_timeout: settings.shutdown_timeout,
             warned: AtomicBool::new(false),
         }
@@ -178,6 +196,12 @@ impl TracePipeline {
     /// The export counters.
     pub fn stats(&self) -> &ExportStats {
         &self.stats
+    }
+
+    /// Logs at `info` where the spans go and how (done at build; again when a subscriber is
+    /// installed later).
+    pub(crate) fn announce(&self) {
+        self.log.announce();
     }
 
     /// Exports what is queued and waits at most the shutdown timeout.

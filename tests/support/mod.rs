@@ -30,6 +30,11 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// What was written so far, leaving it in the buffer.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
     /// What was written so far, emptying the buffer.
     pub fn take(&self) -> String {
         String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()

@@ -21,8 +21,11 @@
 //!
 //! Pushes run on a thread of their own and never block requests; their outcome is counted in
 //! `{prefix}metric_points_exported_total{exporter="otlp"}` and `..._failed_total` (served
-//! under `?comp=otlp`). The first failure after a success is logged at `warn`, the others at
-//! `debug`. [`shutdown`](OtlpMetricsPush::shutdown) (also run on drop) pushes once more.
+//! under `?comp=otlp`). The push logs where it sends at start-up (`info`); the first failure
+//! of a streak at `warn`, with its cause (the connection error, or the collector's status and
+//! the start of its answer), the URL and what to change; the others at `debug`; the first
+//! success after failures at `info`. [`shutdown`](OtlpMetricsPush::shutdown) (also run on
+//! drop) pushes once more.
 
 mod encode;
 mod transport;
@@ -45,6 +48,7 @@ use self::{
     transport::Transport,
 };
 use super::{MetricNaming, MetricsRegistry};
+use crate::export_log::{ExportLog, Exported};
 
 /// The `?comp=` component of the push's own counters.
 pub const OTLP_COMPONENT: &str = "otlp";
@@ -99,6 +103,7 @@ pub struct OtlpMetricsPush {
     stop: Mutex<Option<mpsc::Sender<()>>>,
     done: Mutex<Option<mpsc::Receiver<()>>>,
     stats: Arc<PushStats>,
+    log: Arc<ExportLog>,
     /// How long a shutdown waits for the last push.
     timeout: Duration,
 }
@@ -115,21 +120,38 @@ impl OtlpMetricsPush {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let timeout = options.transport.timeout;
         let thread_stats = stats.clone();
+        let protocol = if options.transport.grpc {
+            "OTLP gRPC"
+        } else {
+            "OTLP http/protobuf"
+        };
+        let log = Arc::new(ExportLog::new(
+            Exported::OtlpMetrics,
+            options.transport.url.clone(),
+            protocol,
+        ));
+        let thread_log = log.clone();
         thread::Builder::new()
             .name("towerscope-otlp-metrics".into())
             .spawn(move || {
                 // Built here: reqwest's blocking client must not live on an async worker.
                 let transport = match Transport::build(&options.transport) {
-                    Ok(t) => {
-                        let _ = ready_tx.send(Ok(()));
-                        t
-                    }
+                    Ok(t) => t,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                run(registry, options, transport, &thread_stats, &stop_rx);
+                thread_log.announce();
+                let _ = ready_tx.send(Ok(()));
+                run(
+                    registry,
+                    options,
+                    transport,
+                    &thread_stats,
+                    &thread_log,
+                    &stop_rx,
+                );
                 let _ = done_tx.send(());
             })
             .map_err(OtlpPushError::Thread)?;
@@ -138,11 +160,18 @@ impl OtlpMetricsPush {
                 stop: Mutex::new(Some(stop_tx)),
                 done: Mutex::new(Some(done_rx)),
                 stats,
+                log,
                 timeout,
             }),
             Ok(Err(e)) => Err(OtlpPushError::Transport(e)),
             Err(_) => Err(OtlpPushError::Transport("the push thread ended".into())),
         }
+    }
+
+    /// Logs at `info` where the push goes and how (done at start; again when a subscriber is
+    /// installed later).
+    pub(crate) fn announce(&self) {
+        self.log.announce();
     }
 
     /// Data points the collector accepted so far.
@@ -231,6 +260,7 @@ fn run(
     options: OtlpPushOptions,
     mut transport: Transport,
     stats: &PushStats,
+    log: &ExportLog,
     stop: &mpsc::Receiver<()>,
 ) {
     let mut encoder = Encoder::new(
@@ -239,7 +269,6 @@ fn run(
         SystemTime::now(),
     )
     .with_naming(options.naming);
-    let mut failing = false;
     loop {
         let last = !matches!(
             stop.recv_timeout(options.interval),
@@ -254,17 +283,12 @@ fn run(
                     stats.exported.increment(points);
                     stats.exported_n.fetch_add(points, Ordering::Relaxed);
                     encoder.delivered(delivery);
-                    failing = false;
+                    log.succeeded();
                 }
                 Err(error) => {
                     stats.failed.increment(points);
                     stats.failed_n.fetch_add(points, Ordering::Relaxed);
-                    if failing {
-                        tracing::debug!(target: "towerscope::metrics", %error, points, "OTLP metrics push failed");
-                    } else {
-                        tracing::warn!(target: "towerscope::metrics", %error, points, "OTLP metrics push failed");
-                    }
-                    failing = true;
+                    log.failed(&error, points);
                 }
             }
         }

@@ -8,6 +8,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message as _;
 
+use crate::export_log::{error_chain, refusal};
+
 /// How a push is sent.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TransportOptions {
@@ -146,12 +148,13 @@ impl Transport {
                     body = encoder.finish().map_err(|e| e.to_string())?;
                     call = call.header(reqwest::header::CONTENT_ENCODING, "gzip");
                 }
-                let response = call.body(body).send().map_err(|e| e.to_string())?;
+                let response = call.body(body).send().map_err(|e| error_chain(&e))?;
                 let status = response.status();
                 if status.is_success() {
                     Ok(())
                 } else {
-                    Err(format!("the collector answered {status}"))
+                    // The body is read within the client's timeout; it only adds detail.
+                    Err(refusal(status, &response.bytes().unwrap_or_default()))
                 }
             }
             Self::Grpc {
@@ -166,7 +169,9 @@ impl Transport {
                 runtime.block_on(async {
                     match tokio::time::timeout(timeout, client.export(call)).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(status)) => Err(format!("the collector answered {status}")),
+                        Ok(Err(status)) => {
+                            Err(format!("the collector answered {}", error_chain(&status)))
+                        }
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                     }
                 })

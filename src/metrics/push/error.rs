@@ -1,10 +1,8 @@
 //! [`PushConfigError`] and [`PushError`], and the text they carry.
 
-use std::error::Error as _;
-
 use http::StatusCode;
 
-use crate::metrics::UnknownComponent;
+use crate::{export_log::error_chain, metrics::UnknownComponent};
 
 /// Errors of building a [`Pushgateway`](super::Pushgateway).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,42 +80,4 @@ pub enum PushError {
     /// runtime shutting down.
     #[error("the push task ended abnormally: {0}")]
     Task(String),
-}
-
-/// At most `max` bytes of `body` as text, cut at a character boundary, trailing space trimmed.
-pub(super) fn excerpt(body: &[u8], max: usize) -> String {
-    let mut cut = &body[..body.len().min(max)];
-    // Drop a character split by the cut; invalid bytes elsewhere become U+FFFD.
-    if let Err(e) = std::str::from_utf8(cut) {
-        if e.error_len().is_none() {
-            cut = &cut[..e.valid_up_to()];
-        }
-    }
-    String::from_utf8_lossy(cut).trim_end().to_owned()
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message omits the cause).
-pub(super) fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn excerpt_is_bounded_and_trimmed() {
-        assert_eq!(excerpt(b"bad push\n", 1024), "bad push");
-        assert_eq!(excerpt(&[b'x'; 3000], 1024).len(), 1024);
-        // A multi-byte character cut in half is dropped, an invalid byte replaced.
-        assert_eq!(excerpt("aé".as_bytes(), 2), "a");
-        assert_eq!(excerpt(b"a\xffb", 10), "a\u{fffd}b");
-    }
 }

@@ -6,11 +6,13 @@ use percent_encoding::percent_decode_str;
 use reqwest::{header::CONTENT_TYPE, redirect, Client, Method, Url};
 
 use super::{
-    error::{error_chain, excerpt},
     grouping::{group_url, is_label_name, label_conflict},
     PushConfigError, PushError, DEFAULT_TIMEOUT,
 };
-use crate::metrics::MetricsRegistry;
+use crate::{
+    export_log::{error_chain, excerpt},
+    metrics::MetricsRegistry,
+};
 
 /// The content type of a push: the Prometheus text format 0.0.4.
 const PUSH_CONTENT_TYPE: &str = "text/plain; version=0.0.4";

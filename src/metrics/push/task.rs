@@ -16,14 +16,28 @@ use tokio::{
 };
 
 use super::{PushError, Pushgateway};
-use crate::metrics::MetricsRegistry;
+use crate::{
+    export_log::{ExportLog, Exported},
+    metrics::MetricsRegistry,
+};
+
+/// "30 s", "500 ms": a period for the start-up log line.
+fn humantime(period: Duration) -> String {
+    if period.subsec_millis() == 0 {
+        format!("{} s", period.as_secs())
+    } else {
+        format!("{} ms", period.as_millis())
+    }
+}
 
 impl Pushgateway {
     /// Pushes `registry` every `period` on a tokio task until [`PushTask::stop`], which pushes
     /// one last time. The first push happens one period after the start.
     ///
-    /// A failed push is logged with `tracing::warn!` and counted ([`PushTask::failures`],
-    /// [`PushTask::last_error`]); the task goes on. A push that takes longer than `period`
+    /// The task logs where it pushes at start-up (`info`). A failed push is counted
+    /// ([`PushTask::failures`], [`PushTask::last_error`]) and the task goes on; the first
+    /// failure of a streak is logged at `warn` with its cause and what to change, the others at
+    /// `debug`, the first success after failures at `info`. A push that takes longer than `period`
     /// delays the next one rather than piling them up. A zero period is taken as 1 ms.
     ///
     /// Dropping the [`PushTask`] without calling `stop` also ends the timer; the last push then
@@ -35,7 +49,8 @@ impl Pushgateway {
     pub fn spawn_interval(self, registry: MetricsRegistry, period: Duration) -> PushTask {
         let period = period.max(Duration::from_millis(1));
         let (stop, mut stopped) = oneshot::channel::<()>();
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::new(&self.url, period));
+        stats.log.announce();
         let task_stats = Arc::clone(&stats);
         let handle = tokio::spawn(async move {
             let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
@@ -47,12 +62,12 @@ impl Pushgateway {
                     _ = &mut stopped => break,
                     _ = ticker.tick() => {
                         let result = self.push(&registry).await;
-                        task_stats.record(&self.url, result.as_ref().err());
+                        task_stats.record(result.as_ref().err());
                     }
                 }
             }
             let result = self.push(&registry).await;
-            task_stats.record(&self.url, result.as_ref().err());
+            task_stats.record(result.as_ref().err());
             result
         });
         PushTask {
@@ -71,29 +86,38 @@ pub struct PushTask {
     stats: Arc<Stats>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     pushes: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    log: ExportLog,
 }
 
 impl Stats {
-    fn record(&self, url: &Url, error: Option<&PushError>) {
+    fn new(url: &Url, period: Duration) -> Self {
+        Self {
+            pushes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            log: ExportLog::new(
+                Exported::Pushgateway,
+                url.as_str(),
+                format!("HTTP, every {}", humantime(period)),
+            ),
+        }
+    }
+
+    fn record(&self, error: Option<&PushError>) {
         let last = match error {
             None => {
                 self.pushes.fetch_add(1, Ordering::Relaxed);
+                self.log.succeeded();
                 None
             }
             Some(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                // The public module's target, which log filters name, rather than this file's path.
-                tracing::warn!(
-                    target: "towerscope::metrics::push",
-                    pushgateway = %url,
-                    %error,
-                    "pushing metrics to the Pushgateway failed"
-                );
+                self.log.failed(error, 0);
                 Some(error.to_string())
             }
         };

@@ -16,13 +16,15 @@ use reqwest::blocking::Client;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
 
+use crate::export_log::{error_chain, excerpt};
+
 /// The content type of a binary-protocol Thrift body, as the Jaeger collector expects it.
 pub(crate) const THRIFT_BINARY: &str = "application/vnd.apache.thrift.binary";
 
 /// How long `export` waits beyond the request timeout before it gives up on the worker.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// The most characters of an error response's body quoted in the error.
+/// The most bytes of an error response's body quoted in the error.
 const BODY_EXCERPT: usize = 200;
 
 #[derive(Clone)]
@@ -228,28 +230,12 @@ fn post_once(client: &Client, request: &Request, body: Vec<u8>) -> Result<(), Co
         return Ok(());
     }
     // The body is read within the same client timeout; it only adds detail to the error.
-    let text = response.text().unwrap_or_default();
-    let excerpt: String = text.chars().take(BODY_EXCERPT).collect();
+    let body = response.bytes().unwrap_or_default();
     Err(CollectorError::Status {
         endpoint,
         status,
-        excerpt: excerpt.trim().to_owned(),
+        excerpt: excerpt(body.trim_ascii_start(), BODY_EXCERPT),
     })
-}
-
-/// An error and its sources, so that "error sending request" says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The URL without any credentials it carries, for messages.
