@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         Server::builder()
-            .layer(RequestIdLayer::new())
+            .layer(RequestIdLayer::from_telemetry(&telemetry))
             .layer(GrpcLayer::from_telemetry(&telemetry))
             .add_service(health)
             .serve_with_incoming_shutdown(incoming, async {

@@ -7,6 +7,7 @@ mod db;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod jobs;
+mod request_id;
 
 use std::{io, sync::Arc};
 
@@ -26,7 +27,10 @@ use crate::{
 };
 
 /// Errors of [`Telemetry::init`].
-#[derive(Debug, thiserror::Error)]
+///
+/// `{:?}` prints the message as `{}` does, with its causes (so an error returned from `main`
+/// reads as sentences); `{:#?}` prints the structure.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
     /// The configuration is invalid; the message lists every problem with its field.
@@ -50,6 +54,34 @@ pub enum TelemetryError {
     #[cfg(feature = "otlp")]
     #[error(transparent)]
     MetricsPush(#[from] crate::metrics::otlp::OtlpPushError),
+}
+
+impl std::fmt::Debug for TelemetryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            return match self {
+                Self::Config(e) => f.debug_tuple("Config").field(e).finish(),
+                Self::Metrics(e) => f.debug_tuple("Metrics").field(e).finish(),
+                Self::Exporter(e) => f.debug_tuple("Exporter").field(e).finish(),
+                Self::Subscriber(e) => f.debug_tuple("Subscriber").field(e).finish(),
+                #[cfg(feature = "otlp")]
+                Self::MetricsPush(e) => f.debug_tuple("MetricsPush").field(e).finish(),
+            };
+        }
+        std::fmt::Display::fmt(self, f)?;
+        // Causes a transparent variant's message does not already carry.
+        let mut source = std::error::Error::source(self);
+        let mut shown = self.to_string();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// The running telemetry of a service: its metrics registry, its span pipeline (when

@@ -89,6 +89,11 @@ pub use self::{
     middleware::{ClientMiddleware, ClientOperation},
     redact::{redact_url, REDACTED, REDACTED_QUERY_PARAMS},
 };
+/// The reqwest crate towerscope builds its clients with, re-exported so that
+/// [`instrumented_client_with`] takes a `towerscope::client::reqwest::Client::builder()`
+/// without a reqwest dependency of the application's own (with one, the versions must match:
+/// reqwest 0.13).
+pub use reqwest;
 /// The client [`instrumented_client`] and [`ClientMiddleware::build_client`] return.
 pub use reqwest_middleware::ClientWithMiddleware;
 
@@ -108,7 +113,18 @@ pub fn instrumented_client(middleware: impl Into<ClientMiddleware>) -> ClientWit
 
 /// A client built from `builder` (timeouts, proxies, ...) with `middleware`; with a
 /// [`Telemetry`](super::Telemetry), `instrumented_client_with(builder, &telemetry)` uses
-/// [`ClientMiddleware::from_telemetry`].
+/// [`ClientMiddleware::from_telemetry`]. The builder is reqwest's, re-exported as
+/// [`towerscope::client::reqwest`](reqwest).
+///
+/// ```
+/// use std::time::Duration;
+/// use towerscope::{client::{instrumented_client_with, reqwest}, Config, Telemetry};
+///
+/// let telemetry = Telemetry::init_local(&Config::default()).unwrap();
+/// let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+/// let client = instrumented_client_with(builder, &telemetry).unwrap();
+/// # drop(client);
+/// ```
 ///
 /// Fails as [`reqwest::ClientBuilder::build`] does.
 pub fn instrumented_client_with(

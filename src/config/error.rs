@@ -21,10 +21,25 @@ impl fmt::Display for ConfigProblem {
 ///
 /// Fix each listed field (or `$VARIABLE`, for an environment override) as its message says;
 /// [`Config::validate`](super::Config::validate) reports them all at once.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `{:?}` prints the message as `{}` does (so an error returned from `main` reads as
+/// sentences, each problem with its field); `{:#?}` prints the structure.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     /// The problems, in the order the fields appear.
     pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            f.debug_struct("ConfigError")
+                .field("problems", &self.problems)
+                .finish()
+        } else {
+            fmt::Display::fmt(self, f)
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -126,6 +126,23 @@ mod tests {
     }
 
     #[test]
+    fn an_error_returned_from_main_reads_as_sentences() {
+        // `fn main() -> Result<(), Box<dyn Error>>` prints the error with `{:?}`.
+        let yaml = "metric: { path: metrics, quantiles: [2] }";
+        let error = Config::from_yaml_str(yaml).unwrap_err();
+        let expected =
+            "invalid configuration:\n  metric.path: must start with '/' (got \"metrics\")\n  \
+                        metric.quantiles[0]: must be between 0 and 1 (got 2)";
+        let boxed: Box<dyn std::error::Error> = Box::new(error.clone());
+        assert_eq!(format!("{boxed:?}"), expected);
+        let telemetry = crate::TelemetryError::from(error.clone());
+        assert_eq!(format!("{telemetry:?}"), expected);
+        // The structure stays one `#` away.
+        assert!(format!("{error:#?}").starts_with("ConfigError {\n    problems: ["));
+        assert!(format!("{telemetry:#?}").starts_with("Config(\n    ConfigError {"));
+    }
+
+    #[test]
     fn defaults_are_valid_and_harbor_like() {
         let c = Config::from_yaml_str("{}").unwrap();
         assert!(c.metric.enabled);

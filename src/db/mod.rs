@@ -64,8 +64,11 @@
 //! trace backends draw the service-to-database edge from client spans. SQLite runs in-process,
 //! but the same code runs against PostgreSQL, so the kind does not change with the driver.
 //!
-//! Events on the span (their names): `commit`, `rollback`, `rollback_on_drop`, and
-//! `begin_failed` / `commit_failed` / `rollback_failed` (level `WARN`, with `error.type`).
+//! Events on the span (their names): `rollback` and `rollback_on_drop` (level `INFO`), and
+//! `begin_failed` / `commit_failed` / `rollback_failed` (level `WARN`, with `error.type`). A
+//! commit is logged at `DEBUG` (`commit`), for log lines only: the OpenTelemetry layer takes
+//! `INFO` and above, so it is not on the exported span, whose `outcome` already says `commit`
+//! (an `INFO` line for every committed transaction would crowd the default log).
 //! Error messages are not recorded: PostgreSQL puts input values in some of them (`invalid input
 //! syntax for type integer: "..."`), and bound values are never recorded.
 //!
