@@ -44,6 +44,8 @@ fn telemetry(service: &str) -> (Telemetry, InMemorySpanExporter) {
 /// A plain (uninstrumented) client for the test's own calls.
 fn plain_client() -> reqwest::Client {
     #[cfg(feature = "tls")]
+    // ring, as towerscope installs it (src/tls.rs says why despite rustls' deprecation).
+    #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }

@@ -148,6 +148,8 @@ impl Gateway {
 /// one is installed.
 fn client() -> reqwest::Client {
     #[cfg(feature = "tls")]
+    // ring, as towerscope installs it (src/tls.rs says why despite rustls' deprecation).
+    #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }

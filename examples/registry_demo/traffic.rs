@@ -295,6 +295,8 @@ async fn run(base: String, duration: Duration) {
     // With towerscope's `tls` feature reqwest is built without a crypto provider of its own
     // (plain http here, but the builder needs one): install ring's unless one is installed.
     #[cfg(feature = "tls")]
+    // ring, as towerscope installs it (src/tls.rs says why despite rustls' deprecation).
+    #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match Client::builder().timeout(Duration::from_secs(10)).build() {
         Ok(client) => client,
