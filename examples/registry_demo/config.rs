@@ -1,14 +1,14 @@
-//! The demo's configuration file: its own keys plus towerscope's `metric:`, `trace:` and
-//! `request_id:` blocks, which are handed to [`towerscope::Config`] unchanged so that its
-//! validation messages and field paths are the ones the user sees.
+//! The demo's configuration file: its own keys beside towerscope's `metric:`, `trace:` and
+//! `request_id:` blocks, read with [`WithTelemetry`], so that towerscope's validation messages
+//! and field paths are the ones the user sees and a misspelt key of either part is refused.
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use serde_norway::{Mapping, Value};
-use towerscope::{config::ConfigError, Config};
-
-/// The SDK's blocks, passed through to [`Config::from_yaml_str`].
-const SDK_KEYS: [&str; 3] = ["metric", "trace", "request_id"];
+use serde::Deserialize;
+use towerscope::{
+    config::{ConfigError, ConfigProblem, WithTelemetry},
+    Config,
+};
 
 /// The demo's configuration.
 #[derive(Debug, Clone)]
@@ -40,96 +40,67 @@ impl Default for DemoConfig {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DemoConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not YAML, or a demo key has the wrong type.
-    #[error("invalid configuration:\n  {field}: {message}")]
-    Field { field: String, message: String },
-    /// The SDK's blocks are invalid: the SDK's own message.
-    #[error(transparent)]
-    Sdk(#[from] ConfigError),
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> DemoConfigError {
-    DemoConfigError::Field {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn string_field(map: &Mapping, key: &str) -> Result<Option<String>, DemoConfigError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(field_error(key, "expected a string")),
-    }
+/// The demo's own keys, as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DemoKeys {
+    listen: Option<String>,
+    database: Option<String>,
+    storage: Option<PathBuf>,
+    upstream: Option<String>,
+    openapi: Option<PathBuf>,
 }
 
 impl DemoConfig {
     /// Reads and validates a file.
-    pub(crate) fn from_path(path: &std::path::Path) -> Result<Self, DemoConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DemoConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_yaml_str(&text)
+    pub(crate) fn from_path(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::checked(WithTelemetry::from_path(path)?)
     }
 
     /// Parses and validates a YAML document.
-    pub(crate) fn from_yaml_str(yaml: &str) -> Result<Self, DemoConfigError> {
-        let value: Value =
-            serde_norway::from_str(yaml).map_err(|e| field_error("(root)", e.to_string()))?;
-        let map = match value {
-            Value::Mapping(map) => map,
-            Value::Null => Mapping::new(),
-            _ => return Err(field_error("(root)", "expected a mapping")),
+    #[cfg(test)]
+    pub(crate) fn from_yaml_str(yaml: &str) -> Result<Self, ConfigError> {
+        Self::checked(WithTelemetry::from_yaml_str(yaml)?)
+    }
+
+    /// The demo's own checks, after towerscope's.
+    fn checked(doc: WithTelemetry<DemoKeys>) -> Result<Self, ConfigError> {
+        let WithTelemetry { app, telemetry } = doc;
+        let mut problems = Vec::new();
+        let mut config = Self {
+            database: app.database,
+            storage: app.storage,
+            openapi: app.openapi,
+            telemetry,
+            ..Self::default()
         };
-        const DEMO_KEYS: [&str; 5] = ["listen", "database", "storage", "upstream", "openapi"];
-        let mut sdk = Mapping::new();
-        for (key, value) in &map {
-            let Some(name) = key.as_str() else {
-                return Err(field_error("(root)", "keys must be strings"));
-            };
-            if SDK_KEYS.contains(&name) {
-                sdk.insert(key.clone(), value.clone());
-            } else if !DEMO_KEYS.contains(&name) {
-                // A typo must not be silently ignored.
-                return Err(field_error(
-                    name,
-                    format!(
-                        "unknown key, expected one of {}",
-                        [&DEMO_KEYS[..], &SDK_KEYS[..]].concat().join(", ")
-                    ),
-                ));
-            }
-        }
-        let mut config = Self::default();
-        if let Some(listen) = string_field(&map, "listen")? {
-            config.listen = listen.parse().map_err(|_| {
-                field_error(
+        if let Some(listen) = app.listen {
+            match listen.parse() {
+                Ok(addr) => config.listen = addr,
+                Err(_) => problems.push(problem(
                     "listen",
                     format!("{listen:?} is not an address like 127.0.0.1:8080"),
-                )
-            })?;
+                )),
+            }
         }
-        config.database = string_field(&map, "database")?;
-        config.storage = string_field(&map, "storage")?.map(PathBuf::from);
-        config.upstream = string_field(&map, "upstream")?;
-        if let Some(upstream) = &config.upstream {
-            crate::proxy::validate_upstream(upstream).map_err(|m| field_error("upstream", m))?;
+        if let Some(upstream) = &app.upstream {
+            if let Err(message) = crate::proxy::validate_upstream(upstream) {
+                problems.push(problem("upstream", message));
+            }
         }
-        config.openapi = string_field(&map, "openapi")?.map(PathBuf::from);
-        let sdk_yaml = serde_norway::to_string(&Value::Mapping(sdk))
-            .map_err(|e| field_error("(root)", e.to_string()))?;
-        config.telemetry = Config::from_yaml_str(&sdk_yaml)?;
-        Ok(config)
+        config.upstream = app.upstream;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+fn problem(field: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        field: field.to_owned(),
+        message: message.into(),
     }
 }
 
@@ -151,7 +122,7 @@ mod tests {
             "trace: { enabled: true, jaeger: { endpoint: http://a/api/traces }, otel: { endpoint: a:4318 } }",
         )
         .unwrap_err();
-        assert!(matches!(err, DemoConfigError::Sdk(_)), "{err}");
+        assert_eq!(err.problems[0].field, "trace", "{err}");
     }
 
     #[test]
@@ -170,5 +141,19 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = DemoConfig::from_yaml_str("lisen: 127.0.0.1:1").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+        // A misspelt block of towerscope's is the demo's unknown key: refused, not ignored.
+        let err = DemoConfig::from_yaml_str("trcae: { enabled: true }").unwrap_err();
+        assert_eq!(err.problems[0].field, "trcae", "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let yaml = "listen: nowhere\nupstream: ftp://x\nmetric: { path: metrics }";
+        let err = DemoConfig::from_yaml_str(yaml).unwrap_err();
+        // towerscope's blocks are checked first: a demo problem is only found once they pass.
+        assert_eq!(err.problems[0].field, "metric.path", "{err}");
+        let err = DemoConfig::from_yaml_str("listen: nowhere\nupstream: ftp://x").unwrap_err();
+        let fields: Vec<_> = err.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["listen", "upstream"], "{err}");
     }
 }

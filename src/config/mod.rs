@@ -52,6 +52,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 mod build;
+mod document;
 mod env;
 mod error;
 mod metric;
@@ -59,6 +60,7 @@ mod pipeline;
 mod request_id;
 mod trace;
 
+pub use document::WithTelemetry;
 pub use error::{ConfigError, ConfigProblem};
 pub use metric::{MetricConfig, MetricOtlpConfig, MetricTemporality, DEFAULT_METHODS};
 pub use request_id::RequestIdConfig;
