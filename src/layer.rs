@@ -14,6 +14,7 @@
 //! request (axum does).
 //!
 //! [`OperationId`]: crate::operation::OperationId
+#![doc = include_str!("docs/layer.md")]
 
 use std::{
     fmt,

@@ -31,6 +31,7 @@
 //! operation whatever the subscriber. A handler may also put an [`OperationId`] in the
 //! *response* extensions, Harbor-style, to override the operation of the request total, the
 //! duration and the span's `operation` field.
+#![doc = include_str!("docs/operations.md")]
 
 use std::{borrow::Borrow, fmt, sync::Arc};
 

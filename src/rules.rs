@@ -1,40 +1,4 @@
-//! Prometheus recording and alerting rules generated from an OpenAPI document: request rate,
-//! error ratio and latency per operation (or per OpenAPI tag), and the SRE workbook's
-//! multi-window, multi-burn-rate alerts for availability and latency. The `towerscope rules`
-//! command (feature `cli`) prints them.
-//!
-//! What is counted, from towerscope's HTTP families with a prefix `P` (`harbor_core_`):
-//!
-//! - requests: `P http_request_total`, every code;
-//! - errors: codes `5xx` over the requests that were not `499`: a client that went away is
-//!   neither a failure nor a success of the service, so it counts on neither side;
-//! - slow requests (histograms only): requests slower than the latency threshold, from the
-//!   `le` bucket of that threshold (it must be one of the family's buckets);
-//! - latency quantiles: `histogram_quantile` over the buckets (0.5, 0.9, 0.99), or the
-//!   summary's own quantiles, the worst instance's (summaries cannot be aggregated).
-//!
-//! Each ratio is recorded over 5m, 30m, 1h and 6h. With an objective `o` (default 0.999, an
-//! error budget of `1 - o`), an alert pages when the 1h and the 5m ratios both exceed 14.4 times
-//! the budget (2 % of a 30-day budget in an hour) and opens a ticket when the 6h and the 30m
-//! ratios both exceed 6 times (5 % in six hours). Alerts are labelled with the operation (or
-//! tag), `severity` (`page`, `ticket`) and `slo` (`availability`, `latency`), and annotated with
-//! the operation's method, path and summary from the document (`runbook`).
-//!
-//! ```
-//! use towerscope::rules::{operations, generate, RulesOptions};
-//!
-//! let doc: serde_json::Value = serde_json::json!({
-//!     "swagger": "2.0",
-//!     "paths": { "/projects": { "get": {
-//!         "operationId": "listProjects", "summary": "List projects", "tags": ["project"]
-//!     } } }
-//! });
-//! let ops = operations(&doc).unwrap();
-//! let rules = generate(&ops, &RulesOptions::new("harbor_core_")).unwrap();
-//! assert!(rules.text.contains("record: operation:harbor_core_http_errors:ratio_rate1h"));
-//! assert!(rules.text.contains(r#"operation:harbor_core_http_errors:ratio_rate5m{operation="listProjects"} > 14.4 * 0.001"#));
-//! assert_eq!(rules.alerts, 3); // fast and slow burn, and the summary's latency alert
-//! ```
+#![doc = include_str!("docs/rules.md")]
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 

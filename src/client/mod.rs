@@ -54,6 +54,15 @@
 //! The span exporters (OTLP over HTTP, the Jaeger collector) make their calls with a plain
 //! reqwest client, never through this middleware, so exporting spans never makes spans.
 //!
+//! From a started [`Telemetry`](crate::Telemetry): [`instrumented_client`]`(&telemetry)`, or
+//! `ClientMiddleware::from_telemetry(&telemetry)` added to a reqwest-middleware client of your
+//! own (the registry, the prefix `{metric.namespace}_{metric.subsystem}_` and the propagators
+//! of the telemetry). reqwest is re-exported as [`reqwest`], for
+//! [`instrumented_client_with`]'s builder. See
+//! [`examples/client.rs`](https://github.com/towerscope/towerscope/blob/main/examples/client.rs)
+//! (`cargo run --example client`): three calls to a loopback server, one named with
+//! [`ClientOperation`], and the `http_client_*` series they make.
+//!
 //! # Example
 //!
 //! ```

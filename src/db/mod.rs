@@ -6,6 +6,21 @@
 //! (`.execute(&mut *tx)`). The span ends when the transaction is committed, rolled back, or
 //! dropped without either (which sqlx turns into a rollback), and says which happened.
 //!
+//! Generic over sqlx's databases (tested on SQLite). The application depends on sqlx with
+//! tokio's runtime and its driver, in the version towerscope's `sqlx` feature is built against
+//! (which needs Rust 1.94):
+//!
+//! ```toml
+//! towerscope = { version = "0.1", features = ["sqlx"] }
+//! sqlx = { version = "0.9", features = ["runtime-tokio", "postgres"] } # or "sqlite", "mysql"
+//! ```
+//!
+//! [`Transactions::from_telemetry`] takes the registry and prefix of a started `Telemetry`;
+//! [`Transactions::without_metrics`] records spans only. See
+//! [`examples/sqlx.rs`](https://github.com/towerscope/towerscope/blob/main/examples/sqlx.rs)
+//! (`cargo run --example sqlx`): a committed and a rolled-back transaction on in-memory
+//! SQLite, and their `db_transaction_*` series.
+//!
 //! # Example
 //!
 //! ```

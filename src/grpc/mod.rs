@@ -94,7 +94,10 @@
 //! # }
 //! ```
 //!
-//! On a tonic server, with a [`Telemetry`](super::Telemetry):
+//! On a tonic server, with a [`Telemetry`](super::Telemetry). Put
+//! [`RequestIdLayer::from_telemetry`](crate::RequestIdLayer::from_telemetry) in front of
+//! `GrpcLayer` for the `request_id:` block's header and `trust_incoming` (over HTTP,
+//! `Telemetry::layer` sets the id itself):
 //!
 //! ```no_run
 //! # async fn doc(telemetry: towerscope::Telemetry) -> Result<(), tonic::transport::Error> {
@@ -102,13 +105,18 @@
 //!
 //! let (_reporter, health) = tonic_health::server::health_reporter();
 //! tonic::transport::Server::builder()
-//!     .layer(RequestIdLayer::from_config(&telemetry.config().request_id))
+//!     .layer(RequestIdLayer::from_telemetry(&telemetry))
 //!     .layer(GrpcLayer::from_telemetry(&telemetry))
 //!     .add_service(health)
 //!     .serve("127.0.0.1:50051".parse().unwrap())
 //!     .await
 //! # }
 //! ```
+//!
+//! See [`examples/grpc.rs`](https://github.com/towerscope/towerscope/blob/main/examples/grpc.rs)
+//! (`cargo run --example grpc`): a tonic-health service behind `GrpcLayer`, called once
+//! through `GrpcClientLayer`, and its `grpc_*` series. The application depends on tonic 0.14
+//! (and tonic-health 0.14 for the health service), as towerscope's `tonic` feature does.
 
 mod body;
 mod client;

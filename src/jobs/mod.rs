@@ -70,6 +70,11 @@
 //! assert_eq!(line, format!("{series} 1"));
 //! # }
 //! ```
+//!
+//! [`examples/jobs.rs`](https://github.com/towerscope/towerscope/blob/main/examples/jobs.rs)
+//! (`cargo run --example jobs`): a context captured in a request, a job that succeeds and one
+//! that fails, their `run-job` spans and `task_*` series.
+#![doc = include_str!("../docs/job_queues.md")]
 
 mod context;
 mod future;

@@ -1,62 +1,5 @@
-//! [`JobQueues`]: the depth, wait and concurrency of a service's job queues, as Harbor's
-//! jobservice exports them (`harbor_task_queue_size`, `harbor_task_queue_latency`,
-//! `harbor_task_concurrency`, `harbor_task_scheduled_total`).
-//!
-//! A queue is instrumented with tickets that count while they live, so a job that is dropped,
-//! panics or is cancelled can never leave a gauge behind:
-//!
-//! - [`JobQueues::enqueue`] gives a [`QueuedJob`]: the job counts in
-//!   `{prefix}task_queue_size{type}` and the age of the oldest waiting job of its type is
-//!   `{prefix}task_queue_latency{type}` (seconds; 0 when none waits), until
-//! - [`QueuedJob::start`] (a worker of `pool` takes it) turns it into a [`RunningJob`],
-//!   counted in `{prefix}task_concurrency{type,pool}` until dropped; a `QueuedJob` dropped
-//!   without starting (the job was discarded) just leaves the queue;
-//! - [`JobQueues::schedule`] gives a [`ScheduledJob`]: a periodic or delayed job registered to
-//!   be enqueued later, counted in `{prefix}task_scheduled_total` (a gauge, named as Harbor
-//!   names it) while it lives.
-//!
-//! The latency is computed when the registry renders (each scrape), so it grows while a job
-//! waits; with another recorder ([`JobQueues::with_recorder`]) it is set at each enqueue and
-//! start and by [`JobQueues::refresh`]. Job types share the cap and the `_overflow` label of
-//! [`Jobs`](super::Jobs) ([`DEFAULT_MAX_JOB_TYPES`]); pools are capped at
-//! [`DEFAULT_MAX_POOLS`] per type. The families are served under `?comp=jobservice`.
-//!
-//! # Example
-//!
-//! ```
-//! use towerscope::{
-//!     config::MetricConfig,
-//!     jobs::{JobContext, JobInfo, JobQueues, Jobs},
-//!     metrics::MetricsRegistry,
-//! };
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
-//! let queues = JobQueues::new(&registry).with_prefix("harbor_");
-//! let jobs = Jobs::new(&registry).with_prefix("harbor_jobservice_");
-//!
-//! // The handler that enqueues: the ticket travels with the job through the queue.
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-//! tx.send((queues.enqueue("GARBAGE_COLLECTION"), JobContext::capture())).unwrap();
-//! let text = registry.render_components(&["jobservice"]).unwrap();
-//! assert!(text.contains(r#"harbor_task_queue_size{type="GARBAGE_COLLECTION"} 1"#));
-//!
-//! // The worker of pool "default".
-//! let (queued, context) = rx.recv().await.unwrap();
-//! let running = queued.start("default");
-//! let text = registry.render_components(&["jobservice"]).unwrap();
-//! assert!(text.contains(r#"harbor_task_queue_size{type="GARBAGE_COLLECTION"} 0"#));
-//! assert!(text.contains(r#"harbor_task_concurrency{type="GARBAGE_COLLECTION",pool="default"} 1"#));
-//! let info = JobInfo { id: "1".into(), name: "GARBAGE_COLLECTION".into(), periodic: false };
-//! jobs.run(info, context, async move {
-//!     let _running = running; // counted as running until the job ends, however it ends
-//! })
-//! .await;
-//! let text = registry.render_components(&["jobservice"]).unwrap();
-//! assert!(text.contains(r#"harbor_task_concurrency{type="GARBAGE_COLLECTION",pool="default"} 0"#));
-//! # }
-//! ```
+//! [`JobQueues`]: the queue gauges of the `jobs` module (depth, wait, concurrency, scheduled);
+//! documented in the module docs, `# Queues`.
 
 use std::{
     collections::BTreeMap,
@@ -101,7 +44,7 @@ fn families(prefix: &str) -> [Family; 4] {
     ]
 }
 
-/// Instruments job queues; see the [module docs](self).
+/// Instruments job queues; see [Queues](crate::jobs#queues) in the module docs.
 ///
 /// Built with [`new`](Self::new), [`with_recorder`](Self::with_recorder) or
 /// [`from_telemetry`](Self::from_telemetry), then the `with_*` setters, which only store their

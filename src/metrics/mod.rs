@@ -9,12 +9,10 @@
 //! | `http_request_total` | counter | `method`, `code`, `operation` |
 //! | `http_operation_overflow_total` | counter | |
 //!
-//! Duration and in-flight end when the response body ends or is dropped, not when the headers
-//! are ready. A request dropped early (the client went away) is counted with `code="499"`, one
-//! whose handler panicked through the layer with `code="500"`. Methods outside the configured
-//! set are `_OTHER`; operations come from an [`OperationResolver`](crate::operation) and are
-//! capped (default 1000 distinct values, the rest `_overflow`). No label value is ever taken
-//! from a raw path, a header or any other client-chosen string.
+//! Methods outside the configured set are `_OTHER`; operations come from an
+//! [`OperationResolver`](crate::operation) and are capped (default 1000 distinct values, the
+//! rest `_overflow`). No label value is ever taken from a raw path, a header or any other
+//! client-chosen string.
 //!
 //! With [`MetricNaming::Otel`] (`metric.naming: otel`) the layer records the OpenTelemetry
 //! semantic conventions' families instead: see [`semconv`].
@@ -52,6 +50,18 @@
 //! assert!(text.contains(r#"http_inflight_requests{method="GET",operation="ping"} 0"#));
 //! # }
 //! ```
+// `otlp` and `push` are behind features: linked to themselves when built, else to docs.rs.
+#![cfg_attr(feature = "otlp", doc = "[`otlp`]: self::otlp")]
+#![cfg_attr(
+    not(feature = "otlp"),
+    doc = "[`otlp`]: https://docs.rs/towerscope/latest/towerscope/metrics/otlp/index.html"
+)]
+#![cfg_attr(feature = "pushgateway", doc = "[`push`]: self::push")]
+#![cfg_attr(
+    not(feature = "pushgateway"),
+    doc = "[`push`]: https://docs.rs/towerscope/latest/towerscope/metrics/push/index.html"
+)]
+#![doc = include_str!("../docs/metrics.md")]
 
 mod endpoint;
 mod layer;

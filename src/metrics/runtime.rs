@@ -44,6 +44,15 @@
 //! );
 //! assert_eq!(text.lines().find(|l| l.starts_with(&series)), Some(format!("{series} 1").as_str()));
 //! ```
+// `RuntimeMetrics` is behind the `process` feature: linked when built, else to docs.rs.
+#![cfg_attr(
+    feature = "process",
+    doc = "[`RuntimeMetrics::start`]: RuntimeMetrics::start"
+)]
+#![cfg_attr(
+    not(feature = "process"),
+    doc = "[`RuntimeMetrics::start`]: https://docs.rs/towerscope/latest/towerscope/metrics/runtime/struct.RuntimeMetrics.html#method.start"
+)]
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,5 @@
 //! Tracing: server spans, context propagation, and span export over OTLP or Jaeger.
+#![doc = include_str!("../docs/tracing.md")]
 
 mod build;
 mod direct;

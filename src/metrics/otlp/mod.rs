@@ -1,6 +1,14 @@
 //! [`OtlpMetricsPush`]: every family of a [`MetricsRegistry`] pushed to an OpenTelemetry
 //! collector over OTLP (http/protobuf or gRPC) every interval, beside the Prometheus endpoint.
 //!
+//! With `metric.otlp` (see [`config`](crate::config) for its keys and the
+//! `OTEL_EXPORTER_OTLP_METRICS_*` variables), every family of the registry (the layer's, the
+//! integrations', and the service's own `counter!`/`histogram!` calls) is also pushed to an
+//! OpenTelemetry collector every `interval_secs`, with the Prometheus names (Harbor's default
+//! summaries keep their quantiles). The resource is `trace:`'s (`service.name`,
+//! `service.namespace`, `attributes`), also when tracing is off. The Prometheus endpoint keeps
+//! serving unless `metric.enabled: false`; then requests are measured and pushed only.
+//!
 //! Each push reads the registry as a scrape does (render hooks run first), converts the
 //! families with their Prometheus names to OTLP metrics (opentelemetry-proto's messages, what
 //! opentelemetry-otlp sends): counters as monotonic sums, gauges as gauges, histograms with
@@ -10,7 +18,8 @@
 //! one); summaries stay cumulative, as OTLP defines them. With `metric.naming: otel`, the
 //! semantic conventions' families go out under their OpenTelemetry names, units and attribute
 //! keys (`http.server.request.duration`, `s`, `http.request.method`, `http.response.status_code`
-//! as an integer, ...), as an OpenTelemetry SDK would send them.
+//! as an integer, `http.server.active_requests` as a non-monotonic sum, ...), as an
+//! OpenTelemetry SDK would send them.
 //!
 //! Why not through opentelemetry-otlp's `MetricExporter`: it exports only what an
 //! OpenTelemetry SDK `MeterProvider` aggregated (`ResourceMetrics` cannot be built outside the
@@ -25,7 +34,7 @@
 //! of a streak at `warn`, with its cause (the connection error, or the collector's status and
 //! the start of its answer), the URL and what to change; the others at `debug`; the first
 //! success after failures at `info`. [`shutdown`](OtlpMetricsPush::shutdown) (also run on
-//! drop) pushes once more.
+//! drop, and by [`Telemetry::shutdown`](crate::Telemetry::shutdown)) pushes once more.
 
 mod encode;
 mod transport;

@@ -2,7 +2,9 @@
 //!
 //! A [`Pushgateway`] names one *group* on the Pushgateway: the `job` plus any grouping labels.
 //! [`Pushgateway::push`] sends the registry's text exposition to it (PUT replaces the group, POST
-//! replaces only the families pushed), [`Pushgateway::delete`] removes the group at the end of a
+//! replaces only the families pushed; every family, or those of one component with
+//! [`Pushgateway::with_component`]; HTTP basic auth with [`Pushgateway::with_basic_auth`]),
+//! [`Pushgateway::delete`] removes the group at the end of a
 //! run, and [`Pushgateway::spawn_interval`] pushes on a timer for long batch runs. Failures are
 //! returned as [`PushError`] (or counted and logged by the interval task); nothing here panics
 //! on what the network or the Pushgateway does.

@@ -1,41 +1,4 @@
-//! `metric.naming: otel`: the families of the OpenTelemetry semantic conventions, in the
-//! Prometheus form the OpenTelemetry Collector's Prometheus exporter writes.
-//!
-//! | family | type | labels |
-//! |---|---|---|
-//! | `http_server_request_duration_seconds` | histogram | `error_type`, `http_request_method`, `http_response_status_code`, `http_route`, `network_protocol_version`, `url_scheme` |
-//! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
-//! | `http_server_request_body_size_bytes` (opt-in) | histogram | as the duration |
-//! | `http_server_response_body_size_bytes` (opt-in) | histogram | as the duration |
-//!
-//! The body sizes (`metric.body_sizes: true`): the request's `Content-Length` (a request
-//! without one, chunked, is not observed), and the bytes of the response body's data frames
-//! that passed through the layer (also of a response cut short: what was sent until then);
-//! buckets [`BODY_SIZE_BUCKETS`].
-//!
-//! The duration histograms use the buckets the conventions advise
-//! ([`ADVISED_DURATION_BUCKETS`]) unless `metric.buckets` or `metric.family_buckets` say
-//! otherwise. Labels follow the conventions' rules:
-//!
-//! - `http_request_method`: the method when it is one of the configured methods, else `_OTHER`;
-//! - `http_response_status_code`: the status sent; absent when no response was produced
-//!   (the service failed, panicked, or the client went away before the response head);
-//! - `http_route`: the route template — the [`OperationResolver::route`] of the request's
-//!   operation (an OpenAPI operation's path template), else axum's `MatchedPath`; absent when
-//!   neither is known (never the raw path). Capped like operations (`_overflow` past the cap);
-//! - `url_scheme`: `https` when the request URI says so (HTTP/2 and HTTP/3 carry `:scheme`),
-//!   else `http` (an HTTP/1.1 request carries no scheme; a server terminating TLS itself
-//!   does not tell the service);
-//! - `network_protocol_version`: `1.0`, `1.1`, `2`, `3` (`0.9`);
-//! - `error_type`, only on failures ([`Failure`]): the status code for a 5xx, `cancelled` when
-//!   the client went away before the response ended, `panic` when the handler panicked
-//!   through the layer, `service_error` when the service returned an error instead of a
-//!   response, `body_error` when the response body failed mid-stream.
-//!
-//! The request counter of the Harbor naming has no counterpart: the histogram's `_count`
-//! counts requests by the same labels.
-//!
-//! [`OperationResolver::route`]: crate::operation::OperationResolver::route
+#![doc = include_str!("../../docs/semconv.md")]
 
 use http::{Uri, Version};
 use metrics::{Label, SharedString};

@@ -3,11 +3,14 @@
 //! - [`RecorderRef`]: where series are registered (the global recorder or an explicit one),
 //!   and [`Family`]: a family's name, kind, unit and help, declared once.
 //! - [`LabelTable`]: the series of each value of a bounded label, with the cap, the
-//!   `_overflow` series and the lazily registered overflow counter.
-//! - [`CodeCounters`]: a series' counters by status code, created on first use.
-//! - [`SettleGuard`], [`SettleFuture`] and [`SettleBody`]: settle a request exactly once,
-//!   with its [`Outcome`] (complete, error, cancelled, panicked), when its response body ends,
-//!   fails or is dropped, or its service fails.
+//!   `_overflow` series and the lazily registered overflow counter, by one rule everywhere
+//!   (`unknown` always has its own series).
+//! - [`CodeCounters`]: a series' counters by status code, created on first use, the common
+//!   codes lock-free.
+//! - [`SettleGuard`], [`SettleFuture`] and [`SettleBody`]: settle a request, call or job
+//!   exactly once, with its [`Outcome`] (complete, error, cancelled, panicked: a panic is
+//!   detected the same way everywhere), when its response body ends (`None`, an error,
+//!   `is_end_stream`, trailers), fails or is dropped, or its service fails.
 //!
 //! The HTTP, gRPC, client, transaction and job families are all built from these; a service
 //! recording families of its own (the example registry's Distribution metrics) uses the same.
