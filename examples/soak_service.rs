@@ -425,6 +425,8 @@ async fn main() -> ExitCode {
     metrics.shutdown().await;
     pool.close().await;
     let started = Instant::now();
+    // `shutdown` blocks while it flushes the spans (trace.shutdown_timeout_secs at most): from
+    // async code it runs on tokio's blocking pool, never on a worker of the runtime.
     let report = tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
         .ok()
