@@ -150,6 +150,12 @@ impl<'a, B> From<&'a Request<B>> for RequestRef<'a> {
 /// A resolver must return values from a bounded set: its result becomes a metric label.
 /// The metrics layer enforces a cap all the same (see
 /// [`MetricsLayer::with_max_operations`](crate::metrics::MetricsLayer::with_max_operations)).
+///
+#[cfg_attr(feature = "axum", doc = "[`MatchedPathResolver`]: MatchedPathResolver")]
+#[cfg_attr(
+    not(feature = "axum"),
+    doc = "[`MatchedPathResolver`]: https://docs.rs/towerscope/latest/towerscope/operation/struct.MatchedPathResolver.html"
+)]
 pub trait OperationResolver: Send + Sync + 'static {
     /// Returns the request's operation, or `None` when this resolver does not know it.
     fn resolve(&self, request: &RequestRef<'_>) -> Option<OperationId>;
