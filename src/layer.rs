@@ -37,7 +37,7 @@ use crate::{
         toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
         MetricsLayer, MetricsRegistry, MetricsStage, RequestMetrics,
     },
-    operation::{OperationResolver, ResolveOperationLayer},
+    operation::{self, OperationId, OperationResolver, ResolveOperationLayer},
     request_id::{self, RequestId, RequestIdLayer},
     trace::{self, ServerSpan, TraceLayer},
 };
@@ -209,6 +209,8 @@ where
         let stages = &*self.stages;
         let id = stages.request_id.apply(&mut req);
         stages.operation.resolve_into(&mut req);
+        // Current while the future is polled, for log lines (an Arc's count, no allocation).
+        let operation = req.extensions().get::<OperationId>().cloned();
         let span = stages.trace.open(&req);
         // The span's ids go to the metrics stage directly (an inner metrics layer finds them
         // in the context current while the request is polled).
@@ -234,6 +236,7 @@ where
         ObservedFuture {
             inner,
             request_id: Some(RequestId::new(id.clone())),
+            operation,
             header: Some((stages.request_id.header().clone(), id)),
             guard,
             echo_traceparent: stages.trace.echoes_traceparent(),
@@ -322,6 +325,8 @@ pin_project! {
         inner: F,
         // `None` only while the inner future is polled (the id is then `current`).
         request_id: Option<RequestId>,
+        // Likewise (`operation::current`); `None` too when no operation was resolved.
+        operation: Option<OperationId>,
         header: Option<(HeaderName, HeaderValue)>,
         guard: Option<SettleGuard<Observed>>,
         echo_traceparent: bool,
@@ -348,9 +353,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (inner, guard) = (this.inner, this.guard);
-        let polled = request_id::scope(this.request_id, || match guard.as_mut() {
-            Some(guard) => guard.poll(|| inner.poll(cx)),
-            None => inner.poll(cx),
+        let polled = request_id::scope(this.request_id, || {
+            operation::scope(this.operation, || match guard.as_mut() {
+                Some(guard) => guard.poll(|| inner.poll(cx)),
+                None => inner.poll(cx),
+            })
         });
         let result = ready!(polled);
         let mut guard = guard.take();

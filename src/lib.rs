@@ -295,6 +295,7 @@
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod config;
+mod current;
 #[cfg(feature = "sqlx")]
 pub mod db;
 mod export_log;
@@ -303,6 +304,7 @@ pub mod grpc;
 pub mod jobs;
 mod labels;
 pub mod layer;
+pub mod log;
 pub mod metrics;
 pub mod openapi;
 pub mod operation;

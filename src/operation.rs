@@ -33,7 +33,7 @@
 //! duration and the span's `operation` field.
 #![doc = include_str!("docs/operations.md")]
 
-use std::{borrow::Borrow, fmt, sync::Arc};
+use std::{borrow::Borrow, cell::Cell, fmt, sync::Arc};
 
 #[cfg(feature = "axum")]
 use std::collections::HashMap;
@@ -113,6 +113,26 @@ impl From<String> for OperationId {
     fn from(id: String) -> Self {
         Self(Arc::from(id))
     }
+}
+
+thread_local! {
+    /// The operation of the request whose future this thread is polling.
+    static CURRENT: Cell<Option<OperationId>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (one poll of a request's future) with the operation in `slot` as [`current`].
+pub(crate) fn scope<R>(slot: &mut Option<OperationId>, f: impl FnOnce() -> R) -> R {
+    crate::current::scope(&CURRENT, slot, f)
+}
+
+/// The operation of the request whose handler is running on this task, if any.
+///
+/// Set while the [`ObservabilityLayer`](crate::ObservabilityLayer)'s response future is
+/// polled (so by [`Telemetry::layer`](crate::Telemetry::layer)), for log lines
+/// ([`log::RequestFields`](crate::log::RequestFields)). Tasks the handler spawns do not inherit
+/// it.
+pub fn current() -> Option<OperationId> {
+    crate::current::get(&CURRENT)
 }
 
 /// A borrowed view of the parts of a request a resolver may look at.

@@ -115,27 +115,10 @@ thread_local! {
     static CURRENT: Cell<Option<RequestId>> = const { Cell::new(None) };
 }
 
-/// Runs `f` (one poll of a request's future) with the id in `slot` as [`current`]. The id is
-/// moved into the thread's slot and back (not cloned), and the previous one is restored after
-/// `f`, even when it panics: requests polled inside another's poll nest.
+/// Runs `f` (one poll of a request's future) with the id in `slot` as [`current`] (see
+/// `crate::current`).
 pub(crate) fn scope<R>(slot: &mut Option<RequestId>, f: impl FnOnce() -> R) -> R {
-    struct Restore<'a> {
-        slot: &'a mut Option<RequestId>,
-        previous: Option<RequestId>,
-    }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let previous = self.previous.take();
-            if let Ok(id) = CURRENT.try_with(|current| current.replace(previous)) {
-                *self.slot = id;
-            }
-        }
-    }
-    let previous = CURRENT
-        .try_with(|current| current.replace(slot.take()))
-        .unwrap_or_default();
-    let _restore = Restore { slot, previous };
-    f()
+    crate::current::scope(&CURRENT, slot, f)
 }
 
 /// The id of the request whose handler is running on this task, if any.
@@ -144,15 +127,7 @@ pub(crate) fn scope<R>(slot: &mut Option<RequestId>, f: impl FnOnce() -> R) -> R
 /// (an instrumented HTTP client, a job being enqueued) can forward it. Tasks the handler spawns
 /// do not inherit it: pass the [`RequestId`] along explicitly.
 pub fn current() -> Option<RequestId> {
-    CURRENT
-        .try_with(|current| {
-            let id = current.take();
-            let copy = id.clone();
-            current.set(id);
-            copy
-        })
-        .ok()
-        .flatten()
+    crate::current::get(&CURRENT)
 }
 
 /// Whether `value` is an acceptable request id: 1–128 bytes of `A-Z a-z 0-9 - _ . : + / = @`.
@@ -162,14 +137,36 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
         && value.iter().all(|&b| ALLOWED[b as usize])
 }
 
-/// A new random request id: a lowercase hyphenated UUID v4.
+/// A new random request id: a lowercase hyphenated UUID v4 (RFC 9562), from the thread's
+/// cryptographically secure generator (rand's `ThreadRng`, ChaCha12 reseeded from the
+/// operating system: what uuid's `fast-rng` uses, without a second rand in the build).
 pub fn generate_request_id() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    use rand::Rng as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill(&mut bytes);
     // One allocation, shared by every clone (request header, extension, response header).
     // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(uuid_v4(bytes)))
         .unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
+}
+
+/// `bytes` as a UUID v4 in its lowercase hyphenated form: the version nibble set to 4 and the
+/// variant bits to `10`, the rest random.
+fn uuid_v4(mut bytes: [u8; 16]) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the hyphen
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
+        at += 2;
+    }
+    out
 }
 
 /// Layer that validates or makes the request id; see the [module docs](self).
@@ -398,6 +395,29 @@ mod tests {
 
     fn is_uuid(v: &HeaderValue) -> bool {
         uuid::Uuid::parse_str(v.to_str().unwrap()).is_ok()
+    }
+
+    #[test]
+    fn generated_ids_are_random_uuid_v4_by_the_uuid_crate() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = generate_request_id();
+            let text = id.to_str().unwrap();
+            let parsed = uuid::Uuid::parse_str(text).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{text}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{text}");
+            assert_eq!(
+                parsed.hyphenated().to_string(),
+                text,
+                "lowercase, hyphenated"
+            );
+            assert!(seen.insert(parsed), "a repeated id: {text}");
+        }
+        // Every bit outside version and variant is the input's.
+        let all = uuid_v4([0xff; 16]);
+        assert_eq!(&all, b"ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let none = uuid_v4([0; 16]);
+        assert_eq!(&none, b"00000000-0000-4000-8000-000000000000");
     }
 
     #[tokio::test]

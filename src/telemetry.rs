@@ -1,4 +1,5 @@
 //! [`Telemetry`]: everything a service needs, started from one [`Config`].
+#![doc = include_str!("docs/telemetry.md")]
 
 #[cfg(feature = "reqwest")]
 mod client;
@@ -84,12 +85,35 @@ impl std::fmt::Debug for TelemetryError {
     }
 }
 
+/// The log filter of [`Telemetry::init_subscriber`] from `RUST_LOG`: `target=level`
+/// directives and a bare default level, comma-separated (tracing-subscriber's `Targets`, which
+/// needs no regular expressions; `info` when unset); `info` and the parse error when it cannot
+/// be read.
+fn log_filter(
+    rust_log: Option<&str>,
+) -> (
+    tracing_subscriber::filter::Targets,
+    Option<tracing_subscriber::filter::ParseError>,
+) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info(), None),
+        Some(value) => match value.parse::<Targets>() {
+            // A bare target (`my_app`) means every level, as with RUST_LOG's usual reader.
+            Ok(targets) => (targets, None),
+            Err(error) => (info(), Some(error)),
+        },
+    }
+}
+
 /// The running telemetry of a service: its metrics registry, its span pipeline (when
 /// `trace.enabled`), and the layer built from the configuration.
 ///
 /// Cloning is cheap and shares everything. Spans are flushed when
 /// [`shutdown`](Self::shutdown) is called or the last clone is dropped, within
-/// `trace.shutdown_timeout_secs`.
+/// `trace.shutdown_timeout_secs`; both block while they flush, so from async code call
+/// `shutdown` through `tokio::task::spawn_blocking` (see [Shutdown](crate::telemetry#shutdown)).
 ///
 /// ```
 /// use towerscope::{Config, Telemetry};
@@ -224,21 +248,28 @@ impl Telemetry {
     /// request's OpenTelemetry span directly (no `tracing-opentelemetry` span behind it) and
     /// makes it current, as an OpenTelemetry context, while the request is polled: spans opened
     /// inside become its children, and [`current_context`](crate::trace::current_context)
-    /// reaches it. Each request also gets a `tracing` span with the same fields for log lines
-    /// (target [`LOG_SPAN_TARGET`](crate::trace::LOG_SPAN_TARGET)), which costs nothing when no
-    /// log layer wants it. Pair the layer with [`tracing_layer`](Self::tracing_layer), which
-    /// leaves those log spans out and adds the events inside a request to its span; another
-    /// OpenTelemetry layer in the subscriber must leave them out too, or it exports each
-    /// request twice.
+    /// reaches it. No `tracing` span is opened for the request: an OpenTelemetry layer of the
+    /// application's own (`tracing_opentelemetry::layer()` with its provider) sees none to
+    /// export a second time, and its spans inside the request become children of the server
+    /// span, sampled with it. Log lines get the request's `request_id` and `operation` from
+    /// [`log::RequestFields`](crate::log::RequestFields); `trace.log_span: true` opens a
+    /// `tracing` span with the server span's fields for them instead (target
+    /// [`LOG_SPAN_TARGET`](crate::trace::LOG_SPAN_TARGET), which another OpenTelemetry layer
+    /// must then leave out). Pair the layer with [`tracing_layer`](Self::tracing_layer), which
+    /// adds the events logged inside a request to its span. With tracing disabled, the layer
+    /// opens a `tracing` span (target `towerscope::http`) that an OpenTelemetry layer of the
+    /// subscriber exports, as a [`TraceLayer`] on its own does.
     pub fn layer(&self) -> ObservabilityLayer {
         let trace = TraceLayer::new()
             .with_incoming(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
             .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars);
         let trace = match &self.trace {
-            Some(pipeline) => {
-                trace.export_direct(pipeline.direct_tracer(), self.config.trace.sample_rate)
-            }
+            Some(pipeline) => trace.export_direct(
+                pipeline.direct_tracer(),
+                self.config.trace.sample_rate,
+                self.config.trace.log_span,
+            ),
             None => trace,
         };
         ObservabilityLayer::from_config(&self.config, &self.registry).with_trace(trace)
@@ -290,9 +321,10 @@ impl Telemetry {
     }
 
     /// Installs a global `tracing` subscriber: log lines on stderr filtered by `RUST_LOG`
-    /// (default `info`), with span fields such as `request_id`, in colour only when stderr is
-    /// a terminal (then logs, at `info`, where each exporter sends, as it did when it was
-    /// built); and the OpenTelemetry layer, which `RUST_LOG` does not filter: whether a
+    /// (`target=level` directives, default `info`), each line logged inside a request ending
+    /// with its `request_id` and `operation` ([`log::RequestFields`](crate::log::RequestFields)),
+    /// in colour only when stderr is a terminal (then logs, at `info`, where each exporter
+    /// sends, as it did when it was built); and the OpenTelemetry layer, which `RUST_LOG` does not filter: whether a
     /// span is exported is decided by `trace.enabled` and the sampler, so `RUST_LOG=warn` in
     /// production keeps every span. The OpenTelemetry layer takes spans and events at `info`
     /// and above (towerscope's spans are `info`; libraries' `debug` and `trace` spans are not
@@ -300,18 +332,28 @@ impl Telemetry {
     pub fn init_subscriber(&self) -> Result<(), TelemetryError> {
         use std::io::IsTerminal;
         use tracing_subscriber::{
-            filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter,
+            filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
         };
-        let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let rust_log = std::env::var("RUST_LOG").ok();
+        let (logs, refused) = log_filter(rust_log.as_deref());
+        let ansi = io::stderr().is_terminal();
+        // The request's id and operation at the end of each line logged inside it.
+        let format =
+            crate::log::RequestFields::new(tracing_subscriber::fmt::format().with_ansi(ansi));
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(io::stderr)
-            .with_ansi(io::stderr().is_terminal())
+            .with_ansi(ansi)
+            .event_format(format)
             .with_filter(logs);
         tracing_subscriber::registry()
             .with(fmt)
             .with(self.tracing_layer().with_filter(LevelFilter::INFO))
             .try_init()
             .map_err(TelemetryError::Subscriber)?;
+        if let Some(error) = refused {
+            tracing::warn!(target: "towerscope", rust_log = ?rust_log, %error,
+                "RUST_LOG not understood: logging at info (directives are target=level, comma-separated; span and field filters are not read)");
+        }
         // The exporters said where they send when they were built, before this subscriber
         // existed: say it again where it can be read.
         if let Some(pipeline) = &self.trace {
@@ -349,6 +391,10 @@ impl Telemetry {
     /// Flushes spans and stops export within `trace.shutdown_timeout_secs`, then pushes the
     /// metrics once more when `metric.otlp` is set (within its timeout); reports what was
     /// exported and lost of the spans. `None` when tracing is disabled.
+    ///
+    /// Blocks the calling thread meanwhile: from async code, call it through
+    /// `tokio::task::spawn_blocking(move || telemetry.shutdown())` (see
+    /// [Shutdown](crate::telemetry#shutdown)).
     pub fn shutdown(&self) -> Option<ShutdownReport> {
         let report = self.trace.as_ref().map(|t| t.shutdown());
         #[cfg(feature = "otlp")]
@@ -356,5 +402,45 @@ impl Telemetry {
             push.shutdown();
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::{log_filter, TelemetryError};
+    use crate::Config;
+
+    #[test]
+    fn an_error_returned_from_main_reads_as_sentences() {
+        let error = Config::from_yaml_str("metric: { path: metrics }").unwrap_err();
+        let telemetry = TelemetryError::from(error);
+        assert_eq!(
+            format!("{telemetry:?}"),
+            "invalid configuration:\n  metric.path: must start with '/' (got \"metrics\")"
+        );
+        assert!(format!("{telemetry:#?}").starts_with("Config(\n    ConfigError {"));
+    }
+
+    #[test]
+    fn rust_log_is_read_as_targets_and_levels() {
+        let (filter, refused) = log_filter(Some("warn,towerscope=debug"));
+        assert!(refused.is_none());
+        assert!(filter.would_enable("hyper", &Level::WARN));
+        assert!(!filter.would_enable("hyper", &Level::INFO));
+        assert!(filter.would_enable("towerscope::trace", &Level::DEBUG));
+        // Unset or empty: info.
+        for unset in [None, Some(""), Some("  ")] {
+            let (filter, refused) = log_filter(unset);
+            assert!(refused.is_none());
+            assert!(filter.would_enable("app", &Level::INFO));
+            assert!(!filter.would_enable("app", &Level::DEBUG));
+        }
+        // A span filter is not read: info, and the error for the warning.
+        let (filter, refused) = log_filter(Some("app[request{id=1}]=debug"));
+        assert!(refused.is_some());
+        assert!(filter.would_enable("app", &Level::INFO));
+        assert!(!filter.would_enable("app", &Level::DEBUG));
     }
 }

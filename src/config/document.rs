@@ -69,29 +69,39 @@ pub struct WithTelemetry<T> {
 }
 
 impl<T: DeserializeOwned> WithTelemetry<T> {
-    /// Parses a YAML document (JSON is YAML) and checks both parts.
+    /// Parses a YAML document and checks both parts (feature `yaml`, on by default).
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str(yaml: &str) -> Result<Self, ConfigError> {
         let root: Value =
             serde_norway::from_str(yaml).map_err(|e| ConfigError::one("(root)", e.to_string()))?;
         Self::from_value(root)
     }
 
-    /// Parses a TOML document and checks both parts.
+    /// Parses a JSON document and checks both parts (no feature needed).
+    pub fn from_json_str(json: &str) -> Result<Self, ConfigError> {
+        let root: Value =
+            serde_json::from_str(json).map_err(|e| ConfigError::one("(root)", e.to_string()))?;
+        Self::from_value(root)
+    }
+
+    /// Parses a TOML document and checks both parts (feature `toml`).
+    #[cfg(feature = "toml")]
     pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
         let root: Value = toml::from_str(toml)
             .map_err(|e| ConfigError::one("(root)", e.to_string().trim_end().to_owned()))?;
         Self::from_value(root)
     }
 
-    /// Reads a file: TOML for `.toml`, YAML otherwise.
+    /// Reads a file: JSON for `.json`, TOML for `.toml` (feature `toml`), YAML otherwise
+    /// (feature `yaml`).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::one("(file)", format!("cannot read {}: {e}", path.display()))
-        })?;
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => Self::from_toml_str(&text),
-            _ => Self::from_yaml_str(&text),
+        let (format, text) = read(path.as_ref())?;
+        match format {
+            Format::Json => Self::from_json_str(&text),
+            #[cfg(feature = "toml")]
+            Format::Toml => Self::from_toml_str(&text),
+            #[cfg(feature = "yaml")]
+            Format::Yaml => Self::from_yaml_str(&text),
         }
     }
 
@@ -137,6 +147,46 @@ impl<T: DeserializeOwned> WithTelemetry<T> {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// The formats of a configuration file this build reads.
+pub(super) enum Format {
+    Json,
+    #[cfg(feature = "toml")]
+    Toml,
+    #[cfg(feature = "yaml")]
+    Yaml,
+}
+
+/// A file's text and format (by its extension: `.json`, `.toml`, anything else YAML); an
+/// error when it cannot be read or its format's feature is off.
+pub(super) fn read(path: &Path) -> Result<(Format, String), ConfigError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let format = match ext {
+        "json" => Format::Json,
+        #[cfg(feature = "toml")]
+        "toml" => Format::Toml,
+        #[cfg(not(feature = "toml"))]
+        "toml" => return Err(unsupported(path, "TOML", "toml")),
+        #[cfg(feature = "yaml")]
+        _ => Format::Yaml,
+        #[cfg(not(feature = "yaml"))]
+        _ => return Err(unsupported(path, "YAML", "yaml")),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one("(file)", format!("cannot read {}: {e}", path.display())))?;
+    Ok((format, text))
+}
+
+#[cfg(any(not(feature = "toml"), not(feature = "yaml")))]
+fn unsupported(path: &Path, format: &str, feature: &str) -> ConfigError {
+    ConfigError::one(
+        "(file)",
+        format!(
+            "{} is read as {format}, which needs towerscope's `{feature}` feature (or write it as .json)",
+            path.display()
+        ),
+    )
 }
 
 /// `T` from `value`, or its first problem with its path.

@@ -9,8 +9,8 @@ use super::error::{ConfigProblem, Problems};
 pub use crate::trace::propagation::Propagator;
 
 /// The `trace:` block (harbor.yml's keys, plus `service_name`, `otel.protocol`,
-/// `otel.headers`, `propagators`, `max_queue_size`, `shutdown_timeout_secs` and
-/// `echo_traceparent`).
+/// `otel.headers`, `propagators`, `max_queue_size`, `shutdown_timeout_secs`,
+/// `echo_traceparent` and `log_span`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceConfig {
@@ -43,6 +43,13 @@ pub struct TraceConfig {
     /// Whether responses carry a `traceparent` header naming the server span. Defaults to
     /// `false`.
     pub echo_traceparent: bool,
+    /// Whether each request also gets a `tracing` span with the server span's fields (target
+    /// `towerscope::http::log`, or `towerscope::grpc::log`), for log layers that print span
+    /// fields. Defaults to `false`: log lines get the request's `request_id` and `operation`
+    /// from [`log::RequestFields`](crate::log::RequestFields) (which `init_subscriber` uses)
+    /// without a span, and an OpenTelemetry layer of the application's own cannot export a
+    /// second server span. With `true`, such a layer must leave those targets out.
+    pub log_span: bool,
 }
 
 impl Default for TraceConfig {
@@ -60,6 +67,7 @@ impl Default for TraceConfig {
             max_queue_size: 2048,
             shutdown_timeout_secs: 5,
             echo_traceparent: false,
+            log_span: false,
         }
     }
 }
@@ -293,6 +301,13 @@ impl OtelConfig {
         }
         if self.timeout == 0 {
             p.push("timeout", "must be at least 1");
+        }
+        if self.protocol == OtlpProtocol::Grpc && !cfg!(feature = "otlp-grpc") {
+            p.push(
+                "protocol",
+                "grpc needs towerscope's `otlp-grpc` feature (features = [\"otlp-grpc\"] in \
+                 Cargo.toml), or use protocol: http",
+            );
         }
         self.check_headers(p);
     }

@@ -297,12 +297,17 @@ impl CallSpans {
                 }
                 ServerSpan::traced(call_span!("towerscope::grpc"), self.extract(req))
             }
-            SpanExport::Direct { tracer, rate } => {
-                let log = if tracing::enabled!(
-                    kind: tracing::metadata::Kind::SPAN,
-                    target: GRPC_LOG_SPAN_TARGET,
-                    tracing::Level::INFO
-                ) {
+            SpanExport::Direct {
+                tracer,
+                rate,
+                log_span,
+            } => {
+                let log = if *log_span
+                    && tracing::enabled!(
+                        kind: tracing::metadata::Kind::SPAN,
+                        target: GRPC_LOG_SPAN_TARGET,
+                        tracing::Level::INFO
+                    ) {
                     call_span!(GRPC_LOG_SPAN_TARGET)
                 } else {
                     Span::none()

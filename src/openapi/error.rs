@@ -19,6 +19,7 @@ pub enum OpenApiError {
         source: io::Error,
     },
     /// The document is not valid YAML, or a field the resolver reads has the wrong type.
+    #[cfg(feature = "yaml")]
     #[error("invalid YAML OpenAPI document{}: {source}", At(at))]
     Yaml {
         /// Where in the document, e.g. `paths./users.get.operationId` (`.` is the top level).

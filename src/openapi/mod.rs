@@ -136,7 +136,9 @@ struct Operation {
 }
 
 impl OpenApiResolver {
-    /// Builds a resolver from a YAML (or JSON, a subset of YAML) document.
+    /// Builds a resolver from a YAML (or JSON, a subset of YAML) document (feature `yaml`, on
+    /// by default; [`from_json_str`](Self::from_json_str) needs none).
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str(yaml: &str) -> Result<Self, OpenApiError> {
         let document = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(yaml))
             .map_err(|err| OpenApiError::Yaml {
@@ -169,7 +171,8 @@ impl OpenApiResolver {
         Self::from_document(document)
     }
 
-    /// Reads a document from a file: JSON when the name ends in `.json`, YAML otherwise.
+    /// Reads a document from a file: JSON when the name ends in `.json`, YAML otherwise
+    /// (without the `yaml` feature, every file is read as JSON).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, OpenApiError> {
         let path = path.as_ref();
         let text = fs::read_to_string(path).map_err(|source| OpenApiError::Io {
@@ -179,11 +182,12 @@ impl OpenApiResolver {
         let is_json = path
             .extension()
             .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-        if is_json {
-            Self::from_json_str(&text)
-        } else {
-            Self::from_yaml_str(&text)
+        #[cfg(feature = "yaml")]
+        if !is_json {
+            return Self::from_yaml_str(&text);
         }
+        let _ = is_json;
+        Self::from_json_str(&text)
     }
 
     /// Replaces the base paths with `base_path`, e.g. `/api/v2.0`, or `/` for none.

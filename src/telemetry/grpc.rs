@@ -34,6 +34,7 @@ impl GrpcLayer {
             layer = layer.export_with(SpanExport::Direct {
                 tracer: pipeline.direct_tracer(),
                 rate: config.trace.sample_rate,
+                log_span: config.trace.log_span,
             });
         }
         if !config.metric.records() {

@@ -104,7 +104,7 @@ pub(crate) fn build(
 pub(crate) enum AnyExporter {
     #[cfg(feature = "otlp")]
     OtlpHttp(opentelemetry_otlp::SpanExporter),
-    #[cfg(feature = "otlp")]
+    #[cfg(feature = "otlp-grpc")]
     OtlpGrpc(super::exporter::OnRuntime<opentelemetry_otlp::SpanExporter>),
     #[cfg(feature = "jaeger")]
     Jaeger(super::jaeger::JaegerExporter),
@@ -117,7 +117,7 @@ impl SpanExporter for AnyExporter {
         match self {
             #[cfg(feature = "otlp")]
             Self::OtlpHttp(e) => e.export(batch).await,
-            #[cfg(feature = "otlp")]
+            #[cfg(feature = "otlp-grpc")]
             Self::OtlpGrpc(e) => e.export(batch).await,
             #[cfg(feature = "jaeger")]
             Self::Jaeger(e) => e.export(batch).await,
@@ -133,7 +133,7 @@ impl SpanExporter for AnyExporter {
         match self {
             #[cfg(feature = "otlp")]
             Self::OtlpHttp(e) => e.shutdown_with_timeout(timeout),
-            #[cfg(feature = "otlp")]
+            #[cfg(feature = "otlp-grpc")]
             Self::OtlpGrpc(e) => e.shutdown_with_timeout(timeout),
             #[cfg(feature = "jaeger")]
             Self::Jaeger(e) => e.shutdown_with_timeout(timeout),
@@ -146,7 +146,7 @@ impl SpanExporter for AnyExporter {
         match self {
             #[cfg(feature = "otlp")]
             Self::OtlpHttp(e) => e.set_resource(resource),
-            #[cfg(feature = "otlp")]
+            #[cfg(feature = "otlp-grpc")]
             Self::OtlpGrpc(e) => e.set_resource(resource),
             #[cfg(feature = "jaeger")]
             Self::Jaeger(e) => e.set_resource(resource),
@@ -158,17 +158,18 @@ impl SpanExporter for AnyExporter {
 
 #[cfg(feature = "otlp")]
 mod otlp {
-    use opentelemetry_otlp::{Compression, WithExportConfig, WithHttpConfig, WithTonicConfig};
+    #[cfg(feature = "otlp-grpc")]
+    use opentelemetry_otlp::WithTonicConfig;
+    use opentelemetry_otlp::{Compression, WithExportConfig, WithHttpConfig};
 
     use std::sync::Arc;
 
     use super::{AnyExporter, OtlpOptions};
+    #[cfg(feature = "otlp-grpc")]
+    use crate::trace::exporter::OnRuntime;
     use crate::{
         export_log::ExportLog,
-        trace::{
-            exporter::{ExporterError, OnRuntime},
-            otlp_http::NotingClient,
-        },
+        trace::{exporter::ExporterError, otlp_http::NotingClient},
     };
 
     /// OTLP over http/protobuf (reqwest's blocking client, driven by the batch thread, noting
@@ -195,7 +196,11 @@ mod otlp {
             .map_err(ExporterError::Otlp)
     }
 
-    /// OTLP over gRPC: tonic needs a reactor, so the exporter runs on a runtime of its own.
+    /// OTLP over gRPC (feature `otlp-grpc`): tonic needs a reactor, so the exporter runs on a
+    /// runtime of its own, over a channel built here (TLS with the system's roots for https,
+    /// through tonic's own TLS features rather than opentelemetry-otlp's, which would pull
+    /// tonic into every build with `tls`).
+    #[cfg(feature = "otlp-grpc")]
     pub(super) fn grpc(options: OtlpOptions) -> Result<AnyExporter, ExporterError> {
         let OtlpOptions {
             url,
@@ -203,20 +208,31 @@ mod otlp {
             headers,
             compression,
         } = options;
+        let invalid = |e: String| {
+            ExporterError::Otlp(
+                opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+                    "endpoint {url:?}: {e}"
+                )),
+            )
+        };
+        let endpoint = tonic::transport::Channel::from_shared(url.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .timeout(timeout)
+            .connect_timeout(timeout);
+        #[cfg(feature = "tls")]
+        let endpoint = if url.starts_with("https://") {
+            endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| invalid(e.to_string()))?
+        } else {
+            endpoint
+        };
         OnRuntime::build(timeout, move || {
-            let tls = url.starts_with("https://");
             let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(url)
+                .with_channel(endpoint.connect_lazy())
                 .with_timeout(timeout)
                 .with_metadata(metadata(&headers));
-            #[cfg(feature = "tls")]
-            if tls {
-                builder = builder
-                    .with_tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots());
-            }
-            #[cfg(not(feature = "tls"))]
-            let _ = tls;
             if compression {
                 builder = builder.with_compression(Compression::Gzip);
             }
@@ -225,7 +241,17 @@ mod otlp {
         .map(AnyExporter::OtlpGrpc)
     }
 
+    /// OTLP over gRPC without the `otlp-grpc` feature: an error naming it.
+    #[cfg(not(feature = "otlp-grpc"))]
+    pub(super) fn grpc(_: OtlpOptions) -> Result<AnyExporter, ExporterError> {
+        Err(ExporterError::FeatureDisabled {
+            exporter: "otel (protocol: grpc)",
+            feature: "otlp-grpc",
+        })
+    }
+
     /// The headers as gRPC metadata; validation has refused names and values that do not fit.
+    #[cfg(feature = "otlp-grpc")]
     fn metadata(
         headers: &std::collections::BTreeMap<String, String>,
     ) -> tonic::metadata::MetadataMap {

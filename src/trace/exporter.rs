@@ -362,14 +362,14 @@ impl<E: SpanExporter> SpanExporter for MeteredExporter<E> {
 /// Runs an exporter that needs a tokio reactor (tonic's gRPC channel) on a dedicated
 /// one-worker runtime, since the SDK's batch processor drives `export` on a plain thread.
 /// Each export is bounded by `timeout`.
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-grpc")]
 pub(crate) struct OnRuntime<E> {
     inner: Arc<E>,
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
 }
 
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-grpc")]
 impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OnRuntime")
@@ -379,7 +379,7 @@ impl<E: fmt::Debug> fmt::Debug for OnRuntime<E> {
     }
 }
 
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-grpc")]
 impl<E> OnRuntime<E> {
     /// Starts the runtime and builds the exporter inside it.
     pub(crate) fn build<B>(timeout: Duration, build: B) -> Result<Self, ExporterError>
@@ -404,7 +404,7 @@ impl<E> OnRuntime<E> {
     }
 }
 
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-grpc")]
 impl<E> Drop for OnRuntime<E> {
     fn drop(&mut self) {
         // Never blocks, so it is safe even inside another runtime.
@@ -414,7 +414,7 @@ impl<E> Drop for OnRuntime<E> {
     }
 }
 
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-grpc")]
 impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let Some(rt) = &self.runtime else {
@@ -473,6 +473,7 @@ pub enum ExporterError {
     /// The runtime that drives OTLP/gRPC export could not start, because its worker thread
     /// could not be spawned: check the process's thread and memory limits, or use
     /// `protocol: http`.
+    #[cfg(feature = "otlp-grpc")]
     #[error(
         "cannot start the runtime for OTLP/gRPC export (check the process's thread and memory \
          limits, or use trace.otel.protocol: http): {0}"

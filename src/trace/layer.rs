@@ -150,9 +150,14 @@ impl TraceLayer {
     }
 
     /// Exports the spans itself into `tracer`'s pipeline, sampling new traces at `rate` (see
-    /// `trace::direct`), instead of through `tracing`.
-    pub(crate) fn export_direct(mut self, tracer: DirectTracer, rate: f64) -> Self {
-        self.export = SpanExport::Direct { tracer, rate };
+    /// `trace::direct`), instead of through `tracing`; with `log_span`, a log-only `tracing`
+    /// span per request too, when a log layer wants it.
+    pub(crate) fn export_direct(mut self, tracer: DirectTracer, rate: f64, log_span: bool) -> Self {
+        self.export = SpanExport::Direct {
+            tracer,
+            rate,
+            log_span,
+        };
         self
     }
 }
@@ -240,7 +245,11 @@ impl TraceLayer {
                     server_span!("towerscope::http", SpanFields::of(req, method, &operation));
                 ServerSpan::traced(span, self.extract(req))
             }
-            SpanExport::Direct { tracer, rate } => {
+            SpanExport::Direct {
+                tracer,
+                rate,
+                log_span,
+            } => {
                 // Read only when something uses them: a request sampled out with no log layer
                 // (RUST_LOG=warn, or none) looks up nothing, and writes no name.
                 let (operation, fields) = (OnceCell::new(), OnceCell::new());
@@ -254,12 +263,13 @@ impl TraceLayer {
                         SpanFields::of(req, method, operation)
                     })
                 };
-                // Only log layers want this span.
-                let log = if tracing::enabled!(
-                    kind: tracing::metadata::Kind::SPAN,
-                    target: LOG_SPAN_TARGET,
-                    tracing::Level::INFO
-                ) {
+                // Only log layers want this span, and only when asked for (`trace.log_span`).
+                let log = if *log_span
+                    && tracing::enabled!(
+                        kind: tracing::metadata::Kind::SPAN,
+                        target: LOG_SPAN_TARGET,
+                        tracing::Level::INFO
+                    ) {
                     server_span!(LOG_SPAN_TARGET, fields())
                 } else {
                     Span::none()

@@ -7,9 +7,11 @@
 //!   OpenTelemetry layer in the subscriber turns it into the server span and samples it;
 //! - **directly** (behind [`Telemetry`](crate::Telemetry)): the layer decides sampling, builds
 //!   the OpenTelemetry span itself (see `direct`) and makes it current as a context while the
-//!   request is polled; a `tracing` span with the same fields is opened only when a log layer
-//!   wants one (targets [`LOG_SPAN_TARGET`] and [`GRPC_LOG_SPAN_TARGET`], which
-//!   `Telemetry::tracing_layer` leaves out), so log lines inside the request carry its fields.
+//!   request is polled; a `tracing` span with the same fields is opened only when
+//!   `trace.log_span` asks for it and a log layer wants it (targets [`LOG_SPAN_TARGET`] and
+//!   [`GRPC_LOG_SPAN_TARGET`], which `Telemetry::tracing_layer` leaves out), so log lines
+//!   inside the request carry its fields. Without it, log lines get the request's id and
+//!   operation from [`log::RequestFields`](crate::log::RequestFields).
 
 use std::{fmt, time::SystemTime};
 
@@ -56,6 +58,9 @@ pub(crate) enum SpanExport {
         tracer: DirectTracer,
         /// The ratio of new traces sampled.
         rate: f64,
+        /// Whether a log-only `tracing` span is opened too, when a log layer wants it
+        /// (`trace.log_span`).
+        log_span: bool,
     },
 }
 

@@ -1,11 +1,12 @@
-//! Where a push goes: OTLP over http/protobuf (reqwest's blocking client) or gRPC (tonic, on a
-//! runtime of its own). Both are built and used on the push thread only.
+//! Where a push goes: OTLP over http/protobuf (reqwest's blocking client) or, with the
+//! `otlp-grpc` feature, gRPC (tonic, on a runtime of its own). Both are built and used on the
+//! push thread only.
 
 use std::{collections::BTreeMap, io::Write as _, time::Duration};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest,
-};
+#[cfg(feature = "otlp-grpc")]
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message as _;
 
 use crate::export_log::{error_chain, refusal};
@@ -30,6 +31,7 @@ pub(crate) enum Transport {
         headers: reqwest::header::HeaderMap,
         gzip: bool,
     },
+    #[cfg(feature = "otlp-grpc")]
     Grpc {
         runtime: tokio::runtime::Runtime,
         client: MetricsServiceClient<tonic::transport::Channel>,
@@ -46,6 +48,7 @@ impl std::fmt::Debug for Transport {
                 .field("url", url)
                 .field("gzip", gzip)
                 .finish_non_exhaustive(),
+            #[cfg(feature = "otlp-grpc")]
             Self::Grpc { timeout, .. } => f
                 .debug_struct("Grpc")
                 .field("timeout", timeout)
@@ -59,10 +62,12 @@ impl Transport {
     pub(crate) fn build(options: &TransportOptions) -> Result<Self, String> {
         crate::tls::ensure_tls_provider();
         if options.grpc {
-            Self::grpc(options)
-        } else {
-            Self::http(options)
+            #[cfg(feature = "otlp-grpc")]
+            return Self::grpc(options);
+            #[cfg(not(feature = "otlp-grpc"))]
+            return Err("protocol: grpc needs towerscope's `otlp-grpc` feature".to_owned());
         }
+        Self::http(options)
     }
 
     fn http(options: &TransportOptions) -> Result<Self, String> {
@@ -86,6 +91,7 @@ impl Transport {
         })
     }
 
+    #[cfg(feature = "otlp-grpc")]
     fn grpc(options: &TransportOptions) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -157,6 +163,7 @@ impl Transport {
                     Err(refusal(status, &response.bytes().unwrap_or_default()))
                 }
             }
+            #[cfg(feature = "otlp-grpc")]
             Self::Grpc {
                 runtime,
                 client,
