@@ -3,8 +3,8 @@
 //! `request_id` and `operation`.
 //!
 //! The two values are read from the request being polled on the thread
-//! ([`request_id::current`](crate::request_id::current),
-//! [`operation::current`](crate::operation::current)), not from a `tracing` span: behind
+//! ([`request_id::current`],
+//! [`operation::current`]), not from a `tracing` span: behind
 //! [`Telemetry::layer`](crate::Telemetry::layer) with tracing enabled no `tracing` span is
 //! opened for the request unless `trace.log_span` asks for one, because an OpenTelemetry
 //! layer of the application's own would export such a span as a second server span, sampled
