@@ -16,9 +16,9 @@
 //! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net", "signal"] }
 //! ```
 //!
-//! The default features serve an axum service and export spans over OTLP or to Jaeger, with
-//! TLS. The crates you pair with it, in the versions towerscope is built against, and the
-//! feature each integration needs:
+//! The default features serve an axum service, read YAML configuration and export spans over
+//! OTLP (http/protobuf) or to Jaeger, with TLS. The crates you pair with it, in the versions
+//! towerscope is built against, and the feature each integration needs:
 //!
 //! | you use | add to `[dependencies]` | towerscope feature |
 //! |---|---|---|
@@ -31,6 +31,9 @@
 //! ```toml
 //! towerscope = { version = "0.1", features = ["reqwest", "sqlx", "tonic"] }
 //! ```
+//!
+//! OTLP over gRPC (`protocol: grpc`) needs the `otlp-grpc` feature, TOML configuration files
+//! the `toml` feature; see [Feature flags](#feature-flags).
 //!
 //! Rust 1.90 or newer builds the default features; the `sqlx` feature needs 1.94 (sqlx 0.9).
 //!
@@ -181,7 +184,8 @@
 //! 127.0.0.1:4318` (no scheme) is exported over **https** unless `insecure: true` is set. At
 //! start-up one `info` line names each exporter's URL and protocol; a failing export is
 //! logged once at `warn` with its cause. [`trace`] has the whole story (sampling, propagation,
-//! the spans of the integrations, what the exporters log), [`config`] every key.
+//! the spans of the integrations, what the exporters log, an application's own OpenTelemetry
+//! layer beside towerscope's), [`config`] every key.
 //!
 //! ## Shutdown
 //!
@@ -195,23 +199,26 @@
 //! | flag | default | enables | crates it adds |
 //! |---|---|---|---|
 //! | `axum` | yes | the [`RequestId`] extractor and the `MatchedPath` resolver ([`operation`]) | 5 |
-//! | `otlp` | yes | OTLP span export (gRPC and http/protobuf) and the `metric.otlp` push ([`metrics::otlp`]) | 64 |
-//! | `jaeger` | yes | Jaeger span export: agent (compact Thrift over UDP) and collector (binary Thrift over HTTP) ([`trace::jaeger`]) | 43 |
+//! | `otlp` | yes | OTLP over http/protobuf: span export and the `metric.otlp` push ([`metrics::otlp`]) | 52 |
+//! | `jaeger` | yes | Jaeger span export: agent (compact Thrift over UDP) and collector (binary Thrift over HTTP) ([`trace::jaeger`]) | 44 |
 //! | `tls` | yes | `https://` export endpoints (rustls with ring, the system's roots) | 50 |
+//! | `yaml` | yes | YAML configuration files and OpenAPI documents (JSON needs no feature) | 6 |
+//! | `otlp-grpc` | no | OTLP over gRPC too (`protocol: grpc`), with `otlp` | 67 (15 beyond `otlp`) |
+//! | `toml` | no | TOML configuration files | 7 |
 //! | `reqwest` | no | [`client`]: reqwest-middleware instrumentation of outgoing calls | 41 |
-//! | `sqlx` | no | [`db`]: transaction spans and metrics (Rust 1.94) | 54 |
+//! | `sqlx` | no | [`db`]: transaction spans and metrics (Rust 1.94) | 57 |
 //! | `tonic` | no | [`grpc`]: tonic server and client layers | 7 |
 //! | `pushgateway` | no | [`metrics::push`]: the Pushgateway pusher | 38 |
 //! | `process` | no | [`metrics::runtime::RuntimeMetrics`]: process and tokio runtime metrics (metrics-process) | 7 |
-//! | `cli` | no | the `towerscope` command (`towerscope rules`) and [`rules`] | 0 |
+//! | `cli` | no | the `towerscope` command (`towerscope rules`) and [`rules`], with `yaml` | 6 |
 //!
 //! The layers, the Prometheus registry, the endpoint and its standalone server, the span
-//! pipeline and the jobs instrumentation need no flag. "Crates it adds" counts the distinct
-//! crates (name and version) in `cargo tree -e normal` of towerscope with that feature alone
-//! that towerscope without features does not have. Features share crates, so the numbers do
-//! not add up: towerscope depends on 89 crates without features (the OpenTelemetry SDK,
-//! `tracing-subscriber`, hyper, the YAML and TOML parsers are among them), 173 with the
-//! defaults, 203 with every feature.
+//! pipeline, JSON configuration and the jobs instrumentation need no flag. "Crates it adds"
+//! counts the distinct crates (name and version) in `cargo tree -e normal` of towerscope with
+//! that feature alone that towerscope without features does not have. Features share crates,
+//! so the numbers do not add up: towerscope and its dependencies are 68 crates without
+//! features (the OpenTelemetry SDK, `tracing-subscriber` and hyper are among them), 147 with
+//! the defaults, 196 with every feature.
 //!
 //! # Modules
 //!
@@ -227,6 +234,7 @@
 //!   and exemplars, the OTLP push, the semantic-convention naming, dashboards and alerts,
 //!   and the toolkit for families of your own.
 //! - [`trace`]: server spans, propagation, the span pipeline and its exporters.
+//! - [`log`]: log lines that name their request (`request_id`, `operation`).
 //! - [`client`] (feature `reqwest`): client spans, propagation and metrics for reqwest calls.
 //! - [`db`] (feature `sqlx`): transaction spans and metrics.
 //! - [`grpc`] (feature `tonic`): tonic server and channel layers.
