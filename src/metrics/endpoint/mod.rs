@@ -1,4 +1,16 @@
-//! The `/metrics` endpoint: a tower service for any router, and a standalone server.
+//! The `/metrics` endpoint: a tower service for any router ([`MetricsEndpoint`]), its
+//! response future (`future`), the answer's format from the scraper's `Accept` (`negotiate`),
+//! and a standalone server (`server`).
+
+mod future;
+mod negotiate;
+mod server;
+
+use future::Render;
+pub use future::EndpointFuture;
+use negotiate::{prefers_openmetrics, rendered};
+pub use negotiate::{CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE};
+pub use server::MetricsServer;
 
 use std::{
     any::Any,
@@ -6,10 +18,7 @@ use std::{
     error::Error as StdError,
     fmt,
     future::{Future, Ready},
-    io,
-    net::SocketAddr,
     panic::{catch_unwind, AssertUnwindSafe},
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -18,45 +27,10 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use tokio::{
-    net::TcpListener,
-    sync::{oneshot, AcquireError, OwnedSemaphorePermit, Semaphore},
-    task::JoinHandle,
-};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use super::registry::{MetricsRegistry, UnknownComponent};
-
-/// The content type of the Prometheus text format 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The `Content-Type` of an OpenMetrics answer, served when the scraper's `Accept` prefers
-/// `application/openmetrics-text` (Prometheus 2.x asks for it first).
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Whether `accept` (an `Accept` header) prefers OpenMetrics to the 0.0.4 text: it lists
-/// `application/openmetrics-text` with a quality above 0 and at least that of `text/plain`
-/// (or of `*/*` when `text/plain` is not listed).
-pub(crate) fn prefers_openmetrics(accept: &str) -> bool {
-    let (mut om, mut text, mut any) = (0.0_f64, None::<f64>, 0.0_f64);
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f64>().ok())
-            .unwrap_or(1.0)
-            .clamp(0.0, 1.0);
-        match media.as_str() {
-            "application/openmetrics-text" => om = om.max(q),
-            "text/plain" => text = Some(text.unwrap_or(0.0).max(q)),
-            "*/*" => any = any.max(q),
-            _ => {}
-        }
-    }
-    om > 0.0 && om >= text.unwrap_or(any)
-}
 
 /// The `tracing` target of a failed or panicked [`Refresh`].
 const LOG_TARGET: &str = "towerscope::metrics";
@@ -300,17 +274,11 @@ impl<R: Refresh> MetricsEndpoint<R> {
                 None
             }
         };
-        EndpointFuture {
-            slot: Some(Box::pin(self.renders.clone().acquire_owned())),
+        EndpointFuture::render(
+            self.renders.clone(),
             refresh,
-            state: State::Refreshing(Some(Render {
-                registry: self.registry.clone(),
-                components,
-                head,
-                openmetrics,
-                slot: None,
-            })),
-        }
+            Render::new(self.registry.clone(), components, head, openmetrics),
+        )
     }
 }
 
@@ -371,6 +339,7 @@ fn refresh_panicked(panic: &(dyn Any + Send)) {
     );
 }
 
+
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *res.status_mut() = status;
@@ -379,275 +348,6 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
-}
-
-fn rendered(
-    result: Result<String, UnknownComponent>,
-    head: bool,
-    openmetrics: bool,
-) -> Response<Full<Bytes>> {
-    match result {
-        Ok(text) => {
-            let len = text.len();
-            let body = if head {
-                Bytes::new()
-            } else {
-                Bytes::from(text)
-            };
-            let mut res = Response::new(Full::new(body));
-            let headers = res.headers_mut();
-            let content_type = if openmetrics {
-                OPENMETRICS_CONTENT_TYPE
-            } else {
-                CONTENT_TYPE
-            };
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            headers.insert(header::VARY, HeaderValue::from_static("accept"));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if head {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            }
-            res
-        }
-        Err(err) => {
-            let mut res = Response::new(Full::new(Bytes::from(format!("{err}\n"))));
-            *res.status_mut() = StatusCode::NOT_FOUND;
-            res
-        }
-    }
-}
-
-/// Waiting for a render slot.
-type SlotFuture = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
-
-pin_project_lite::pin_project! {
-    /// Response future of [`MetricsEndpoint`]: a render slot, the refresh hook, then the render.
-    pub struct EndpointFuture<R: Refresh = ()> {
-        // `None` once the slot is held (or for an answer that needs none).
-        slot: Option<SlotFuture>,
-        // `None` once it is done, failed or panicked (it is never polled again).
-        #[pin]
-        refresh: Option<R::Future>,
-        state: State,
-    }
-}
-
-/// What a render needs.
-struct Render {
-    registry: MetricsRegistry,
-    components: Vec<String>,
-    head: bool,
-    openmetrics: bool,
-    /// The render slot, given back when the render ends.
-    slot: Option<OwnedSemaphorePermit>,
-}
-
-impl Render {
-    fn run(self) -> Result<String, UnknownComponent> {
-        let names: Vec<&str> = self.components.iter().map(String::as_str).collect();
-        if self.openmetrics {
-            self.registry.render_openmetrics(&names)
-        } else {
-            self.registry.render_components(&names)
-        }
-    }
-}
-
-enum State {
-    Ready(Option<Response<Full<Bytes>>>),
-    /// Waiting for the refresh; the render starts when it is done.
-    Refreshing(Option<Render>),
-    Rendering {
-        task: JoinHandle<Result<String, UnknownComponent>>,
-        head: bool,
-        openmetrics: bool,
-    },
-}
-
-impl<R: Refresh> EndpointFuture<R> {
-    fn ready(res: Response<Full<Bytes>>) -> Self {
-        Self {
-            slot: None,
-            refresh: None,
-            state: State::Ready(Some(res)),
-        }
-    }
-}
-
-impl<R: Refresh> fmt::Debug for EndpointFuture<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EndpointFuture").finish_non_exhaustive()
-    }
-}
-
-impl<R: Refresh> Future for EndpointFuture<R> {
-    type Output = Result<Response<Full<Bytes>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(slot) = this.slot.as_mut() {
-            let held = std::task::ready!(slot.as_mut().poll(cx)).ok();
-            *this.slot = None;
-            if let State::Refreshing(Some(render)) = this.state {
-                render.slot = held;
-            }
-        }
-        if let Some(refresh) = this.refresh.as_mut().as_pin_mut() {
-            match catch_unwind(AssertUnwindSafe(|| refresh.poll(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(Ok(()))) => {}
-                Ok(Poll::Ready(Err(err))) => refresh_failed(err.into()),
-                Err(panic) => refresh_panicked(&*panic),
-            }
-            this.refresh.set(None);
-        }
-        loop {
-            match this.state {
-                State::Ready(res) => {
-                    return Poll::Ready(Ok(res.take().unwrap_or_else(|| {
-                        plain(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "polled after completion\n",
-                        )
-                    })))
-                }
-                State::Refreshing(render) => {
-                    let Some(render) = render.take() else {
-                        *this.state = State::Ready(None);
-                        continue;
-                    };
-                    let (head, openmetrics) = (render.head, render.openmetrics);
-                    *this.state = match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => State::Rendering {
-                            task: rt.spawn_blocking(move || render.run()),
-                            head,
-                            openmetrics,
-                        },
-                        // Outside a tokio runtime there are no async workers to protect.
-                        Err(_) => State::Ready(Some(rendered(render.run(), head, openmetrics))),
-                    };
-                }
-                State::Rendering {
-                    task,
-                    head,
-                    openmetrics,
-                } => {
-                    let res = match std::task::ready!(Pin::new(task).poll(cx)) {
-                        Ok(result) => rendered(result, *head, *openmetrics),
-                        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
-                    };
-                    *this.state = State::Ready(None);
-                    return Poll::Ready(Ok(res));
-                }
-            }
-        }
-    }
-}
-
-/// A standalone HTTP/1 server for the metrics endpoint, on `metric.host:metric.port` and
-/// `metric.path` (other paths get a 404). Stops on [`shutdown`](Self::shutdown) or drop.
-#[derive(Debug)]
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    /// Connection slots ([`DEFAULT_MAX_CONNECTIONS`]).
-    connections: Arc<Semaphore>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    /// Binds `addr` and serves `endpoint` on `path`, with its [`Refresh`] hook if it has one
-    /// (for example [`Telemetry::metrics_endpoint`](crate::Telemetry::metrics_endpoint) with
-    /// [`with_refresh`](MetricsEndpoint::with_refresh)).
-    pub async fn bind_endpoint<R>(
-        addr: SocketAddr,
-        path: &str,
-        endpoint: MetricsEndpoint<R>,
-    ) -> io::Result<Self>
-    where
-        R: Refresh + Clone + Send + 'static,
-        R::Future: Send,
-    {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let path: Arc<str> = path.into();
-        let connections = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
-        let slots = connections.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    _ = &mut stopped => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                // Past the cap the connection is closed at once: slow or idle clients cannot
-                // make the process hold more sockets and tasks than this.
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    drop(stream);
-                    continue;
-                };
-                let endpoint = endpoint.clone();
-                let path = path.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let service =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            if req.uri().path() == &*path {
-                                endpoint.respond(&req)
-                            } else {
-                                EndpointFuture::ready(plain(StatusCode::NOT_FOUND, "not found\n"))
-                            }
-                        });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-                });
-            }
-        });
-        Ok(Self {
-            local_addr,
-            connections,
-            stop: Some(stop),
-            task: Some(task),
-        })
-    }
-
-    /// The address the server listens on (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The connections open now (at most [`DEFAULT_MAX_CONNECTIONS`]).
-    pub fn open_connections(&self) -> usize {
-        DEFAULT_MAX_CONNECTIONS - self.connections.available_permits()
-    }
-
-    /// Stops accepting connections and waits for the accept loop to end.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 #[cfg(test)]
