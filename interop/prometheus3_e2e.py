@@ -28,6 +28,8 @@ import json
 import math
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +43,7 @@ OTLP_PARTS = {
     "otlp-delta": ("delta", "harbor"),
     "otlp-otel": ("cumulative", "otel"),
 }
-PARTS = ("exemplars", *OTLP_PARTS)
+PARTS = ("exemplars", "protobuf", "rules", *OTLP_PARTS)
 
 
 class Registry(Process):
@@ -73,7 +75,7 @@ class Registry(Process):
         status, headers, body = http("GET", self.metrics_url,
                                      headers={"Accept": accept} if accept else None)
         check(status == 200, f"/metrics answered {status}")
-        return headers, body.decode()
+        return headers, body.decode(errors="replace")
 
 
 # --- exemplars -----------------------------------------------------------------------------
@@ -147,6 +149,14 @@ PROMETHEUS3_ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow
 VOLATILE = re.compile(r"^(process_|tokio_)|metric_points_(exported|failed)_total$")
 
 
+def label_key(labels):
+    """The label pairs of a series, sorted, with `le` and `quantile` as numbers: their
+    spelling is the exposition's (`le="1"`) in a text scrape, the OpenMetrics canonical one
+    (`le="1.0"`) in Prometheus 3 whatever the scrape, another in an OTLP translation."""
+    return tuple(sorted((k, float(v) if k in ("le", "quantile") else v)
+                        for k, v in labels.items()))
+
+
 def samples(text):
     """{(name, labels): value} of the 0.0.4 text, with prometheus_client's parser."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -155,7 +165,7 @@ def samples(text):
         for s in family.samples:
             if VOLATILE.search(s.name):
                 continue
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            out[(s.name, label_key(s.labels))] = s.value
     return out
 
 
@@ -167,7 +177,7 @@ def stored(prom, names):
         for series in prom.query(f'{{__name__="{name}"}}'):
             labels = {k: v for k, v in series["metric"].items()
                       if k not in ("__name__", "job", "instance")}
-            out[(name, tuple(sorted(labels.items())))] = float(series["value"][1])
+            out[(name, label_key(labels))] = float(series["value"][1])
     return out
 
 
@@ -175,6 +185,44 @@ def same(a, b):
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def settled_samples(registry):
+    """/metrics once the registry's own work has stopped moving it (the GC run its traffic
+    scheduled ends on a worker of its own), and then 2.5 s more: two pushes or scrapes."""
+    def settled():
+        first = samples(registry.scrape()[1])
+        time.sleep(1.2)
+        second = samples(registry.scrape()[1])
+        return second if first == second else None
+    before = wait_for("the registry's metrics to settle", settled, seconds=30, interval=0)
+    time.sleep(2.5)
+    served = samples(registry.scrape()[1])
+    check(served == before, "the registry's metrics moved while nothing ran: "
+          + str(sorted(set(served.items()) ^ set(before.items()))[:6]))
+    return served
+
+
+def compare(prom, served, naming="harbor"):
+    """Every series of `served` is in Prometheus with the same value; a summary of what was
+    compared."""
+    in_prom = stored(prom, sorted({name for name, _ in served}))
+    missing = [k for k in served if k not in in_prom]
+    check(not missing, f"{len(missing)} of {len(served)} series not in Prometheus, e.g. "
+          f"{missing[:5]}; Prometheus has {sorted(in_prom)[:5]}")
+    wrong = [(k, served[k], in_prom[k]) for k in served if not same(served[k], in_prom[k])]
+    check(not wrong, f"{len(wrong)} series differ (series, /metrics, Prometheus): {wrong[:5]}")
+    quantiles = sum(1 for _, labels in served if any(k == "quantile" for k, _ in labels))
+    buckets = sum(1 for name, _ in served if name.endswith("_bucket"))
+    check(any(name.endswith("_total") for name, _ in served), "no counter compared")
+    check(buckets > 0, "no histogram bucket compared")
+    if naming == "harbor":
+        check(quantiles > 0, "no summary quantile compared")
+    else:
+        check(any(n == "http_server_request_duration_seconds_bucket" for n, _ in served),
+              "no http_server_request_duration_seconds under naming: otel")
+    return (f"{len(served)} series equal in Prometheus and on /metrics ({buckets} buckets, "
+            f"{quantiles} quantiles")
 
 
 def part_otlp(args, work, temporality, naming):
@@ -192,47 +240,103 @@ def part_otlp(args, work, temporality, naming):
         registry = Registry(args.registry, work, metric=metric,
                             trace={"enabled": False}, traffic_seconds=3)
         traffic = registry.wait_traffic_done(60)
-        # The GC run the traffic scheduled ends on its own worker: wait until the scrape stops
-        # changing, then for two more pushes.
-        def settled():
-            first = samples(registry.scrape()[1])
-            time.sleep(1.2)
-            second = samples(registry.scrape()[1])
-            return second if first == second else None
-        before = wait_for("the registry's metrics to settle", settled, seconds=30, interval=0)
-        time.sleep(2.5)
-        served = samples(registry.scrape()[1])
-        check(served == before, "the registry's metrics moved while nothing ran: "
-              + str(sorted(set(served.items()) ^ set(before.items()))[:6]))
+        served = settled_samples(registry)
         _, pushes = registry.scrape()
         pushed = re.search(r'metric_points_exported_total\{exporter="otlp"\} (\d+)', pushes)
         failed = re.search(r'metric_points_failed_total\{exporter="otlp"\} (\d+)', pushes)
         check(pushed and int(pushed.group(1)) > 0, f"no points pushed: {pushed}")
         check(failed and int(failed.group(1)) == 0, f"pushes failed: {failed}")
-        in_prom = stored(prom, sorted({name for name, _ in served}))
-        missing = [k for k in served if k not in in_prom]
-        check(not missing, f"{len(missing)} of {len(served)} series not in Prometheus, e.g. "
-              f"{missing[:5]}; Prometheus has {sorted(in_prom)[:5]}")
-        wrong = [(k, served[k], in_prom[k]) for k in served if not same(served[k], in_prom[k])]
-        check(not wrong, f"{len(wrong)} series differ (series, /metrics, Prometheus): {wrong[:5]}")
-        kinds = {kind for name, _ in served for kind in ("_bucket", "_total", "quantile")
-                 if name.endswith(kind)}
-        quantiles = sum(1 for _, labels in served if any(k == "quantile" for k, _ in labels))
-        buckets = sum(1 for name, _ in served if name.endswith("_bucket"))
-        check("_total" in kinds, "no counter compared")
-        check(buckets > 0, "no histogram bucket compared")
-        if naming == "harbor":
-            check(quantiles > 0, "no summary quantile compared")
-        else:
-            check(any(n == "http_server_request_duration_seconds_bucket" for n, _ in served),
-                  "no http_server_request_duration_seconds under naming: otel")
+        summary = compare(prom, served, naming)
         check(registry.stop() == 0, "the registry did not exit cleanly on SIGTERM")
-        return (f"{len(served)} series equal in Prometheus and on /metrics ({buckets} buckets, "
-                f"{quantiles} quantiles; {pushed.group(1)} points pushed, 0 failed; {traffic})")
+        return f"{summary}; {pushed.group(1)} points pushed, 0 failed; {traffic})"
     finally:
         if registry:
             registry.kill()
         prom.stop()
+
+
+# What Prometheus 3.16 sends with `scrape_native_histograms: true`: protobuf first.
+PROMETHEUS3_NATIVE_ACCEPT = ("application/vnd.google.protobuf;proto=io.prometheus.client."
+                             "MetricFamily;encoding=delimited;q=0.7,"
+                             "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;"
+                             "q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
+def part_protobuf(args, work):
+    """Prometheus 3 scraping the protobuf exposition (`scrape_protocols: [PrometheusProto]`,
+    which it asks for first with `scrape_native_histograms: true`): every series of the text
+    `/metrics` stored with the same value, and the exemplars kept."""
+    registry = prom = None
+    try:
+        # Harbor's summaries beside Distribution's histograms (the `registry_` families).
+        registry = Registry(args.registry, work, metric={},
+                            trace={"enabled": False}, traffic_seconds=3)
+        headers, _ = registry.scrape(PROMETHEUS3_NATIVE_ACCEPT)
+        check(headers["Content-Type"].startswith("application/vnd.google.protobuf; "
+                                                 "proto=io.prometheus.client.MetricFamily; "
+                                                 "encoding=delimited"),
+              f"Prometheus 3's native-histogram Accept answered with {headers['Content-Type']}")
+        prom = Prometheus(args.prometheus, work, {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [{
+                "job_name": "registry-demo", "scrape_protocols": ["PrometheusProto"],
+                "scrape_native_histograms": True,
+                "static_configs": [{"targets": [f"127.0.0.1:{registry.metrics_port}"]}]}],
+        })
+        traffic = registry.wait_traffic_done(60)
+        targets = prom.wait_targets_up(1)
+        check(not targets[0]["lastError"], f"scrape error: {targets[0]['lastError']}")
+        served = settled_samples(registry)
+        summary = compare(prom, served)
+        check(registry.stop() == 0, "the registry did not exit cleanly on SIGTERM")
+        return f"{summary}; {traffic})"
+    finally:
+        for p in (prom, registry):
+            if p:
+                p.kill()
+
+
+def part_rules(args, work):
+    """`towerscope rules --durations histogram --latency 1` (Harbor's document, the example
+    registry's operations) evaluated by Prometheus 3 over the registry's scraped histograms:
+    the slow-request ratios have values, so the rules' `le` matcher finds the 1 s bucket as
+    Prometheus 3 stores it (`le="1.0"`); and by Debian's Prometheus 2.42, which keeps the text
+    scrape's `le="1"`, when it is installed."""
+    rules = os.path.join(work, "rules.yml")
+    with open(rules, "w") as f:
+        subprocess.run([args.towerscope, "rules", "--openapi", args.openapi, "--prefix",
+                        "harbor_core_", "--durations", "histogram", "--latency", "1"],
+                       stdout=f, check=True, stderr=subprocess.DEVNULL)
+    registry = Registry(args.registry, work, metric={
+        "namespace": "harbor", "subsystem": "core", "buckets": [0.005, 0.05, 0.5, 1, 5]},
+        trace={"enabled": False}, traffic_seconds=12)
+    servers, found = [], []
+    try:
+        binaries = [("3.16", args.prometheus)]
+        if shutil.which("prometheus"):
+            binaries.append(("2.42", shutil.which("prometheus")))
+        for version, binary in binaries:
+            servers.append((version, Prometheus(binary, work, {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [rules],
+                "scrape_configs": [{"job_name": "registry-demo", "static_configs": [
+                    {"targets": [f"127.0.0.1:{registry.metrics_port}"]}]}],
+            }, name=f"prometheus-{version}")))
+        # Read while the traffic runs: rate() needs the counters to move between scrapes.
+        for version, prom in servers:
+            prom.wait_targets_up(1)
+            record = "operation:harbor_core_http_slow_requests:ratio_rate5m"
+            ratios = wait_for(f"{record} in Prometheus {version}",
+                              lambda: [r for r in prom.query(record)
+                                       if not math.isnan(float(r["value"][1]))],
+                              seconds=30, interval=0.5)
+            found.append(f"{version}: {len(ratios)} operations")
+        traffic = registry.wait_traffic_done(60)
+        return f"slow-request ratios of the histogram rules ({'; '.join(found)}; {traffic})"
+    finally:
+        registry.kill()
+        for _, prom in servers:
+            prom.kill()
 
 
 def main():
@@ -240,6 +344,8 @@ def main():
     p.add_argument("--prometheus", required=True, help="Prometheus 3.16")
     p.add_argument("--jaeger", required=True, help="Jaeger v2")
     p.add_argument("--registry", default="target/debug/examples/registry_demo")
+    p.add_argument("--towerscope", default="target/debug/towerscope", help="the command")
+    p.add_argument("--openapi", default="../shared/data/harbor-swagger.yaml")
     p.add_argument("--part", action="append", choices=PARTS, help="default: all")
     args = p.parse_args()
     failed = 0
@@ -248,6 +354,10 @@ def main():
             try:
                 if part == "exemplars":
                     summary = part_exemplars(args, work)
+                elif part == "protobuf":
+                    summary = part_protobuf(args, work)
+                elif part == "rules":
+                    summary = part_rules(args, work)
                 else:
                     summary = part_otlp(args, work, *OTLP_PARTS[part])
                 print(f"prometheus3_e2e: ok: {part}: {summary}", flush=True)

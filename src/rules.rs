@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::metrics::store::push_f64;
+use crate::metrics::store::{push_f64, push_om_float};
 
 /// The windows every ratio is recorded over.
 pub const WINDOWS: [&str; 4] = ["5m", "30m", "1h", "6h"];
@@ -275,10 +275,22 @@ fn number(value: f64) -> String {
 }
 
 /// `le` as towerscope renders it for a bucket bound.
-fn le(value: f64) -> String {
-    let mut out = String::new();
-    push_f64(&mut out, value);
-    out
+/// The matcher of the bucket `le = value`, for either spelling of its label: as the text
+/// exposition writes it (`le="1"`, what Prometheus 2 stores from a text scrape) and as
+/// Prometheus 3 stores it whatever the scrape (OpenMetrics' canonical `le="1.0"`, also what
+/// Prometheus 2 stores from a protobuf scrape). One matcher when the two are the same
+/// (`le="0.5"`), a regular expression of both otherwise (`le=~"1|1\\.0"`).
+fn le_matcher(value: f64) -> String {
+    let (mut text, mut canonical) = (String::new(), String::new());
+    push_f64(&mut text, value);
+    push_om_float(&mut canonical, value);
+    if text == canonical {
+        return format!(r#"le="{text}""#);
+    }
+    // Regular-expression metacharacters of a float's spelling, escaped for RE2 inside a
+    // PromQL string (whose own escape doubles the backslash).
+    let escape = |s: &str| s.replace('.', r"\\.").replace('+', r"\\+");
+    format!(r#"le=~"{}|{}""#, escape(&text), escape(&canonical))
 }
 
 /// Generates the rule file for `ops`.
@@ -514,7 +526,7 @@ fn record(
                 "by (operation, le) ".to_owned()
             };
             for w in WINDOWS {
-                let fast = sel(&format!(r#"le="{}""#, le(options.latency)));
+                let fast = sel(&le_matcher(options.latency));
                 push(
                     format!("{}{w}", names.slow),
                     format!(
@@ -703,6 +715,15 @@ mod tests {
             rules.text.contains("Get { {an} } A"),
             "no template in the runbook"
         );
+    }
+
+    #[test]
+    fn an_integral_latency_matches_both_spellings_of_its_bucket() {
+        // Prometheus 3 stores le="1" as le="1.0" whatever the scrape; Prometheus 2 keeps a
+        // text scrape's le="1".
+        assert_eq!(le_matcher(0.5), r#"le="0.5""#);
+        assert_eq!(le_matcher(1.0), r#"le=~"1|1\\.0""#);
+        assert_eq!(le_matcher(2_000_000.0), r#"le=~"2000000|2e\\+06""#);
     }
 
     #[test]

@@ -83,3 +83,5 @@ echo "JAEGER=$bin/jaeger"
 echo "PROMETHEUS3=$bin/prometheus"
 echo "PROMTOOL3=$bin/promtool"
 echo "OCI_CONFORMANCE=$bin/conformance"
+# Where the modules are: tools/proto-gen reads Prometheus' metrics.proto from there.
+echo "BACKENDS_GOMODCACHE=$GOMODCACHE"

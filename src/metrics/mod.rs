@@ -68,6 +68,8 @@ mod layer;
 mod names;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+#[cfg(feature = "protobuf")]
+mod proto;
 #[cfg(feature = "pushgateway")]
 pub mod push;
 mod registry;
@@ -89,6 +91,8 @@ pub use layer::{
     DEFAULT_MAX_OPERATIONS,
 };
 pub use names::{MetricNames, MetricNaming};
+#[cfg(feature = "protobuf")]
+pub use proto::PROTOBUF_CONTENT_TYPE;
 pub(crate) use registry::RenderHook;
 pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUFFIX};
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};

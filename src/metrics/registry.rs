@@ -237,32 +237,60 @@ impl MetricsRegistry {
         self.render_as(components, Format::OpenMetrics)
     }
 
-    fn render_as(&self, components: &[&str], format: Format) -> Result<String, UnknownComponent> {
-        if components.is_empty() {
-            self.run_hooks();
-            return Ok(self.inner.store.render(|_| true, format));
-        }
-        let wanted: BTreeSet<String> = {
-            let registered = self
-                .inner
-                .components
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let mut wanted = BTreeSet::new();
-            for c in components {
-                let families = registered
-                    .get(*c)
-                    .ok_or_else(|| UnknownComponent((*c).to_owned()))?;
-                wanted.extend(families.iter().cloned());
-            }
-            wanted
-        };
+    /// Renders like [`render_components`](Self::render_components), in the Prometheus
+    /// protobuf format (`application/vnd.google.protobuf;
+    /// proto=io.prometheus.client.MetricFamily; encoding=delimited`): one length-delimited
+    /// `MetricFamily` message per family, with the same values and exemplars as OpenMetrics.
+    #[cfg(feature = "protobuf")]
+    pub fn render_protobuf(&self, components: &[&str]) -> Result<Vec<u8>, UnknownComponent> {
+        let wanted = self.wanted(components)?;
         self.run_hooks();
-        Ok(self
-            .inner
-            .store
-            .render(|family| wanted.contains(family), format))
+        Ok(self.inner.store.render_protobuf(keep(&wanted)))
     }
+
+    /// The families of `components` (every family when empty) in `format`, as a body.
+    pub(crate) fn render_body(
+        &self,
+        components: &[&str],
+        format: Format,
+    ) -> Result<bytes::Bytes, UnknownComponent> {
+        #[cfg(feature = "protobuf")]
+        if format == Format::Protobuf {
+            return self.render_protobuf(components).map(bytes::Bytes::from);
+        }
+        self.render_as(components, format).map(bytes::Bytes::from)
+    }
+
+    fn render_as(&self, components: &[&str], format: Format) -> Result<String, UnknownComponent> {
+        let wanted = self.wanted(components)?;
+        self.run_hooks();
+        Ok(self.inner.store.render(keep(&wanted), format))
+    }
+
+    /// The families of `components`; `None` (every family) when there are none.
+    fn wanted(&self, components: &[&str]) -> Result<Option<BTreeSet<String>>, UnknownComponent> {
+        if components.is_empty() {
+            return Ok(None);
+        }
+        let registered = self
+            .inner
+            .components
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut wanted = BTreeSet::new();
+        for c in components {
+            let families = registered
+                .get(*c)
+                .ok_or_else(|| UnknownComponent((*c).to_owned()))?;
+            wanted.extend(families.iter().cloned());
+        }
+        Ok(Some(wanted))
+    }
+}
+
+/// The filter of a render: every family, or those `wanted`.
+fn keep(wanted: &Option<BTreeSet<String>>) -> impl Fn(&str) -> bool + '_ {
+    move |family| wanted.as_ref().is_none_or(|w| w.contains(family))
 }
 
 /// The checks `metric:` validation makes, for settings that did not come from a validated

@@ -19,7 +19,10 @@ use tokio::{
 };
 
 use super::{plain, refresh_failed, refresh_panicked, rendered, Refresh};
-use crate::metrics::registry::{MetricsRegistry, UnknownComponent};
+use crate::metrics::{
+    registry::{MetricsRegistry, UnknownComponent},
+    store::Format,
+};
 
 /// Waiting for a render slot.
 type SlotFuture = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -41,7 +44,7 @@ pub(super) struct Render {
     registry: MetricsRegistry,
     components: Vec<String>,
     head: bool,
-    openmetrics: bool,
+    format: Format,
     /// The render slot, given back when the render ends.
     slot: Option<OwnedSemaphorePermit>,
 }
@@ -52,24 +55,20 @@ impl Render {
         registry: MetricsRegistry,
         components: Vec<String>,
         head: bool,
-        openmetrics: bool,
+        format: Format,
     ) -> Self {
         Self {
             registry,
             components,
             head,
-            openmetrics,
+            format,
             slot: None,
         }
     }
 
-    fn run(self) -> Result<String, UnknownComponent> {
+    fn run(self) -> Result<Bytes, UnknownComponent> {
         let names: Vec<&str> = self.components.iter().map(String::as_str).collect();
-        if self.openmetrics {
-            self.registry.render_openmetrics(&names)
-        } else {
-            self.registry.render_components(&names)
-        }
+        self.registry.render_body(&names, self.format)
     }
 }
 
@@ -78,9 +77,9 @@ enum State {
     /// Waiting for the refresh; the render starts when it is done.
     Refreshing(Option<Render>),
     Rendering {
-        task: JoinHandle<Result<String, UnknownComponent>>,
+        task: JoinHandle<Result<Bytes, UnknownComponent>>,
         head: bool,
-        openmetrics: bool,
+        format: Format,
     },
 }
 
@@ -149,24 +148,20 @@ impl<R: Refresh> Future for EndpointFuture<R> {
                         *this.state = State::Ready(None);
                         continue;
                     };
-                    let (head, openmetrics) = (render.head, render.openmetrics);
+                    let (head, format) = (render.head, render.format);
                     *this.state = match tokio::runtime::Handle::try_current() {
                         Ok(rt) => State::Rendering {
                             task: rt.spawn_blocking(move || render.run()),
                             head,
-                            openmetrics,
+                            format,
                         },
                         // Outside a tokio runtime there are no async workers to protect.
-                        Err(_) => State::Ready(Some(rendered(render.run(), head, openmetrics))),
+                        Err(_) => State::Ready(Some(rendered(render.run(), head, format))),
                     };
                 }
-                State::Rendering {
-                    task,
-                    head,
-                    openmetrics,
-                } => {
+                State::Rendering { task, head, format } => {
                     let res = match std::task::ready!(Pin::new(task).poll(cx)) {
-                        Ok(result) => rendered(result, *head, *openmetrics),
+                        Ok(result) => rendered(result, *head, *format),
                         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
                     };
                     *this.state = State::Ready(None);
@@ -176,4 +171,3 @@ impl<R: Refresh> Future for EndpointFuture<R> {
         }
     }
 }
-

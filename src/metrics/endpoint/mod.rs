@@ -6,9 +6,9 @@ mod future;
 mod negotiate;
 mod server;
 
-use future::Render;
 pub use future::EndpointFuture;
-use negotiate::{prefers_openmetrics, rendered};
+use future::Render;
+use negotiate::{negotiate, rendered};
 pub use negotiate::{CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE};
 pub use server::MetricsServer;
 
@@ -30,7 +30,10 @@ use http_body_util::Full;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
-use super::registry::{MetricsRegistry, UnknownComponent};
+use super::{
+    registry::{MetricsRegistry, UnknownComponent},
+    store::Format,
+};
 
 /// The `tracing` target of a failed or panicked [`Refresh`].
 const LOG_TARGET: &str = "towerscope::metrics";
@@ -257,15 +260,15 @@ impl<R: Refresh> MetricsEndpoint<R> {
                 return EndpointFuture::ready(rendered(
                     Err(UnknownComponent(unknown.clone())),
                     head,
-                    false,
+                    Format::Text,
                 ));
             }
         }
-        let openmetrics = req
+        let format = req
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(prefers_openmetrics);
+            .map_or(Format::Text, negotiate);
         let names: Vec<&str> = components.iter().map(String::as_str).collect();
         let refresh = match catch_unwind(AssertUnwindSafe(|| self.refresh.refresh(&names))) {
             Ok(future) => Some(future),
@@ -277,7 +280,7 @@ impl<R: Refresh> MetricsEndpoint<R> {
         EndpointFuture::render(
             self.renders.clone(),
             refresh,
-            Render::new(self.registry.clone(), components, head, openmetrics),
+            Render::new(self.registry.clone(), components, head, format),
         )
     }
 }
@@ -338,7 +341,6 @@ fn refresh_panicked(panic: &(dyn Any + Send)) {
         "refreshing metrics before a scrape panicked; rendering the current values"
     );
 }
-
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

@@ -122,11 +122,11 @@ fn current() -> Option<(SpanIds, f64)> {
 
 /// One kept exemplar.
 #[derive(Debug, Clone, Copy)]
-struct Exemplar {
-    ids: SpanIds,
-    value: f64,
+pub(super) struct Exemplar {
+    pub(super) ids: SpanIds,
+    pub(super) value: f64,
     /// Unix time, seconds.
-    at: f64,
+    pub(super) at: f64,
 }
 
 /// The last exemplar of a counter or bucket: a sequence lock over five words, empty until the
@@ -179,7 +179,7 @@ impl ExemplarSlot {
     }
 
     /// The kept exemplar, if there is one.
-    fn get(&self) -> Option<Exemplar> {
+    pub(super) fn get(&self) -> Option<Exemplar> {
         for _ in 0..READ_RETRIES {
             let before = self.seq.load(Ordering::Acquire);
             if before == 0 {

@@ -95,6 +95,36 @@ pub(crate) fn push_f64(out: &mut String, value: f64) {
     }
 }
 
+/// Appends a float as OpenMetrics' canonical form writes it, which is how Prometheus 3 stores
+/// every `le` and `quantile` label value whatever the exposition format (its
+/// `FormatOpenMetricsFloat`: Go's shortest `%g`, exponent when it is below -4 or at least 6,
+/// and `.0` appended to a bare integer): `1` is `1.0`, `0.005` stays, `1e-5` is `1e-05`,
+/// `1048576` is `1.048576e+06`. For the rules' `le` matchers (`cli`).
+#[cfg(feature = "cli")]
+pub(crate) fn push_om_float(out: &mut String, value: f64) {
+    if value.is_nan() || value.is_infinite() {
+        return push_f64(out, value);
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d[.ddd]e[-]x`.
+    let sci = format!("{value:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let _ = write!(
+            out,
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        );
+        return;
+    }
+    let start = out.len();
+    let _ = write!(out, "{value}");
+    if !out[start..].contains('.') {
+        out.push_str(".0");
+    }
+}
+
 /// Appends an integer.
 pub(crate) fn push_u64(out: &mut String, value: u64) {
     let _ = write!(out, "{value}");
@@ -129,9 +159,76 @@ pub(crate) fn push_sample_head(
     out.push_str("} ");
 }
 
+#[cfg(any(feature = "otlp", feature = "protobuf"))]
+/// The pairs of a rendered label set `k1="v1",k2="v2"` (as `format::label_set` writes it),
+/// values unescaped.
+pub(crate) fn parse_label_set(set: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut rest = set;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        pairs.push((key.to_owned(), value));
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+    }
+    pairs
+}
+
+#[cfg(any(feature = "otlp", feature = "protobuf"))]
+/// A `# HELP` text back to the description (`\\` and `\n` unescaped).
+pub(crate) fn unescape_help(help: &str) -> String {
+    let mut out = String::with_capacity(help.len());
+    let mut chars = help.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(any(feature = "otlp", feature = "protobuf"))]
+    fn label_sets_parse_back_to_their_pairs() {
+        for pairs in [
+            vec![],
+            vec![("a", "1")],
+            vec![("method", "GET"), ("operation", "/v2/{name}")],
+            vec![("q", "say \"hi\"\\n,\nx=\"y\""), ("b", "")],
+        ] {
+            let set = label_set(pairs.iter().copied());
+            let parsed = parse_label_set(&set);
+            let expected: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(parsed, expected, "{set}");
+        }
+    }
 
     #[test]
     fn names_and_keys_are_sanitized() {
@@ -167,6 +264,34 @@ mod tests {
             out.push(' ');
         }
         assert_eq!(out, "0.5 1 +Inf -Inf NaN 0.0000001 ");
+    }
+
+    #[test]
+    #[cfg(feature = "cli")]
+    fn om_floats_are_what_prometheus_3_stores() {
+        // Go's labels.FormatOpenMetricsFloat for the same values.
+        let cases = [
+            (1.0, "1.0"),
+            (0.5, "0.5"),
+            (0.005, "0.005"),
+            (10.0, "10.0"),
+            (0.0, "0.0"),
+            (-2.5, "-2.5"),
+            (100_000.0, "100000.0"),
+            (1_000_000.0, "1e+06"),
+            (1_048_576.0, "1.048576e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123_456.7, "123456.7"),
+            (2.5e21, "2.5e+21"),
+            (f64::INFINITY, "+Inf"),
+        ];
+        for (value, want) in cases {
+            let mut out = String::new();
+            push_om_float(&mut out, value);
+            assert_eq!(out, want, "{value}");
+        }
     }
 
     #[test]

@@ -19,8 +19,10 @@
 mod exemplar;
 mod format;
 #[cfg(feature = "cli")]
-pub(crate) use format::push_f64;
+pub(crate) use format::{push_f64, push_om_float};
 mod histogram;
+#[cfg(feature = "protobuf")]
+mod protobuf;
 #[cfg(feature = "otlp")]
 pub(crate) mod snapshot;
 mod summary;
@@ -45,13 +47,17 @@ use exemplar::ExemplarSlot;
 pub use exemplar::{with_exemplar, SpanIds};
 use histogram::HistogramCell;
 
-/// The text a render writes.
+/// What a render writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
     /// Prometheus text format 0.0.4.
     Text,
     /// OpenMetrics 1.0 text, with exemplars.
     OpenMetrics,
+    /// The Prometheus protobuf format: delimited `io.prometheus.client.MetricFamily`
+    /// messages, with exemplars.
+    #[cfg(feature = "protobuf")]
+    Protobuf,
 }
 
 /// A counter series: its value and its last exemplar.
@@ -164,6 +170,9 @@ pub(crate) struct Store {
     help: RwLock<HashMap<String, String, foldhash::fast::RandomState>>,
     /// Length of the last render: the next one reserves it up front.
     last_len: AtomicUsize,
+    /// The same for the protobuf render.
+    #[cfg(feature = "protobuf")]
+    last_proto_len: AtomicUsize,
     /// Buckets a family's instrumentation advises (the OpenTelemetry conventions' duration
     /// buckets), by full family name: used when the settings name no buckets for the family.
     advised: RwLock<BTreeMap<String, Arc<[f64]>>>,
@@ -202,6 +211,8 @@ impl Store {
             families: RwLock::default(),
             help: RwLock::default(),
             last_len: AtomicUsize::new(0),
+            #[cfg(feature = "protobuf")]
+            last_proto_len: AtomicUsize::new(0),
             advised: RwLock::default(),
         }
     }

@@ -3,7 +3,11 @@
 
 use std::sync::{atomic::Ordering, Arc, PoisonError};
 
-use super::{summary::Scratch, Cell, Kind, Store};
+use super::{
+    format::{parse_label_set, unescape_help},
+    summary::Scratch,
+    Cell, Kind, Store,
+};
 
 /// One family: its name, help text and series.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,75 +123,11 @@ impl Store {
     }
 }
 
-/// The pairs of a rendered label set `k1="v1",k2="v2"` (as `format::label_set` writes it),
-/// values unescaped.
-fn parse_label_set(set: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut rest = set;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, other)) => value.push(other),
-                    None => {}
-                },
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        pairs.push((key.to_owned(), value));
-        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
-    }
-    pairs
-}
-
-/// A `# HELP` text back to the description (`\\` and `\n` unescaped).
-fn unescape_help(help: &str) -> String {
-    let mut out = String::with_capacity(help.len());
-    let mut chars = help.chars();
-    while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            },
-            (c, false) => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::store::{format::label_set, Settings};
+    use crate::metrics::store::Settings;
     use metrics::{Key, Label, Recorder};
-
-    #[test]
-    fn label_sets_parse_back_to_their_pairs() {
-        for pairs in [
-            vec![],
-            vec![("a", "1")],
-            vec![("method", "GET"), ("operation", "/v2/{name}")],
-            vec![("q", "say \"hi\"\\n,\nx=\"y\""), ("b", "")],
-        ] {
-            let set = label_set(pairs.iter().copied());
-            let parsed = parse_label_set(&set);
-            let expected: Vec<(String, String)> = pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            assert_eq!(parsed, expected, "{set}");
-        }
-    }
 
     #[test]
     fn a_snapshot_reads_every_kind() {

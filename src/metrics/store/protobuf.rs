@@ -1,0 +1,263 @@
+//! The protobuf render: every family as an `io.prometheus.client.MetricFamily` message,
+//! length-delimited one after another, as Prometheus reads
+//! `application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited`.
+//!
+//! The same walk as the text render (families by name, series by label set, under the family
+//! map's read lock) with the same values: counters with their last exemplar, gauges,
+//! summaries with their quantiles, histograms with their cumulative buckets (the `+Inf`
+//! bucket included, though the format makes it optional, so that its exemplar has a place)
+//! and each bucket's last exemplar. Help texts are the descriptions as given (no text-format escaping).
+
+use std::sync::{atomic::Ordering, PoisonError};
+
+use prost::Message as _;
+
+use super::{
+    exemplar::{Exemplar as Kept, ExemplarSlot},
+    format::{parse_label_set, unescape_help},
+    summary::Scratch,
+    Cell, Kind, Store,
+};
+use crate::metrics::proto::{
+    client::{
+        Bucket, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+        Quantile, Summary,
+    },
+    Timestamp,
+};
+
+impl Store {
+    /// Renders the families for which `keep(name)` is true as delimited `MetricFamily`
+    /// messages.
+    pub(crate) fn render_protobuf(&self, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let help = self.help.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::with_capacity(self.last_proto_len.load(Ordering::Relaxed));
+        let mut read = Reader::default();
+        for (name, family) in families.iter() {
+            if family.series.is_empty() || !keep(name) {
+                continue;
+            }
+            let metric = family
+                .series
+                .iter()
+                .filter_map(|(labels, cell)| read.metric(self, &family.kind, labels, cell))
+                .collect();
+            let message = MetricFamily {
+                name: Some(name.clone()),
+                help: help.get(name).map(|h| unescape_help(h)),
+                r#type: Some(metric_type(&family.kind) as i32),
+                metric,
+                unit: None,
+            };
+            // Encoding into a Vec cannot fail: it grows as needed.
+            let _ = message.encode_length_delimited(&mut out);
+        }
+        self.last_proto_len.store(out.len(), Ordering::Relaxed);
+        out
+    }
+}
+
+fn metric_type(kind: &Kind) -> MetricType {
+    match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+        Kind::Summary => MetricType::Summary,
+        Kind::Histogram { .. } => MetricType::Histogram,
+    }
+}
+
+/// Buffers reused across the series of one render.
+#[derive(Default)]
+struct Reader {
+    scratch: Scratch,
+    quantiles: Vec<f64>,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Reader {
+    /// One series as a `Metric`; `None` for a histogram cell under another kind (never made).
+    fn metric(&mut self, store: &Store, kind: &Kind, labels: &str, cell: &Cell) -> Option<Metric> {
+        let label = parse_label_set(labels)
+            .into_iter()
+            .map(|(name, value)| LabelPair {
+                name: Some(name),
+                value: Some(value),
+            })
+            .collect();
+        let mut metric = Metric {
+            label,
+            ..Metric::default()
+        };
+        match (cell, kind) {
+            (Cell::Counter(c), _) => {
+                metric.counter = Some(Counter {
+                    value: Some(c.value.load(Ordering::Relaxed) as f64),
+                    exemplar: exemplar(&c.exemplar),
+                    created_timestamp: None,
+                });
+            }
+            (Cell::Gauge(g), _) => {
+                metric.gauge = Some(Gauge {
+                    value: Some(f64::from_bits(g.load(Ordering::Relaxed))),
+                });
+            }
+            (Cell::Summary(s), _) => {
+                s.quantiles(
+                    &store.settings.quantiles,
+                    &store.quantile_order,
+                    &mut self.scratch,
+                    &mut self.quantiles,
+                );
+                let totals = s.totals();
+                metric.summary = Some(Summary {
+                    sample_count: Some(totals.count),
+                    sample_sum: Some(totals.sum),
+                    quantile: store
+                        .settings
+                        .quantiles
+                        .iter()
+                        .zip(&self.quantiles)
+                        .map(|(q, v)| Quantile {
+                            quantile: Some(*q),
+                            value: Some(*v),
+                        })
+                        .collect(),
+                    created_timestamp: None,
+                });
+            }
+            (Cell::Histogram(h), Kind::Histogram { .. }) => {
+                let (count, sum) = h.read(&mut self.buckets);
+                let bucket = self
+                    .buckets
+                    .iter()
+                    .chain([&(f64::INFINITY, count)])
+                    .enumerate()
+                    .map(|(index, (bound, cumulative))| Bucket {
+                        cumulative_count: Some(*cumulative),
+                        upper_bound: Some(*bound),
+                        exemplar: h.exemplars.get(index).and_then(exemplar),
+                        ..Bucket::default()
+                    })
+                    .collect();
+                metric.histogram = Some(Histogram {
+                    sample_count: Some(count),
+                    sample_sum: Some(sum),
+                    bucket,
+                    ..Histogram::default()
+                });
+            }
+            (Cell::Histogram(_), _) => return None,
+        }
+        Some(metric)
+    }
+}
+
+/// A kept exemplar as the format's `Exemplar`: `trace_id` and `span_id` labels, the value,
+/// the time.
+fn exemplar(slot: &ExemplarSlot) -> Option<Exemplar> {
+    let Kept { ids, value, at } = slot.get()?;
+    let label = |name: &str, value: String| LabelPair {
+        name: Some(name.to_owned()),
+        value: Some(value),
+    };
+    Some(Exemplar {
+        label: vec![
+            label("trace_id", ids.trace_id.to_string()),
+            label("span_id", ids.span_id.to_string()),
+        ],
+        value: Some(value),
+        timestamp: Some(Timestamp::from_unix(at)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics::{Key, Label, Level, Metadata, Recorder};
+    use opentelemetry::trace::{SpanId, TraceId};
+    use prost::Message as _;
+
+    use super::super::{with_exemplar, Settings, SpanIds, Store};
+    use crate::metrics::proto::client::{MetricFamily, MetricType};
+
+    static META: Metadata<'static> = Metadata::new("test", Level::INFO, None);
+
+    fn decode(mut bytes: &[u8]) -> Vec<MetricFamily> {
+        let mut families = Vec::new();
+        while !bytes.is_empty() {
+            families.push(MetricFamily::decode_length_delimited(&mut bytes).unwrap());
+        }
+        families
+    }
+
+    #[test]
+    fn every_kind_as_metric_family_messages_with_exemplars() {
+        let store = Store::new(Settings {
+            quantiles: vec![0.5, 0.9],
+            suffix_buckets: Some(("_seconds".into(), vec![0.1, 1.0])),
+            ..Settings::default()
+        });
+        store.describe("req_total", "Requests.\nAll of them.");
+        let key = |name: &'static str| Key::from_parts(name, vec![Label::new("op", "a\"b")]);
+        let ids = SpanIds {
+            trace_id: TraceId::from(7),
+            span_id: SpanId::from(9),
+        };
+        let total = store.register_counter(&key("req_total"), &META);
+        let h = store.register_histogram(&key("d_seconds"), &META);
+        with_exemplar(Some(ids), || {
+            total.increment(3);
+            h.record(0.5);
+        });
+        h.record(5.0);
+        store.register_gauge(&key("g"), &META).set(-2.5);
+        store.register_histogram(&key("s"), &META).record(4.0);
+
+        let families = decode(&store.render_protobuf(|_| true));
+        let names: Vec<_> = families.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["d_seconds", "g", "req_total", "s"]);
+        let by = |name: &str| families.iter().find(|f| f.name() == name).unwrap();
+
+        let counter = by("req_total");
+        assert_eq!(counter.r#type(), MetricType::Counter);
+        assert_eq!(counter.help(), "Requests.\nAll of them.");
+        let metric = &counter.metric[0];
+        assert_eq!(
+            (metric.label[0].name(), metric.label[0].value()),
+            ("op", "a\"b")
+        );
+        let c = metric.counter.as_ref().unwrap();
+        assert_eq!(c.value(), 3.0);
+        let e = c.exemplar.as_ref().unwrap();
+        let labels: Vec<_> = e.label.iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("trace_id", "00000000000000000000000000000007"),
+                ("span_id", "0000000000000009")
+            ]
+        );
+        assert_eq!(e.value(), 3.0);
+        assert!(e.timestamp.unwrap().seconds > 1_700_000_000);
+
+        let hist = by("d_seconds").metric[0].histogram.as_ref().unwrap();
+        assert_eq!((hist.sample_count(), hist.sample_sum()), (2, 5.5));
+        let buckets: Vec<_> = hist
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count(), b.exemplar.is_some()))
+            .collect();
+        assert_eq!(
+            buckets,
+            [(0.1, 0, false), (1.0, 1, true), (f64::INFINITY, 2, false)]
+        );
+        assert_eq!(by("g").metric[0].gauge.unwrap().value(), -2.5);
+        let summary = by("s").metric[0].summary.as_ref().unwrap();
+        assert_eq!(by("s").r#type(), MetricType::Summary);
+        assert_eq!((summary.sample_count(), summary.sample_sum()), (1, 4.0));
+        let quantiles: Vec<_> = summary.quantile.iter().map(|q| q.quantile()).collect();
+        assert_eq!(quantiles, [0.5, 0.9]);
+        // Filtered like the text render.
+        assert_eq!(decode(&store.render_protobuf(|f| f == "g")).len(), 1);
+    }
+}
