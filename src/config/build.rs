@@ -6,10 +6,11 @@
 use std::{io, time::Duration};
 
 use crate::{
-    config::MetricConfig,
+    config::{MetricConfig, NativeHistogramConfig},
     metrics::{
-        store::Settings, MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry,
-        MetricsServer, DURATION_SUFFIX,
+        store::{native::NativeSettings, Settings},
+        MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry, MetricsServer,
+        DURATION_SUFFIX,
     },
 };
 
@@ -28,8 +29,20 @@ impl MetricsRegistry {
                 .map(|buckets| (DURATION_SUFFIX.to_owned(), buckets)),
             family_buckets: config.family_buckets.clone(),
             no_exemplars: !config.exemplars,
+            histogram: config.histogram,
+            native: native_settings(&config.native_histogram),
         };
         Self::from_settings(settings, Duration::from_secs(config.upkeep_interval_secs))
+    }
+}
+
+/// The store's form of `metric.native_histogram`.
+fn native_settings(config: &NativeHistogramConfig) -> NativeSettings {
+    NativeSettings {
+        zero_threshold: config.zero_threshold,
+        max_buckets: config.max_buckets,
+        min_reset: Duration::from_secs(config.min_reset_duration_secs),
+        ..NativeSettings::new(config.bucket_factor)
     }
 }
 

@@ -10,9 +10,9 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     error::{ConfigProblem, Problems},
-    OtelConfig, OtlpProtocol,
+    NativeHistogramConfig, OtelConfig, OtlpProtocol,
 };
-use crate::metrics::{MetricNaming, DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
+use crate::metrics::{HistogramMode, MetricNaming, DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
 
 /// The `metric:` block: Harbor's `enabled`, `port` and `path`, plus towerscope's keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +66,14 @@ pub struct MetricConfig {
     /// `http_server_response_body_size_bytes` (the bytes the response body passed on).
     /// Defaults to `false`.
     pub body_sizes: bool,
+    /// How histogram families are kept: `classic` (summaries, or classic buckets where
+    /// `buckets`/`family_buckets` say), `native` (Prometheus native histograms: exponential
+    /// buckets, served in the protobuf format and pushed as OTLP exponential histograms) or
+    /// `both` (native histograms and classic buckets: `buckets`, or Prometheus' default
+    /// buckets). Defaults to `classic`. See the README for which to choose.
+    pub histogram: HistogramMode,
+    /// The native histograms' bucket factor, zero threshold, bucket limit and reset rule.
+    pub native_histogram: NativeHistogramConfig,
     /// Pushes every family over OTLP too, beside the Prometheus endpoint (feature `otlp`).
     /// Defaults to none.
     pub otlp: Option<MetricOtlpConfig>,
@@ -178,6 +186,8 @@ impl Default for MetricConfig {
             exemplars: true,
             naming: MetricNaming::Harbor,
             body_sizes: false,
+            histogram: HistogramMode::Classic,
+            native_histogram: NativeHistogramConfig::default(),
             otlp: None,
         }
     }
@@ -232,8 +242,42 @@ impl MetricConfig {
                 "needs `naming: otel` (the body-size families are the OpenTelemetry conventions')",
             );
         }
+        self.check_histogram(&mut p);
         if let Some(otlp) = &self.otlp {
             otlp.check(&mut p.block("otlp"));
+        }
+    }
+
+    /// `histogram` and `native_histogram`: native histograms are only seen in the protobuf
+    /// format or an OTLP push, and make summaries (`quantiles`) moot.
+    fn check_histogram(&self, p: &mut Problems<'_>) {
+        if self.histogram == HistogramMode::Classic {
+            return;
+        }
+        self.native_histogram
+            .check(&mut p.block("native_histogram"));
+        if !cfg!(feature = "protobuf") && self.otlp.is_none() {
+            p.push(
+                "histogram",
+                "native histograms are served in the protobuf format: enable towerscope's \
+                 `protobuf` feature (on by default), or push them with `otlp`",
+            );
+        }
+        if self.quantiles.is_some() {
+            p.push(
+                "quantiles",
+                "durations are native histograms, not summaries, with `histogram: native` or \
+                 `both`: remove quantiles",
+            );
+        }
+        if self.histogram == HistogramMode::Native
+            && (self.buckets.is_some() || !self.family_buckets.is_empty())
+        {
+            p.push(
+                "histogram",
+                "`native` keeps no classic buckets: use `both` to keep `buckets` and \
+                 `family_buckets` beside the native ones",
+            );
         }
     }
 

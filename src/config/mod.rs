@@ -38,6 +38,7 @@ mod build;
 mod document;
 mod env;
 mod error;
+mod histogram;
 mod metric;
 mod pipeline;
 mod request_id;
@@ -45,6 +46,7 @@ mod trace;
 
 pub use document::WithTelemetry;
 pub use error::{ConfigError, ConfigProblem};
+pub use histogram::{NativeHistogramConfig, DEFAULT_ZERO_THRESHOLD};
 pub use metric::{MetricConfig, MetricOtlpConfig, MetricTemporality, DEFAULT_METHODS};
 pub use request_id::RequestIdConfig;
 pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
@@ -188,6 +190,12 @@ mod tests {
             ("metrics: {}", "metrics: unknown field `metrics`, expected one of `metric`, `request_id`, `trace`"),
             ("request_id: { header: 'a b' }", "request_id.header: \"a b\" is not a valid header name"),
             ("request_id: { trust: false }", "request_id.trust: unknown field `trust`"),
+            ("metric: { histogram: exponential }", "metric.histogram: unknown variant `exponential`, expected one of `classic`, `native`, `both`"),
+            ("metric: { histogram: native, quantiles: [0.5] }", "metric.quantiles: durations are native histograms, not summaries"),
+            ("metric: { histogram: native, buckets: [1] }", "metric.histogram: `native` keeps no classic buckets: use `both`"),
+            ("metric: { histogram: both, native_histogram: { bucket_factor: 1 } }", "metric.native_histogram.bucket_factor: must be a number above 1 (got 1)"),
+            ("metric: { histogram: native, native_histogram: { zero_threshold: -1 } }", "metric.native_histogram.zero_threshold: must be a finite number, 0 or more (got -1)"),
+            ("metric: { histogram: native, native_histogram: { max_buckets: 0, min_reset_duration_secs: 60 } }", "metric.native_histogram.min_reset_duration_secs: resets a series over max_buckets"),
         ];
         for (yaml, expected) in table {
             let got = err(yaml);
@@ -196,6 +204,23 @@ mod tests {
                 "{yaml}\n  expected: {expected}\n  got: {got}"
             );
         }
+    }
+
+    #[test]
+    fn native_histogram_keys_parse_with_client_golang_s_defaults() {
+        let c = Config::from_yaml_str(
+            "metric: { histogram: both, buckets: [0.1, 1], native_histogram: { bucket_factor: 1.01, max_buckets: 100 } }",
+        )
+        .unwrap();
+        assert_eq!(c.metric.histogram, crate::metrics::HistogramMode::Both);
+        assert_eq!(c.metric.native_histogram.max_buckets, 100);
+        assert_eq!(
+            c.metric.native_histogram.zero_threshold,
+            DEFAULT_ZERO_THRESHOLD
+        );
+        let d = Config::from_yaml_str("{}").unwrap().metric;
+        assert_eq!(d.histogram, crate::metrics::HistogramMode::Classic);
+        assert_eq!(d.native_histogram, NativeHistogramConfig::default());
     }
 
     #[test]

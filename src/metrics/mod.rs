@@ -90,7 +90,7 @@ pub use layer::{
     MetricsLayer, MetricsService, ResponseBody, ResponseFuture, DEFAULT_COMPONENT,
     DEFAULT_MAX_OPERATIONS,
 };
-pub use names::{MetricNames, MetricNaming};
+pub use names::{HistogramMode, MetricNames, MetricNaming};
 #[cfg(feature = "protobuf")]
 pub use proto::PROTOBUF_CONTENT_TYPE;
 pub(crate) use registry::RenderHook;

@@ -52,6 +52,22 @@ impl Default for MetricNames {
     }
 }
 
+/// How duration (histogram) families are stored and exposed (`metric.histogram`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistogramMode {
+    /// Summaries, or classic buckets where buckets are configured or advised (as before).
+    #[default]
+    Classic,
+    /// Prometheus native histograms (exponential buckets), exposed in the protobuf format
+    /// and pushed as OTLP exponential histograms; the text formats show their count and sum.
+    Native,
+    /// Native histograms and classic buckets (the configured ones, the advised ones, or
+    /// Prometheus' default buckets), as client_golang exposes both: the text formats show the
+    /// classic buckets, the protobuf format both.
+    Both,
+}
+
 /// Which names and labels the request families use: `metric.naming`.
 ///
 /// | | `Harbor` (default) | `Otel` |

@@ -10,16 +10,17 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
         metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
-        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-        ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+        Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        Summary, SummaryDataPoint,
     },
     resource::v1::Resource,
 };
 
-use super::Temporality;
+use super::{exponential::exponential_point, Temporality};
 use crate::metrics::{
     semconv,
-    store::snapshot::{FamilySnapshot, ValueSnapshot},
+    store::snapshot::{FamilySnapshot, NativeSnapshot, ValueSnapshot},
     MetricNaming,
 };
 
@@ -35,6 +36,16 @@ enum Totals {
         count: u64,
         sum: f64,
     },
+    Exponential(NativeSnapshot),
+}
+
+/// One push being encoded: its times, and the totals a delivery will remember.
+struct Push {
+    taken_nanos: u64,
+    /// The start time of cumulative and delta points.
+    start: u64,
+    delta: bool,
+    totals: HashMap<SeriesKey, Totals>,
 }
 
 /// Turns snapshots into requests; remembers, for delta temporality, what was last delivered.
@@ -154,12 +165,16 @@ impl Encoder {
     pub(crate) fn encode(&self, families: &[FamilySnapshot], now: SystemTime) -> Encoded {
         let taken_nanos = nanos(now);
         let delta = self.temporality == Temporality::Delta;
-        let start = if delta {
-            self.last_nanos
-        } else {
-            self.start_nanos
+        let mut push = Push {
+            taken_nanos,
+            start: if delta {
+                self.last_nanos
+            } else {
+                self.start_nanos
+            },
+            delta,
+            totals: HashMap::new(),
         };
-        let mut totals = HashMap::new();
         let mut points = 0u64;
         let mut metrics = Vec::with_capacity(families.len());
         for family in families {
@@ -167,150 +182,8 @@ impl Encoder {
                 MetricNaming::Otel => semconv::otel_instrument(&family.name),
                 MetricNaming::Harbor => None,
             };
-            let attributes = |labels: &[(String, String)]| match instrument {
-                Some(_) => semconv_attributes(labels),
-                None => attributes(labels),
-            };
-            let mut numbers = Vec::new();
-            let mut histograms = Vec::new();
-            let mut summaries = Vec::new();
-            let mut kind = None;
-            for series in &family.series {
-                let key = (family.name.clone(), series.labels.clone());
-                let attributes = attributes(&series.labels);
-                match &series.value {
-                    ValueSnapshot::Counter(value) => {
-                        kind = Some(Data::Sum(Sum::default()));
-                        let reported = match (delta, self.delivered.get(&key)) {
-                            (true, Some(Totals::Counter(before))) if before <= value => {
-                                value - before
-                            }
-                            _ => *value,
-                        };
-                        if delta {
-                            totals.insert(key, Totals::Counter(*value));
-                        }
-                        numbers.push(NumberDataPoint {
-                            attributes,
-                            start_time_unix_nano: start,
-                            time_unix_nano: taken_nanos,
-                            value: Some(number_data_point::Value::AsInt(
-                                i64::try_from(reported).unwrap_or(i64::MAX),
-                            )),
-                            ..NumberDataPoint::default()
-                        });
-                    }
-                    ValueSnapshot::Gauge(value) => {
-                        kind = Some(Data::Gauge(Gauge::default()));
-                        numbers.push(NumberDataPoint {
-                            attributes,
-                            time_unix_nano: taken_nanos,
-                            value: Some(number_data_point::Value::AsDouble(*value)),
-                            ..NumberDataPoint::default()
-                        });
-                    }
-                    ValueSnapshot::Histogram {
-                        bounds,
-                        counts,
-                        count,
-                        sum,
-                    } => {
-                        kind = Some(Data::Histogram(Histogram::default()));
-                        let (counts_out, count_out, sum_out) =
-                            match (delta, self.delivered.get(&key)) {
-                                (
-                                    true,
-                                    Some(Totals::Histogram {
-                                        counts: before,
-                                        count: before_count,
-                                        sum: before_sum,
-                                    }),
-                                ) if before_count <= count && before.len() == counts.len() => (
-                                    counts
-                                        .iter()
-                                        .zip(before)
-                                        .map(|(n, b)| n.saturating_sub(*b))
-                                        .collect(),
-                                    count - before_count,
-                                    sum - before_sum,
-                                ),
-                                _ => (counts.clone(), *count, *sum),
-                            };
-                        if delta {
-                            totals.insert(
-                                key,
-                                Totals::Histogram {
-                                    counts: counts.clone(),
-                                    count: *count,
-                                    sum: *sum,
-                                },
-                            );
-                        }
-                        histograms.push(HistogramDataPoint {
-                            attributes,
-                            start_time_unix_nano: start,
-                            time_unix_nano: taken_nanos,
-                            count: count_out,
-                            sum: Some(sum_out),
-                            bucket_counts: counts_out,
-                            explicit_bounds: bounds.to_vec(),
-                            ..HistogramDataPoint::default()
-                        });
-                    }
-                    ValueSnapshot::Summary {
-                        quantiles,
-                        count,
-                        sum,
-                    } => {
-                        kind = Some(Data::Summary(Summary::default()));
-                        // OTLP summaries are cumulative only.
-                        summaries.push(SummaryDataPoint {
-                            attributes,
-                            start_time_unix_nano: self.start_nanos,
-                            time_unix_nano: taken_nanos,
-                            count: *count,
-                            sum: *sum,
-                            quantile_values: quantiles
-                                .iter()
-                                .map(|(quantile, value)| ValueAtQuantile {
-                                    quantile: *quantile,
-                                    value: *value,
-                                })
-                                .collect(),
-                            ..SummaryDataPoint::default()
-                        });
-                    }
-                }
-            }
-            let data = match kind {
-                Some(Data::Sum(_)) => Data::Sum(Sum {
-                    data_points: numbers,
-                    aggregation_temporality: self.aggregation(),
-                    is_monotonic: true,
-                }),
-                // An OpenTelemetry UpDownCounter (`http.server.active_requests`) goes out as an
-                // SDK sends one: a non-monotonic cumulative sum.
-                Some(Data::Gauge(_)) if instrument.is_some_and(|i| i.up_down) => {
-                    for point in &mut numbers {
-                        point.start_time_unix_nano = self.start_nanos;
-                    }
-                    Data::Sum(Sum {
-                        data_points: numbers,
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                        is_monotonic: false,
-                    })
-                }
-                Some(Data::Gauge(_)) => Data::Gauge(Gauge {
-                    data_points: numbers,
-                }),
-                Some(Data::Histogram(_)) => Data::Histogram(Histogram {
-                    data_points: histograms,
-                    aggregation_temporality: self.aggregation(),
-                }),
-                Some(Data::Summary(_)) => Data::Summary(Summary {
-                    data_points: summaries,
-                }),
-                _ => continue,
+            let Some(data) = self.family_data(family, instrument, &mut push) else {
+                continue;
             };
             points += family.series.len() as u64;
             let (name, unit) = match instrument {
@@ -325,7 +198,18 @@ impl Encoder {
                 ..Metric::default()
             });
         }
-        let request = ExportMetricsServiceRequest {
+        Encoded {
+            request: self.request(metrics),
+            delivery: Delivery {
+                points,
+                taken_nanos,
+                totals: push.totals,
+            },
+        }
+    }
+
+    fn request(&self, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
                 scope_metrics: vec![ScopeMetrics {
@@ -339,15 +223,220 @@ impl Encoder {
                 }],
                 ..ResourceMetrics::default()
             }],
-        };
-        Encoded {
-            request,
-            delivery: Delivery {
-                points,
-                taken_nanos,
-                totals,
-            },
         }
+    }
+
+    /// The data of one family: of the kind of its series (a family has one kind).
+    fn family_data(
+        &self,
+        family: &FamilySnapshot,
+        instrument: Option<semconv::OtelInstrument>,
+        push: &mut Push,
+    ) -> Option<Data> {
+        let first = family.series.first()?;
+        let attributes = |labels: &[(String, String)]| match instrument {
+            Some(_) => semconv_attributes(labels),
+            None => attributes(labels),
+        };
+        let series = family.series.iter().map(|series| {
+            let key = (family.name.clone(), series.labels.clone());
+            (key, attributes(&series.labels), &series.value)
+        });
+        Some(match &first.value {
+            ValueSnapshot::Counter(_) => Data::Sum(Sum {
+                data_points: series
+                    .filter_map(|(key, attrs, value)| self.counter_point(key, attrs, value, push))
+                    .collect(),
+                aggregation_temporality: self.aggregation(),
+                is_monotonic: true,
+            }),
+            ValueSnapshot::Gauge(_) => {
+                let up_down = instrument.is_some_and(|i| i.up_down);
+                let data_points = series
+                    .filter_map(|(_, attributes, value)| match value {
+                        ValueSnapshot::Gauge(value) => Some(NumberDataPoint {
+                            attributes,
+                            // An OpenTelemetry UpDownCounter (`http.server.active_requests`)
+                            // goes out as an SDK sends one: a non-monotonic cumulative sum.
+                            start_time_unix_nano: if up_down { self.start_nanos } else { 0 },
+                            time_unix_nano: push.taken_nanos,
+                            value: Some(number_data_point::Value::AsDouble(*value)),
+                            ..NumberDataPoint::default()
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                if up_down {
+                    Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: false,
+                    })
+                } else {
+                    Data::Gauge(Gauge { data_points })
+                }
+            }
+            ValueSnapshot::Histogram { .. } => Data::Histogram(Histogram {
+                data_points: series
+                    .filter_map(|(key, attrs, value)| self.histogram_point(key, attrs, value, push))
+                    .collect(),
+                aggregation_temporality: self.aggregation(),
+            }),
+            ValueSnapshot::Exponential(_) => Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: series
+                    .filter_map(|(key, attrs, value)| {
+                        self.exponential_point(key, attrs, value, push)
+                    })
+                    .collect(),
+                aggregation_temporality: self.aggregation(),
+            }),
+            ValueSnapshot::Summary { .. } => Data::Summary(Summary {
+                data_points: series
+                    .filter_map(|(_, attrs, value)| self.summary_point(attrs, value, push))
+                    .collect(),
+            }),
+        })
+    }
+
+    fn counter_point(
+        &self,
+        key: SeriesKey,
+        attributes: Vec<KeyValue>,
+        value: &ValueSnapshot,
+        push: &mut Push,
+    ) -> Option<NumberDataPoint> {
+        let ValueSnapshot::Counter(value) = value else {
+            return None;
+        };
+        let reported = match (push.delta, self.delivered.get(&key)) {
+            (true, Some(Totals::Counter(before))) if before <= value => value - before,
+            _ => *value,
+        };
+        if push.delta {
+            push.totals.insert(key, Totals::Counter(*value));
+        }
+        Some(NumberDataPoint {
+            attributes,
+            start_time_unix_nano: push.start,
+            time_unix_nano: push.taken_nanos,
+            value: Some(number_data_point::Value::AsInt(
+                i64::try_from(reported).unwrap_or(i64::MAX),
+            )),
+            ..NumberDataPoint::default()
+        })
+    }
+
+    fn histogram_point(
+        &self,
+        key: SeriesKey,
+        attributes: Vec<KeyValue>,
+        value: &ValueSnapshot,
+        push: &mut Push,
+    ) -> Option<HistogramDataPoint> {
+        let ValueSnapshot::Histogram {
+            bounds,
+            counts,
+            count,
+            sum,
+        } = value
+        else {
+            return None;
+        };
+        let (counts_out, count_out, sum_out) = match (push.delta, self.delivered.get(&key)) {
+            (
+                true,
+                Some(Totals::Histogram {
+                    counts: before,
+                    count: before_count,
+                    sum: before_sum,
+                }),
+            ) if before_count <= count && before.len() == counts.len() => (
+                counts
+                    .iter()
+                    .zip(before)
+                    .map(|(n, b)| n.saturating_sub(*b))
+                    .collect(),
+                count - before_count,
+                sum - before_sum,
+            ),
+            _ => (counts.clone(), *count, *sum),
+        };
+        if push.delta {
+            let totals = Totals::Histogram {
+                counts: counts.clone(),
+                count: *count,
+                sum: *sum,
+            };
+            push.totals.insert(key, totals);
+        }
+        Some(HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: push.start,
+            time_unix_nano: push.taken_nanos,
+            count: count_out,
+            sum: Some(sum_out),
+            bucket_counts: counts_out,
+            explicit_bounds: bounds.to_vec(),
+            ..HistogramDataPoint::default()
+        })
+    }
+
+    fn exponential_point(
+        &self,
+        key: SeriesKey,
+        attributes: Vec<KeyValue>,
+        value: &ValueSnapshot,
+        push: &mut Push,
+    ) -> Option<ExponentialHistogramDataPoint> {
+        let ValueSnapshot::Exponential(native) = value else {
+            return None;
+        };
+        let before = match (push.delta, self.delivered.get(&key)) {
+            (true, Some(Totals::Exponential(before))) => Some(before),
+            _ => None,
+        };
+        let point = ExponentialHistogramDataPoint {
+            attributes,
+            start_time_unix_nano: push.start,
+            time_unix_nano: push.taken_nanos,
+            ..exponential_point(native, before)
+        };
+        if push.delta {
+            push.totals.insert(key, Totals::Exponential(native.clone()));
+        }
+        Some(point)
+    }
+
+    fn summary_point(
+        &self,
+        attributes: Vec<KeyValue>,
+        value: &ValueSnapshot,
+        push: &Push,
+    ) -> Option<SummaryDataPoint> {
+        let ValueSnapshot::Summary {
+            quantiles,
+            count,
+            sum,
+        } = value
+        else {
+            return None;
+        };
+        // OTLP summaries are cumulative only.
+        Some(SummaryDataPoint {
+            attributes,
+            start_time_unix_nano: self.start_nanos,
+            time_unix_nano: push.taken_nanos,
+            count: *count,
+            sum: *sum,
+            quantile_values: quantiles
+                .iter()
+                .map(|(quantile, value)| ValueAtQuantile {
+                    quantile: *quantile,
+                    value: *value,
+                })
+                .collect(),
+            ..SummaryDataPoint::default()
+        })
     }
 
     /// Remembers what a delivered request held: the next delta starts from it.

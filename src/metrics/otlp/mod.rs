@@ -37,6 +37,7 @@
 //! drop, and by [`Telemetry::shutdown`](crate::Telemetry::shutdown)) pushes once more.
 
 mod encode;
+mod exponential;
 mod transport;
 
 use std::{

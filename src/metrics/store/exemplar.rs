@@ -149,6 +149,18 @@ pub(super) struct ExemplarSlot {
 const READ_RETRIES: usize = 1024;
 
 impl ExemplarSlot {
+    /// An empty slot.
+    pub(super) const fn new() -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            trace_hi: AtomicU64::new(0),
+            trace_lo: AtomicU64::new(0),
+            span: AtomicU64::new(0),
+            value: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+        }
+    }
+
     /// Keeps `value` with the current ids, if any.
     pub(super) fn observe(&self, value: f64) {
         if let Some((ids, at)) = current() {

@@ -65,6 +65,23 @@ impl HistogramCell {
         (count, f64::from_bits(self.sum.load(Ordering::Relaxed)))
     }
 
+    /// The total count and the sum, as [`read`](Self::read) gives them.
+    pub(crate) fn totals(&self) -> (u64, f64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            f64::from_bits(self.sum.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Sets every count and the sum back to zero (a native histogram's reset).
+    pub(crate) fn reset(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.store(0, Ordering::Relaxed);
+        }
+        self.count.store(0, Ordering::Relaxed);
+        self.sum.store(0f64.to_bits(), Ordering::Relaxed);
+    }
+
     /// Bytes this series holds.
     pub(crate) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()

@@ -21,6 +21,7 @@ mod format;
 #[cfg(feature = "cli")]
 pub(crate) use format::{push_f64, push_om_float};
 mod histogram;
+pub(crate) mod native;
 #[cfg(feature = "protobuf")]
 mod protobuf;
 #[cfg(feature = "otlp")]
@@ -42,10 +43,12 @@ use metrics::{
     SharedString, Unit,
 };
 
+use crate::metrics::names::HistogramMode;
 pub(crate) use exemplar::with_exemplar_at;
 use exemplar::ExemplarSlot;
 pub use exemplar::{with_exemplar, SpanIds};
 use histogram::HistogramCell;
+use native::{NativeCell, NativeSettings};
 
 /// What a render writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +87,7 @@ use summary::{SummaryCell, SLOTS};
 
 /// How duration families are stored: the summary quantiles, and which families are histograms
 /// with which buckets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     /// Quantiles of every summary.
     pub(crate) quantiles: Vec<f64>,
@@ -94,7 +97,33 @@ pub(crate) struct Settings {
     pub(crate) family_buckets: BTreeMap<String, Vec<f64>>,
     /// `metric.exemplars: false`: the cells keep no exemplar.
     pub(crate) no_exemplars: bool,
+    /// `metric.histogram`: summaries and classic buckets, native histograms, or both.
+    pub(crate) histogram: HistogramMode,
+    /// `metric.native_histogram`, for `native` and `both`.
+    pub(crate) native: NativeSettings,
 }
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            quantiles: Vec::new(),
+            suffix_buckets: None,
+            family_buckets: BTreeMap::new(),
+            no_exemplars: false,
+            histogram: HistogramMode::Classic,
+            native: NativeSettings::new(DEFAULT_BUCKET_FACTOR),
+        }
+    }
+}
+
+/// client_golang's default bucket factor of native histograms (schema 3).
+pub(crate) const DEFAULT_BUCKET_FACTOR: f64 = 1.1;
+
+/// Prometheus' default buckets (client_golang's `DefBuckets`), the classic buckets of
+/// `metric.histogram: both` for a family without buckets of its own.
+pub(crate) const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// One series' storage.
 #[derive(Clone)]
@@ -103,6 +132,7 @@ enum Cell {
     Gauge(Arc<AtomicU64>),
     Summary(Arc<SummaryCell>),
     Histogram(Arc<HistogramCell>),
+    Native(Arc<NativeCell>),
 }
 
 /// What a registration asks for.
@@ -112,6 +142,9 @@ enum Asked {
     Gauge,
     Histogram,
 }
+
+/// Classic buckets: the upper bounds, and the `le` label values formatted once.
+type Bounds = (Arc<[f64]>, Arc<[String]>);
 
 /// How a family is stored and rendered.
 #[derive(Clone)]
@@ -124,6 +157,10 @@ enum Kind {
         /// `le` label values, formatted once.
         le: Arc<[String]>,
     },
+    /// A native histogram, with classic buckets beside it (`both`).
+    Native {
+        classic: Option<Bounds>,
+    },
 }
 
 impl Kind {
@@ -131,7 +168,7 @@ impl Kind {
         match self {
             Self::Counter => Asked::Counter,
             Self::Gauge => Asked::Gauge,
-            Self::Summary | Self::Histogram { .. } => Asked::Histogram,
+            Self::Summary | Self::Histogram { .. } | Self::Native { .. } => Asked::Histogram,
         }
     }
 
@@ -140,6 +177,7 @@ impl Kind {
             Self::Counter => "counter",
             Self::Gauge => "gauge",
             Self::Summary => "summary",
+            Self::Native { .. } => "histogram",
             Self::Histogram { .. } => "histogram",
         }
     }
@@ -233,30 +271,45 @@ impl Store {
             Asked::Counter => Kind::Counter,
             Asked::Gauge => Kind::Gauge,
             Asked::Histogram => {
-                let configured = self.settings.family_buckets.get(name).or_else(|| {
-                    self.settings
-                        .suffix_buckets
-                        .as_ref()
-                        .filter(|(suffix, _)| name.ends_with(suffix.as_str()))
-                        .map(|(_, buckets)| buckets)
-                });
-                let bounds: Option<Arc<[f64]>> = match configured {
-                    Some(bounds) => Some(Arc::from(bounds.as_slice())),
-                    None => self
-                        .advised
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(name)
-                        .cloned(),
+                let with_le = |bounds: Arc<[f64]>| {
+                    let le: Arc<[String]> = bounds.iter().map(|b| float(*b)).collect();
+                    (bounds, le)
                 };
-                match bounds {
-                    Some(bounds) => Kind::Histogram {
-                        le: bounds.iter().map(|b| float(*b)).collect(),
-                        bounds,
+                match (self.settings.histogram, self.buckets_for(name)) {
+                    (HistogramMode::Classic, Some(bounds)) => {
+                        let (bounds, le) = with_le(bounds);
+                        Kind::Histogram { bounds, le }
+                    }
+                    (HistogramMode::Classic, None) => Kind::Summary,
+                    (HistogramMode::Native, _) => Kind::Native { classic: None },
+                    (HistogramMode::Both, bounds) => Kind::Native {
+                        classic: Some(with_le(
+                            bounds.unwrap_or_else(|| Arc::from(DEFAULT_BUCKETS.as_slice())),
+                        )),
                     },
-                    None => Kind::Summary,
                 }
             }
+        }
+    }
+
+    /// The classic buckets of the family `name`: its own, those of its suffix, or the advised
+    /// ones.
+    fn buckets_for(&self, name: &str) -> Option<Arc<[f64]>> {
+        let configured = self.settings.family_buckets.get(name).or_else(|| {
+            self.settings
+                .suffix_buckets
+                .as_ref()
+                .filter(|(suffix, _)| name.ends_with(suffix.as_str()))
+                .map(|(_, buckets)| buckets)
+        });
+        match configured {
+            Some(bounds) => Some(Arc::from(bounds.as_slice())),
+            None => self
+                .advised
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .cloned(),
         }
     }
 
@@ -319,6 +372,17 @@ impl Store {
                 bounds.clone(),
                 !self.settings.no_exemplars,
             ))),
+            Kind::Native { classic } => {
+                let keep = !self.settings.no_exemplars;
+                let classic = classic
+                    .as_ref()
+                    .map(|(bounds, _)| HistogramCell::new(bounds.clone(), keep));
+                Cell::Native(Arc::new(NativeCell::new(
+                    &self.settings.native,
+                    classic,
+                    keep,
+                )))
+            }
         }
     }
 
@@ -336,8 +400,12 @@ impl Store {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         for family in families.values() {
             for cell in family.series.values() {
-                if let Cell::Summary(summary) = cell {
-                    summary.clear_slot(next % SLOTS);
+                match cell {
+                    Cell::Summary(summary) => summary.clear_slot(next % SLOTS),
+                    Cell::Native(native) => {
+                        native.reset_if_due(&self.settings.native);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -359,6 +427,7 @@ impl Store {
                     Cell::Gauge(_) => std::mem::size_of::<AtomicU64>(),
                     Cell::Summary(s) => s.heap_bytes(),
                     Cell::Histogram(h) => h.heap_bytes(),
+                    Cell::Native(n) => n.heap_bytes(),
                 };
             }
         }
@@ -378,7 +447,10 @@ impl Cell {
             (self, asked),
             (Self::Counter(_), Asked::Counter)
                 | (Self::Gauge(_), Asked::Gauge)
-                | (Self::Summary(_) | Self::Histogram(_), Asked::Histogram)
+                | (
+                    Self::Summary(_) | Self::Histogram(_) | Self::Native(_),
+                    Asked::Histogram
+                )
         )
     }
 }
@@ -392,6 +464,12 @@ impl HistogramFn for SummaryCell {
 impl HistogramFn for HistogramCell {
     fn record(&self, value: f64) {
         HistogramCell::record(self, value);
+    }
+}
+
+impl HistogramFn for NativeCell {
+    fn record(&self, value: f64) {
+        NativeCell::record(self, value);
     }
 }
 
@@ -426,6 +504,7 @@ impl Recorder for Store {
         match self.cell(key, Asked::Histogram) {
             Some(Cell::Summary(s)) => Histogram::from_arc(s),
             Some(Cell::Histogram(h)) => Histogram::from_arc(h),
+            Some(Cell::Native(n)) => Histogram::from_arc(n),
             _ => Histogram::noop(),
         }
     }

@@ -15,13 +15,14 @@ use prost::Message as _;
 use super::{
     exemplar::{Exemplar as Kept, ExemplarSlot},
     format::{parse_label_set, unescape_help},
+    histogram::HistogramCell,
     summary::Scratch,
     Cell, Kind, Store,
 };
 use crate::metrics::proto::{
     client::{
-        Bucket, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-        Quantile, Summary,
+        Bucket, BucketSpan, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily,
+        MetricType, Quantile, Summary,
     },
     Timestamp,
 };
@@ -63,7 +64,7 @@ fn metric_type(kind: &Kind) -> MetricType {
         Kind::Counter => MetricType::Counter,
         Kind::Gauge => MetricType::Gauge,
         Kind::Summary => MetricType::Summary,
-        Kind::Histogram { .. } => MetricType::Histogram,
+        Kind::Histogram { .. } | Kind::Native { .. } => MetricType::Histogram,
     }
 }
 
@@ -127,19 +128,7 @@ impl Reader {
                 });
             }
             (Cell::Histogram(h), Kind::Histogram { .. }) => {
-                let (count, sum) = h.read(&mut self.buckets);
-                let bucket = self
-                    .buckets
-                    .iter()
-                    .chain([&(f64::INFINITY, count)])
-                    .enumerate()
-                    .map(|(index, (bound, cumulative))| Bucket {
-                        cumulative_count: Some(*cumulative),
-                        upper_bound: Some(*bound),
-                        exemplar: h.exemplars.get(index).and_then(exemplar),
-                        ..Bucket::default()
-                    })
-                    .collect();
+                let (bucket, count, sum) = self.classic(h);
                 metric.histogram = Some(Histogram {
                     sample_count: Some(count),
                     sample_sum: Some(sum),
@@ -147,10 +136,90 @@ impl Reader {
                     ..Histogram::default()
                 });
             }
-            (Cell::Histogram(_), _) => return None,
+            (Cell::Native(n), Kind::Native { .. }) => {
+                let native = n.read(&store.settings.native);
+                let (positive_span, positive_delta) = spans_and_deltas(&native.positive);
+                let (negative_span, negative_delta) = spans_and_deltas(&native.negative);
+                let mut histogram = Histogram {
+                    sample_count: Some(native.count),
+                    sample_sum: Some(native.sum),
+                    schema: Some(native.schema),
+                    zero_threshold: Some(native.zero_threshold),
+                    zero_count: Some(native.zero_count),
+                    positive_span,
+                    positive_delta,
+                    negative_span,
+                    negative_delta,
+                    exemplars: n.exemplar_slots().filter_map(exemplar).collect(),
+                    ..Histogram::default()
+                };
+                if histogram.positive_span.is_empty() && histogram.negative_span.is_empty() {
+                    // An empty native histogram is told from a classic one by a span of no
+                    // buckets (as client_golang marks it).
+                    histogram.positive_span.push(BucketSpan {
+                        offset: Some(0),
+                        length: Some(0),
+                    });
+                }
+                if let Some(h) = &n.classic {
+                    histogram.bucket = self.classic(h).0;
+                }
+                metric.histogram = Some(histogram);
+            }
+            (Cell::Histogram(_) | Cell::Native(_), _) => return None,
         }
         Some(metric)
     }
+}
+
+impl Reader {
+    /// A classic histogram's cumulative buckets (the `+Inf` one included, with its exemplar),
+    /// count and sum.
+    fn classic(&mut self, h: &HistogramCell) -> (Vec<Bucket>, u64, f64) {
+        let (count, sum) = h.read(&mut self.buckets);
+        let bucket = self
+            .buckets
+            .iter()
+            .chain([&(f64::INFINITY, count)])
+            .enumerate()
+            .map(|(index, (bound, cumulative))| Bucket {
+                cumulative_count: Some(*cumulative),
+                upper_bound: Some(*bound),
+                exemplar: h.exemplars.get(index).and_then(exemplar),
+                ..Bucket::default()
+            })
+            .collect();
+        (bucket, count, sum)
+    }
+}
+
+/// Populated native buckets (`(index, count)`, ascending) as the format's spans (runs of
+/// consecutive buckets: the first span's offset is its first index, each next one's the gap
+/// since the previous span) and deltas (each count minus the one before it, the first minus
+/// zero).
+fn spans_and_deltas(buckets: &[(i64, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut deltas = Vec::with_capacity(buckets.len());
+    let (mut last_index, mut last_count) = (None::<i64>, 0_u64);
+    for &(index, count) in buckets {
+        match last_index {
+            Some(last) if index == last + 1 => {
+                if let Some(span) = spans.last_mut() {
+                    span.length = Some(span.length() + 1);
+                }
+            }
+            _ => spans.push(BucketSpan {
+                offset: Some(match last_index {
+                    Some(last) => (index - last - 1) as i32,
+                    None => index as i32,
+                }),
+                length: Some(1),
+            }),
+        }
+        deltas.push(count as i64 - last_count as i64);
+        (last_index, last_count) = (Some(index), count);
+    }
+    (spans, deltas)
 }
 
 /// A kept exemplar as the format's `Exemplar`: `trace_id` and `span_id` labels, the value,
@@ -259,5 +328,60 @@ mod tests {
         assert_eq!(quantiles, [0.5, 0.9]);
         // Filtered like the text render.
         assert_eq!(decode(&store.render_protobuf(|f| f == "g")).len(), 1);
+    }
+
+    #[test]
+    fn a_native_histogram_as_spans_and_deltas_beside_its_classic_buckets() {
+        use super::super::HistogramMode;
+        use crate::metrics::proto::client::BucketSpan;
+
+        let span = |offset, length| BucketSpan {
+            offset: Some(offset),
+            length: Some(length),
+        };
+        for mode in [HistogramMode::Native, HistogramMode::Both] {
+            let store = Store::new(Settings {
+                histogram: mode,
+                suffix_buckets: (mode == HistogramMode::Both)
+                    .then(|| ("_seconds".into(), vec![1.0, 2.0])),
+                ..Settings::default()
+            });
+            let empty = store.register_histogram(&Key::from_name("idle_seconds"), &META);
+            let h = store.register_histogram(&Key::from_name("d_seconds"), &META);
+            let ids = SpanIds {
+                trace_id: TraceId::from(7),
+                span_id: SpanId::from(9),
+            };
+            with_exemplar(Some(ids), || h.record(1.2));
+            for v in [0.0, 1.0, 1.05, 3.0, -0.25] {
+                h.record(v);
+            }
+            drop(empty);
+
+            let families = decode(&store.render_protobuf(|_| true));
+            let hist = families[0].metric[0].histogram.as_ref().unwrap();
+            assert_eq!(families[0].r#type(), MetricType::Histogram, "{mode:?}");
+            assert_eq!((hist.sample_count(), hist.schema()), (6, 3));
+            assert_eq!(
+                (hist.zero_count(), hist.zero_threshold()),
+                (1, 2f64.powi(-128))
+            );
+            // Buckets 0, 1, 3 and 13 of schema 3: (2^(-1/8), 1], (1, 2^(1/8)], ...
+            assert_eq!(hist.positive_span, [span(0, 2), span(1, 1), span(9, 1)]);
+            assert_eq!(hist.positive_delta, [1, 0, 0, 0]);
+            assert_eq!(hist.negative_span, [span(-16, 1)]);
+            assert_eq!(hist.negative_delta, [1]);
+            assert_eq!(hist.exemplars.len(), 1, "the exemplar of 1.2 with its ids");
+            assert_eq!(hist.exemplars[0].value(), 1.2);
+            let classic: Vec<_> = hist.bucket.iter().map(|b| b.cumulative_count()).collect();
+            match mode {
+                HistogramMode::Both => assert_eq!(classic, [3, 5, 6]),
+                _ => assert!(classic.is_empty()),
+            }
+            // An empty native histogram is marked by a span of no buckets.
+            let idle = families[1].metric[0].histogram.as_ref().unwrap();
+            assert_eq!((idle.sample_count(), idle.schema()), (0, 3));
+            assert_eq!(idle.positive_span, [span(0, 0)]);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::{atomic::Ordering, Arc, PoisonError};
 
+pub(crate) use super::native::NativeSnapshot;
 use super::{
     format::{parse_label_set, unescape_help},
     summary::Scratch,
@@ -38,6 +39,9 @@ pub(crate) enum ValueSnapshot {
         count: u64,
         sum: f64,
     },
+    /// A native histogram (with or without classic buckets beside it): an OTLP exponential
+    /// histogram.
+    Exponential(NativeSnapshot),
     /// The quantiles over the sliding window; `count` and `sum` since the start.
     Summary {
         quantiles: Vec<(f64, f64)>,
@@ -105,8 +109,11 @@ impl Store {
                             sum,
                         }
                     }
-                    // A histogram cell is only ever created under a histogram kind.
-                    (Cell::Histogram(_), _) => continue,
+                    (Cell::Native(n), Kind::Native { .. }) => {
+                        ValueSnapshot::Exponential(n.read(&self.settings.native))
+                    }
+                    // A histogram cell is only ever created under its kind.
+                    (Cell::Histogram(_) | Cell::Native(_), _) => continue,
                 };
                 series.push(SeriesSnapshot {
                     labels: parse_label_set(labels),

@@ -308,3 +308,35 @@ fn with_exemplars_off_the_cells_keep_none() {
     );
     assert!(!text.contains(" # {"), "{text}");
 }
+
+#[test]
+fn native_histograms_show_their_count_in_the_text_formats_and_classic_buckets_with_both() {
+    use super::HistogramMode;
+
+    let native = Store::new(Settings {
+        histogram: HistogramMode::Native,
+        ..Settings::default()
+    });
+    let h = native.register_histogram(&key("d_seconds", &[("op", "a")]), &META);
+    h.record(0.25);
+    h.record(3.0);
+    assert_eq!(
+        native.render(|_| true, Format::Text),
+        "# TYPE d_seconds histogram\n\
+         d_seconds_bucket{op=\"a\",le=\"+Inf\"} 2\n\
+         d_seconds_sum{op=\"a\"} 3.25\n\
+         d_seconds_count{op=\"a\"} 2\n\n"
+    );
+    let both = Store::new(Settings {
+        histogram: HistogramMode::Both,
+        ..Settings::default()
+    });
+    let h = both.register_histogram(&key("d_seconds", &[]), &META);
+    h.record(0.25);
+    let text = both.render(|_| true, Format::Text);
+    assert!(
+        text.contains("d_seconds_bucket{le=\"0.1\"} 0\nd_seconds_bucket{le=\"0.25\"} 1\n"),
+        "Prometheus' default buckets when none are configured:\n{text}"
+    );
+    assert!(text.contains("d_seconds_count 1\n"), "{text}");
+}

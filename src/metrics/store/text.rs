@@ -2,7 +2,7 @@
 
 use std::sync::{atomic::Ordering, PoisonError};
 
-use super::{format, summary::Scratch, Cell, Format, Kind, Store};
+use super::{format, histogram::HistogramCell, summary::Scratch, Cell, Format, Kind, Store};
 
 impl Store {
     /// Renders the families for which `keep(name)` is true, in the text format 0.0.4: families
@@ -122,31 +122,60 @@ impl Render {
                 push_u64(out, totals.count);
             }
             (Cell::Histogram(h), Kind::Histogram { le, .. }) => {
-                let (count, sum) = h.read(&mut self.buckets);
-                let exemplar = |out: &mut String, index: usize| {
-                    if let Some(slot) = h.exemplars.get(index).filter(|_| self.exemplars) {
-                        slot.push(out);
-                    }
-                };
-                for (index, (le, (_, cumulative))) in le.iter().zip(&self.buckets).enumerate() {
-                    head(out, name, "_bucket", labels, Some(("le", le)));
-                    push_u64(out, *cumulative);
-                    exemplar(out, index);
-                    out.push('\n');
-                }
-                head(out, name, "_bucket", labels, Some(("le", "+Inf")));
-                push_u64(out, count);
-                exemplar(out, le.len());
-                out.push('\n');
-                head(out, name, "_sum", labels, None);
-                push_f64(out, sum);
-                out.push('\n');
-                head(out, name, "_count", labels, None);
-                push_u64(out, count);
+                self.classic(out, name, labels, h, le)
             }
-            // A histogram cell is only ever created under a histogram kind.
-            (Cell::Histogram(_), _) => return,
+            (Cell::Native(n), Kind::Native { classic }) => match (&n.classic, classic) {
+                (Some(h), Some((_, le))) => self.classic(out, name, labels, h, le),
+                // Native only: the text formats have no native buckets, the +Inf one holds
+                // every observation (as client_golang writes such a histogram).
+                _ => {
+                    let (count, sum) = n.totals();
+                    head(out, name, "_bucket", labels, Some(("le", "+Inf")));
+                    push_u64(out, count);
+                    out.push('\n');
+                    head(out, name, "_sum", labels, None);
+                    push_f64(out, sum);
+                    out.push('\n');
+                    head(out, name, "_count", labels, None);
+                    push_u64(out, count);
+                }
+            },
+            // A histogram cell is only ever created under its kind.
+            (Cell::Histogram(_) | Cell::Native(_), _) => return,
         }
         out.push('\n');
+    }
+
+    /// A classic histogram's buckets (with their exemplars in OpenMetrics), sum and count.
+    fn classic(
+        &mut self,
+        out: &mut String,
+        name: &str,
+        labels: &str,
+        h: &HistogramCell,
+        le: &[String],
+    ) {
+        use format::{push_f64, push_sample_head as head, push_u64};
+        let (count, sum) = h.read(&mut self.buckets);
+        let exemplar = |out: &mut String, index: usize| {
+            if let Some(slot) = h.exemplars.get(index).filter(|_| self.exemplars) {
+                slot.push(out);
+            }
+        };
+        for (index, (le, (_, cumulative))) in le.iter().zip(&self.buckets).enumerate() {
+            head(out, name, "_bucket", labels, Some(("le", le)));
+            push_u64(out, *cumulative);
+            exemplar(out, index);
+            out.push('\n');
+        }
+        head(out, name, "_bucket", labels, Some(("le", "+Inf")));
+        push_u64(out, count);
+        exemplar(out, le.len());
+        out.push('\n');
+        head(out, name, "_sum", labels, None);
+        push_f64(out, sum);
+        out.push('\n');
+        head(out, name, "_count", labels, None);
+        push_u64(out, count);
     }
 }
