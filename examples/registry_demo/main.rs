@@ -198,9 +198,11 @@ async fn main() -> ExitCode {
         Err(err) => return fail(format!("openapi: {err}")),
     };
     // Distribution's request durations are histograms with its default buckets (Harbor's
-    // core durations stay summaries), unless the file sets buckets for them.
+    // core durations stay summaries), unless the file sets buckets for them; with
+    // `histogram: native` they are native histograms like every other duration.
     let mut telemetry_config = config.telemetry.clone();
-    for (family, buckets) in distribution_metrics::HISTOGRAMS {
+    let classic = telemetry_config.metric.histogram != towerscope::metrics::HistogramMode::Native;
+    for (family, buckets) in distribution_metrics::HISTOGRAMS.iter().filter(|_| classic) {
         telemetry_config
             .metric
             .family_buckets

@@ -47,9 +47,9 @@ fn native_settings(config: &NativeHistogramConfig) -> NativeSettings {
 }
 
 impl MetricsEndpoint {
-    /// An endpoint with the `metric.bearer_token` of `config`.
+    /// An endpoint with the `metric.bearer_token` and `metric.utf8_names` of `config`.
     pub fn from_config(config: &MetricConfig, registry: MetricsRegistry) -> Self {
-        let endpoint = Self::new(registry);
+        let endpoint = Self::new(registry).with_utf8_names(config.utf8_names);
         match &config.bearer_token {
             Some(token) => endpoint.with_bearer_token(token),
             None => endpoint,

@@ -66,6 +66,12 @@ pub struct MetricConfig {
     /// `http_server_response_body_size_bytes` (the bytes the response body passed on).
     /// Defaults to `false`.
     pub body_sizes: bool,
+    /// With `naming: otel`, serves the conventions' families under their own UTF-8 names
+    /// and attribute keys (`{"http.server.request.duration", "http.request.method"="GET"}`)
+    /// to scrapes that allow UTF-8 names (Prometheus 3 by default); other scrapes, and the
+    /// OTLP push, are unchanged. Defaults to `false`: the underscored names for every scrape,
+    /// as the OpenTelemetry Collector and Prometheus 3's OTLP receiver write them by default.
+    pub utf8_names: bool,
     /// How histogram families are kept: `classic` (summaries, or classic buckets where
     /// `buckets`/`family_buckets` say), `native` (Prometheus native histograms: exponential
     /// buckets, served in the protobuf format and pushed as OTLP exponential histograms) or
@@ -186,6 +192,7 @@ impl Default for MetricConfig {
             exemplars: true,
             naming: MetricNaming::Harbor,
             body_sizes: false,
+            utf8_names: false,
             histogram: HistogramMode::Classic,
             native_histogram: NativeHistogramConfig::default(),
             otlp: None,
@@ -240,6 +247,12 @@ impl MetricConfig {
             p.push(
                 "body_sizes",
                 "needs `naming: otel` (the body-size families are the OpenTelemetry conventions')",
+            );
+        }
+        if self.utf8_names && self.naming != MetricNaming::Otel {
+            p.push(
+                "utf8_names",
+                "needs `naming: otel` (only the OpenTelemetry conventions' families have UTF-8 names)",
             );
         }
         self.check_histogram(&mut p);

@@ -190,6 +190,7 @@ mod tests {
             ("metrics: {}", "metrics: unknown field `metrics`, expected one of `metric`, `request_id`, `trace`"),
             ("request_id: { header: 'a b' }", "request_id.header: \"a b\" is not a valid header name"),
             ("request_id: { trust: false }", "request_id.trust: unknown field `trust`"),
+            ("metric: { utf8_names: true }", "metric.utf8_names: needs `naming: otel`"),
             ("metric: { histogram: exponential }", "metric.histogram: unknown variant `exponential`, expected one of `classic`, `native`, `both`"),
             ("metric: { histogram: native, quantiles: [0.5] }", "metric.quantiles: durations are native histograms, not summaries"),
             ("metric: { histogram: native, buckets: [1] }", "metric.histogram: `native` keeps no classic buckets: use `both`"),

@@ -10,7 +10,7 @@ use std::{
 
 use metrics::Recorder;
 
-use super::store::{Format, Settings, Store, StoreStats};
+use super::store::{Format, Names, Settings, Store, StoreStats};
 
 /// Errors of setting up metrics.
 #[derive(Debug, thiserror::Error)]
@@ -249,16 +249,26 @@ impl MetricsRegistry {
     }
 
     /// The families of `components` (every family when empty) in `format`, as a body.
+    /// With [`Names::Utf8`], the conventions' families under their own names.
     pub(crate) fn render_body(
         &self,
         components: &[&str],
         format: Format,
+        names: Names,
     ) -> Result<bytes::Bytes, UnknownComponent> {
+        let wanted = self.wanted(components)?;
+        self.run_hooks();
+        let store = &self.inner.store;
         #[cfg(feature = "protobuf")]
         if format == Format::Protobuf {
-            return self.render_protobuf(components).map(bytes::Bytes::from);
+            let body = store.render_protobuf_names(keep(&wanted), names);
+            return Ok(bytes::Bytes::from(body));
         }
-        self.render_as(components, format).map(bytes::Bytes::from)
+        Ok(bytes::Bytes::from(store.render_names(
+            keep(&wanted),
+            format,
+            names,
+        )))
     }
 
     fn render_as(&self, components: &[&str], format: Format) -> Result<String, UnknownComponent> {

@@ -18,11 +18,8 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{plain, refresh_failed, refresh_panicked, rendered, Refresh};
-use crate::metrics::{
-    registry::{MetricsRegistry, UnknownComponent},
-    store::Format,
-};
+use super::{negotiate::Answer, plain, refresh_failed, refresh_panicked, rendered, Refresh};
+use crate::metrics::registry::{MetricsRegistry, UnknownComponent};
 
 /// Waiting for a render slot.
 type SlotFuture = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -44,7 +41,7 @@ pub(super) struct Render {
     registry: MetricsRegistry,
     components: Vec<String>,
     head: bool,
-    format: Format,
+    answer: Answer,
     /// The render slot, given back when the render ends.
     slot: Option<OwnedSemaphorePermit>,
 }
@@ -55,20 +52,21 @@ impl Render {
         registry: MetricsRegistry,
         components: Vec<String>,
         head: bool,
-        format: Format,
+        answer: Answer,
     ) -> Self {
         Self {
             registry,
             components,
             head,
-            format,
+            answer,
             slot: None,
         }
     }
 
     fn run(self) -> Result<Bytes, UnknownComponent> {
         let names: Vec<&str> = self.components.iter().map(String::as_str).collect();
-        self.registry.render_body(&names, self.format)
+        self.registry
+            .render_body(&names, self.answer.format, self.answer.names)
     }
 }
 
@@ -79,7 +77,7 @@ enum State {
     Rendering {
         task: JoinHandle<Result<Bytes, UnknownComponent>>,
         head: bool,
-        format: Format,
+        answer: Answer,
     },
 }
 
@@ -148,20 +146,20 @@ impl<R: Refresh> Future for EndpointFuture<R> {
                         *this.state = State::Ready(None);
                         continue;
                     };
-                    let (head, format) = (render.head, render.format);
+                    let (head, answer) = (render.head, render.answer);
                     *this.state = match tokio::runtime::Handle::try_current() {
                         Ok(rt) => State::Rendering {
                             task: rt.spawn_blocking(move || render.run()),
                             head,
-                            format,
+                            answer,
                         },
                         // Outside a tokio runtime there are no async workers to protect.
-                        Err(_) => State::Ready(Some(rendered(render.run(), head, format))),
+                        Err(_) => State::Ready(Some(rendered(render.run(), head, answer))),
                     };
                 }
-                State::Rendering { task, head, format } => {
+                State::Rendering { task, head, answer } => {
                     let res = match std::task::ready!(Pin::new(task).poll(cx)) {
-                        Ok(result) => rendered(result, *head, *format),
+                        Ok(result) => rendered(result, *head, *answer),
                         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n"),
                     };
                     *this.state = State::Ready(None);

@@ -8,7 +8,7 @@ mod server;
 
 pub use future::EndpointFuture;
 use future::Render;
-use negotiate::{negotiate, rendered};
+use negotiate::{negotiate, rendered, Answer};
 pub use negotiate::{CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE};
 pub use server::MetricsServer;
 
@@ -30,10 +30,7 @@ use http_body_util::Full;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
-use super::{
-    registry::{MetricsRegistry, UnknownComponent},
-    store::Format,
-};
+use super::registry::{MetricsRegistry, UnknownComponent};
 
 /// The `tracing` target of a failed or panicked [`Refresh`].
 const LOG_TARGET: &str = "towerscope::metrics";
@@ -119,6 +116,8 @@ where
 pub struct MetricsEndpoint<R = ()> {
     registry: MetricsRegistry,
     bearer: Option<Arc<[u8]>>,
+    /// Whether a scrape that allows UTF-8 names gets the conventions' own.
+    utf8_names: bool,
     refresh: R,
     /// Scrapes refreshed and rendered at once, shared by the clones.
     renders: Arc<Semaphore>,
@@ -157,6 +156,7 @@ impl MetricsEndpoint {
         Self {
             registry,
             bearer: None,
+            utf8_names: false,
             refresh: (),
             renders: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_RENDERS)),
         }
@@ -211,9 +211,22 @@ impl<R> MetricsEndpoint<R> {
         MetricsEndpoint {
             registry: self.registry,
             bearer: self.bearer,
+            utf8_names: self.utf8_names,
             refresh,
             renders: self.renders,
         }
+    }
+
+    /// Serves the OpenTelemetry conventions' families (`metric.naming: otel`) under their own
+    /// UTF-8 names and attribute keys (`http.server.request.duration`, `http.request.method`)
+    /// to a scrape that allows them (`escaping=allow-utf-8` in its `Accept`: Prometheus 3 by
+    /// default), stating the escaping in the `Content-Type`; other scrapes get the underscored
+    /// names. Defaults to `false`: every scrape gets the underscored names, as the
+    /// OpenTelemetry Collector's Prometheus exporter and Prometheus 3's OTLP receiver write them
+    /// by default (`metric.utf8_names`).
+    pub fn with_utf8_names(mut self, utf8_names: bool) -> Self {
+        self.utf8_names = utf8_names;
+        self
     }
 
     /// Refreshes and renders at most `max` (at least 1) scrapes at once; the others wait for a
@@ -260,15 +273,20 @@ impl<R: Refresh> MetricsEndpoint<R> {
                 return EndpointFuture::ready(rendered(
                     Err(UnknownComponent(unknown.clone())),
                     head,
-                    Format::Text,
+                    Answer::default(),
                 ));
             }
         }
-        let format = req
+        let answer = req
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .map_or(Format::Text, negotiate);
+            .map_or(Answer::default(), negotiate);
+        let answer = if self.utf8_names {
+            answer
+        } else {
+            answer.legacy()
+        };
         let names: Vec<&str> = components.iter().map(String::as_str).collect();
         let refresh = match catch_unwind(AssertUnwindSafe(|| self.refresh.refresh(&names))) {
             Ok(future) => Some(future),
@@ -280,7 +298,7 @@ impl<R: Refresh> MetricsEndpoint<R> {
         EndpointFuture::render(
             self.renders.clone(),
             refresh,
-            Render::new(self.registry.clone(), components, head, format),
+            Render::new(self.registry.clone(), components, head, answer),
         )
     }
 }

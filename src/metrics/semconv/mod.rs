@@ -107,8 +107,7 @@ pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
     labels
 }
 
-/// How a family above is sent as an OpenTelemetry instrument.
-#[cfg(feature = "otlp")]
+/// How a family above is sent as an OpenTelemetry instrument, and named in a UTF-8 scrape.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OtelInstrument {
     pub(crate) name: &'static str,
@@ -118,8 +117,8 @@ pub(crate) struct OtelInstrument {
 }
 
 /// The OpenTelemetry instrument of a family above, by its Prometheus name: what an OTLP push
-/// with `metric.naming: otel` sends instead of the Prometheus form.
-#[cfg(feature = "otlp")]
+/// with `metric.naming: otel` sends instead of the Prometheus form, and the name a scrape that
+/// allows UTF-8 names gets.
 pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
     let (name, unit, up_down) = match prometheus {
         HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s", false),
@@ -140,7 +139,6 @@ pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
 
 /// The OpenTelemetry attribute key of a label of these families, and whether its value is an
 /// integer (`http.response.status_code`, `server.port`).
-#[cfg(feature = "otlp")]
 pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
     Some(match label {
         "error_type" => ("error.type", false),

@@ -33,7 +33,7 @@ fn sanitize(s: &str, extra: impl Fn(char) -> bool) -> String {
 }
 
 /// Appends `value` escaped as the text format wants a label value: `\`, `"` and line feed.
-fn push_label_value(out: &mut String, value: &str) {
+pub(super) fn push_label_value(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -21,6 +21,8 @@ mod format;
 #[cfg(feature = "cli")]
 pub(crate) use format::{push_f64, push_om_float};
 mod histogram;
+mod utf8;
+pub(crate) use utf8::Names;
 pub(crate) mod native;
 #[cfg(feature = "protobuf")]
 mod protobuf;
@@ -51,9 +53,10 @@ use histogram::HistogramCell;
 use native::{NativeCell, NativeSettings};
 
 /// What a render writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Format {
-    /// Prometheus text format 0.0.4.
+    /// Prometheus text format 0.0.4 (1.0.0 with UTF-8 names).
+    #[default]
     Text,
     /// OpenMetrics 1.0 text, with exemplars.
     OpenMetrics,

@@ -17,6 +17,7 @@ use super::{
     format::{parse_label_set, unescape_help},
     histogram::HistogramCell,
     summary::Scratch,
+    utf8::{self, Names},
     Cell, Kind, Store,
 };
 use crate::metrics::proto::{
@@ -31,6 +32,16 @@ impl Store {
     /// Renders the families for which `keep(name)` is true as delimited `MetricFamily`
     /// messages.
     pub(crate) fn render_protobuf(&self, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+        self.render_protobuf_names(keep, Names::Legacy)
+    }
+
+    /// [`render_protobuf`](Self::render_protobuf) with `names`: with [`Names::Utf8`], the
+    /// conventions' families under their own names and attribute keys.
+    pub(crate) fn render_protobuf_names(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        names: Names,
+    ) -> Vec<u8> {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         let help = self.help.read().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::with_capacity(self.last_proto_len.load(Ordering::Relaxed));
@@ -39,13 +50,15 @@ impl Store {
             if family.series.is_empty() || !keep(name) {
                 continue;
             }
+            let utf8_name = names.family(name);
+            read.utf8_labels = utf8_name.is_some();
             let metric = family
                 .series
                 .iter()
                 .filter_map(|(labels, cell)| read.metric(self, &family.kind, labels, cell))
                 .collect();
             let message = MetricFamily {
-                name: Some(name.clone()),
+                name: Some(utf8_name.map_or_else(|| name.clone(), str::to_owned)),
                 help: help.get(name).map(|h| unescape_help(h)),
                 r#type: Some(metric_type(&family.kind) as i32),
                 metric,
@@ -71,6 +84,8 @@ fn metric_type(kind: &Kind) -> MetricType {
 /// Buffers reused across the series of one render.
 #[derive(Default)]
 struct Reader {
+    /// Whether label keys are the conventions' attribute keys (a UTF-8 name's family).
+    utf8_labels: bool,
     scratch: Scratch,
     quantiles: Vec<f64>,
     buckets: Vec<(f64, u64)>,
@@ -82,7 +97,10 @@ impl Reader {
         let label = parse_label_set(labels)
             .into_iter()
             .map(|(name, value)| LabelPair {
-                name: Some(name),
+                name: Some(match self.utf8_labels {
+                    true => utf8::label_key(&name).to_owned(),
+                    false => name,
+                }),
                 value: Some(value),
             })
             .collect();
@@ -383,5 +401,27 @@ mod tests {
             assert_eq!((idle.sample_count(), idle.schema()), (0, 3));
             assert_eq!(idle.positive_span, [span(0, 0)]);
         }
+    }
+
+    #[test]
+    fn utf8_names_are_carried_as_they_are() {
+        use super::super::Names;
+
+        let store = Store::new(Settings::default());
+        let key = Key::from_parts(
+            "http_server_request_duration_seconds",
+            vec![
+                Label::new("http_request_method", "GET"),
+                Label::new("other", "x"),
+            ],
+        );
+        store.register_histogram(&key, &META).record(0.1);
+        let utf8 = decode(&store.render_protobuf_names(|_| true, Names::Utf8));
+        assert_eq!(utf8[0].name(), "http.server.request.duration");
+        let labels: Vec<_> = utf8[0].metric[0].label.iter().map(|l| l.name()).collect();
+        assert_eq!(labels, ["http.request.method", "other"]);
+        let legacy = decode(&store.render_protobuf(|_| true));
+        assert_eq!(legacy[0].name(), "http_server_request_duration_seconds");
+        assert_eq!(legacy[0].metric[0].label[0].name(), "http_request_method");
     }
 }

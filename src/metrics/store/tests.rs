@@ -340,3 +340,55 @@ fn native_histograms_show_their_count_in_the_text_formats_and_classic_buckets_wi
     );
     assert!(text.contains("d_seconds_count 1\n"), "{text}");
 }
+
+#[test]
+fn utf8_names_are_the_conventions_own_quoted_and_other_families_keep_theirs() {
+    use super::{HistogramMode, Names};
+
+    let store = Store::new(Settings {
+        histogram: HistogramMode::Both,
+        ..Settings::default()
+    });
+    store.describe(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests.",
+    );
+    store
+        .register_histogram(
+            &key(
+                "http_server_request_duration_seconds",
+                &[
+                    ("http_request_method", "GET"),
+                    ("http_response_status_code", "200"),
+                ],
+            ),
+            &META,
+        )
+        .record(0.003);
+    store
+        .register_gauge(
+            &key("http_server_active_requests", &[("url_scheme", "http")]),
+            &META,
+        )
+        .set(1.0);
+    store
+        .register_counter(&key("app_jobs_total", &[("queue", "q")]), &META)
+        .increment(1);
+    let om = store.render_names(|_| true, Format::OpenMetrics, Names::Utf8);
+    for expected in [
+        "# HELP \"http.server.request.duration\" Duration of HTTP server requests.\n",
+        "# TYPE \"http.server.request.duration\" histogram\n",
+        "{\"http.server.request.duration_bucket\",\"http.request.method\"=\"GET\",\"http.response.status_code\"=\"200\",le=\"0.005\"} 1\n",
+        "{\"http.server.request.duration_count\",\"http.request.method\"=\"GET\",\"http.response.status_code\"=\"200\"} 1\n",
+        "# TYPE \"http.server.active_requests\" gauge\n{\"http.server.active_requests\",\"url.scheme\"=\"http\"} 1\n",
+        "# TYPE app_jobs counter\napp_jobs_total{queue=\"q\"} 1\n",
+    ] {
+        assert!(om.contains(expected), "{expected}\nnot in\n{om}");
+    }
+    // Legacy names are today's, whatever the store holds.
+    let legacy = store.render(|_| true, Format::OpenMetrics);
+    assert!(
+        legacy.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\"")
+    );
+    assert!(!legacy.contains("http.server"), "{legacy}");
+}

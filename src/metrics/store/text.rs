@@ -2,7 +2,10 @@
 
 use std::sync::{atomic::Ordering, PoisonError};
 
-use super::{format, histogram::HistogramCell, summary::Scratch, Cell, Format, Kind, Store};
+use super::{
+    format, histogram::HistogramCell, summary::Scratch, utf8, utf8::Names, Cell, Format, Kind,
+    Store,
+};
 
 impl Store {
     /// Renders the families for which `keep(name)` is true, in the text format 0.0.4: families
@@ -17,6 +20,17 @@ impl Store {
     /// change its series' name); help texts escape `"`; the counters' and buckets' last
     /// exemplars follow their samples; no blank lines; `# EOF` ends the text.
     pub(crate) fn render(&self, keep: impl Fn(&str) -> bool, format: Format) -> String {
+        self.render_names(keep, format, Names::Legacy)
+    }
+
+    /// [`render`](Self::render) with `names`: with [`Names::Utf8`], the conventions' families
+    /// under their own names, quoted (see [`utf8`]).
+    pub(crate) fn render_names(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        format: Format,
+        names: Names,
+    ) -> String {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         let help = self.help.read().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed));
@@ -29,18 +43,25 @@ impl Store {
             if family.series.is_empty() || !keep(name) {
                 continue;
             }
-            let (declared, type_name) = match (&family.kind, om) {
-                (Kind::Counter, true) => match name.strip_suffix("_total") {
+            let utf8_name = names.family(name);
+            let (declared, type_name) = match (utf8_name, &family.kind, om) {
+                (Some(utf8_name), kind, _) => (utf8_name, kind.type_name()),
+                (None, Kind::Counter, true) => match name.strip_suffix("_total") {
                     Some(base) if !base.is_empty() => (base, "counter"),
                     _ => (name.as_str(), "unknown"),
                 },
-                (kind, _) => (name.as_str(), kind.type_name()),
+                (None, kind, _) => (name.as_str(), kind.type_name()),
+            };
+            let push_declared = |out: &mut String| match utf8_name {
+                Some(_) => utf8::push_quoted(out, declared),
+                None => out.push_str(declared),
             };
             render.exemplars =
                 om && !(matches!(family.kind, Kind::Counter) && type_name == "unknown");
+            render.quoted = utf8_name.is_some();
             if let Some(help) = help.get(name) {
                 out.push_str("# HELP ");
-                out.push_str(declared);
+                push_declared(&mut out);
                 out.push(' ');
                 if om {
                     out.push_str(&help.replace('"', "\\\""));
@@ -50,12 +71,18 @@ impl Store {
                 out.push('\n');
             }
             out.push_str("# TYPE ");
-            out.push_str(declared);
+            push_declared(&mut out);
             out.push(' ');
             out.push_str(type_name);
             out.push('\n');
+            let sample_name = utf8_name.unwrap_or(name);
             for (labels, cell) in &family.series {
-                render.series(self, &mut out, name, &family.kind, labels, cell);
+                if render.quoted {
+                    let labels = utf8::label_set(labels);
+                    render.series(self, &mut out, sample_name, &family.kind, &labels, cell);
+                } else {
+                    render.series(self, &mut out, sample_name, &family.kind, labels, cell);
+                }
             }
             if !om {
                 out.push('\n');
@@ -74,12 +101,25 @@ impl Store {
 struct Render {
     /// Whether exemplars are written (OpenMetrics).
     exemplars: bool,
+    /// Whether the family's name is quoted inside the braces (a UTF-8 name).
+    quoted: bool,
     scratch: Scratch,
     quantiles: Vec<f64>,
     buckets: Vec<(f64, u64)>,
 }
 
+/// The writer of a sample line's head: `name{labels} ` or `{"name",labels} `.
+type Head = fn(&mut String, &str, &str, &str, Option<(&str, &str)>);
+
 impl Render {
+    fn head(&self) -> Head {
+        if self.quoted {
+            utf8::push_sample_head
+        } else {
+            format::push_sample_head
+        }
+    }
+
     fn series(
         &mut self,
         store: &Store,
@@ -89,7 +129,8 @@ impl Render {
         labels: &str,
         cell: &Cell,
     ) {
-        use format::{push_f64, push_sample_head as head, push_u64};
+        use format::{push_f64, push_u64};
+        let head = self.head();
         match (cell, kind) {
             (Cell::Counter(c), _) => {
                 head(out, name, "", labels, None);
@@ -155,7 +196,8 @@ impl Render {
         h: &HistogramCell,
         le: &[String],
     ) {
-        use format::{push_f64, push_sample_head as head, push_u64};
+        use format::{push_f64, push_u64};
+        let head = self.head();
         let (count, sum) = h.read(&mut self.buckets);
         let exemplar = |out: &mut String, index: usize| {
             if let Some(slot) = h.exemplars.get(index).filter(|_| self.exemplars) {
