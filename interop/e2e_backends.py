@@ -272,8 +272,8 @@ class Prometheus:
     """A Prometheus (3.16 from interop/backends/build.sh, or Debian's) on a port chosen here,
     with a temporary TSDB and the configuration `config` (a dict; JSON is YAML)."""
 
-    def __init__(self, binary, work, config, flags=(), name="prometheus"):
-        port = free_port()
+    def __init__(self, binary, work, config, flags=(), name="prometheus", port=None):
+        port = port or free_port()
         path = os.path.join(work, f"{name}.yml")
         with open(path, "w") as f:
             json.dump(config, f)

@@ -113,19 +113,7 @@ def part_exemplars(args, work):
             exemplars[query] = found
         prom.stop()
         check(registry.stop() == 0, "the registry did not exit cleanly on SIGTERM")
-        # Every exemplar's trace is in Jaeger, its span a server span of the registry.
-        wanted = set().union(*exemplars.values())
-        shown = 0
-        for trace_id, span_id in sorted(wanted):
-            spans = wait_for(f"trace {trace_id} in Jaeger",
-                             lambda: jaeger.trace(trace_id), seconds=10, interval=0.2)
-            span = [s for s in spans if hex_id(s["spanId"]) == span_id]
-            check(span, f"exemplar {trace_id}/{span_id}: no such span in Jaeger's trace "
-                  f"({[(s['name'], hex_id(s['spanId'])) for s in spans]})")
-            check(span[0].get("kind") in (2, "SPAN_KIND_SERVER"),
-                  f"exemplar span {span[0]['name']} is not a server span")
-            check(span[0]["service"] == "registry-demo", f"service {span[0]['service']}")
-            shown += 1
+        shown = spans_in_jaeger(jaeger, set().union(*exemplars.values()))
         return (f"{len(exemplars['http_request_total'])} exemplars on the counter, "
                 f"{len(exemplars['http_request_duration_seconds_bucket'])} on the buckets, "
                 f"all {shown} spans shown by Jaeger ({traffic})")
@@ -134,6 +122,23 @@ def part_exemplars(args, work):
             if p:
                 p.kill()
         jaeger.stop()
+
+
+def spans_in_jaeger(jaeger, exemplars):
+    """Checks that every exemplar's (trace id, span id) is a server span of the registry in
+    Jaeger; how many."""
+    shown = 0
+    for trace_id, span_id in sorted(exemplars):
+        spans = wait_for(f"trace {trace_id} in Jaeger",
+                         lambda: jaeger.trace(trace_id), seconds=10, interval=0.2)
+        span = [s for s in spans if hex_id(s["spanId"]) == span_id]
+        check(span, f"exemplar {trace_id}/{span_id}: no such span in Jaeger's trace "
+              f"({[(s['name'], hex_id(s['spanId'])) for s in spans]})")
+        check(span[0].get("kind") in (2, "SPAN_KIND_SERVER"),
+              f"exemplar span {span[0]['name']} is not a server span")
+        check(span[0]["service"] == "registry-demo", f"service {span[0]['service']}")
+        shown += 1
+    return shown
 
 
 # What Prometheus 3.16 sends with its default scrape protocols (captured from its scrapes).
