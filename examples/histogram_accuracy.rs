@@ -56,9 +56,12 @@ impl Rng {
     }
 }
 
+/// A distribution: its name and a sampler.
+type Distribution = (&'static str, fn(&mut Rng) -> f64);
+
 /// The distributions: a service's typical latency, a cache in front of a slow backend, and a
 /// tight one that falls between two default buckets.
-const DISTRIBUTIONS: [(&str, fn(&mut Rng) -> f64); 3] = [
+const DISTRIBUTIONS: [Distribution; 3] = [
     ("lognormal", |r| r.lognormal(0.05, 1.0)),
     ("bimodal", |r| {
         if r.uniform() < 0.8 {
