@@ -8,8 +8,10 @@ Parts (all by default, or those named with --part):
   exemplar storage) and by one without. With it on, every histogram family of /metrics is a
   native histogram in Prometheus (`/api/v1/query` answers `histogram` values) whose count and
   sum are those /metrics serves, and the exemplars Prometheus keeps for the native request
-  durations name server spans Jaeger shows. With it off, the same process scrapes as before:
-  every classic bucket, sum and count stored with /metrics' value.
+  durations name server spans Jaeger shows; `towerscope rules --durations native` evaluated
+  over them gives slow-request ratios (`histogram_fraction`) and quantiles. With it off, the
+  same process scrapes as before: every classic bucket, sum and count stored with /metrics'
+  value.
 - `accuracy`: examples/histogram_accuracy.rs records known distributions (log-normal,
   bimodal, narrow) into native histograms and Prometheus' default classic buckets (one
   family, `both`); Prometheus 3 scrapes both (`always_scrape_classic_histograms`) and answers
@@ -32,8 +34,10 @@ Parts (all by default, or those named with --part):
 
 import argparse
 import json
+import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,24 +96,39 @@ def equal_samples(served, stored, what):
 def part_native(args, work):
     jaeger = Jaeger(args.jaeger, work)
     registry = on = off = None
+    rules = os.path.join(work, "native-rules.yml")
+    with open(rules, "w") as f:
+        subprocess.run([args.towerscope, "rules", "--openapi", args.openapi, "--prefix",
+                        "harbor_core_", "--durations", "native", "--latency", "0.01"],
+                       stdout=f, check=True, stderr=subprocess.DEVNULL)
     try:
-        registry = Registry(args.registry, work, metric={"histogram": "both"},
-                            trace={"enabled": True, "service_name": "registry-demo",
-                                   "otel": jaeger.exporter("otlp-http")["otel"]},
-                            traffic_seconds=4)
-        global_ = {"scrape_interval": "1s", "scrape_timeout": "1s"}
-        on = Prometheus(args.prometheus, work, {"global": global_, "scrape_configs": [
-            scrape_config(registry, scrape_native_histograms=True)]},
-            flags=["--enable-feature=exemplar-storage"], name="prometheus-native")
+        registry = Registry(args.registry, work, metric={
+            "namespace": "harbor", "subsystem": "core", "histogram": "both"},
+            trace={"enabled": True, "service_name": "registry-demo",
+                   "otel": jaeger.exporter("otlp-http")["otel"]}, traffic_seconds=10)
+        global_ = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+        on = Prometheus(args.prometheus, work, {"global": global_, "rule_files": [rules],
+                                                "scrape_configs": [scrape_config(
+                                                    registry, scrape_native_histograms=True)]},
+                        flags=["--enable-feature=exemplar-storage"], name="prometheus-native")
         off = Prometheus(args.prometheus, work, {"global": global_, "scrape_configs": [
             scrape_config(registry)]}, name="prometheus-classic")
+        # `towerscope rules --durations native` over the native series, read while the traffic
+        # runs (rate() needs them to move): slow-request ratios and quantiles have values.
+        on.wait_targets_up(1)
+        evaluated = {}
+        for record in ("operation:harbor_core_http_slow_requests:ratio_rate5m",
+                       "operation:harbor_core_http_request_duration_seconds:quantile5m"):
+            evaluated[record] = wait_for(f"{record} from the native histograms", lambda: [
+                r for r in on.query(record) if not math.isnan(float(r["value"][1]))],
+                seconds=30, interval=0.5)
         traffic = registry.wait_traffic_done(60)
         for prom in (on, off):
             targets = prom.wait_targets_up(1)
             check(not targets[0]["lastError"], f"scrape error: {targets[0]['lastError']}")
         served = settled_samples(registry)
         families = histogram_families(registry.scrape()[1])
-        check("http_request_duration_seconds" in families and len(families) >= 3,
+        check("harbor_core_http_request_duration_seconds" in families and len(families) >= 3,
               f"histogram families on /metrics: {families}")
         # On: one native series per classic label set, with its count and sum.
         natives = 0
@@ -132,18 +151,20 @@ def part_native(args, work):
         equal_samples(served, stored_classic(off, served, "registry-demo"), "scrape without "
                       "native histograms")
         now = time.time()
-        data = on.api("query_exemplars", query="http_request_duration_seconds",
+        data = on.api("query_exemplars", query="harbor_core_http_request_duration_seconds",
                       start=f"{now - 600:.3f}", end=f"{now + 60:.3f}")
         exemplars = {(e["labels"]["trace_id"], e["labels"]["span_id"])
                      for series in data for e in series["exemplars"]}
-        check(exemplars, "no exemplars stored for the native http_request_duration_seconds")
+        check(exemplars, "no exemplars stored for the native request durations")
         on.stop()
         off.stop()
         check(registry.stop() == 0, "the registry did not exit cleanly on SIGTERM")
         shown = spans_in_jaeger(jaeger, exemplars)
+        slow, quantiles = evaluated.values()
         return (f"{len(families)} histogram families, {natives} native series with /metrics' "
                 f"count and sum; {len(served)} classic series equal without native scraping; "
-                f"{shown} native exemplars, all shown by Jaeger ({traffic})")
+                f"{shown} native exemplars, all shown by Jaeger; native rules: slow ratios of "
+                f"{len(slow)} operations, {len(quantiles)} quantiles ({traffic})")
     finally:
         for p in (on, off, registry):
             if p:
@@ -346,6 +367,8 @@ def main():
     p.add_argument("--jaeger", required=True, help="Jaeger v2")
     p.add_argument("--registry", default="target/debug/examples/registry_demo")
     p.add_argument("--accuracy", default="target/debug/examples/histogram_accuracy")
+    p.add_argument("--towerscope", default="target/debug/towerscope", help="the command")
+    p.add_argument("--openapi", default="../shared/data/harbor-swagger.yaml")
     p.add_argument("--part", action="append", choices=PARTS, help="default: all")
     args = p.parse_args()
     failed = 0

@@ -3,7 +3,8 @@
 # document pass `promtool check rules` (by operation and by tag, summaries and histograms), and
 # `promtool test rules` (tests/rules/burn_rate_test.yml) shows the fast-burn alert firing for an
 # operation with a 5 % error ratio and quiet at 0.05 %, and (tests/rules/latency_burn_test.yml)
-# the latency burn-rate alerts of the histogram rules. Run from the crate root after
+# the latency burn-rate alerts of the histogram rules, and with promtool 3
+# (tests/rules/native_latency_burn_test.yml) those of the native-histogram rules. Run from the crate root after
 # `cargo build --all-features --bin towerscope`; TOWERSCOPE overrides the binary. With PROMTOOL3
 # (promtool 3.16, from interop/backends/build.sh) every promtool step runs with Debian's 2.42
 # and again with 3.16; with PROMETHEUS3, a Prometheus 3.16 also loads every generated rule file
@@ -52,12 +53,28 @@ cp tests/rules/latency_burn_test.yml "$work/"
   > "$work/harbor-histogram-rules.yml" 2> /dev/null
 promtool_each test rules "$work/latency_burn_test.yml"
 ok "promtool test rules: latency burn-rate alerts fire at 10 % slower than 0.5 s, quiet at 0.01 % (histograms)"
+# Native histograms (histogram_fraction): promtool 3 only, 2.42 reads no native histogram in
+# test input.
+"$bin" rules --openapi "$doc" --prefix harbor_core_ --durations native --latency 0.5 \
+  > "$work/harbor-native-rules.yml" 2> "$work/err" || fail "rules, native: $(cat "$work/err")"
+grep -q '^towerscope rules: 203 operations, 15 recording rules, 812 alerts$' "$work/err" \
+  || fail "native: $(cat "$work/err")"
+if [ -n "${PROMTOOL3:-}" ]; then
+  "$PROMTOOL3" check rules "$work/harbor-native-rules.yml" > "$work/check" 2>&1 \
+    || fail "promtool 3 check rules, native: $(cat "$work/check")"
+  grep -q 'SUCCESS: 827 rules found' "$work/check" || fail "promtool 3, native: $(cat "$work/check")"
+  cp tests/rules/native_latency_burn_test.yml "$work/"
+  "$PROMTOOL3" test rules "$work/native_latency_burn_test.yml" > "$work/check" 2>&1 \
+    || fail "promtool 3 test rules, native: $(cat "$work/check")"
+  ok "native histograms: promtool 3 check rules (827 rules) and test rules: latency burn-rate alerts from histogram_fraction fire at 10 % slower than 0.5 s, quiet at 0.01 %"
+fi
 
 # The generated rule files loaded by a Prometheus 3.16, every group evaluated at least once.
 if [ -n "${PROMETHEUS3:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  printf 'global: { evaluation_interval: 1s }\nrule_files: ["%s", "%s", "%s"]\n' \
-    "$work/by-operation.yml" "$work/by-tag.yml" "$work/harbor-histogram-rules.yml" > "$work/prometheus.yml"
+  printf 'global: { evaluation_interval: 1s }\nrule_files: ["%s", "%s", "%s", "%s"]\n' \
+    "$work/by-operation.yml" "$work/by-tag.yml" "$work/harbor-histogram-rules.yml" \
+    "$work/harbor-native-rules.yml" > "$work/prometheus.yml"
   "$PROMETHEUS3" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
     --web.listen-address="127.0.0.1:$port" --log.level=warn > "$work/prometheus.log" 2>&1 &
   prom=$!

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! towerscope rules --openapi FILE --prefix harbor_core_ [--objective 0.999] [--latency 0.5]
-//!                  [--quantile 0.99] [--group-by operation|tag] [--durations summary|histogram]
+//!                  [--quantile 0.99] [--group-by operation|tag] [--durations summary|histogram|native]
 //! ```
 //!
 //! `rules` writes Prometheus recording and alerting rules for the operations of an OpenAPI
@@ -17,7 +17,7 @@ use std::{
 use towerscope::rules::{self, Durations, GroupBy, RulesOptions};
 
 const USAGE: &str = "usage: towerscope rules --openapi FILE --prefix PREFIX [--objective 0.999] \
-[--latency 0.5] [--quantile 0.99] [--group-by operation|tag] [--durations summary|histogram]";
+[--latency 0.5] [--quantile 0.99] [--group-by operation|tag] [--durations summary|histogram|native]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,7 +77,12 @@ fn parse_rules(args: &[String]) -> Result<(PathBuf, RulesOptions), String> {
                 options.durations = match value()?.as_str() {
                     "summary" => Durations::Summary,
                     "histogram" => Durations::Histogram,
-                    other => return Err(format!("--durations {other:?}: summary or histogram")),
+                    "native" => Durations::Native,
+                    other => {
+                        return Err(format!(
+                            "--durations {other:?}: summary, histogram or native"
+                        ))
+                    }
                 }
             }
             other => return Err(format!("unknown option {other:?}")),

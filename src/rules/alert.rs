@@ -28,7 +28,7 @@ pub(super) fn alert(out: &mut Vec<Rule>, names: &Names, options: &RulesOptions, 
         .collect()
     };
     let mut slos = vec![("availability", &names.errors, "fail".to_owned())];
-    if options.durations == Durations::Histogram {
+    if options.durations != Durations::Summary {
         let slower = format!("are slower than {} s", number(options.latency));
         slos.push(("latency", &names.slow, slower));
     }

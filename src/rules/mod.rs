@@ -47,6 +47,9 @@ pub enum Durations {
     Summary,
     /// Histograms: latency burn-rate alerts on the ratio of requests slower than the threshold.
     Histogram,
+    /// Native histograms (`metric.histogram: native` or `both`, scraped with
+    /// `scrape_native_histograms`): the same alerts, the ratio from `histogram_fraction`.
+    Native,
 }
 
 /// The generator's settings.
@@ -205,6 +208,7 @@ pub fn generate(ops: &[ApiOperation], options: &RulesOptions) -> Result<Rules, R
         match options.durations {
             Durations::Summary => "summary",
             Durations::Histogram => "histogram",
+            Durations::Native => "native histogram",
         },
     );
     text.push_str(&yaml);

@@ -97,3 +97,33 @@ fn thresholds_are_written_without_float_noise_and_settings_are_checked() {
     options.latency = -1.0;
     assert!(generate(&ops, &options).is_err());
 }
+
+#[test]
+fn native_histograms_record_with_histogram_fraction_and_no_le() {
+    let ops = operations(&doc()).unwrap();
+    let mut options = RulesOptions::new("harbor_core_");
+    options.durations = Durations::Native;
+    options.latency = 0.3;
+    let rules = generate(&ops, &options).unwrap();
+    assert!(
+        rules.text.contains(
+            "1 - histogram_fraction(0, 0.3, sum by (operation) (rate(harbor_core_http_request_duration_seconds[5m])))"
+        ),
+        "{}",
+        rules.text
+    );
+    assert!(rules.text.contains(
+        "histogram_quantile(0.99, sum by (operation) (rate(harbor_core_http_request_duration_seconds[5m])))"
+    ));
+    assert!(!rules.text.contains("le="), "native histograms have no le");
+    assert!(rules.text.contains("native histogram durations"));
+    // Availability and latency burn alerts, two each, per operation; no summary alert.
+    assert_eq!(rules.alerts, 8);
+    assert_eq!(rules.recording, WINDOWS.len() * 3 + HISTOGRAM_QUANTILES.len());
+    // By tag: the tag's operations selected inside the rate.
+    options.group_by = GroupBy::Tag;
+    let rules = generate(&ops, &options).unwrap();
+    assert!(rules.text.contains(
+        r#"1 - histogram_fraction(0, 0.3, sum (rate(harbor_core_http_request_duration_seconds{operation=~"#
+    ));
+}
