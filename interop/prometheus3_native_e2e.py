@@ -91,6 +91,35 @@ def equal_samples(served, stored, what):
           f"{wrong[:4]}")
 
 
+def native_panels(dashboard, prefix):
+    """(title, expr) of the panels of a dashboard's native-histogram row, with `$job`,
+    `${prefix}` and `$__rate_interval` replaced."""
+    with open(dashboard) as f:
+        rows = json.load(f)["panels"]
+    row = next(p for p in rows if p.get("title", "").startswith("Native histogram"))
+    out = []
+    for panel in row["panels"]:
+        for target in panel["targets"]:
+            expr = (target["expr"].replace("${prefix}", prefix).replace("$job", ".+")
+                    .replace("$__rate_interval", "1m"))
+            out.append((panel["title"], expr))
+    return out
+
+
+def check_native_panels(prom, dashboard, prefix, required):
+    """Every native panel's query runs (a PromQL error fails); those over the `required`
+    family (the request durations the registry's traffic keeps moving) have data. How many
+    panels answered with data."""
+    answered = 0
+    for title, expr in native_panels(dashboard, prefix):
+        data = [r for r in prom.query(expr) if r["value"][1] != "NaN"]
+        check(data or required not in expr,
+              f"{os.path.basename(dashboard)}: {title!r} has no data ({expr})")
+        answered += bool(data)
+    check(answered >= 2, f"{os.path.basename(dashboard)}: only {answered} native panels answered")
+    return answered
+
+
 # --- native --------------------------------------------------------------------------------
 
 def part_native(args, work):
@@ -122,6 +151,8 @@ def part_native(args, work):
             evaluated[record] = wait_for(f"{record} from the native histograms", lambda: [
                 r for r in on.query(record) if not math.isnan(float(r["value"][1]))],
                 seconds=30, interval=0.5)
+        panels = check_native_panels(on, args.dashboard, "harbor_core_",
+                                     "harbor_core_http_request_duration_seconds")
         traffic = registry.wait_traffic_done(60)
         for prom in (on, off):
             targets = prom.wait_targets_up(1)
@@ -164,7 +195,8 @@ def part_native(args, work):
         return (f"{len(families)} histogram families, {natives} native series with /metrics' "
                 f"count and sum; {len(served)} classic series equal without native scraping; "
                 f"{shown} native exemplars, all shown by Jaeger; native rules: slow ratios of "
-                f"{len(slow)} operations, {len(quantiles)} quantiles ({traffic})")
+                f"{len(slow)} operations, {len(quantiles)} quantiles; {panels} native panels of "
+                f"the dashboard answer ({traffic})")
     finally:
         for p in (on, off, registry):
             if p:
@@ -314,19 +346,25 @@ def part_utf8(args, work):
     try:
         registry = Registry(args.registry, work, metric={
             "naming": "otel", "utf8_names": True, "histogram": "both"},
-            trace={"enabled": False}, traffic_seconds=3)
+            trace={"enabled": False}, traffic_seconds=10)
         global_ = {"scrape_interval": "1s", "scrape_timeout": "1s"}
         for name, extra in (("utf8", {}),
                             ("underscores", {"metric_name_escaping_scheme": "underscores"}),
-                            ("native", {"scrape_native_histograms": True})):
+                            ("native", {"scrape_native_histograms": True}),
+                            ("native-underscores", {"scrape_native_histograms": True,
+                                                    "metric_name_escaping_scheme": "underscores"})):
             servers.append(Prometheus(args.prometheus, work, {
                 "global": global_, "scrape_configs": [scrape_config(registry, **extra)]},
                 name=f"prometheus-{name}"))
-        utf8, underscores, native = servers
-        traffic = registry.wait_traffic_done(60)
+        utf8, underscores, native, native_underscores = servers
         for prom in servers:
             targets = prom.wait_targets_up(1)
             check(not targets[0]["lastError"], f"scrape error: {targets[0]['lastError']}")
+        # The OpenTelemetry dashboard's native row reads the underscored names (while the
+        # traffic runs: rate() needs them to move).
+        panels = check_native_panels(native_underscores, args.otel_dashboard, "",
+                                     "http_server_request_duration_seconds")
+        traffic = registry.wait_traffic_done(60)
         served = settled_samples(registry)
         # UTF-8: the conventions' names, with /metrics' values; no underscored twin.
         expected = {utf8_series(*k): v for k, v in served.items() if utf8_series(*k)}
@@ -354,7 +392,8 @@ def part_utf8(args, work):
         check(registry.stop() == 0, "the registry did not exit cleanly on SIGTERM")
         return (f"{len(expected)} series under the conventions' UTF-8 names equal /metrics', "
                 f"{len(legacy)} underscored with escaping=underscores, {len(natives)} native "
-                f"http.server.request.duration series over protobuf ({traffic})")
+                f"http.server.request.duration series over protobuf; {panels} native panels of "
+                f"the OpenTelemetry dashboard answer ({traffic})")
     finally:
         for p in (*servers, registry):
             if p:
@@ -369,6 +408,8 @@ def main():
     p.add_argument("--accuracy", default="target/debug/examples/histogram_accuracy")
     p.add_argument("--towerscope", default="target/debug/towerscope", help="the command")
     p.add_argument("--openapi", default="../shared/data/harbor-swagger.yaml")
+    p.add_argument("--dashboard", default="dashboards/towerscope.json")
+    p.add_argument("--otel-dashboard", default="dashboards/towerscope-otel.json")
     p.add_argument("--part", action="append", choices=PARTS, help="default: all")
     args = p.parse_args()
     failed = 0

@@ -30,7 +30,7 @@
 #                      rows matching OPTIONAL_ROWS), a Python regex searched in panel titles,
 #                      or empty (default: nothing required)
 #   OPTIONAL_ROWS      regex on row titles left out of REQUIRE_DATA=all
-#                      (default: ^Histogram, the histogram-only panels)
+#                      (default: ^(Histogram|Native), the histogram-only panels)
 #   HARBOR_DASHBOARD   1: also Harbor's "Core Metrics" row (needs METRIC_PREFIX=harbor_core_);
 #                      all: every non-Go query of Harbor's dashboard, with a value that is not
 #                      NaN (so the service must see traffic while Prometheus scrapes)
@@ -57,7 +57,7 @@ if [[ "$REQUIRE_DATA" == all ]]; then
 else
     export REQUIRE_COMPONENTS="${REQUIRE_COMPONENTS:-}"
 fi
-export OPTIONAL_ROWS="${OPTIONAL_ROWS:-^Histogram}"
+export OPTIONAL_ROWS="${OPTIONAL_ROWS:-^(Histogram|Native)}"
 export HARBOR_DASHBOARD="${HARBOR_DASHBOARD:-0}"
 export HARBOR_SERVICE="${HARBOR_SERVICE:-harbor-core}"
 export HARBOR_DASHBOARD_JSON="${HARBOR_DASHBOARD_JSON:-$repo/../shared/data/harbor-grafana-dashboard.json}"
