@@ -83,5 +83,11 @@ echo "JAEGER=$bin/jaeger"
 echo "PROMETHEUS3=$bin/prometheus"
 echo "PROMTOOL3=$bin/promtool"
 echo "OCI_CONFORMANCE=$bin/conformance"
-# Where the modules are: tools/proto-gen reads Prometheus' metrics.proto from there.
-echo "BACKENDS_GOMODCACHE=$GOMODCACHE"
+# Prometheus' metrics.proto (github.com/prometheus/client_model at the version Prometheus 3.16
+# requires), which tools/proto-gen checks src/metrics/proto against. Downloaded here rather than
+# assumed present: a cache kept between runs may hold the binaries without the module sources.
+proto_dir=$(cd "$here/prometheus" && go mod download -json github.com/prometheus/client_model \
+  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -f "$proto_dir/io/prometheus/client/metrics.proto" ] \
+  || { echo "build.sh: no metrics.proto under '$proto_dir'" >&2; exit 1; }
+echo "PROMETHEUS_METRICS_PROTO=$proto_dir/io/prometheus/client/metrics.proto"
