@@ -11,12 +11,15 @@
 //! Each case holds N series of a request counter (`method`, `code`, `operation`) and N series
 //! of a request-duration family (`method`, `operation`), every duration series with 32
 //! observations between 1 ms and 3 s; durations are a summary (quantiles 0.5, 0.9, 0.99:
-//! Harbor's default) or a histogram (Prometheus's default 11 buckets). N is 100, 1,000 and
-//! 10,000. The group `exposition/{summary,histogram}/N` holds `towerscope`
-//! (`MetricsRegistry::render`) and `metrics-exporter-prometheus` (`PrometheusHandle::render`,
-//! whose output is in hash-map order: towerscope's is sorted, which the timing includes).
-//! Before the first case of each size it prints the bytes of both outputs and the bytes
-//! towerscope holds per series (`MetricsRegistry::stats`).
+//! Harbor's default), a histogram (Prometheus's default 11 buckets), a native histogram
+//! (`metric.histogram: native`, bucket factor 1.1) or both (native and the 11 buckets). N is
+//! 100, 1,000 and 10,000. The group `exposition/{summary,histogram,native,both}/N` holds
+//! `towerscope` (`MetricsRegistry::render`, the text format), `towerscope-protobuf`
+//! (`MetricsRegistry::render_protobuf`, the format a native histogram is served in) and, for
+//! summaries and histograms, `metrics-exporter-prometheus` (`PrometheusHandle::render`, whose
+//! output is in hash-map order: towerscope's is sorted, which the timing includes). Before the
+//! first case of each size it prints the bytes of the outputs and the bytes towerscope holds
+//! per series (`MetricsRegistry::stats`).
 
 #![allow(
     missing_docs,
@@ -28,7 +31,10 @@ use std::{hint::black_box, time::Duration};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use towerscope::{config::MetricConfig, metrics::MetricsRegistry};
+use towerscope::{
+    config::MetricConfig,
+    metrics::{HistogramMode, MetricsRegistry},
+};
 
 const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 const BUCKETS: [f64; 11] = [
@@ -57,12 +63,25 @@ fn populate(recorder: &dyn Recorder, series: usize) {
     }
 }
 
-fn towerscope(histogram: bool, series: usize) -> MetricsRegistry {
+/// How the case's durations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durations {
+    Summary,
+    Histogram,
+    Native,
+    Both,
+}
+
+fn towerscope(durations: Durations, series: usize) -> MetricsRegistry {
     let mut config = MetricConfig::default();
-    if histogram {
-        config.buckets = Some(BUCKETS.to_vec());
-    } else {
-        config.quantiles = Some(QUANTILES.to_vec());
+    match durations {
+        Durations::Summary => config.quantiles = Some(QUANTILES.to_vec()),
+        Durations::Histogram => config.buckets = Some(BUCKETS.to_vec()),
+        Durations::Native => config.histogram = HistogramMode::Native,
+        Durations::Both => {
+            config.histogram = HistogramMode::Both;
+            config.buckets = Some(BUCKETS.to_vec());
+        }
     }
     let registry = MetricsRegistry::new(&config).expect("valid settings");
     populate(&*registry.recorder(), series);
@@ -84,30 +103,40 @@ fn exporter(histogram: bool, series: usize) -> metrics_exporter_prometheus::Prom
 }
 
 fn exposition(c: &mut Criterion) {
-    for histogram in [false, true] {
-        let kind = if histogram { "histogram" } else { "summary" };
+    use Durations::*;
+    for durations in [Summary, Histogram, Native, Both] {
+        let kind = format!("{durations:?}").to_lowercase();
         let mut group = c.benchmark_group(format!("exposition/{kind}"));
         group.sample_size(10).warm_up_time(Duration::from_secs(1));
         for series in SIZES {
-            let ours = towerscope(histogram, series);
-            let theirs = exporter(histogram, series);
+            let ours = towerscope(durations, series);
+            let theirs = matches!(durations, Summary | Histogram)
+                .then(|| exporter(durations == Histogram, series));
             let stats = ours.stats();
             eprintln!(
-                "exposition/{kind}/{series}: towerscope {} bytes of text, {} series holding {} bytes ({} per series); metrics-exporter-prometheus {} bytes of text",
+                "exposition/{kind}/{series}: towerscope {} bytes of text, {} of protobuf, {} series holding {} bytes ({} per series); metrics-exporter-prometheus {} bytes of text",
                 ours.render().len(),
+                ours.render_protobuf(&[]).map_or(0, |b| b.len()),
                 stats.series,
                 stats.bytes,
                 stats.bytes / stats.series.max(1),
-                theirs.render().len(),
+                theirs.as_ref().map_or(0, |h| h.render().len()),
             );
             group.bench_with_input(BenchmarkId::new("towerscope", series), &ours, |b, r| {
                 b.iter(|| black_box(r.render()))
             });
             group.bench_with_input(
-                BenchmarkId::new("metrics-exporter-prometheus", series),
-                &theirs,
-                |b, h| b.iter(|| black_box(h.render())),
+                BenchmarkId::new("towerscope-protobuf", series),
+                &ours,
+                |b, r| b.iter(|| black_box(r.render_protobuf(&[]))),
             );
+            if let Some(theirs) = &theirs {
+                group.bench_with_input(
+                    BenchmarkId::new("metrics-exporter-prometheus", series),
+                    theirs,
+                    |b, h| b.iter(|| black_box(h.render())),
+                );
+            }
         }
         group.finish();
     }

@@ -27,9 +27,15 @@
 //! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
 //! | `metrics/histogram` | `MetricsLayer` with histogram durations (four buckets), behind a layer inserting a request extension of another type | the baseline of `metrics/histogram_exemplar` |
 //! | `metrics/histogram_exemplar` | the same, the extension being a sampled span's `SpanIds` (what `TraceLayer` inserts) | the difference is what an exemplar costs a request: the clock read, the thread-local, the counter's and the bucket's exemplar slots |
+//! | `metrics/native` | `metrics/histogram` with `metric.histogram: native` (bucket factor 1.1) | a native histogram's recording against classic buckets' (issue 24's bound: 1.2× `metrics/histogram`'s added cost) |
+//! | `metrics/both` | `metrics/histogram` with `metric.histogram: both` | native and classic buckets recorded together |
 //! | `telemetry/tracing_off` | `Telemetry::layer` with `trace.enabled: false` (request id, operation, metrics), no subscriber | the baseline of the two below |
 //! | `telemetry/sampled` | `Telemetry::layer`, `sample_rate: 1`, its pipeline batching to an exporter that drops the batch, no subscriber (the layer exports the server span itself) | the server span on the request's thread: built, made current while polled, ended into the batch processor |
 //! | `telemetry/sampled_out` | the same at `sample_rate: 0` | the sampling decision and the non-sampled context |
+//!
+//! The group `record` times one observation into a duration series of a registry, without a
+//! layer or a request: `summary` (the default), `classic` (Prometheus' 11 default buckets),
+//! `native` (`metric.histogram: native`) and `both`.
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
 //! `request_id/incoming`). The duration summary's samples are drained by the registry's upkeep
@@ -65,7 +71,7 @@ use opentelemetry_sdk::{
 use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
-    metrics::{MetricNaming, SpanIds},
+    metrics::{HistogramMode, MetricNaming, SpanIds},
     operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
     trace::{TraceLayer, TracePipeline},
@@ -140,6 +146,29 @@ where
     }
 }
 
+/// A value of the size of `SpanIds`, of another type: the extension of the cases without ids.
+#[derive(Clone, Copy)]
+struct NotIds(#[allow(dead_code, reason = "only its size matters")] [u8; 24]);
+
+/// A `MetricsLayer` into `registry` behind a layer inserting a request extension: a sampled
+/// span's `ids` (what `TraceLayer` inserts), or a value of another type of the same size.
+fn histogram_case(
+    registry: &MetricsRegistry,
+    ids: Option<SpanIds>,
+) -> impl Service<Request<ReqBody>, Response = Response<impl Body>, Error = Infallible> {
+    let op = OperationId::from("getUser");
+    let metrics =
+        MetricsLayer::new(registry).with_resolver(move |_: &RequestRef<'_>| Some(op.clone()));
+    MapRequestLayer::new(move |mut req: Request<ReqBody>| {
+        match ids {
+            Some(ids) => req.extensions_mut().insert(ids).map(|_| ()),
+            None => req.extensions_mut().insert(NotIds([7; 24])).map(|_| ()),
+        };
+        req
+    })
+    .layer(metrics.layer(inner()))
+}
+
 fn overhead(c: &mut Criterion) {
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("metrics registry");
     let op = OperationId::from("getUser");
@@ -157,32 +186,31 @@ fn overhead(c: &mut Criterion) {
             .layer(inner());
 
     // Histogram durations, without and with a sampled span's ids in the request: the same
-    // extension insert in both (a value of another type, then the ids).
-    let histograms = MetricsRegistry::new(&MetricConfig {
+    // extension insert in both (a value of another type, then the ids); and the same request
+    // as the first into native histograms, and into both.
+    let classic = MetricConfig {
         buckets: Some(vec![0.005, 0.05, 0.5, 5.0]),
         ..MetricConfig::default()
-    })
-    .expect("histogram registry");
-    #[derive(Clone, Copy)]
-    struct NotIds(#[allow(dead_code, reason = "only its size matters")] [u8; 24]);
+    };
+    let histograms = MetricsRegistry::new(&classic).expect("histogram registry");
     let ids = SpanIds {
         trace_id: TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
         span_id: SpanId::from(0x00f0_67aa_0ba9_02b7),
     };
-    let histogram_layer = || {
-        let op = OperationId::from("getUser");
-        MetricsLayer::new(&histograms).with_resolver(move |_: &RequestRef<'_>| Some(op.clone()))
-    };
-    let mut histogram = MapRequestLayer::new(|mut req: Request<ReqBody>| {
-        req.extensions_mut().insert(NotIds([7; 24]));
-        req
+    let mut histogram = histogram_case(&histograms, None);
+    let mut histogram_exemplar = histogram_case(&histograms, Some(ids));
+    let natives = MetricsRegistry::new(&MetricConfig {
+        histogram: HistogramMode::Native,
+        ..MetricConfig::default()
     })
-    .layer(histogram_layer().layer(inner()));
-    let mut histogram_exemplar = MapRequestLayer::new(move |mut req: Request<ReqBody>| {
-        req.extensions_mut().insert(ids);
-        req
+    .expect("native registry");
+    let mut native = histogram_case(&natives, None);
+    let boths = MetricsRegistry::new(&MetricConfig {
+        histogram: HistogramMode::Both,
+        ..classic.clone()
     })
-    .layer(histogram_layer().layer(inner()));
+    .expect("both registry");
+    let mut both = histogram_case(&boths, None);
 
     // The same histograms under `metric.naming: otel`: the route from the resolver, the
     // duration keyed by (route, method, scheme, version, status), no counter.
@@ -267,6 +295,10 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("metrics/histogram_exemplar", |b| {
         b.iter(|| round_trip(&mut histogram_exemplar, false))
     });
+    group.bench_function("metrics/native", |b| {
+        b.iter(|| round_trip(&mut native, false))
+    });
+    group.bench_function("metrics/both", |b| b.iter(|| round_trip(&mut both, false)));
     group.bench_function("metrics/otel", |b| b.iter(|| round_trip(&mut otel, false)));
     group.bench_function("telemetry/tracing_off", |b| {
         b.iter(|| round_trip(&mut telemetry_off, false))
@@ -297,5 +329,64 @@ fn overhead(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, overhead);
+/// One observation into a duration series (no layer, no request), as each histogram mode
+/// records it: the recording cost alone, where the layer cases above add the request's.
+/// Values cycle through 64 durations from 0.1 ms to 10 s, so every bucket path is taken.
+fn record(c: &mut Criterion) {
+    let values: Vec<f64> = (0..64)
+        .map(|i| 1e-4 * 1e5_f64.powf(f64::from(i) / 63.0))
+        .collect();
+    let key = metrics::Key::from_parts(
+        "http_request_duration_seconds",
+        vec![metrics::Label::new("operation", "getUser")],
+    );
+    static META: metrics::Metadata<'static> =
+        metrics::Metadata::new("bench", metrics::Level::INFO, None);
+    let classic = MetricConfig {
+        buckets: Some(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+        ..MetricConfig::default()
+    };
+    let cases = [
+        ("record/summary", MetricConfig::default()),
+        ("record/classic", classic.clone()),
+        (
+            "record/native",
+            MetricConfig {
+                histogram: HistogramMode::Native,
+                ..MetricConfig::default()
+            },
+        ),
+        (
+            "record/both",
+            MetricConfig {
+                histogram: HistogramMode::Both,
+                ..classic
+            },
+        ),
+    ];
+    let mut group = c.benchmark_group("record");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(60);
+    for (name, config) in cases {
+        let registry = MetricsRegistry::new(&config).expect("registry");
+        let histogram = registry.recorder().register_histogram(&key, &META);
+        for v in &values {
+            histogram.record(*v);
+        }
+        let mut i = 0;
+        group.bench_function(name.trim_start_matches("record/"), |b| {
+            b.iter(|| {
+                i = (i + 1) & 63;
+                histogram.record(black_box(values[i]));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, overhead, record);
 criterion_main!(benches);

@@ -24,7 +24,7 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
-    metrics::{MetricNaming, MetricsLayer, MetricsRegistry},
+    metrics::{HistogramMode, MetricNaming, MetricsLayer, MetricsRegistry},
     operation::{OperationId, OperationResolver, RequestRef},
     trace::TracePipeline,
     Telemetry,
@@ -156,10 +156,30 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         ..MetricConfig::default()
     };
     let (_, buckets) = metered(&histogram, false);
+    // Native histograms (and both): a page per power of two a duration falls in, allocated on
+    // its first value, like the summary's.
+    let native = MetricConfig {
+        histogram: HistogramMode::Native,
+        ..MetricConfig::default()
+    };
+    let (registry, natives) = metered(&native, false);
+    assert!(
+        registry.render().contains(&format!(
+            "http_request_duration_seconds_count{{method=\"GET\",operation=\"getUser\"}} {}",
+            WARM_UP + MEASURED + 67
+        )),
+        "the native histogram recorded every request:\n{}",
+        registry.render()
+    );
+    let both = MetricConfig {
+        histogram: HistogramMode::Both,
+        ..histogram.clone()
+    };
+    let (_, boths) = metered(&both, false);
     assert_eq!(
-        (summary, buckets),
-        (0, 0),
-        "allocations over {MEASURED} requests (summary, histogram)"
+        (summary, buckets, natives, boths),
+        (0, 0, 0, 0),
+        "allocations over {MEASURED} requests (summary, histogram, native, both)"
     );
 
     let (registry, otel) = metered_otel();

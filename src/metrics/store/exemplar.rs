@@ -116,7 +116,7 @@ pub(crate) fn with_exemplar_at<R>(
 }
 
 /// The ids set by [`with_exemplar`] on this thread, with their time.
-fn current() -> Option<(SpanIds, f64)> {
+pub(super) fn current() -> Option<(SpanIds, f64)> {
     CURRENT.with(Cell::get)
 }
 
@@ -168,7 +168,7 @@ impl ExemplarSlot {
         }
     }
 
-    fn set(&self, ids: SpanIds, value: f64, at: f64) {
+    pub(super) fn set(&self, ids: SpanIds, value: f64, at: f64) {
         let seq = self.seq.load(Ordering::Relaxed);
         if seq & 1 == 1
             || self

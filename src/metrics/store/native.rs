@@ -29,7 +29,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use super::{exemplar::ExemplarSlot, histogram::HistogramCell, summary::add_f64};
+use super::{
+    exemplar::{self, ExemplarSlot},
+    histogram::HistogramCell,
+    summary::add_f64,
+};
 
 /// The native histogram settings of a store (`metric.native_histogram`).
 #[derive(Debug, Clone, PartialEq)]
@@ -273,8 +277,11 @@ impl NativeCell {
             side.add(index, self.recording_schema);
         }
         if let Some(slots) = &self.exemplars {
-            let at = self.next_exemplar.fetch_add(1, Ordering::Relaxed) % EXEMPLARS;
-            slots[at].observe(value);
+            // The ring moves on for a sampled observation only.
+            if let Some((ids, at)) = exemplar::current() {
+                let slot = self.next_exemplar.fetch_add(1, Ordering::Relaxed) % EXEMPLARS;
+                slots[slot].set(ids, value, at);
+            }
         }
     }
 
