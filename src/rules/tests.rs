@@ -119,7 +119,10 @@ fn native_histograms_record_with_histogram_fraction_and_no_le() {
     assert!(rules.text.contains("native histogram durations"));
     // Availability and latency burn alerts, two each, per operation; no summary alert.
     assert_eq!(rules.alerts, 8);
-    assert_eq!(rules.recording, WINDOWS.len() * 3 + HISTOGRAM_QUANTILES.len());
+    assert_eq!(
+        rules.recording,
+        WINDOWS.len() * 3 + HISTOGRAM_QUANTILES.len()
+    );
     // By tag: the tag's operations selected inside the rate.
     options.group_by = GroupBy::Tag;
     let rules = generate(&ops, &options).unwrap();
