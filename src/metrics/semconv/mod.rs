@@ -111,8 +111,11 @@ pub(crate) fn sorted(mut labels: Vec<Label>) -> Vec<Label> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OtelInstrument {
     pub(crate) name: &'static str,
+    /// The instrument's unit (OTLP only: a scrape's names keep the unit's suffix).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) unit: &'static str,
     /// An UpDownCounter (stored as a gauge): sent as a non-monotonic sum.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) up_down: bool,
 }
 

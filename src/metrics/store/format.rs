@@ -159,7 +159,7 @@ pub(crate) fn push_sample_head(
     out.push_str("} ");
 }
 
-#[cfg(any(feature = "otlp", feature = "protobuf"))]
+#[cfg(any(feature = "otlp", test))]
 /// The pairs of a rendered label set `k1="v1",k2="v2"` (as `format::label_set` writes it),
 /// values unescaped.
 pub(crate) fn parse_label_set(set: &str) -> Vec<(String, String)> {

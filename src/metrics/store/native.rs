@@ -23,7 +23,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
         OnceLock,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -83,6 +83,8 @@ pub(crate) fn schema_for(factor: f64) -> i32 {
 const MIN_EXP: i32 = -128;
 const GROUP: i32 = 32;
 const GROUPS: usize = ((1024 - MIN_EXP) / GROUP) as usize;
+// The populated groups and pages are bit sets of 64 and 32 bits.
+const _: () = assert!(GROUPS <= 64 && GROUP <= 32);
 /// Exemplars kept per series (the most recent, round robin).
 pub(crate) const EXEMPLARS: usize = 4;
 
@@ -92,17 +94,32 @@ type Page = Box<[AtomicU64]>;
 /// 32 powers of two.
 struct Group {
     pages: [OnceLock<Page>; GROUP as usize],
+    /// Bit `p` set once page `p` is made: a read visits the populated pages only (each a
+    /// cache miss in a large store).
+    populated: AtomicU32,
 }
 
 /// One side's buckets (positive or negative values).
 struct Side {
     groups: [OnceLock<Box<Group>>; GROUPS],
+    /// Bit `g` set once group `g` is made.
+    populated: AtomicU64,
+}
+
+/// The indices of the bits set in `bits`, ascending.
+fn set_bits(mut bits: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let bit = bits.trailing_zeros() as usize;
+        bits &= bits.wrapping_sub(1);
+        (bit < 64).then_some(bit)
+    })
 }
 
 impl Side {
     fn new() -> Self {
         Self {
             groups: [const { OnceLock::new() }; GROUPS],
+            populated: AtomicU64::new(0),
         }
     }
 
@@ -119,13 +136,19 @@ impl Side {
             (page, index - (page - 1) * per_page - 1)
         };
         let slot = (page - i64::from(MIN_EXP)) as usize;
-        let group = self.groups[slot / GROUP as usize].get_or_init(|| {
+        let (g, p) = (slot / GROUP as usize, slot % GROUP as usize);
+        // Each bit is set once, by the thread that makes the group or page: no cost per record.
+        let group = self.groups[g].get_or_init(|| {
+            self.populated.fetch_or(1 << g, Ordering::Relaxed);
             Box::new(Group {
                 pages: [const { OnceLock::new() }; GROUP as usize],
+                populated: AtomicU32::new(0),
             })
         });
-        let counts = group.pages[slot % GROUP as usize]
-            .get_or_init(|| (0..per_page).map(|_| AtomicU64::new(0)).collect());
+        let counts = group.pages[p].get_or_init(|| {
+            group.populated.fetch_or(1 << p, Ordering::Relaxed);
+            (0..per_page).map(|_| AtomicU64::new(0)).collect()
+        });
         counts[offset as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -133,17 +156,30 @@ impl Side {
     /// `schema`.
     fn read(&self, schema: i32, out: &mut Vec<(i64, u64)>) {
         let per_page = 1_i64 << schema;
-        for (g, group) in self.groups.iter().enumerate() {
-            let Some(group) = group.get() else { continue };
-            for (p, counts) in group.pages.iter().enumerate() {
-                let Some(counts) = counts.get() else { continue };
+        // A bit is set just before its group or page is stored: one not yet there is skipped,
+        // as a record not yet made.
+        for g in set_bits(self.populated.load(Ordering::Relaxed)) {
+            let Some(group) = self.groups[g].get() else {
+                continue;
+            };
+            // The pages' addresses first, then their counts without a branch per bucket: the
+            // loads of a series' pages, each a cache miss in a large store, overlap.
+            let mut pages = [None; GROUP as usize];
+            for p in set_bits(u64::from(group.populated.load(Ordering::Relaxed))) {
+                pages[p] = group.pages[p].get();
+            }
+            for (p, counts) in pages.iter().enumerate() {
+                let Some(counts) = counts else { continue };
                 let page = i64::from(MIN_EXP) + (g * GROUP as usize + p) as i64;
-                for (offset, count) in counts.iter().enumerate() {
+                let first = (page - 1) * per_page + 1;
+                let mut kept = out.len();
+                out.resize(kept + counts.len(), (0, 0));
+                for (index, count) in (first..).zip(counts.iter()) {
                     let n = count.load(Ordering::Relaxed);
-                    if n > 0 {
-                        out.push(((page - 1) * per_page + offset as i64 + 1, n));
-                    }
+                    out[kept] = (index, n);
+                    kept += usize::from(n > 0);
                 }
+                out.truncate(kept);
             }
         }
     }
@@ -158,8 +194,9 @@ impl Side {
         }
     }
 
+    /// The bytes of the side's groups and pages (not the side's own, counted where it is).
     fn heap_bytes(&self) -> usize {
-        let mut bytes = std::mem::size_of::<Self>();
+        let mut bytes = 0;
         for group in self.groups.iter().filter_map(OnceLock::get) {
             bytes += std::mem::size_of::<Group>();
             for counts in group.pages.iter().filter_map(OnceLock::get) {
@@ -287,12 +324,19 @@ impl NativeCell {
 
     /// The series as exposed under `settings`: widened until it has at most
     /// `settings.max_buckets` populated buckets.
-    #[cfg_attr(not(any(feature = "protobuf", feature = "otlp")), allow(dead_code))]
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) fn read(&self, settings: &NativeSettings) -> NativeSnapshot {
-        let mut snapshot = NativeSnapshot {
-            zero_threshold: self.zero_threshold,
-            ..NativeSnapshot::default()
-        };
+        let mut snapshot = NativeSnapshot::default();
+        self.read_into(settings, &mut snapshot);
+        snapshot
+    }
+
+    /// [`read`](Self::read) into `snapshot`, reusing its buffers (a render's, across series).
+    #[cfg_attr(not(any(feature = "protobuf", feature = "otlp")), allow(dead_code))]
+    pub(crate) fn read_into(&self, settings: &NativeSettings, snapshot: &mut NativeSnapshot) {
+        snapshot.zero_threshold = self.zero_threshold;
+        snapshot.positive.clear();
+        snapshot.negative.clear();
         self.positive
             .read(self.recording_schema, &mut snapshot.positive);
         if let Some(negative) = self.negative.get() {
@@ -302,12 +346,12 @@ impl NativeCell {
         let (count, sum) = self.totals();
         let mut schema = self.recording_schema;
         while schema > settings.schema {
-            schema = widen(&mut snapshot, schema);
+            schema = widen(snapshot, schema);
         }
         let limit = settings.max_buckets as usize;
         while limit > 0 && schema > -4 && snapshot.positive.len() + snapshot.negative.len() > limit
         {
-            schema = widen(&mut snapshot, schema);
+            schema = widen(snapshot, schema);
         }
         snapshot.schema = schema;
         let in_buckets = snapshot.zero_count
@@ -321,7 +365,6 @@ impl NativeCell {
         // count below the buckets' total would make Prometheus refuse the histogram.
         snapshot.count = count.max(in_buckets);
         snapshot.sum = sum;
-        snapshot
     }
 
     /// The count and sum (the classic buckets' when there are some).
@@ -384,7 +427,10 @@ impl NativeCell {
         std::mem::size_of::<Self>()
             + self.classic.as_ref().map_or(0, HistogramCell::heap_bytes)
             + self.positive.heap_bytes()
-            + self.negative.get().map_or(0, |side| side.heap_bytes())
+            + self
+                .negative
+                .get()
+                .map_or(0, |side| std::mem::size_of::<Side>() + side.heap_bytes())
             + self
                 .exemplars
                 .as_ref()
@@ -407,18 +453,23 @@ impl NativeSnapshot {
 
 #[cfg_attr(not(any(feature = "protobuf", feature = "otlp")), allow(dead_code))]
 /// Halves the resolution of `snapshot`'s buckets, from `schema` to `schema - 1`: buckets
-/// `2j - 1` and `2j` become bucket `j`. Returns the new schema.
+/// `2j - 1` and `2j` become bucket `j`, in place. Returns the new schema.
 fn widen(snapshot: &mut NativeSnapshot, schema: i32) -> i32 {
     for side in [&mut snapshot.positive, &mut snapshot.negative] {
-        let mut merged: Vec<(i64, u64)> = Vec::with_capacity(side.len());
-        for &(index, count) in side.iter() {
+        // The merged buckets are written over the ones already read: `kept <= read`.
+        let mut kept = 0_usize;
+        for read in 0..side.len() {
+            let (index, count) = side[read];
             let index = (index + 1) >> 1;
-            match merged.last_mut() {
+            match kept.checked_sub(1).map(|last| &mut side[last]) {
                 Some(last) if last.0 == index => last.1 += count,
-                _ => merged.push((index, count)),
+                _ => {
+                    side[kept] = (index, count);
+                    kept += 1;
+                }
             }
         }
-        *side = merged;
+        side.truncate(kept);
     }
     schema - 1
 }

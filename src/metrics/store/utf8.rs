@@ -33,6 +33,7 @@ impl Names {
 
 /// The attribute key of a label of the conventions' families (`http_request_method` is
 /// `http.request.method`); other labels keep theirs.
+#[cfg_attr(not(feature = "protobuf"), allow(dead_code))]
 pub(super) fn label_key(key: &str) -> &str {
     semconv::otel_attribute(key).map_or(key, |(otel, _)| otel)
 }
