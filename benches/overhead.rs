@@ -32,6 +32,9 @@
 //! | `telemetry/tracing_off` | `Telemetry::layer` with `trace.enabled: false` (request id, operation, metrics), no subscriber | the baseline of the two below |
 //! | `telemetry/sampled` | `Telemetry::layer`, `sample_rate: 1`, its pipeline batching to an exporter that drops the batch, no subscriber (the layer exports the server span itself) | the server span on the request's thread: built, made current while polled, ended into the batch processor |
 //! | `telemetry/sampled_out` | the same at `sample_rate: 0` | the sampling decision and the non-sampled context |
+//! | `telemetry/filters_unmatched` | `telemetry/sampled` with three `filters:` rules, none matching the request | what rules cost a request they do not select (nothing configured: `telemetry/sampled`) |
+//! | `telemetry/filter_skip` | `telemetry/sampled` with a rule skipping the request's path | a skipped request: request id and operation only |
+//! | `telemetry/filter_metrics_only` | the same rule, `action: metrics_only` | metrics, no span |
 //!
 //! The group `record` times one observation into a duration series of a registry, without a
 //! layer or a request: `summary` (the default), `classic` (Prometheus' 11 default buckets),
@@ -268,6 +271,29 @@ fn overhead(c: &mut Criterion) {
     let mut telemetry_off = tracing_off.layer().with_resolver(users()).layer(inner());
     let mut telemetry_sampled = sampled.layer().with_resolver(users()).layer(inner());
     let mut telemetry_sampled_out = sampled_out.layer().with_resolver(users()).layer(inner());
+    // Filters (`filters:`) on the sampled pipeline: three rules none of which matches the
+    // request (what every other request pays once rules exist), and a rule matching it that
+    // skips it or keeps its metrics only.
+    let filtered = |rules: &str| {
+        let config = Config::from_yaml_str(&format!(
+            "trace: {{ enabled: true, sample_rate: 1, otel: {{ endpoint: '127.0.0.1:1' }} }}\n\
+             filters: {rules}"
+        ))
+        .expect("config");
+        let filter = towerscope::filter::RequestFilter::from_config(&config.filters);
+        sampled
+            .layer()
+            .with_resolver(users())
+            .with_filter(filter)
+            .layer(inner())
+    };
+    let mut filters_unmatched = filtered(
+        "[{ path: /healthz, action: skip }, { path: '/internal/**', action: metrics_only }, \
+         { operation: listUsers, sample_rate: 0.01 }]",
+    );
+    let mut filter_skip = filtered(&format!("[{{ path: '{PATH}', action: skip }}]"));
+    let mut filter_metrics_only =
+        filtered(&format!("[{{ path: '{PATH}', action: metrics_only }}]"));
 
     let mut group = c.benchmark_group("overhead");
     group
@@ -308,6 +334,15 @@ fn overhead(c: &mut Criterion) {
     });
     group.bench_function("telemetry/sampled_out", |b| {
         b.iter(|| round_trip(&mut telemetry_sampled_out, false))
+    });
+    group.bench_function("telemetry/filters_unmatched", |b| {
+        b.iter(|| round_trip(&mut filters_unmatched, false))
+    });
+    group.bench_function("telemetry/filter_skip", |b| {
+        b.iter(|| round_trip(&mut filter_skip, false))
+    });
+    group.bench_function("telemetry/filter_metrics_only", |b| {
+        b.iter(|| round_trip(&mut filter_metrics_only, false))
     });
     group.finish();
     // Spans the batch processor could not take in time (its thread on a busy core) are

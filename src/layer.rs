@@ -33,6 +33,7 @@ use tracing::Span;
 
 use crate::{
     config::Config,
+    filter::{RequestFilter, Treatment},
     metrics::{
         toolkit::{sends_no_body, Outcome, Settle, SettleBody, SettleGuard},
         MetricsLayer, MetricsRegistry, MetricsStage, RequestMetrics,
@@ -70,6 +71,7 @@ pub struct ObservabilityLayer {
     operation: ResolveOperationLayer,
     trace: TraceLayer,
     metrics: MetricsLayer,
+    filter: RequestFilter,
 }
 
 impl fmt::Debug for ObservabilityLayer {
@@ -79,6 +81,7 @@ impl fmt::Debug for ObservabilityLayer {
             .field("operation", &self.operation)
             .field("trace", &self.trace)
             .field("metrics", &self.metrics)
+            .field("filter", &self.filter)
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl ObservabilityLayer {
             operation: ResolveOperationLayer::default(),
             trace: TraceLayer::new(),
             metrics,
+            filter: RequestFilter::new(),
         }
     }
 
@@ -107,6 +111,7 @@ impl ObservabilityLayer {
                 .echo_traceparent(config.trace.echo_traceparent)
                 .with_exemplar_ids(config.metric.records() && config.metric.exemplars),
             metrics: MetricsLayer::from_config(&config.metric, registry),
+            filter: RequestFilter::from_config(&config.filters),
         }
     }
 
@@ -139,6 +144,14 @@ impl ObservabilityLayer {
         self.metrics = metrics;
         self
     }
+
+    /// Treats requests as `filter` says: skipped, metrics only, or a sampling rate of their
+    /// own (see [`crate::filter`]); replaces the `filters:` of the configuration. The filter
+    /// runs after the operation is resolved, so rules can match the operation.
+    pub fn with_filter(mut self, filter: RequestFilter) -> Self {
+        self.filter = filter;
+        self
+    }
 }
 
 impl<S> Layer<S> for ObservabilityLayer {
@@ -152,6 +165,7 @@ impl<S> Layer<S> for ObservabilityLayer {
                 operation: self.operation.clone(),
                 trace: self.trace.clone(),
                 metrics: self.metrics.stage(),
+                filter: self.filter.clone(),
             }),
         }
     }
@@ -163,6 +177,7 @@ struct Stages {
     operation: ResolveOperationLayer,
     trace: TraceLayer,
     metrics: MetricsStage,
+    filter: RequestFilter,
 }
 
 /// The service [`ObservabilityLayer`] wraps around `S`: request id, operation, server span
@@ -211,13 +226,24 @@ where
         stages.operation.resolve_into(&mut req);
         // Current while the future is polled, for log lines (an Arc's count, no allocation).
         let operation = req.extensions().get::<OperationId>().cloned();
-        let span = stages.trace.open(&req);
+        let treatment = match stages.filter.is_empty() {
+            true => Treatment::Observe,
+            false => stages.filter.treat(&req),
+        };
+        let span = match treatment {
+            Treatment::Skip | Treatment::MetricsOnly => None,
+            Treatment::SampleRate(rate) => stages.trace.open_at_rate(&req, Some(rate)),
+            _ => stages.trace.open(&req),
+        };
         // The span's ids go to the metrics stage directly (an inner metrics layer finds them
         // in the context current while the request is polled).
         let exemplar = span
             .as_ref()
             .and_then(|span| stages.trace.exemplar_ids(span));
-        let metrics = stages.metrics.start(&req, exemplar);
+        let metrics = match treatment {
+            Treatment::Skip => None,
+            _ => stages.metrics.start(&req, exemplar),
+        };
         let head = req.method() == Method::HEAD;
         let mut guard = match (span, metrics) {
             (None, None) => None,

@@ -307,6 +307,7 @@ mod current;
 #[cfg(feature = "sqlx")]
 pub mod db;
 mod export_log;
+pub mod filter;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod jobs;

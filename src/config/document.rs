@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{Config, ConfigError, ConfigProblem};
 
 /// The top-level keys that are towerscope's: the blocks of [`Config`].
-const BLOCKS: [&str; 3] = ["metric", "trace", "request_id"];
+const BLOCKS: [&str; 4] = ["metric", "trace", "request_id", "filters"];
 
 /// An application's configuration document with towerscope's `metric:`, `trace:` and
 /// `request_id:` blocks at its top level beside the application's own keys, as harbor.yml

@@ -38,6 +38,7 @@ mod build;
 mod document;
 mod env;
 mod error;
+mod filter;
 mod histogram;
 mod metric;
 mod pipeline;
@@ -46,6 +47,7 @@ mod trace;
 
 pub use document::WithTelemetry;
 pub use error::{ConfigError, ConfigProblem};
+pub use filter::{FilterAction, FilterConfig};
 pub use histogram::{NativeHistogramConfig, DEFAULT_ZERO_THRESHOLD};
 pub use metric::{MetricConfig, MetricOtlpConfig, MetricTemporality, DEFAULT_METHODS};
 pub use request_id::RequestIdConfig;
@@ -61,6 +63,9 @@ pub struct Config {
     pub request_id: RequestIdConfig,
     /// The `trace:` block.
     pub trace: TraceConfig,
+    /// The `filters:` list: requests the server layer skips, measures without a span, or
+    /// samples at a rate of their own (see [`crate::filter`]). Empty by default.
+    pub filters: Vec<FilterConfig>,
 }
 
 impl Config {
@@ -115,6 +120,7 @@ impl Config {
         let mut problems = Vec::new();
         self.metric.check(&mut problems);
         self.trace.check(&mut problems);
+        filter::check(&self.filters, &mut problems);
         ConfigError::check(problems)
     }
 }

@@ -207,6 +207,17 @@ impl TraceLayer {
     /// (exported through `tracing` with no subscriber that wants the span). Nothing is computed
     /// for a `tracing` span no subscriber wants, nor for a log-only span no log layer wants.
     pub(crate) fn open<B>(&self, req: &Request<B>) -> Option<ServerSpan> {
+        self.open_at_rate(req, None)
+    }
+
+    /// [`open`](Self::open), new traces sampled at `rate` instead of the layer's when given (a
+    /// filter's rate for the request's route; spans exported through `tracing` follow the
+    /// subscriber's sampler).
+    pub(crate) fn open_at_rate<B>(
+        &self,
+        req: &Request<B>,
+        rate_override: Option<f64>,
+    ) -> Option<ServerSpan> {
         let method = standard_method(req.method());
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! server_span {
@@ -277,7 +288,7 @@ impl TraceLayer {
                 let parent = self.extract(req).unwrap_or_default();
                 Some(ServerSpan::direct(
                     tracer,
-                    *rate,
+                    rate_override.unwrap_or(*rate),
                     parent,
                     || fields().start(method),
                     log,
