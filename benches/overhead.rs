@@ -32,6 +32,7 @@
 //! | `telemetry/tracing_off` | `Telemetry::layer` with `trace.enabled: false` (request id, operation, metrics), no subscriber | the baseline of the two below |
 //! | `telemetry/sampled` | `Telemetry::layer`, `sample_rate: 1`, its pipeline batching to an exporter that drops the batch, no subscriber (the layer exports the server span itself) | the server span on the request's thread: built, made current while polled, ended into the batch processor |
 //! | `telemetry/sampled_out` | the same at `sample_rate: 0` | the sampling decision and the non-sampled context |
+//! | `telemetry/sampled_attributes` | `telemetry/sampled` with `SpanAttributes`: two captured request headers (`user-agent`, present; `x-tenant`, absent) and a hook adding one attribute | what the application's own attributes cost a sampled request (nothing configured: `telemetry/sampled`) |
 //! | `telemetry/filters_unmatched` | `telemetry/sampled` with three `filters:` rules, none matching the request | what rules cost a request they do not select (nothing configured: `telemetry/sampled`) |
 //! | `telemetry/filter_skip` | `telemetry/sampled` with a rule skipping the request's path | a skipped request: request id and operation only |
 //! | `telemetry/filter_metrics_only` | the same rule, `action: metrics_only` | metrics, no span |
@@ -291,6 +292,22 @@ fn overhead(c: &mut Criterion) {
         "[{ path: /healthz, action: skip }, { path: '/internal/**', action: metrics_only }, \
          { operation: listUsers, sample_rate: 0.01 }]",
     );
+    // Span attributes on the sampled pipeline: two captured request headers (one present,
+    // `user-agent`) and a hook adding one attribute.
+    let mut sampled_attributes = sampled
+        .layer()
+        .with_resolver(users())
+        .with_span_attributes(
+            towerscope::trace::SpanAttributes::new()
+                .capture_request_headers([USER_AGENT, "x-tenant".parse().expect("a name")])
+                .on_request(|head, out| {
+                    out.push(opentelemetry::KeyValue::new(
+                        "app.secure",
+                        head.uri().scheme().is_some(),
+                    ));
+                }),
+        )
+        .layer(inner());
     let mut filter_skip = filtered(&format!("[{{ path: '{PATH}', action: skip }}]"));
     let mut filter_metrics_only =
         filtered(&format!("[{{ path: '{PATH}', action: metrics_only }}]"));
@@ -334,6 +351,9 @@ fn overhead(c: &mut Criterion) {
     });
     group.bench_function("telemetry/sampled_out", |b| {
         b.iter(|| round_trip(&mut telemetry_sampled_out, false))
+    });
+    group.bench_function("telemetry/sampled_attributes", |b| {
+        b.iter(|| round_trip(&mut sampled_attributes, false))
     });
     group.bench_function("telemetry/filters_unmatched", |b| {
         b.iter(|| round_trip(&mut filters_unmatched, false))

@@ -40,7 +40,7 @@ use crate::{
     },
     operation::{self, OperationId, OperationResolver, ResolveOperationLayer},
     request_id::{self, RequestId, RequestIdLayer},
-    trace::{self, ServerSpan, TraceLayer},
+    trace::{self, ServerSpan, SpanAttributes, TraceLayer},
 };
 
 /// Request id, server span and request metrics in one layer.
@@ -109,7 +109,8 @@ impl ObservabilityLayer {
             operation: ResolveOperationLayer::default(),
             trace: TraceLayer::new()
                 .echo_traceparent(config.trace.echo_traceparent)
-                .with_exemplar_ids(config.metric.records() && config.metric.exemplars),
+                .with_exemplar_ids(config.metric.records() && config.metric.exemplars)
+                .with_attributes(SpanAttributes::from_config(&config.trace)),
             metrics: MetricsLayer::from_config(&config.metric, registry),
             filter: RequestFilter::from_config(&config.filters),
         }
@@ -142,6 +143,14 @@ impl ObservabilityLayer {
     /// Replaces the metrics layer.
     pub fn with_metrics(mut self, metrics: MetricsLayer) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Adds `attributes` to the server span of sampled requests: captured headers and the
+    /// application's hooks over the request and response heads (replaces the configured
+    /// `trace.capture_*_headers`).
+    pub fn with_span_attributes(mut self, attributes: SpanAttributes) -> Self {
+        self.trace = self.trace.with_attributes(attributes);
         self
     }
 

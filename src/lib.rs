@@ -310,6 +310,7 @@ mod export_log;
 pub mod filter;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+pub mod head;
 pub mod jobs;
 mod labels;
 pub mod layer;

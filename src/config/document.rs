@@ -13,8 +13,8 @@ use super::{Config, ConfigError, ConfigProblem};
 /// The top-level keys that are towerscope's: the blocks of [`Config`].
 const BLOCKS: [&str; 4] = ["metric", "trace", "request_id", "filters"];
 
-/// An application's configuration document with towerscope's `metric:`, `trace:` and
-/// `request_id:` blocks at its top level beside the application's own keys, as harbor.yml
+/// An application's configuration document with towerscope's `metric:`, `trace:`,
+/// `request_id:` and `filters:` blocks at its top level beside the application's own keys, as harbor.yml
 /// holds Harbor's: the application's part deserialized into `T`, towerscope's into a
 /// [`Config`], both checked with the field path of every problem.
 ///
@@ -56,7 +56,7 @@ const BLOCKS: [&str; 4] = ["metric", "trace", "request_id", "filters"];
 /// let yaml = "listen: 8080\ntrcae: { enabled: true }\nmetric: { path: metrics }\n";
 /// let err = WithTelemetry::<App>::from_yaml_str(yaml).unwrap_err();
 /// assert_eq!(err.to_string(), "invalid configuration:\n  \
-///     trcae: unknown key, expected one of: listen, database, metric, trace, request_id\n  \
+///     trcae: unknown key, expected one of: listen, database, metric, trace, request_id, filters\n  \
 ///     listen: invalid type: integer `8080`, expected a string\n  \
 ///     metric.path: must start with '/' (got \"metrics\")");
 /// ```

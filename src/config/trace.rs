@@ -50,6 +50,14 @@ pub struct TraceConfig {
     /// without a span, and an OpenTelemetry layer of the application's own cannot export a
     /// second server span. With `true`, such a layer must leave those targets out.
     pub log_span: bool,
+    /// Request headers recorded on the server span as `http.request.header.<name>` (the
+    /// conventions' opt-in attributes: every value, as a string array). Defaults to none.
+    /// Credentials (`authorization`, `proxy-authorization`, `cookie`) are refused here: a
+    /// hook in code can still record what it chooses.
+    pub capture_request_headers: Vec<String>,
+    /// Response headers recorded as `http.response.header.<name>` (`set-cookie` refused).
+    /// Defaults to none.
+    pub capture_response_headers: Vec<String>,
 }
 
 impl Default for TraceConfig {
@@ -68,6 +76,8 @@ impl Default for TraceConfig {
             shutdown_timeout_secs: 5,
             echo_traceparent: false,
             log_span: false,
+            capture_request_headers: Vec::new(),
+            capture_response_headers: Vec::new(),
         }
     }
 }
@@ -178,12 +188,42 @@ impl TraceConfig {
     pub(super) fn check(&self, problems: &mut Vec<ConfigProblem>) {
         let mut p = Problems::new(problems, "trace");
         self.check_pipeline(&mut p);
+        self.check_captured_headers(&mut p);
         self.check_exporter_choice(&mut p);
         if let Some(jaeger) = &self.jaeger {
             jaeger.check(&mut p.block("jaeger"));
         }
         if let Some(otel) = &self.otel {
             otel.check(&mut p.block("otel"));
+        }
+    }
+
+    /// `capture_request_headers` and `capture_response_headers`: header names, no
+    /// credentials.
+    fn check_captured_headers(&self, p: &mut Problems<'_>) {
+        const CREDENTIALS: [&str; 4] = [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+        ];
+        for (field, names) in [
+            ("capture_request_headers", &self.capture_request_headers),
+            ("capture_response_headers", &self.capture_response_headers),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                let field = format!("{field}[{i}]");
+                match http::HeaderName::from_bytes(name.as_bytes()) {
+                    Err(_) => p.push(&field, format!("not a header name: {name:?}")),
+                    Ok(header) if CREDENTIALS.contains(&header.as_str()) => p.push(
+                        &field,
+                        format!(
+                            "{header} carries credentials: it is not exported from configuration"
+                        ),
+                    ),
+                    Ok(_) => {}
+                }
+            }
         }
     }
 

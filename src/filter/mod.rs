@@ -34,11 +34,10 @@ mod pattern;
 
 use std::{fmt, sync::Arc};
 
-use http::{HeaderMap, Method, Request, Uri};
+use http::{Method, Request};
 
+pub use crate::head::RequestHead;
 pub use pattern::{PathPattern, PatternError};
-
-use crate::operation::OperationId;
 
 /// What the server layer does with a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,52 +55,6 @@ pub enum Treatment {
     SampleRate(f64),
     /// Neither metrics nor span.
     Skip,
-}
-
-/// The parts of a request a [`RequestFilter`] predicate reads.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestHead<'a> {
-    method: &'a Method,
-    uri: &'a Uri,
-    headers: &'a HeaderMap,
-    operation: Option<&'a OperationId>,
-}
-
-impl<'a> RequestHead<'a> {
-    /// The head of `req` (its operation, when one was resolved into its extensions).
-    pub fn of<B>(req: &'a Request<B>) -> Self {
-        Self {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            operation: req.extensions().get::<OperationId>(),
-        }
-    }
-
-    /// The request's method.
-    pub fn method(&self) -> &'a Method {
-        self.method
-    }
-
-    /// The request's URI.
-    pub fn uri(&self) -> &'a Uri {
-        self.uri
-    }
-
-    /// The request's path, as it arrived (no decoding).
-    pub fn path(&self) -> &'a str {
-        self.uri.path()
-    }
-
-    /// The request's headers.
-    pub fn headers(&self) -> &'a HeaderMap {
-        self.headers
-    }
-
-    /// The operation the layer resolved (the metrics' `operation` label), if any.
-    pub fn operation(&self) -> Option<&'a str> {
-        self.operation.map(OperationId::as_str)
-    }
 }
 
 /// What a rule matches: a path pattern or an operation, and optionally methods.
@@ -177,7 +130,7 @@ impl FilterRule {
     }
 
     fn matches(&self, head: &RequestHead<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(head.method))
+        (self.methods.is_empty() || self.methods.contains(head.method()))
             && match &self.matcher {
                 Matcher::Path(pattern) => pattern.matches(head.path()),
                 Matcher::Operation(operation) => head.operation() == Some(&**operation),
@@ -253,6 +206,7 @@ impl RequestFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OperationId;
 
     fn req(method: Method, path: &str, operation: Option<&str>) -> Request<()> {
         let mut req = Request::builder()

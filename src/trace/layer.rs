@@ -19,11 +19,13 @@ use tower_service::Service;
 use tracing::{field::Empty, Span};
 
 use super::{
+    attributes::SpanAttributes,
     direct::{DirectTracer, SpanStart},
     propagation::IncomingContext,
     server::{ServerSpan, SpanExport, LOG_SPAN_TARGET},
 };
 use crate::{
+    head::{RequestHead, ResponseHead},
     labels::{standard_method, OTHER_METHOD},
     metrics::{
         toolkit::{sends_no_body, Outcome, SettleBody, SettleGuard},
@@ -72,6 +74,8 @@ pub struct TraceLayer {
     export: SpanExport,
     /// Whether a sampled span's ids go into the request's extensions, for exemplars.
     exemplar_ids: bool,
+    /// Captured headers and the application's hooks.
+    attributes: SpanAttributes,
 }
 
 impl fmt::Debug for TraceLayer {
@@ -101,6 +105,7 @@ impl TraceLayer {
             echo_traceparent: false,
             export: SpanExport::Tracing,
             exemplar_ids: false,
+            attributes: SpanAttributes::default(),
         }
     }
 
@@ -146,6 +151,15 @@ impl TraceLayer {
     /// `Telemetry::layer` set it from `metric.exemplars` (default `true`).
     pub fn with_exemplar_ids(mut self, on: bool) -> Self {
         self.exemplar_ids = on;
+        self
+    }
+
+    /// Adds `attributes` to sampled spans: captured request and response headers, and the
+    /// application's hooks (see [`SpanAttributes`]). `ObservabilityLayer::from_config` and
+    /// `Telemetry::layer` set it from `trace.capture_request_headers` and
+    /// `trace.capture_response_headers`.
+    pub fn with_attributes(mut self, attributes: SpanAttributes) -> Self {
+        self.attributes = attributes;
         self
     }
 
@@ -254,7 +268,16 @@ impl TraceLayer {
                 let operation = operation_of(req, &*self.resolver);
                 let span =
                     server_span!("towerscope::http", SpanFields::of(req, method, &operation));
-                ServerSpan::traced(span, self.extract(req))
+                let span = ServerSpan::traced(span, self.extract(req))?;
+                Some(match self.attributes.is_empty() {
+                    true => span,
+                    false => span.with_attributes(&self.attributes, || {
+                        let mut attributes = Vec::new();
+                        let head = RequestHead::of(req);
+                        self.attributes.request_into(&head, &mut attributes);
+                        attributes
+                    }),
+                })
             }
             SpanExport::Direct {
                 tracer,
@@ -286,13 +309,24 @@ impl TraceLayer {
                     Span::none()
                 };
                 let parent = self.extract(req).unwrap_or_default();
-                Some(ServerSpan::direct(
+                let span = ServerSpan::direct(
                     tracer,
                     rate_override.unwrap_or(*rate),
                     parent,
-                    || fields().start(method),
+                    || {
+                        let mut start = fields().start(method);
+                        if !self.attributes.is_empty() {
+                            let head = RequestHead::of(req);
+                            self.attributes.request_into(&head, &mut start.attributes);
+                        }
+                        start
+                    },
                     log,
-                ))
+                );
+                Some(match span.is_direct() && !self.attributes.is_empty() {
+                    true => span.with_attributes(&self.attributes, Vec::new),
+                    false => span,
+                })
             }
         }
     }
@@ -529,6 +563,7 @@ where
 /// operation override) and, with `echo`, names the span in a `traceparent` header.
 pub(crate) fn on_response<B>(span: Option<&ServerSpan>, echo: bool, res: &mut Response<B>) {
     let Some(span) = span else { return };
+    span.on_response_head(&ResponseHead::of(res));
     let status = res.status();
     span.record_i64("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {

@@ -1,6 +1,7 @@
 //! Tracing: server spans, context propagation, and span export over OTLP or Jaeger.
 #![doc = include_str!("../docs/tracing.md")]
 
+mod attributes;
 mod build;
 mod direct;
 pub(crate) mod events;
@@ -15,6 +16,7 @@ pub mod propagation;
 mod sampling;
 mod server;
 
+pub use attributes::SpanAttributes;
 pub(crate) use build::{ExporterSpec, OtlpOptions};
 #[cfg(feature = "tonic")]
 pub(crate) use direct::SpanStart;

@@ -22,12 +22,16 @@ use opentelemetry::{
 };
 
 use super::{
+    attributes::SpanAttributes,
     direct::{DirectTracer, SpanStart},
     sampling::{self, Decision},
 };
-use crate::metrics::{
-    toolkit::{Outcome, Settle},
-    SpanIds,
+use crate::{
+    head::ResponseHead,
+    metrics::{
+        toolkit::{Outcome, Settle},
+        SpanIds,
+    },
 };
 
 /// Target of the `tracing` span of each request behind [`Telemetry::layer`](crate::Telemetry::layer):
@@ -79,6 +83,9 @@ pub struct ServerSpan {
     direct: bool,
     /// Whether the direct span was ended.
     ended: bool,
+    /// The hooks that add attributes when the response arrives (set only when some are
+    /// configured and the span is exported).
+    response_attributes: Option<SpanAttributes>,
 }
 
 impl fmt::Debug for ServerSpan {
@@ -106,6 +113,7 @@ impl ServerSpan {
             context: None,
             direct: false,
             ended: false,
+            response_attributes: None,
         })
     }
 
@@ -126,13 +134,54 @@ impl ServerSpan {
                 context: Some(tracer.start(parent, ids, start())),
                 direct: true,
                 ended: false,
+                response_attributes: None,
             },
             Decision::SampledOut(cx) => Self {
                 tracing,
                 context: Some(cx),
                 direct: false,
                 ended: false,
+                response_attributes: None,
             },
+        }
+    }
+
+    /// Adds the request attributes of `attributes` to a span exported through `tracing`
+    /// (a direct span gets them when it starts), and keeps its response hooks for the
+    /// response; nothing for a span that is not exported.
+    pub(crate) fn with_attributes(
+        mut self,
+        attributes: &SpanAttributes,
+        request: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Self {
+        if !self.direct {
+            let Some(span) = self.tracing.as_ref().filter(|_| self.context.is_none()) else {
+                return self;
+            };
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            for kv in request() {
+                span.set_attribute(kv.key, kv.value);
+            }
+        }
+        if attributes.has_response_attributes() {
+            self.response_attributes = Some(attributes.clone());
+        }
+        self
+    }
+
+    /// Adds the attributes of the response hooks, when there are some.
+    pub(crate) fn on_response_head(&self, head: &ResponseHead<'_>) {
+        let Some(attributes) = &self.response_attributes else {
+            return;
+        };
+        let attributes = attributes.response(head);
+        if let Some(cx) = self.direct_context() {
+            cx.span().set_attributes(attributes);
+        } else if let Some(span) = &self.tracing {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            for kv in attributes {
+                span.set_attribute(kv.key, kv.value);
+            }
         }
     }
 
