@@ -110,7 +110,7 @@ impl ObservabilityLayer {
             trace: TraceLayer::new()
                 .echo_traceparent(config.trace.echo_traceparent)
                 .with_exemplar_ids(config.metric.records() && config.metric.exemplars)
-                .with_attributes(SpanAttributes::from_config(&config.trace)),
+                .with_attributes(config.trace.span_attributes()),
             metrics: MetricsLayer::from_config(&config.metric, registry),
             filter: RequestFilter::from_config(&config.filters),
         }

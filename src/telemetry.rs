@@ -264,9 +264,7 @@ impl Telemetry {
             .with_incoming(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
             .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars)
-            .with_attributes(crate::trace::SpanAttributes::from_config(
-                &self.config.trace,
-            ));
+            .with_attributes(self.config.trace.span_attributes());
         let trace = match &self.trace {
             Some(pipeline) => trace.export_direct(
                 pipeline.direct_tracer(),

@@ -198,6 +198,21 @@ impl TraceConfig {
         }
     }
 
+    /// The server span's captured headers, from `capture_request_headers` and
+    /// `capture_response_headers` (a name that is not a header name is left out: validation
+    /// reports it).
+    pub fn span_attributes(&self) -> crate::trace::SpanAttributes {
+        let names = |names: &[String]| -> Vec<http::HeaderName> {
+            names
+                .iter()
+                .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect()
+        };
+        crate::trace::SpanAttributes::new()
+            .capture_request_headers(names(&self.capture_request_headers))
+            .capture_response_headers(names(&self.capture_response_headers))
+    }
+
     /// `capture_request_headers` and `capture_response_headers`: header names, no
     /// credentials.
     fn check_captured_headers(&self, p: &mut Problems<'_>) {

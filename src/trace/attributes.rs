@@ -110,21 +110,6 @@ impl SpanAttributes {
         self
     }
 
-    /// The captured headers of `trace.capture_request_headers` and
-    /// `trace.capture_response_headers` (a name that is not a header name is left out: the
-    /// configuration's validation reports it).
-    pub fn from_config(config: &crate::config::TraceConfig) -> Self {
-        let names = |names: &[String]| -> Vec<HeaderName> {
-            names
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect()
-        };
-        Self::new()
-            .capture_request_headers(names(&config.capture_request_headers))
-            .capture_response_headers(names(&config.capture_response_headers))
-    }
-
     /// Whether nothing is added.
     pub fn is_empty(&self) -> bool {
         self.request_headers.is_empty()
