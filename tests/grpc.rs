@@ -34,7 +34,7 @@ use tonic_health::{
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use towerscope::{
     config::MetricConfig,
-    grpc::{GrpcClientLayer, GrpcClientService, GrpcLayer, GrpcMetricNames, GrpcType},
+    grpc::{GrpcClientLayer, GrpcClientService, GrpcLayer, GrpcMetricNames, GrpcType, RequestBody},
     metrics::MetricsRegistry,
     request_id::RequestIdLayer,
     trace::TracePipeline,
@@ -677,12 +677,12 @@ async fn drive(
     path: &str,
     res: impl Fn() -> Response<Frames> + Clone + Send + 'static,
 ) {
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_req: Request<()>| {
+    let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+        move |_req: Request<RequestBody<()>>| {
             let res = res.clone();
             async move { Ok::<_, Infallible>(res()) }
-        }));
+        },
+    ));
     let res = svc
         .oneshot(Request::post(path).body(()).unwrap())
         .await
@@ -780,7 +780,7 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
     let registry = registry();
     let svc = ServiceBuilder::new()
         .layer(GrpcLayer::new(&registry))
-        .service(service_fn(|_req: Request<()>| async {
+        .service(service_fn(|_req: Request<RequestBody<()>>| async {
             Ok::<_, Infallible>(Response::new(Endless(false)))
         }));
     let res = svc
@@ -800,7 +800,7 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
     );
 }
 
-async fn panics(_req: Request<()>) -> Result<Response<Frames>, Infallible> {
+async fn panics(_req: Request<RequestBody<()>>) -> Result<Response<Frames>, Infallible> {
     panic!("the service panicked on purpose")
 }
 
@@ -867,7 +867,7 @@ async fn from_telemetry_uses_the_configured_prefix() {
 #[tokio::test]
 async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
     // Answers with the request's headers in the response extensions.
-    let seen = |req: Request<()>| async move {
+    let seen = |req: Request<tonic::body::Body>| async move {
         let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
         res.extensions_mut().insert(req.headers().clone());
         Ok::<_, Infallible>(res)
@@ -885,7 +885,7 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
     let headers = headers_of(
         client
             .clone()
-            .oneshot(Request::new(()))
+            .oneshot(Request::new(tonic::body::Body::empty()))
             .instrument(span)
             .await
             .unwrap(),
@@ -902,10 +902,11 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
         .service(service_fn(move |_req: Request<()>| {
             let client = client.clone();
             async move {
-                let forwarded = headers_of(client.clone().oneshot(Request::new(())).await?);
+                let call = Request::new(tonic::body::Body::empty());
+                let forwarded = headers_of(client.clone().oneshot(call).await?);
                 let own = Request::builder()
                     .header("x-request-id", "own-id")
-                    .body(())
+                    .body(tonic::body::Body::empty())
                     .unwrap();
                 let kept = headers_of(client.oneshot(own).await?);
                 Ok::<_, Infallible>(Response::new((forwarded, kept)))

@@ -67,14 +67,18 @@
 //! ```
 //! use http::{Request, Response};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use towerscope::{config::MetricConfig, grpc::GrpcLayer, metrics::MetricsRegistry};
+//! use towerscope::{
+//!     config::MetricConfig,
+//!     grpc::{GrpcLayer, RequestBody},
+//!     metrics::MetricsRegistry,
+//! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(GrpcLayer::new(&registry))
-//!     .service(service_fn(|_req: Request<()>| async {
+//!     .service(service_fn(|_req: Request<RequestBody<()>>| async {
 //!         // A trailers-only response, as tonic sends `Status::not_found(..)`.
 //!         let res = Response::builder()
 //!             .header("content-type", "application/grpc")
@@ -120,8 +124,10 @@
 
 mod body;
 mod client;
+mod frames;
 mod layer;
 mod names;
+mod request;
 mod series;
 mod status;
 
@@ -129,6 +135,7 @@ pub use body::{GrpcCall, ResponseBody};
 pub use client::{GrpcClientLayer, GrpcClientService, GRPC_CLIENT_COMPONENT};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};
+pub use request::RequestBody;
 pub use status::{
     code_from_http, code_name, is_server_error, status_in, GrpcOperation, GRPC_MESSAGE,
     GRPC_STATUS, MAX_OPERATION_LEN,
