@@ -157,6 +157,7 @@ impl ServerSpan {
     }
 
     /// Whether anything is recorded on the span: it is exported through `tracing` or sampled.
+    #[cfg(feature = "tonic")]
     pub(crate) fn records(&self) -> bool {
         self.tracing.is_some() || self.direct
     }
