@@ -34,7 +34,7 @@ use tonic_health::{
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use towerscope::{
     config::MetricConfig,
-    grpc::{GrpcClientLayer, GrpcClientService, GrpcLayer, GrpcMetricNames, GrpcType},
+    grpc::{GrpcClientLayer, GrpcClientService, GrpcLayer, GrpcMetricNames, GrpcType, RequestBody},
     metrics::MetricsRegistry,
     request_id::RequestIdLayer,
     trace::TracePipeline,
@@ -677,12 +677,12 @@ async fn drive(
     path: &str,
     res: impl Fn() -> Response<Frames> + Clone + Send + 'static,
 ) {
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_req: Request<()>| {
+    let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+        move |_req: Request<RequestBody<()>>| {
             let res = res.clone();
             async move { Ok::<_, Infallible>(res()) }
-        }));
+        },
+    ));
     let res = svc
         .oneshot(Request::post(path).body(()).unwrap())
         .await
@@ -780,7 +780,7 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
     let registry = registry();
     let svc = ServiceBuilder::new()
         .layer(GrpcLayer::new(&registry))
-        .service(service_fn(|_req: Request<()>| async {
+        .service(service_fn(|_req: Request<RequestBody<()>>| async {
             Ok::<_, Infallible>(Response::new(Endless(false)))
         }));
     let res = svc
@@ -800,7 +800,7 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
     );
 }
 
-async fn panics(_req: Request<()>) -> Result<Response<Frames>, Infallible> {
+async fn panics(_req: Request<RequestBody<()>>) -> Result<Response<Frames>, Infallible> {
     panic!("the service panicked on purpose")
 }
 
@@ -867,7 +867,7 @@ async fn from_telemetry_uses_the_configured_prefix() {
 #[tokio::test]
 async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
     // Answers with the request's headers in the response extensions.
-    let seen = |req: Request<()>| async move {
+    let seen = |req: Request<tonic::body::Body>| async move {
         let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
         res.extensions_mut().insert(req.headers().clone());
         Ok::<_, Infallible>(res)
@@ -885,7 +885,7 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
     let headers = headers_of(
         client
             .clone()
-            .oneshot(Request::new(()))
+            .oneshot(Request::new(tonic::body::Body::empty()))
             .instrument(span)
             .await
             .unwrap(),
@@ -902,10 +902,11 @@ async fn client_layer_writes_context_and_request_id_but_keeps_a_given_id() {
         .service(service_fn(move |_req: Request<()>| {
             let client = client.clone();
             async move {
-                let forwarded = headers_of(client.clone().oneshot(Request::new(())).await?);
+                let call = Request::new(tonic::body::Body::empty());
+                let forwarded = headers_of(client.clone().oneshot(call).await?);
                 let own = Request::builder()
                     .header("x-request-id", "own-id")
-                    .body(())
+                    .body(tonic::body::Body::empty())
                     .unwrap();
                 let kept = headers_of(client.oneshot(own).await?);
                 Ok::<_, Infallible>(Response::new((forwarded, kept)))
@@ -950,4 +951,320 @@ async fn a_sampled_calls_server_span_is_the_exemplar_of_its_series() {
             .unwrap_or_else(|| panic!("no exemplar on {family}: {text}"));
         assert!(line.contains(&ids), "{line} should carry {ids}");
     }
+}
+
+// ---- messages ----
+
+const BIDI: &str = "test.Echo/Bidi";
+
+/// Messages as raw bytes: a streaming service without codegen.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(bytes::Buf::copy_to_bytes(
+            src,
+            bytes::Buf::remaining(src),
+        )))
+    }
+}
+
+/// `test.Echo/Bidi`: answers each message with itself, then one `done` message.
+#[derive(Clone)]
+struct Echo;
+
+impl NamedService for Echo {
+    const NAME: &'static str = "test.Echo";
+}
+
+type Answer = Pin<
+    Box<dyn std::future::Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send>,
+>;
+
+impl Service<Request<tonic::body::Body>> for Echo {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        let echo = tower::service_fn(|req: tonic::Request<tonic::Streaming<Bytes>>| {
+            use tonic::codegen::tokio_stream::{self, StreamExt};
+            let done = tokio_stream::once(Ok(Bytes::from_static(b"done")));
+            ready(Ok::<_, tonic::Status>(tonic::Response::new(
+                req.into_inner().chain(done),
+            )))
+        });
+        Box::pin(async move { Ok(tonic::server::Grpc::new(Raw).streaming(echo, req).await) })
+    }
+}
+
+/// `messages` sent on one `test.Echo/Bidi` call through `channel`; the answers.
+async fn bidi(channel: GrpcClientService<Channel>, messages: Vec<Bytes>) -> Vec<Bytes> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Bidi");
+    let stream = tonic::codegen::tokio_stream::iter(messages);
+    let mut answers = grpc
+        .streaming(tonic::Request::new(stream), path, Raw)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(message) = answers.message().await.unwrap() {
+        all.push(message);
+    }
+    all
+}
+
+async fn echo_channel(addr: SocketAddr, layer: GrpcClientLayer) -> GrpcClientService<Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ServiceBuilder::new().layer(layer).service(channel)
+}
+
+/// N messages of mixed sizes: empty, small, and one that spans several HTTP/2 frames.
+fn messages(n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => Bytes::new(),
+            1 => Bytes::from(vec![b'x'; 100_000]),
+            _ => Bytes::from(format!("message {i}")),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streamed_and_unary_messages_are_counted_exactly_on_server_and_client() {
+    const N: usize = 25;
+    let server = registry();
+    let (addr, _stop) = serve(GrpcLayer::new(&server), Echo).await;
+    let client_registry = registry();
+    let layer = GrpcClientLayer::new().with_registry(&client_registry);
+    let answers = bidi(echo_channel(addr, layer.clone()).await, messages(N)).await;
+    assert_eq!(answers.len(), N + 1);
+
+    let op = format!(r#"{{operation="{BIDI}"}}"#);
+    let text = eventually(&server, &format!("grpc_messages_sent_total{op}"), 26.0).await;
+    assert_eq!(
+        sample(&text, &format!("grpc_messages_received_total{op}")),
+        Some(25.0),
+        "{text}"
+    );
+    let text = client_registry.render_components(&["client"]).unwrap();
+    for (series, value) in [
+        (format!("grpc_client_messages_sent_total{op}"), 25.0),
+        (format!("grpc_client_messages_received_total{op}"), 26.0),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+
+    // A unary call: one message each way.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let (addr, _stop) = serve(GrpcLayer::new(&server), health).await;
+    drop(reporter);
+    let mut client = client(addr, layer).await;
+    client.check(check("")).await.unwrap();
+    let op = format!(r#"{{operation="{CHECK}"}}"#);
+    let text = eventually(&server, &format!("grpc_messages_sent_total{op}"), 1.0).await;
+    assert_eq!(
+        sample(&text, &format!("grpc_messages_received_total{op}")),
+        Some(1.0)
+    );
+    let text = client_registry.render_components(&["client"]).unwrap();
+    assert_eq!(
+        sample(&text, &format!("grpc_client_messages_sent_total{op}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("grpc_client_messages_received_total{op}")),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn go_grpc_prometheus_message_counters_on_server_and_client() {
+    const N: usize = 10;
+    let server = registry();
+    let layer = GrpcLayer::new(&server)
+        .with_names(GrpcMetricNames::go_grpc_prometheus())
+        .with_grpc_type(BIDI, GrpcType::BidiStream);
+    let (addr, _stop) = serve(layer, Echo).await;
+    let client_registry = registry();
+    let layer = GrpcClientLayer::new()
+        .with_metrics(
+            &client_registry,
+            GrpcMetricNames::go_grpc_prometheus_client(),
+            100,
+        )
+        .with_grpc_type(BIDI, GrpcType::BidiStream);
+    bidi(echo_channel(addr, layer).await, messages(N)).await;
+
+    let labels = r#"{grpc_type="bidi_stream",grpc_service="test.Echo",grpc_method="Bidi"}"#;
+    let text = eventually(
+        &server,
+        &format!("grpc_server_msg_sent_total{labels}"),
+        11.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, &format!("grpc_server_msg_received_total{labels}")),
+        Some(10.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE grpc_server_msg_received_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("grpc_messages_"), "{text}");
+    let text = client_registry.render_components(&["client"]).unwrap();
+    for (series, value) in [
+        (format!("grpc_client_msg_sent_total{labels}"), 10.0),
+        (format!("grpc_client_msg_received_total{labels}"), 11.0),
+        (format!("grpc_client_started_total{labels}"), 1.0),
+        (
+            r#"grpc_client_handled_total{grpc_type="bidi_stream",grpc_service="test.Echo",grpc_method="Bidi",grpc_code="OK"}"#.to_owned(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE grpc_client_msg_sent_total counter"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_stream_shows_its_progress_before_it_ends() {
+    let server = registry();
+    let (addr, _stop) = serve(GrpcLayer::new(&server), Echo).await;
+    let mut grpc = tonic::client::Grpc::new(echo_channel(addr, GrpcClientLayer::new()).await);
+    grpc.ready().await.unwrap();
+    let (send, receive) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receive);
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Bidi");
+    let mut answers = grpc
+        .streaming(tonic::Request::new(stream), path, Raw)
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        send.send(Bytes::from_static(b"tick")).await.unwrap();
+        answers.message().await.unwrap().unwrap();
+    }
+    let op = format!(r#"{{operation="{BIDI}"}}"#);
+    let text = eventually(&server, &format!("grpc_messages_sent_total{op}"), 3.0).await;
+    assert_eq!(
+        sample(&text, &format!("grpc_messages_received_total{op}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, &inflight(BIDI)),
+        Some(1.0),
+        "still open: {text}"
+    );
+    drop(send);
+    while answers.message().await.unwrap().is_some() {}
+    eventually(&server, &format!("grpc_messages_sent_total{op}"), 4.0).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_server_span_carries_the_message_counts() {
+    let (t, exporter) = telemetry();
+    let (addr, _stop) = serve(GrpcLayer::from_telemetry(&t), Echo).await;
+    bidi(
+        echo_channel(addr, GrpcClientLayer::new()).await,
+        messages(7),
+    )
+    .await;
+    let spans = exported(&t, &exporter, BIDI).await;
+    let span = named(&spans, BIDI);
+    assert_eq!(
+        attr(span, "rpc.message.received.count").as_deref(),
+        Some("7")
+    );
+    assert_eq!(attr(span, "rpc.message.sent.count").as_deref(), Some("8"));
+}
+
+#[tokio::test]
+async fn hostile_bodies_never_over_count() {
+    let registry = registry();
+    let layer = GrpcLayer::new(&registry);
+    // The response: one whole message, then a prefix announcing 4 GiB - 1 bytes and a few
+    // of them; the request: one message split over two frames, then one cut in its payload.
+    let hostile = || {
+        grpc_response([
+            serving_message(),
+            Frame::data(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3])),
+        ])
+    };
+    let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+        move |req: Request<RequestBody<Frames>>| {
+            async move {
+                // The service reads the request to its end, as tonic does.
+                let _ = req.into_body().collect().await;
+                Ok::<_, Infallible>(hostile())
+            }
+        },
+    ));
+    let request = Frames::new([
+        Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, 8])),
+        Frame::data(Bytes::from_static(&[1, 0, 0, 0, 0, 9, 1])),
+    ]);
+    let res = svc
+        .oneshot(Request::post("/pkg.Svc/Hostile").body(request).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    let text = registry.render_components(&["grpc"]).unwrap();
+    let op = r#"{operation="pkg.Svc/Hostile"}"#;
+    assert_eq!(
+        sample(&text, &format!("grpc_messages_received_total{op}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("grpc_messages_sent_total{op}")),
+        Some(1.0),
+        "{text}"
+    );
 }

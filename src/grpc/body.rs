@@ -8,7 +8,14 @@
 //!
 //! The cases and the codes they are counted with are in the [module docs](super).
 
-use std::{fmt, sync::Arc, time::Instant};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use http::{HeaderMap, StatusCode};
 use tonic::Code;
@@ -17,6 +24,7 @@ use tracing::Span;
 use crate::trace::ServerSpan;
 
 use super::{
+    frames::MessageFrames,
     series::OperationSeries,
     status::{code_from_http, is_server_error, status_in, GRPC_MESSAGE},
 };
@@ -30,6 +38,16 @@ use crate::{
 
 /// Longest `grpc-message` recorded as a span's status description, in bytes.
 const MAX_STATUS_DESCRIPTION: usize = 256;
+
+/// The span attribute with the messages a call received (a server: the request's).
+pub(super) const RECEIVED_COUNT: &str = "rpc.message.received.count";
+/// The span attribute with the messages a call sent (a server: the response's).
+pub(super) const SENT_COUNT: &str = "rpc.message.sent.count";
+
+/// A count as a span's integer attribute.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// Response body of [`GrpcService`](super::GrpcService): reads `grpc-status` from the
 /// trailers and ends the call's measurement and span when the stream ends, fails or is
@@ -54,6 +72,13 @@ pub struct GrpcCall {
     /// A call out (a [`GrpcClientLayer`](super::GrpcClientLayer)'s): a service error is the
     /// channel's (no connection), `UNAVAILABLE`, as tonic reports it to the caller.
     client: bool,
+    /// The framing of the response body, when its messages are counted.
+    frames: Option<MessageFrames>,
+    /// The messages of the response body so far.
+    response_messages: u64,
+    /// The messages of the request body so far, counted by its
+    /// [`RequestBody`](super::RequestBody), for the span.
+    request_messages: Option<Arc<AtomicU64>>,
 }
 
 impl GrpcCall {
@@ -63,7 +88,16 @@ impl GrpcCall {
         if let Some(series) = &series {
             series.start();
         }
+        let records = span.as_ref().is_some_and(ServerSpan::records);
+        let counts = records
+            || series
+                .as_ref()
+                .is_some_and(|s| s.response_messages.is_some());
         Self {
+            frames: counts.then(MessageFrames::default),
+            response_messages: 0,
+            // Allocated only for a span that records something.
+            request_messages: records.then(Arc::default),
             series,
             span,
             caller: None,
@@ -83,6 +117,11 @@ impl GrpcCall {
             caller,
             ..Self::start(Some(series), None)
         }
+    }
+
+    /// Where the request body counts its messages for the span, if it has one that records.
+    pub(super) fn request_tally(&self) -> Option<Arc<AtomicU64>> {
+        self.request_messages.clone()
     }
 
     fn read_status(&mut self, headers: &HeaderMap) {
@@ -112,6 +151,15 @@ impl GrpcCall {
         }
         if let Some(span) = self.span.take() {
             span.record_i64("rpc.grpc.status_code", code as i64);
+            // A server's span: it received the request's messages and sent the response's.
+            let received = self
+                .request_messages
+                .as_ref()
+                .map(|n| n.load(Ordering::Relaxed));
+            if let Some(received) = received {
+                span.record_i64(RECEIVED_COUNT, clamp(received));
+                span.record_i64(SENT_COUNT, clamp(self.response_messages));
+            }
             if is_server_error(code) {
                 let message = self.message.take().filter(|message| !message.is_empty());
                 span.set_error(message.as_deref());
@@ -152,6 +200,20 @@ impl Settle for GrpcCall {
             Outcome::Panicked => (500, Code::Unknown),
         };
         self.finish(http_status, code);
+    }
+
+    /// Counts the messages ending in a data frame of the response body.
+    fn on_data_frame<D: bytes::Buf>(&mut self, data: &D) {
+        let Some(frames) = &mut self.frames else {
+            return;
+        };
+        let ended = frames.read_buf(data);
+        if ended > 0 {
+            self.response_messages += ended;
+            if let Some(series) = &self.series {
+                series.response_messages(ended);
+            }
+        }
     }
 
     fn on_trailers(&mut self, trailers: &HeaderMap) {

@@ -3,6 +3,7 @@
 
 use crate::trace::propagation::{composite, Propagator};
 use std::{
+    collections::HashMap,
     fmt,
     sync::{Arc, OnceLock},
     task::{Context, Poll},
@@ -16,7 +17,8 @@ use tower_service::Service;
 
 use super::{
     body::{GrpcCall, ResponseBody},
-    names::GrpcMetricNames,
+    names::{GrpcMetricNames, GrpcType},
+    request::{Counting, RequestBody},
     series::{self, SeriesTable},
     status::GrpcOperation,
 };
@@ -34,14 +36,17 @@ use crate::{
 /// reqwest client's: every call out.
 pub const GRPC_CLIENT_COMPONENT: &str = "client";
 
-/// Layer for a tonic `Channel` (any `Service<http::Request<B>, Response = http::Response<_>>`)
-/// that writes the current trace
+/// Layer for a tonic `Channel` (any `Service<http::Request<tonic::body::Body>, Response =
+/// http::Response<_>>`) that writes the current trace
 /// context (`traceparent`, ...) and the current request's id onto every outgoing call, and,
 /// [`with_metrics`](GrpcClientLayer::with_metrics), measures each call until its response
 /// stream ends, as [`GrpcLayer`](super::GrpcLayer) does on the server: by operation
 /// (`package.Service/Method`, capped) and code, a call dropped by the caller counted
 /// `CANCELLED` (HTTP 499), a call that got no response (the channel failed) `UNAVAILABLE`
-/// (HTTP 500). The exemplar of a call's series is the caller's sampled span.
+/// (HTTP 500). The exemplar of a call's series is the caller's sampled span. The messages of
+/// each call are counted as they pass (sent: the request body's, received: the response
+/// body's); to count the sent ones the request body is wrapped, and tonic boxes the wrapper
+/// (one allocation per call, only with metrics).
 ///
 /// The context is the current `tracing` span's OpenTelemetry context, or the current
 /// OpenTelemetry context when the span has none. The request id is
@@ -69,6 +74,7 @@ pub struct GrpcClientLayer {
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     request_id_header: HeaderName,
     metrics: Option<ClientMetrics>,
+    types: Arc<HashMap<String, GrpcType>>,
 }
 
 /// What a [`GrpcClientLayer`] records into, and its series table, built once.
@@ -102,6 +108,7 @@ impl GrpcClientLayer {
             propagator: Arc::new(TraceContextPropagator::new()),
             request_id_header: X_REQUEST_ID,
             metrics: None,
+            types: Arc::default(),
         }
     }
 
@@ -154,10 +161,21 @@ impl GrpcClientLayer {
                 recorder,
                 names,
                 metrics.max_operations,
-                Arc::default(),
+                self.types.clone(),
             ))
         });
         Some(table.clone())
+    }
+
+    /// Labels `operation` (`package.Service/Method`) with `grpc_type` in the
+    /// go-grpc-prometheus scheme ([`GrpcMetricNames::go_grpc_prometheus_client`]). Defaults
+    /// to [`GrpcType::Unary`] for every method.
+    pub fn with_grpc_type(mut self, operation: &str, grpc_type: GrpcType) -> Self {
+        Arc::make_mut(&mut self.types).insert(operation.to_owned(), grpc_type);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.table = Arc::default();
+        }
+        self
     }
 
     /// Writes the context with `propagator`. Defaults to W3C trace context.
@@ -212,9 +230,9 @@ impl<S: fmt::Debug> fmt::Debug for GrpcClientService<S> {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for GrpcClientService<S>
+impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcClientService<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<tonic::body::Body>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -225,7 +243,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
         let cx = crate::trace::current_context();
         propagation::inject(&*self.layer.propagator, &cx, req.headers_mut());
         let header = &self.layer.request_id_header;
@@ -239,6 +257,10 @@ where
             return SettleFuture::new(self.inner.call(req), None);
         };
         let series = table.series(GrpcOperation::from_path(req.uri().path()));
+        // The channel takes tonic's body: the counting body goes inside one (tonic boxes it).
+        if let Some(counting) = Counting::new(series.request_messages.clone(), None) {
+            req = req.map(|body| tonic::body::Body::new(RequestBody::new(body, Some(counting))));
+        }
         // The caller's span, from the context already read for the headers.
         let caller = SpanIds::of_context(&cx);
         let mut guard = SettleGuard::new(GrpcCall::client(series, caller));

@@ -17,6 +17,7 @@ use tracing::{field::Empty, Span};
 use super::{
     body::{GrpcCall, ResponseBody},
     names::{GrpcMetricNames, GrpcType},
+    request::{Counting, RequestBody},
     series::{self, SeriesTable},
     status::GrpcOperation,
 };
@@ -282,6 +283,8 @@ impl CallSpans {
                     rpc.service = operation.map(|op| op.service()),
                     rpc.method = operation.map(|op| op.method()),
                     rpc.grpc.status_code = Empty,
+                    rpc.message.received.count = Empty,
+                    rpc.message.sent.count = Empty,
                     request_id = request_id,
                 )
             };
@@ -344,7 +347,7 @@ impl CallSpans {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -359,7 +362,11 @@ where
         let operation = GrpcOperation::from_path(req.uri().path());
         let series = self.table.as_ref().map(|t| t.series(operation));
         let span = self.spans.open(&req, operation);
-        let mut guard = SettleGuard::new(GrpcCall::start(series, span));
+        let counter = series.as_ref().and_then(|s| s.request_messages.clone());
+        let call = GrpcCall::start(series, span);
+        let counting = Counting::new(counter, call.request_tally());
+        let req = req.map(|body| RequestBody::new(body, counting));
+        let mut guard = SettleGuard::new(call);
         let inner = guard.poll(|| self.inner.call(req));
         SettleFuture::new(inner, Some(guard))
     }

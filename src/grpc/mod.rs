@@ -19,6 +19,14 @@
 //!   `{prefix}grpc_request_total{code, grpc_code, operation}`, where `code` is the HTTP status
 //!   and `grpc_code` the canonical name (`OK`, `NOT_FOUND`, ...); or go-grpc-prometheus' names
 //!   with [`GrpcMetricNames::go_grpc_prometheus`];
+//! - counts the messages received (request body) and sent (response body) as each one's
+//!   last byte passes, from the gRPC length-prefixed framing read across HTTP/2 frames
+//!   without buffering: `{prefix}grpc_messages_received_total{operation}` and
+//!   `{prefix}grpc_messages_sent_total{operation}`, or go-grpc-prometheus'
+//!   `grpc_server_msg_received_total` / `grpc_server_msg_sent_total`. A partial message (the
+//!   body ended, failed or was dropped inside it, whatever length its prefix announced)
+//!   counts nothing; a compression flag other than 0 or 1 is not gRPC framing and stops the
+//!   count for that body. The request body reaches the service as a [`RequestBody`];
 //! - opens a server span (target `towerscope::grpc`) ending with the stream:
 //!
 //! | field | value |
@@ -28,6 +36,7 @@
 //! | `rpc.system` | `grpc` |
 //! | `rpc.service`, `rpc.method` | `package.Service`, `Method` |
 //! | `rpc.grpc.status_code` | the status code as an integer (1 for a cancelled call) |
+//! | `rpc.message.received.count`, `rpc.message.sent.count` | the messages of the request and of the response when the call settles (towerscope's names, in the `rpc.message` namespace of the conventions' per-message events, which are not recorded) |
 //! | `otel.status_code` | `ERROR` for `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS` (with `grpc-message` as the description) |
 //! | `request_id` | the [`RequestId`](crate::RequestId) of a [`RequestIdLayer`](crate::RequestIdLayer) before this layer, else a valid `x-request-id` |
 //!
@@ -59,22 +68,26 @@
 //!   [`GrpcLayer::with_grpc_type`]: unary and streaming calls look the same on the wire.
 //! - gRPC-Web carries the status inside the response body: put this layer inside tonic-web's
 //!   layer, where calls are plain gRPC.
-//! - Messages are not counted (no `grpc_server_msg_received_total`/`_sent_total`), and the
-//!   client layer opens no client span of its own: the caller's current span is the parent.
+//! - The client layer opens no client span of its own (the caller's current span is the
+//!   parent), so the message counts of a call out are on its metrics only.
 //!
 //! # Example
 //!
 //! ```
 //! use http::{Request, Response};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use towerscope::{config::MetricConfig, grpc::GrpcLayer, metrics::MetricsRegistry};
+//! use towerscope::{
+//!     config::MetricConfig,
+//!     grpc::{GrpcLayer, RequestBody},
+//!     metrics::MetricsRegistry,
+//! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(GrpcLayer::new(&registry))
-//!     .service(service_fn(|_req: Request<()>| async {
+//!     .service(service_fn(|_req: Request<RequestBody<()>>| async {
 //!         // A trailers-only response, as tonic sends `Status::not_found(..)`.
 //!         let res = Response::builder()
 //!             .header("content-type", "application/grpc")
@@ -120,8 +133,10 @@
 
 mod body;
 mod client;
+mod frames;
 mod layer;
 mod names;
+mod request;
 mod series;
 mod status;
 
@@ -129,6 +144,7 @@ pub use body::{GrpcCall, ResponseBody};
 pub use client::{GrpcClientLayer, GrpcClientService, GRPC_CLIENT_COMPONENT};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};
+pub use request::RequestBody;
 pub use status::{
     code_from_http, code_name, is_server_error, status_in, GrpcOperation, GRPC_MESSAGE,
     GRPC_STATUS, MAX_OPERATION_LEN,

@@ -61,6 +61,8 @@ pub(super) enum Scheme {
 /// | `{prefix}grpc_inflight_requests` | gauge | `operation` |
 /// | `{prefix}grpc_request_duration_seconds` | summary or histogram | `operation` |
 /// | `{prefix}grpc_request_total` | counter | `code`, `grpc_code`, `operation` |
+/// | `{prefix}grpc_messages_received_total` | counter | `operation` |
+/// | `{prefix}grpc_messages_sent_total` | counter | `operation` |
 /// | `{prefix}grpc_operation_overflow_total` | counter | |
 ///
 /// [`go_grpc_prometheus`](Self::go_grpc_prometheus) gives the server names of
@@ -71,6 +73,8 @@ pub(super) enum Scheme {
 /// | `grpc_server_started_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_handled_total` | counter | `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code` |
 /// | `grpc_server_handling_seconds` | summary or histogram | `grpc_type`, `grpc_service`, `grpc_method` |
+/// | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+/// | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_operation_overflow_total` | counter | |
 ///
 /// [`otel`](Self::otel) gives the OpenTelemetry RPC conventions' server family
@@ -93,9 +97,20 @@ pub(super) enum Scheme {
 /// `grpc_service` and `grpc_method` `unknown` in the go-grpc-prometheus scheme), calls beyond
 /// the cap on operations `_overflow`.
 ///
-/// go-grpc-prometheus' message counters (`grpc_server_msg_received_total`,
-/// `grpc_server_msg_sent_total`) are not recorded: counting messages means decoding the
-/// length-prefixed frames of every body.
+/// The message counters count the gRPC messages of each call as their last byte passes
+/// (read from the length-prefixed framing of the request and response bodies; a partial
+/// message counts nothing), so a long stream shows its progress. A server receives the
+/// request messages and sends the response messages; a client the other way round. The
+/// clients' names are [`client_with_prefix`](Self::client_with_prefix)'s
+/// (`{prefix}grpc_client_messages_received_total`, ...) and
+/// [`go_grpc_prometheus_client`](Self::go_grpc_prometheus_client)'s
+/// (`grpc_client_msg_received_total`, `grpc_client_msg_sent_total`).
+///
+/// The OpenTelemetry scheme has no message counter: the conventions count messages only as
+/// the histograms `rpc.{server,client}.requests_per_rpc` / `responses_per_rpc` (status
+/// Development, one observation at the end of each call), which towerscope does not record;
+/// the counts are on the call's span instead (`rpc.message.received.count`,
+/// `rpc.message.sent.count`).
 ///
 /// ```
 /// use towerscope::grpc::GrpcMetricNames;
@@ -108,6 +123,8 @@ pub(super) enum Scheme {
 /// assert_eq!(names.total(), "grpc_server_handled_total");
 /// assert_eq!(names.started(), Some("grpc_server_started_total"));
 /// assert_eq!(names.inflight(), None);
+/// assert_eq!(names.messages_received(), Some("grpc_server_msg_received_total"));
+/// assert_eq!(names.messages_sent(), Some("grpc_server_msg_sent_total"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcMetricNames {
@@ -120,6 +137,10 @@ pub struct GrpcMetricNames {
     pub(super) duration: String,
     pub(super) total: String,
     pub(super) overflow: String,
+    /// Messages received (a server's request messages, a client's response messages).
+    pub(super) received: String,
+    /// Messages sent (a server's response messages, a client's request messages).
+    pub(super) sent: String,
 }
 
 impl GrpcMetricNames {
@@ -133,6 +154,8 @@ impl GrpcMetricNames {
             duration: format!("{prefix}grpc_request_duration_seconds"),
             total: format!("{prefix}grpc_request_total"),
             overflow: format!("{prefix}grpc_operation_overflow_total"),
+            received: format!("{prefix}grpc_messages_received_total"),
+            sent: format!("{prefix}grpc_messages_sent_total"),
         }
     }
 
@@ -151,6 +174,8 @@ impl GrpcMetricNames {
             duration: "grpc_server_handling_seconds".to_owned(),
             total: "grpc_server_handled_total".to_owned(),
             overflow: "grpc_server_operation_overflow_total".to_owned(),
+            received: "grpc_server_msg_received_total".to_owned(),
+            sent: "grpc_server_msg_sent_total".to_owned(),
         }
     }
 
@@ -166,6 +191,8 @@ impl GrpcMetricNames {
             duration: crate::metrics::semconv::RPC_SERVER_CALL_DURATION.to_owned(),
             total: String::new(),
             overflow: format!("{prefix}grpc_operation_overflow_total"),
+            received: String::new(),
+            sent: String::new(),
         }
     }
 
@@ -184,6 +211,8 @@ impl GrpcMetricNames {
             duration: format!("{prefix}grpc_client_request_duration_seconds"),
             total: format!("{prefix}grpc_client_request_total"),
             overflow: format!("{prefix}grpc_client_operation_overflow_total"),
+            received: format!("{prefix}grpc_client_messages_received_total"),
+            sent: format!("{prefix}grpc_client_messages_sent_total"),
         }
     }
 
@@ -199,6 +228,28 @@ impl GrpcMetricNames {
             duration: crate::metrics::semconv::RPC_CLIENT_CALL_DURATION.to_owned(),
             total: String::new(),
             overflow: format!("{prefix}grpc_client_operation_overflow_total"),
+            received: String::new(),
+            sent: String::new(),
+        }
+    }
+
+    /// go-grpc-prometheus' client names and labels, for a
+    /// [`GrpcClientLayer`](super::GrpcClientLayer): `grpc_client_started_total`,
+    /// `grpc_client_handled_total`, `grpc_client_handling_seconds`,
+    /// `grpc_client_msg_received_total` and `grpc_client_msg_sent_total`, labelled
+    /// `grpc_type`, `grpc_service`, `grpc_method` (and `grpc_code` on the handled counter),
+    /// and the overflow counter `grpc_client_operation_overflow_total`.
+    pub fn go_grpc_prometheus_client() -> Self {
+        Self {
+            scheme: Scheme::GoGrpcPrometheus,
+            client: true,
+            inflight: String::new(),
+            started: "grpc_client_started_total".to_owned(),
+            duration: "grpc_client_handling_seconds".to_owned(),
+            total: "grpc_client_handled_total".to_owned(),
+            overflow: "grpc_client_operation_overflow_total".to_owned(),
+            received: "grpc_client_msg_received_total".to_owned(),
+            sent: "grpc_client_msg_sent_total".to_owned(),
         }
     }
 
@@ -243,14 +294,31 @@ impl GrpcMetricNames {
         &self.overflow
     }
 
+    /// The counter of messages received (by a server: request messages; by a client:
+    /// response messages); none in the OpenTelemetry scheme (see the type's docs).
+    pub fn messages_received(&self) -> Option<&str> {
+        (!self.received.is_empty()).then_some(self.received.as_str())
+    }
+
+    /// The counter of messages sent (by a server: response messages; by a client: request
+    /// messages); none in the OpenTelemetry scheme.
+    pub fn messages_sent(&self) -> Option<&str> {
+        (!self.sent.is_empty()).then_some(self.sent.as_str())
+    }
+
     /// Every family name, for component registration.
     pub fn families(&self) -> Vec<&str> {
-        [self.inflight(), self.started()]
-            .into_iter()
-            .flatten()
-            .chain([self.duration(), self.total(), self.overflow()])
-            .filter(|name| !name.is_empty())
-            .collect()
+        [
+            self.inflight(),
+            self.started(),
+            self.messages_received(),
+            self.messages_sent(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain([self.duration(), self.total(), self.overflow()])
+        .filter(|name| !name.is_empty())
+        .collect()
     }
 }
 

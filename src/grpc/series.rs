@@ -46,6 +46,10 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
             "by operation",
             "Finished gRPC calls, by HTTP status code, gRPC status code and operation (499/CANCELLED: the client went away).",
         ),
+        Scheme::GoGrpcPrometheus | Scheme::Otel if names.client => (
+            "by type, service and method",
+            "gRPC calls completed on the client, by type, service, method and gRPC status code.",
+        ),
         Scheme::GoGrpcPrometheus | Scheme::Otel => (
             "by type, service and method",
             "gRPC calls completed on the server, by type, service, method and gRPC status code.",
@@ -63,7 +67,7 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
     let started = names.started().map(|name| {
         Family::counter(
             name.to_owned(),
-            format!("gRPC calls started on the server, {by}."),
+            format!("gRPC calls started on the {side}, {by}."),
         )
     });
     let call = if names.client {
@@ -72,9 +76,19 @@ pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
         "gRPC call"
     };
     let help = format!("{call} durations in seconds until the response stream ended, {by}.");
+    let messages = [
+        (names.messages_received(), "received"),
+        (names.messages_sent(), "sent"),
+    ]
+    .into_iter()
+    .filter_map(|(name, way)| {
+        let help = format!("gRPC messages {way} on the {side}, counted as each ends, {by}.");
+        name.map(|name| Family::counter(name.to_owned(), help))
+    });
     inflight
         .into_iter()
         .chain(started)
+        .chain(messages)
         .chain([
             Family::seconds(names.duration().to_owned(), help),
             Family::counter(names.total().to_owned(), total),
@@ -117,6 +131,10 @@ pub(super) struct OperationSeries {
     /// cancelled calls, a proxy's 503, ...) are in the list.
     totals: CodeCounters<(u16, Code), CODE_COUNT>,
     totals_in: Arc<Totals>,
+    /// The messages of the request body: received by a server, sent by a client.
+    pub(super) request_messages: Option<Counter>,
+    /// The messages of the response body: sent by a server, received by a client.
+    pub(super) response_messages: Option<Counter>,
 }
 
 impl OperationSeries {
@@ -127,6 +145,13 @@ impl OperationSeries {
         }
         if let Some(c) = &self.started {
             c.increment(1);
+        }
+    }
+
+    /// Counts `n` messages of the response body.
+    pub(super) fn response_messages(&self, n: u64) {
+        if let Some(c) = &self.response_messages {
+            c.increment(n);
         }
     }
 
@@ -195,6 +220,10 @@ pub(super) struct SeriesTable {
     inflight: SharedString,
     started: SharedString,
     duration: SharedString,
+    /// The counters of request and response messages (received and sent on a server, the
+    /// other way round on a client); empty when not recorded.
+    request_messages: SharedString,
+    response_messages: SharedString,
     totals: Arc<Totals>,
     types: Arc<HashMap<String, GrpcType>>,
     operations: LabelTable<OperationSeries>,
@@ -212,6 +241,11 @@ impl SeriesTable {
         max_operations: usize,
         types: Arc<HashMap<String, GrpcType>>,
     ) -> Self {
+        let (request, response) = if names.client {
+            (&names.sent, &names.received)
+        } else {
+            (&names.received, &names.sent)
+        };
         let operations = LabelTable::new(max_operations)
             .with_overflow_counter(recorder.clone(), names.overflow().to_owned());
         Self {
@@ -226,6 +260,8 @@ impl SeriesTable {
             inflight: names.inflight.clone().into(),
             started: names.started.clone().into(),
             duration: names.duration.clone().into(),
+            request_messages: request.clone().into(),
+            response_messages: response.clone().into(),
             types,
             operations,
             unknown: OnceLock::new(),
@@ -292,6 +328,10 @@ impl SeriesTable {
                 .then(|| recorder.counter(&key(&self.started))),
             duration: (!otel).then(|| recorder.histogram(&key(&self.duration))),
             durations: otel.then(|| Box::new(StatusHandles::new())),
+            request_messages: (!self.request_messages.is_empty())
+                .then(|| recorder.counter(&key(&self.request_messages))),
+            response_messages: (!self.response_messages.is_empty())
+                .then(|| recorder.counter(&key(&self.response_messages))),
             labels,
             totals: CodeCounters::new(),
             totals_in: self.totals.clone(),

@@ -205,6 +205,12 @@ impl ServerSpan {
         }
     }
 
+    /// Whether anything is recorded on the span: it is exported through `tracing` or sampled.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn records(&self) -> bool {
+        self.tracing.is_some() || self.direct
+    }
+
     /// Records an integer attribute (a declared field of the `tracing` span).
     pub(crate) fn record_i64(&self, key: &'static str, value: i64) {
         if let Some(span) = &self.tracing {

@@ -6,7 +6,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -98,7 +97,7 @@ impl<B: Body, S: Settle> Body for SettleBody<B, S> {
                 }
                 None => {
                     if let (Some(data), Some(state)) = (frame.data_ref(), guard.state()) {
-                        state.on_data(data.remaining());
+                        state.on_data_frame(data);
                     }
                     if this.inner.is_end_stream() {
                         guard.settle(Outcome::Complete);

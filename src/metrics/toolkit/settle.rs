@@ -38,6 +38,13 @@ pub trait Settle {
         let _ = len;
     }
 
+    /// Reads a data frame of the response body of a [`SettleBody`](super::SettleBody) as it
+    /// is passed on (gRPC counts the messages in it). Defaults to
+    /// [`on_data`](Self::on_data) with its length.
+    fn on_data_frame<D: bytes::Buf>(&mut self, data: &D) {
+        self.on_data(data.remaining());
+    }
+
     /// Reads the trailers, the last frame of a body (gRPC's `grpc-status`). Called just before
     /// [`settle`](Self::settle) with [`Outcome::Complete`]. Defaults to nothing.
     fn on_trailers(&mut self, trailers: &HeaderMap) {
