@@ -110,7 +110,8 @@ impl ObservabilityLayer {
             trace: TraceLayer::new()
                 .echo_traceparent(config.trace.echo_traceparent)
                 .with_exemplar_ids(config.metric.records() && config.metric.exemplars)
-                .with_attributes(config.trace.span_attributes()),
+                .with_attributes(config.trace.span_attributes())
+                .with_response_head_event(config.metric.time_to_first_byte),
             metrics: MetricsLayer::from_config(&config.metric, registry),
             filter: RequestFilter::from_config(&config.filters),
         }

@@ -264,7 +264,8 @@ impl Telemetry {
             .with_incoming(self.propagator.clone())
             .echo_traceparent(self.config.trace.echo_traceparent)
             .with_exemplar_ids(self.config.metric.records() && self.config.metric.exemplars)
-            .with_attributes(self.config.trace.span_attributes());
+            .with_attributes(self.config.trace.span_attributes())
+            .with_response_head_event(self.config.metric.time_to_first_byte);
         let trace = match &self.trace {
             Some(pipeline) => trace.export_direct(
                 pipeline.direct_tracer(),

@@ -81,6 +81,7 @@ impl MetricsLayer {
             .with_names(MetricNames::with_prefix(&config.prefix()))
             .with_naming(config.naming)
             .with_body_sizes(config.body_sizes)
+            .with_time_to_first_byte(config.time_to_first_byte)
             .with_methods(config.methods.iter().cloned())
             .with_max_operations(config.max_operations);
         if config.records() {

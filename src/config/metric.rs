@@ -66,6 +66,12 @@ pub struct MetricConfig {
     /// `http_server_response_body_size_bytes` (the bytes the response body passed on).
     /// Defaults to `false`.
     pub body_sizes: bool,
+    /// Also records the time to the response head (time to first byte) of every request,
+    /// beside its duration to the end of the body: `http_request_time_to_first_byte_seconds`
+    /// (Harbor's naming, under the prefix) or `http_server_time_to_first_byte_seconds`
+    /// (`naming: otel`); a summary or a histogram as the durations are. Defaults to `false`
+    /// (one more series per operation and method).
+    pub time_to_first_byte: bool,
     /// With `naming: otel`, serves the conventions' families under their own UTF-8 names
     /// and attribute keys (`{"http.server.request.duration", "http.request.method"="GET"}`)
     /// to scrapes that allow UTF-8 names (Prometheus 3 by default); other scrapes, and the
@@ -192,6 +198,7 @@ impl Default for MetricConfig {
             exemplars: true,
             naming: MetricNaming::Harbor,
             body_sizes: false,
+            time_to_first_byte: false,
             utf8_names: false,
             histogram: HistogramMode::Classic,
             native_histogram: NativeHistogramConfig::default(),

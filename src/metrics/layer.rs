@@ -49,6 +49,7 @@ pub struct MetricsLayer {
     enabled: bool,
     naming: MetricNaming,
     body_sizes: bool,
+    time_to_first_byte: bool,
     /// The registry and components the families are served under.
     served: Option<(MetricsRegistry, Vec<String>)>,
     table: Arc<OnceLock<Table>>,
@@ -67,6 +68,7 @@ impl fmt::Debug for MetricsLayer {
             .field("names", &self.names)
             .field("naming", &self.naming)
             .field("body_sizes", &self.body_sizes)
+            .field("time_to_first_byte", &self.time_to_first_byte)
             .field("methods", &self.methods)
             .field("max_operations", &self.max_operations)
             .field("enabled", &self.enabled)
@@ -111,6 +113,7 @@ impl MetricsLayer {
             enabled: true,
             naming: MetricNaming::Harbor,
             body_sizes: false,
+            time_to_first_byte: false,
             served: None,
             table: Arc::default(),
         }
@@ -154,6 +157,16 @@ impl MetricsLayer {
     /// no effect with Harbor's naming.
     pub fn with_body_sizes(mut self, body_sizes: bool) -> Self {
         self.body_sizes = body_sizes;
+        self.changed()
+    }
+
+    /// Also records the time to the response head (time to first byte), beside the duration
+    /// to the end of the body: `{prefix}http_request_time_to_first_byte_seconds` (Harbor's
+    /// naming) or `http_server_time_to_first_byte_seconds` (`naming: otel`, with the
+    /// duration's labels), kept like the durations (summary or histogram as configured).
+    /// Defaults to `false` (`metric.time_to_first_byte`).
+    pub fn with_time_to_first_byte(mut self, on: bool) -> Self {
+        self.time_to_first_byte = on;
         self.changed()
     }
 
@@ -203,21 +216,24 @@ impl MetricsLayer {
             let methods = MethodTable::new(&self.methods);
             match self.naming {
                 MetricNaming::Harbor => {
-                    let families = series::families(&self.names);
+                    let families = series::families(&self.names, self.time_to_first_byte);
                     toolkit::declare(&self.recorder, registry, components, &families);
                     Table::Harbor(SeriesTable::new(
                         self.recorder.clone(),
                         &self.names,
                         methods,
                         self.max_operations,
+                        self.time_to_first_byte,
                     ))
                 }
                 MetricNaming::Otel => {
                     if let Some(registry) = registry {
-                        registry.advise_buckets(
+                        for family in [
                             semconv::HTTP_SERVER_REQUEST_DURATION,
-                            &semconv::ADVISED_DURATION_BUCKETS,
-                        );
+                            semconv::HTTP_SERVER_TIME_TO_FIRST_BYTE,
+                        ] {
+                            registry.advise_buckets(family, &semconv::ADVISED_DURATION_BUCKETS);
+                        }
                         for family in [
                             semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
                             semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
@@ -225,7 +241,11 @@ impl MetricsLayer {
                             registry.advise_buckets(family, &semconv::BODY_SIZE_BUCKETS);
                         }
                     }
-                    let families = semconv::server::families(&self.names, self.body_sizes);
+                    let families = semconv::server::families(
+                        &self.names,
+                        self.body_sizes,
+                        self.time_to_first_byte,
+                    );
                     toolkit::declare(&self.recorder, registry, components, &families);
                     Table::Otel(ServerTable::new(
                         self.recorder.clone(),
@@ -233,6 +253,7 @@ impl MetricsLayer {
                         methods,
                         self.max_operations,
                         self.body_sizes,
+                        self.time_to_first_byte,
                     ))
                 }
             }

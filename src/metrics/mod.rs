@@ -8,6 +8,7 @@
 //! | `http_request_duration_seconds` | summary (0.5, 0.9, 0.99) or histogram | `method`, `operation` |
 //! | `http_request_total` | counter | `method`, `code`, `operation` |
 //! | `http_operation_overflow_total` | counter | |
+//! | `http_request_time_to_first_byte_seconds` (opt-in, `metric.time_to_first_byte`) | as the duration | `method`, `operation` |
 //!
 //! Methods outside the configured set are `_OTHER`; operations come from an
 //! [`OperationResolver`](crate::operation) and are capped (default 1000 distinct values, the

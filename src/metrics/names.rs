@@ -21,6 +21,10 @@ pub struct MetricNames {
     /// Counter of requests whose operation label was replaced by `_overflow` because the cap
     /// on distinct operations was reached.
     pub overflow: String,
+    /// Summary (or histogram) of the time to the response head in seconds, `{method,
+    /// operation}`: recorded only with `metric.time_to_first_byte`
+    /// ([`MetricsLayer::with_time_to_first_byte`](super::MetricsLayer::with_time_to_first_byte)).
+    pub first_byte: String,
 }
 
 impl MetricNames {
@@ -31,6 +35,7 @@ impl MetricNames {
             duration: format!("{prefix}http_request_duration_seconds"),
             total: format!("{prefix}http_request_total"),
             overflow: format!("{prefix}http_operation_overflow_total"),
+            first_byte: format!("{prefix}http_request_time_to_first_byte_seconds"),
         }
     }
 

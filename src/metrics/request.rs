@@ -128,6 +128,11 @@ impl HarborRequest {
         if let Some(op) = response.extensions().get::<OperationId>() {
             self.settled_on = self.inflight.sibling(op);
         }
+        let series = self.settled_on.as_ref().unwrap_or(&self.inflight);
+        if let Some(first_byte) = series.first_byte() {
+            let seconds = self.start.elapsed().as_secs_f64();
+            with_exemplar_at(self.exemplar, None, || first_byte.record(seconds));
+        }
     }
 
     fn settle(&mut self, outcome: Outcome, now: Option<SystemTime>) {

@@ -16,8 +16,14 @@ use super::{
 use crate::{labels::MethodTable, operation::OperationId};
 
 /// The families of [`MetricsLayer`](super::MetricsLayer), with their help texts.
-pub(crate) fn families(names: &MetricNames) -> [Family; 4] {
-    [
+pub(crate) fn families(names: &MetricNames, first_byte: bool) -> Vec<Family> {
+    let first_byte = first_byte.then(|| {
+        Family::seconds(
+            names.first_byte.clone(),
+            "Time to the response head in seconds (time to first byte), by method and operation.",
+        )
+    });
+    let families = [
         Family::gauge(
             names.inflight.clone(),
             "Requests in flight, by method and operation.",
@@ -34,7 +40,8 @@ pub(crate) fn families(names: &MetricNames) -> [Family; 4] {
             names.overflow.clone(),
             "Requests labelled operation=\"_overflow\" because the cap on distinct operations was reached.",
         ),
-    ]
+    ];
+    families.into_iter().chain(first_byte).collect()
 }
 
 /// The handles of one (operation, method), each registered on first use.
@@ -42,6 +49,7 @@ pub(crate) fn families(names: &MetricNames) -> [Family; 4] {
 pub(crate) struct MethodSeries {
     inflight: OnceLock<Gauge>,
     duration: OnceLock<Histogram>,
+    first_byte: OnceLock<Histogram>,
     labels: [Label; 2],
     totals: CodeCounters<u16, HTTP_SLOTS>,
     registrar: Arc<Registrar>,
@@ -58,6 +66,8 @@ struct Registrar {
     inflight: SharedString,
     duration: SharedString,
     total: SharedString,
+    /// The time-to-first-byte family, when it is recorded.
+    first_byte: Option<SharedString>,
 }
 
 impl MethodSeries {
@@ -77,6 +87,16 @@ impl MethodSeries {
         let r = &self.registrar;
         self.duration
             .get_or_init(|| r.recorder.histogram(&self.key(&r.duration)))
+    }
+
+    /// The time-to-first-byte histogram, when it is recorded.
+    pub(crate) fn first_byte(&self) -> Option<&Histogram> {
+        let r = &self.registrar;
+        let name = r.first_byte.as_ref()?;
+        Some(
+            self.first_byte
+                .get_or_init(|| r.recorder.histogram(&self.key(name))),
+        )
     }
 
     /// Counts one finished request with `code`.
@@ -126,6 +146,7 @@ impl SeriesTable {
         names: &MetricNames,
         methods: MethodTable,
         max_operations: usize,
+        first_byte: bool,
     ) -> Arc<Self> {
         let operations = LabelTable::new(max_operations)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
@@ -135,6 +156,7 @@ impl SeriesTable {
                 inflight: names.inflight.clone().into(),
                 duration: names.duration.clone().into(),
                 total: names.total.clone().into(),
+                first_byte: first_byte.then(|| names.first_byte.clone().into()),
             }),
             methods,
             operations,
@@ -168,6 +190,7 @@ impl SeriesTable {
                     Arc::new(MethodSeries {
                         inflight: OnceLock::new(),
                         duration: OnceLock::new(),
+                        first_byte: OnceLock::new(),
                         labels: [
                             Label::new("method", self.methods.label(method_index)),
                             Label::new("operation", op.label.clone()),

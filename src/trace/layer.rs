@@ -1,6 +1,5 @@
 //! [`TraceLayer`], its service, future and body.
 
-use crate::text::capped;
 use std::{
     cell::OnceCell,
     fmt,
@@ -12,7 +11,7 @@ use std::{
 
 use http::{Method, Request, Response};
 use http_body::Body;
-use opentelemetry::{propagation::TextMapPropagator, trace::SpanKind, KeyValue, Value};
+use opentelemetry::propagation::TextMapPropagator;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -20,7 +19,8 @@ use tracing::{field::Empty, Span};
 
 use super::{
     attributes::SpanAttributes,
-    direct::{DirectTracer, SpanStart},
+    direct::DirectTracer,
+    fields::SpanFields,
     propagation::IncomingContext,
     server::{ServerSpan, SpanExport, LOG_SPAN_TARGET},
 };
@@ -31,8 +31,7 @@ use crate::{
         toolkit::{sends_no_body, Outcome, SettleBody, SettleGuard},
         SpanIds,
     },
-    operation::{default_resolver, matched_path, operation_of, OperationId, OperationResolver},
-    request_id::RequestId,
+    operation::{default_resolver, operation_of, OperationId, OperationResolver},
 };
 
 /// Longest `url.path`/`url.query` value recorded, in bytes.
@@ -76,6 +75,8 @@ pub struct TraceLayer {
     exemplar_ids: bool,
     /// Captured headers and the application's hooks.
     attributes: SpanAttributes,
+    /// Whether the response head is marked by an event.
+    head_event: bool,
 }
 
 impl fmt::Debug for TraceLayer {
@@ -106,6 +107,7 @@ impl TraceLayer {
             export: SpanExport::Tracing,
             exemplar_ids: false,
             attributes: SpanAttributes::default(),
+            head_event: false,
         }
     }
 
@@ -163,6 +165,15 @@ impl TraceLayer {
         self
     }
 
+    /// Marks the response head of sampled spans with an event,
+    /// [`RESPONSE_HEAD_EVENT`](super::RESPONSE_HEAD_EVENT) (`http.response.head`, with the
+    /// status): the time to first byte on the span. `ObservabilityLayer::from_config` and
+    /// `Telemetry::layer` set it from `metric.time_to_first_byte`. Defaults to `false`.
+    pub fn with_response_head_event(mut self, on: bool) -> Self {
+        self.head_event = on;
+        self
+    }
+
     /// Exports the spans itself into `tracer`'s pipeline, sampling new traces at `rate` (see
     /// `trace::direct`), instead of through `tracing`; with `log_span`, a log-only `tracing`
     /// span per request too, when a log layer wants it.
@@ -203,6 +214,31 @@ impl<S: fmt::Debug> fmt::Debug for TraceService<S> {
     }
 }
 
+/// A server span's `tracing` span with its fields (one field list for both callsites: a
+/// callsite's target is fixed).
+macro_rules! server_span {
+    ($target:expr, $fields:expr, $method:expr) => {{
+        let fields = $fields;
+        fields.name.with_str(|name| {
+            tracing::info_span!(
+                target: $target,
+                "HTTP request",
+                otel.name = name,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                http.request.method = $method.unwrap_or(OTHER_METHOD),
+                url.path = fields.path,
+                url.query = fields.query,
+                http.route = fields.name.route,
+                user_agent.original = fields.user_agent,
+                http.response.status_code = Empty,
+                operation = fields.name.operation.as_str(),
+                request_id = fields.request_id,
+            )
+        })
+    }};
+}
+
 impl TraceLayer {
     /// The ids of `span` when it is sampled and exemplars are on, for the metrics stage of an
     /// [`ObservabilityLayer`](crate::ObservabilityLayer).
@@ -233,101 +269,97 @@ impl TraceLayer {
         rate_override: Option<f64>,
     ) -> Option<ServerSpan> {
         let method = standard_method(req.method());
-        // One field list for both callsites (a callsite's target is fixed).
-        macro_rules! server_span {
-            ($target:expr, $fields:expr) => {{
-                let fields = $fields;
-                fields.name.with_str(|name| {
-                    tracing::info_span!(
-                        target: $target,
-                        "HTTP request",
-                        otel.name = name,
-                        otel.kind = "server",
-                        otel.status_code = Empty,
-                        http.request.method = method.unwrap_or(OTHER_METHOD),
-                        url.path = fields.path,
-                        url.query = fields.query,
-                        http.route = fields.name.route,
-                        user_agent.original = fields.user_agent,
-                        http.response.status_code = Empty,
-                        operation = fields.name.operation.as_str(),
-                        request_id = fields.request_id,
-                    )
-                })
-            }};
-        }
         match &self.export {
-            SpanExport::Tracing => {
-                if !tracing::enabled!(
-                    kind: tracing::metadata::Kind::SPAN,
-                    target: "towerscope::http",
-                    tracing::Level::INFO
-                ) {
-                    return None;
-                }
-                let operation = operation_of(req, &*self.resolver);
-                let span =
-                    server_span!("towerscope::http", SpanFields::of(req, method, &operation));
-                let span = ServerSpan::traced(span, self.extract(req))?;
-                Some(match self.attributes.is_empty() {
-                    true => span,
-                    false => span.with_attributes(&self.attributes, || {
-                        let mut attributes = Vec::new();
-                        let head = RequestHead::of(req);
-                        self.attributes.request_into(&head, &mut attributes);
-                        attributes
-                    }),
-                })
-            }
+            SpanExport::Tracing => self.open_traced(req, method),
             SpanExport::Direct {
                 tracer,
                 rate,
                 log_span,
-            } => {
-                // Read only when something uses them: a request sampled out with no log layer
-                // (RUST_LOG=warn, or none) looks up nothing, and writes no name.
-                let (operation, fields) = (OnceCell::new(), OnceCell::new());
-                let fields = || {
-                    fields.get_or_init(|| {
-                        // Resolved by the operation stage when there is one
-                        // (ObservabilityLayer), so that the metrics label does not depend on
-                        // the span.
-                        let operation =
-                            operation.get_or_init(|| operation_of(req, &*self.resolver));
-                        SpanFields::of(req, method, operation)
-                    })
-                };
-                // Only log layers want this span, and only when asked for (`trace.log_span`).
-                let log = if *log_span
-                    && tracing::enabled!(
-                        kind: tracing::metadata::Kind::SPAN,
-                        target: LOG_SPAN_TARGET,
-                        tracing::Level::INFO
-                    ) {
-                    server_span!(LOG_SPAN_TARGET, fields())
-                } else {
-                    Span::none()
-                };
-                let parent = self.extract(req).unwrap_or_default();
-                let span = ServerSpan::direct(
-                    tracer,
-                    rate_override.unwrap_or(*rate),
-                    parent,
-                    || {
-                        let mut start = fields().start(method);
-                        if !self.attributes.is_empty() {
-                            let head = RequestHead::of(req);
-                            self.attributes.request_into(&head, &mut start.attributes);
-                        }
-                        start
-                    },
-                    log,
-                );
-                Some(match span.is_direct() && !self.attributes.is_empty() {
-                    true => span.with_attributes(&self.attributes, Vec::new),
-                    false => span,
-                })
+            } => Some(self.open_direct(
+                req,
+                method,
+                tracer,
+                rate_override.unwrap_or(*rate),
+                *log_span,
+            )),
+        }
+    }
+
+    /// A server span exported through `tracing`: `None` when no subscriber wants it.
+    fn open_traced<B>(&self, req: &Request<B>, method: Option<&'static str>) -> Option<ServerSpan> {
+        if !tracing::enabled!(
+            kind: tracing::metadata::Kind::SPAN,
+            target: "towerscope::http",
+            tracing::Level::INFO
+        ) {
+            return None;
+        }
+        let operation = operation_of(req, &*self.resolver);
+        let span = server_span!(
+            "towerscope::http",
+            SpanFields::of(req, method, &operation),
+            method
+        );
+        let span = ServerSpan::traced(span, self.extract(req))?.with_head_event(self.head_event);
+        Some(match self.attributes.is_empty() {
+            true => span,
+            false => span.with_attributes(&self.attributes, || {
+                let mut attributes = Vec::new();
+                self.attributes
+                    .request_into(&RequestHead::of(req), &mut attributes);
+                attributes
+            }),
+        })
+    }
+
+    /// A server span the layer exports itself, sampled at `rate` (new traces).
+    fn open_direct<B>(
+        &self,
+        req: &Request<B>,
+        method: Option<&'static str>,
+        tracer: &DirectTracer,
+        rate: f64,
+        log_span: bool,
+    ) -> ServerSpan {
+        // Read only when something uses them: a request sampled out with no log layer
+        // (RUST_LOG=warn, or none) looks up nothing, and writes no name.
+        let (operation, fields) = (OnceCell::new(), OnceCell::new());
+        let fields = || {
+            fields.get_or_init(|| {
+                // Resolved by the operation stage when there is one (ObservabilityLayer), so
+                // that the metrics label does not depend on the span.
+                let operation = operation.get_or_init(|| operation_of(req, &*self.resolver));
+                SpanFields::of(req, method, operation)
+            })
+        };
+        // Only log layers want this span, and only when asked for (`trace.log_span`).
+        let log = if log_span
+            && tracing::enabled!(
+                kind: tracing::metadata::Kind::SPAN,
+                target: LOG_SPAN_TARGET,
+                tracing::Level::INFO
+            ) {
+            server_span!(LOG_SPAN_TARGET, fields(), method)
+        } else {
+            Span::none()
+        };
+        let parent = self.extract(req).unwrap_or_default();
+        let start = || {
+            let mut start = fields().start(method);
+            if !self.attributes.is_empty() {
+                self.attributes
+                    .request_into(&RequestHead::of(req), &mut start.attributes);
             }
+            start
+        };
+        let span = ServerSpan::direct(tracer, rate, parent, start, log);
+        if !span.is_direct() {
+            return span;
+        }
+        let span = span.with_head_event(self.head_event);
+        match self.attributes.is_empty() {
+            true => span,
+            false => span.with_attributes(&self.attributes, Vec::new),
         }
     }
 
@@ -336,138 +368,6 @@ impl TraceLayer {
         self.propagator
             .as_ref()
             .map(|incoming| incoming.extract(req.headers()))
-    }
-}
-
-/// The fields of a server span known when the request arrives.
-struct SpanFields<'a> {
-    name: SpanName<'a>,
-    path: &'a str,
-    query: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    request_id: Option<&'a str>,
-}
-
-impl<'a> SpanFields<'a> {
-    fn of<B>(
-        req: &'a Request<B>,
-        method: Option<&'static str>,
-        operation: &'a OperationId,
-    ) -> Self {
-        Self {
-            name: SpanName {
-                verb: method.unwrap_or("HTTP"),
-                route: matched_path(req.extensions()),
-                operation,
-            },
-            path: capped(req.uri().path(), MAX_PATH_ATTRIBUTE),
-            query: req.uri().query().map(|q| capped(q, MAX_PATH_ATTRIBUTE)),
-            user_agent: req
-                .headers()
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| capped(ua, MAX_USER_AGENT_ATTRIBUTE)),
-            request_id: req.extensions().get::<RequestId>().map(RequestId::as_str),
-        }
-    }
-
-    /// The direct span's start: the same attributes as the `tracing` span's fields.
-    fn start(&self, method: Option<&'static str>) -> SpanStart {
-        let operation = self.name.operation;
-        // method, path, operation, then the optional ones.
-        let capacity = 3
-            + usize::from(self.query.is_some())
-            + usize::from(self.name.route.is_some())
-            + usize::from(self.user_agent.is_some())
-            + usize::from(self.request_id.is_some())
-            // Room for the status the response adds.
-            + 1;
-        let mut attributes = Vec::with_capacity(capacity);
-        attributes.push(KeyValue::new(
-            "http.request.method",
-            method.unwrap_or(OTHER_METHOD),
-        ));
-        attributes.push(KeyValue::new("url.path", self.path.to_owned()));
-        if let Some(query) = self.query {
-            attributes.push(KeyValue::new("url.query", query.to_owned()));
-        }
-        let operation_value = Value::from(operation.shared());
-        if let Some(route) = self.name.route {
-            // The route is the operation when axum's MatchedPath resolved it: share it.
-            let route = if route == operation.as_str() {
-                operation_value.clone()
-            } else {
-                Value::from(route.to_owned())
-            };
-            attributes.push(KeyValue::new("http.route", route));
-        }
-        if let Some(user_agent) = self.user_agent {
-            attributes.push(KeyValue::new("user_agent.original", user_agent.to_owned()));
-        }
-        attributes.push(KeyValue::new("operation", operation_value));
-        if let Some(id) = self.request_id {
-            attributes.push(KeyValue::new("request_id", id.to_owned()));
-        }
-        SpanStart {
-            name: self.name.to_owned_string().into(),
-            kind: SpanKind::Server,
-            attributes,
-        }
-    }
-}
-
-/// A server span's name: `{verb} {route}` with a route template, else `{verb} {operation}`
-/// for a known operation, else `{verb}`.
-struct SpanName<'a> {
-    verb: &'a str,
-    route: Option<&'a str>,
-    operation: &'a OperationId,
-}
-
-impl SpanName<'_> {
-    /// What follows the verb: the route template, else a known operation.
-    fn object(&self) -> Option<&str> {
-        match (self.route, self.operation.as_str()) {
-            (Some(route), _) => Some(route),
-            (None, op) if op != OperationId::UNKNOWN => Some(op),
-            _ => None,
-        }
-    }
-
-    /// Appends the name to `out` (no formatting machinery: this runs per request).
-    fn write_to(&self, out: &mut String) {
-        out.push_str(self.verb);
-        if let Some(object) = self.object() {
-            out.push(' ');
-            out.push_str(object);
-        }
-    }
-
-    /// The name, in a string of its own.
-    fn to_owned_string(&self) -> String {
-        let len = self.verb.len() + self.object().map_or(0, |object| object.len() + 1);
-        let mut out = String::with_capacity(len);
-        self.write_to(&mut out);
-        out
-    }
-
-    /// Calls `f` with the name written into a per-thread buffer (subscribers copy what they
-    /// keep), so building it allocates nothing once the buffer has grown.
-    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        use std::cell::RefCell;
-        thread_local! {
-            static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
-        }
-        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
-            Ok(mut buffer) => {
-                buffer.clear();
-                self.write_to(&mut buffer);
-                f(&buffer)
-            }
-            // Re-entered from inside `f` (a subscriber handling the span opened another
-            // request's): a buffer of its own.
-            Err(_) => f(&self.to_owned_string()),
-        })
     }
 }
 

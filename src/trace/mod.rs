@@ -6,6 +6,7 @@ mod build;
 mod direct;
 pub(crate) mod events;
 pub mod exporter;
+mod fields;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
 mod layer;
@@ -30,7 +31,7 @@ pub use pipeline::{ShutdownReport, TracePipeline, TRACE_COMPONENT};
 #[cfg(feature = "tonic")]
 pub(crate) use server::SpanExport;
 pub(crate) use server::{is_log_only, ServerSpan};
-pub use server::{GRPC_LOG_SPAN_TARGET, LOG_SPAN_TARGET};
+pub use server::{GRPC_LOG_SPAN_TARGET, LOG_SPAN_TARGET, RESPONSE_HEAD_EVENT};
 
 /// The OpenTelemetry context of the code running now: the current `tracing` span's, else the
 /// current OpenTelemetry context (the one a layer made current for its request: the server

@@ -68,6 +68,10 @@ pub(crate) enum SpanExport {
     },
 }
 
+/// The event that marks a server span's response head (its time to first byte), with
+/// `metric.time_to_first_byte` ([`TraceLayer::with_response_head_event`](super::TraceLayer::with_response_head_event)).
+pub const RESPONSE_HEAD_EVENT: &str = "http.response.head";
+
 /// The server span of one request, from the layer's call until the request settles.
 ///
 /// Opaque: it is only named as the state of a [`ResponseBody`](super::ResponseBody).
@@ -86,6 +90,8 @@ pub struct ServerSpan {
     /// The hooks that add attributes when the response arrives (set only when some are
     /// configured and the span is exported).
     response_attributes: Option<SpanAttributes>,
+    /// Whether the response head is marked by an event (`metric.time_to_first_byte`).
+    head_event: bool,
 }
 
 impl fmt::Debug for ServerSpan {
@@ -114,6 +120,7 @@ impl ServerSpan {
             direct: false,
             ended: false,
             response_attributes: None,
+            head_event: false,
         })
     }
 
@@ -135,6 +142,7 @@ impl ServerSpan {
                 direct: true,
                 ended: false,
                 response_attributes: None,
+                head_event: false,
             },
             Decision::SampledOut(cx) => Self {
                 tracing,
@@ -142,6 +150,7 @@ impl ServerSpan {
                 direct: false,
                 ended: false,
                 response_attributes: None,
+                head_event: false,
             },
         }
     }
@@ -169,8 +178,28 @@ impl ServerSpan {
         self
     }
 
-    /// Adds the attributes of the response hooks, when there are some.
+    /// Marks the response head with an event, [`RESPONSE_HEAD_EVENT`] (the time to first
+    /// byte on the span), when `on`.
+    pub(crate) fn with_head_event(mut self, on: bool) -> Self {
+        self.head_event = on;
+        self
+    }
+
+    /// Adds the attributes of the response hooks, when there are some, and the response
+    /// head's event, when asked for.
     pub(crate) fn on_response_head(&self, head: &ResponseHead<'_>) {
+        if self.head_event {
+            let status = KeyValue::new(
+                "http.response.status_code",
+                i64::from(head.status().as_u16()),
+            );
+            if let Some(cx) = self.direct_context() {
+                cx.span().add_event(RESPONSE_HEAD_EVENT, vec![status]);
+            } else if let Some(span) = self.tracing.as_ref().filter(|_| self.context.is_none()) {
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                span.add_event(RESPONSE_HEAD_EVENT, vec![status]);
+            }
+        }
         let Some(attributes) = &self.response_attributes else {
             return;
         };

@@ -9,6 +9,10 @@ pub(crate) mod server;
 
 /// The Prometheus name of `http.server.request.duration`.
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// The Prometheus name of `http.server.time_to_first_byte` (opt-in:
+/// `metric.time_to_first_byte`): not one of the conventions' instruments, towerscope's own,
+/// named in their style.
+pub const HTTP_SERVER_TIME_TO_FIRST_BYTE: &str = "http_server_time_to_first_byte_seconds";
 /// The Prometheus name of `http.server.active_requests`.
 pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
 /// The Prometheus name of `http.server.request.body.size` (opt-in: `metric.body_sizes`).
@@ -125,6 +129,7 @@ pub(crate) struct OtelInstrument {
 pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
     let (name, unit, up_down) = match prometheus {
         HTTP_SERVER_REQUEST_DURATION => ("http.server.request.duration", "s", false),
+        HTTP_SERVER_TIME_TO_FIRST_BYTE => ("http.server.time_to_first_byte", "s", false),
         HTTP_SERVER_ACTIVE_REQUESTS => ("http.server.active_requests", "{request}", true),
         HTTP_SERVER_REQUEST_BODY_SIZE => ("http.server.request.body.size", "By", false),
         HTTP_SERVER_RESPONSE_BODY_SIZE => ("http.server.response.body.size", "By", false),

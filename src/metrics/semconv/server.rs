@@ -12,7 +12,7 @@ use metrics::{Gauge, Histogram, Key, Label, SharedString, Unit};
 use super::{
     scheme_index, sorted, version_index, Failure, HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE, HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_RESPONSE_BODY_SIZE,
-    SCHEMES, VERSIONS,
+    HTTP_SERVER_TIME_TO_FIRST_BYTE, SCHEMES, VERSIONS,
 };
 use crate::{
     labels::MethodTable,
@@ -29,7 +29,13 @@ use crate::{
 /// The families of the HTTP server with `metric.naming: otel`: the conventions' two (four with
 /// `body_sizes`), and towerscope's counter of requests whose route went to `_overflow`
 /// (`names.overflow`).
-pub(crate) fn families(names: &MetricNames, body_sizes: bool) -> Vec<Family> {
+pub(crate) fn families(names: &MetricNames, body_sizes: bool, first_byte: bool) -> Vec<Family> {
+    let first_byte = first_byte.then(|| {
+        Family::seconds(
+            HTTP_SERVER_TIME_TO_FIRST_BYTE,
+            "Duration of HTTP server requests until the response head (time to first byte; towerscope's, in the conventions' style).",
+        )
+    });
     let sizes = body_sizes.then(|| {
         [
             Family::new(
@@ -63,6 +69,7 @@ pub(crate) fn families(names: &MetricNames, body_sizes: bool) -> Vec<Family> {
     families
         .into_iter()
         .chain(sizes.into_iter().flatten())
+        .chain(first_byte)
         .collect()
 }
 
@@ -79,6 +86,8 @@ pub(crate) struct ServerSeries {
     durations: ByOutcome,
     /// The request and response body sizes (`metric.body_sizes`).
     sizes: Option<Box<[ByOutcome; 2]>>,
+    /// The time to the response head (`metric.time_to_first_byte`).
+    first_byte: Option<Box<ByOutcome>>,
     recorder: RecorderRef,
 }
 
@@ -172,6 +181,7 @@ pub(crate) struct ServerTable {
     /// `http_server_active_requests` by (method, scheme).
     active: Box<[OnceLock<Gauge>]>,
     body_sizes: bool,
+    first_byte: bool,
 }
 
 /// The (scheme, version) combinations per method.
@@ -185,6 +195,7 @@ impl ServerTable {
         methods: MethodTable,
         max_routes: usize,
         body_sizes: bool,
+        first_byte: bool,
     ) -> Arc<Self> {
         let routes = LabelTable::new(max_routes)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
@@ -198,6 +209,7 @@ impl ServerTable {
             methods,
             routes,
             body_sizes,
+            first_byte,
         })
     }
 
@@ -243,6 +255,7 @@ impl ServerTable {
                         sizes: self
                             .body_sizes
                             .then(|| Box::new([StatusHandles::new(), StatusHandles::new()])),
+                        first_byte: self.first_byte.then(|| Box::new(StatusHandles::new())),
                         recorder: self.recorder.clone(),
                     })
                 })
@@ -305,9 +318,26 @@ impl ServerRequest {
         self.sizes.1 = self.sizes.1.saturating_add(len as u64);
     }
 
-    /// Notes the response status.
+    /// Notes the response status, and records the time to the response head when asked.
     pub(crate) fn on_status(&mut self, status: u16) {
         self.status = Some(status);
+        if let Some(first_byte) = self.series.first_byte.as_deref() {
+            let failure = match status {
+                500.. => Failure::Status,
+                _ => Failure::None,
+            };
+            let seconds = self.start.elapsed().as_secs_f64();
+            let series = &self.series;
+            with_exemplar_at(self.exemplar, None, || {
+                series.observe(
+                    first_byte,
+                    HTTP_SERVER_TIME_TO_FIRST_BYTE,
+                    status,
+                    failure,
+                    seconds,
+                )
+            });
+        }
     }
 
     /// Whether the duration keeps an exemplar (the request has a sampled span).
