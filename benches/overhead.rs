@@ -23,6 +23,7 @@
 //! | `request_id/generated` | `RequestIdLayer` over it, no incoming id | generating a UUID v4, setting it on the request headers, extensions and response |
 //! | `request_id/incoming` | `RequestIdLayer` over it, valid incoming `x-request-id` | validating and keeping the incoming id (no UUID) |
 //! | `metrics` | `MetricsLayer` over it, a resolver returning a pre-built `OperationId` | series lookup, in-flight gauge, duration summary and total counter into a non-global `MetricsRegistry` (default `MetricConfig`), the wrapping response body |
+//! | `metrics/first_byte` | `metrics` with `with_time_to_first_byte(true)` | the time to the response head recorded too (its own summary series) |
 //! | `trace` | `TraceLayer` over it, no `tracing` subscriber | the span layer when spans are not collected (the span is disabled, nothing is resolved or recorded) |
 //! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
 //! | `metrics/histogram` | `MetricsLayer` with histogram durations (four buckets), behind a layer inserting a request extension of another type | the baseline of `metrics/histogram_exemplar` |
@@ -183,6 +184,10 @@ fn overhead(c: &mut Criterion) {
     let mut metrics = MetricsLayer::new(&registry)
         .with_resolver(resolver.clone())
         .layer(inner());
+    let mut first_byte = MetricsLayer::new(&registry)
+        .with_resolver(resolver.clone())
+        .with_time_to_first_byte(true)
+        .layer(inner());
     let mut trace = TraceLayer::new().layer(inner());
     let mut observability =
         ObservabilityLayer::new(RequestIdLayer::new(), MetricsLayer::new(&registry))
@@ -328,6 +333,9 @@ fn overhead(c: &mut Criterion) {
         b.iter(|| round_trip(&mut request_id, true))
     });
     group.bench_function("metrics", |b| b.iter(|| round_trip(&mut metrics, false)));
+    group.bench_function("metrics/first_byte", |b| {
+        b.iter(|| round_trip(&mut first_byte, false))
+    });
     group.bench_function("trace", |b| b.iter(|| round_trip(&mut trace, false)));
     group.bench_function("observability", |b| {
         b.iter(|| round_trip(&mut observability, false))
