@@ -15,7 +15,8 @@ impl Config {
     }
 
     /// Applies `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-    /// `OTEL_TRACES_SAMPLER_ARG` and `OTEL_EXPORTER_OTLP[_TRACES]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`
+    /// `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_{SCHEDULE_DELAY,MAX_QUEUE_SIZE,MAX_EXPORT_BATCH_SIZE}`
+    /// and `OTEL_EXPORTER_OTLP[_TRACES]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`
     /// to `trace:`, and `OTEL_EXPORTER_OTLP_METRICS_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT,
     /// COMPRESSION,TEMPORALITY_PREFERENCE}` and `OTEL_METRIC_EXPORT_INTERVAL` to `metric.otlp`,
     /// read through `lookup`. A value that does not parse is a problem named `$VARIABLE`.
@@ -69,6 +70,7 @@ impl TraceConfig {
         // Problems are named after the variable, `$OTEL_...`.
         let mut bad = Problems::new(problems, "");
         self.apply_sdk_env(&env, &mut bad);
+        self.apply_bsp_env(&|name| env.var(name), &mut bad);
         let protocol = otlp_protocol(&env, &mut bad);
         self.apply_otlp_endpoint(&env, protocol);
         self.apply_otlp_headers(&env, &mut bad);

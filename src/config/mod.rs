@@ -34,6 +34,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+mod batch;
 mod build;
 mod document;
 mod env;
@@ -45,6 +46,7 @@ mod pipeline;
 mod request_id;
 mod trace;
 
+pub use batch::TraceBatchConfig;
 pub use document::WithTelemetry;
 pub use error::{ConfigError, ConfigProblem};
 pub use filter::{FilterAction, FilterConfig};

@@ -58,6 +58,9 @@ pub struct TraceConfig {
     /// Response headers recorded as `http.response.header.<name>` (`set-cookie` refused).
     /// Defaults to none.
     pub capture_response_headers: Vec<String>,
+    /// The export thread's schedule and batch size (`OTEL_BSP_SCHEDULE_DELAY`,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; `OTEL_BSP_MAX_QUEUE_SIZE` sets `max_queue_size`).
+    pub batch: super::TraceBatchConfig,
 }
 
 impl Default for TraceConfig {
@@ -78,6 +81,7 @@ impl Default for TraceConfig {
             log_span: false,
             capture_request_headers: Vec::new(),
             capture_response_headers: Vec::new(),
+            batch: super::TraceBatchConfig::default(),
         }
     }
 }
@@ -189,6 +193,7 @@ impl TraceConfig {
         let mut p = Problems::new(problems, "trace");
         self.check_pipeline(&mut p);
         self.check_captured_headers(&mut p);
+        self.check_batch(&mut p);
         self.check_exporter_choice(&mut p);
         if let Some(jaeger) = &self.jaeger {
             jaeger.check(&mut p.block("jaeger"));

@@ -74,6 +74,10 @@ pub(crate) struct PipelineSettings {
     pub(crate) sample_rate: f64,
     /// Spans waiting for export at most (at least 1 is used).
     pub(crate) max_queue_size: usize,
+    /// The longest a span waits for its batch.
+    pub(crate) schedule_delay: Duration,
+    /// Spans per export at most (1 to `max_queue_size` is used).
+    pub(crate) max_export_batch_size: usize,
     /// How long `shutdown` waits for the last export.
     pub(crate) shutdown_timeout: Duration,
 }
@@ -148,7 +152,8 @@ impl TracePipeline {
             // Our BoundedProcessor admits `max_queue` spans; the SDK's queue has room for them
             // plus a batch in flight, so it never drops silently.
             .with_max_queue_size(max_queue + 512)
-            .with_max_export_batch_size(max_queue.min(512))
+            .with_max_export_batch_size(settings.max_export_batch_size.clamp(1, max_queue))
+            .with_scheduled_delay(settings.schedule_delay)
             .build();
         let batch =
             BatchSpanProcessor::builder(MeteredExporter::new(exporter, stats.clone(), log.clone()))
