@@ -365,7 +365,11 @@ async fn w3c_trace_context_crosses_both_services() {
                 && !traceparent.contains(PARENT_ID),
             "{flags}: {traceparent}"
         );
-        assert_eq!(seen.get("tracestate").map(String::as_str), seen_state, "{flags}");
+        assert_eq!(
+            seen.get("tracestate").map(String::as_str),
+            seen_state,
+            "{flags}"
+        );
     }
 
     // A new trace A starts is random, sampled (rate 1 here) or not.
