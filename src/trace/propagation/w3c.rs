@@ -43,6 +43,32 @@ const KNOWN_FLAGS: TraceFlags = TraceFlags::new(0x03);
 /// an SDK span that is not sampled was given empty flags; and a received list holding a key
 /// the SDK's `TraceState` refuses (a 14-character system id): the list is written back as
 /// received while the span's `TraceState` is the one extraction built.
+///
+/// # Example
+///
+/// ```
+/// use http::HeaderMap;
+/// use towerscope::trace::propagation::{extract, inject, W3cPropagator};
+///
+/// let mut incoming = HeaderMap::new();
+/// let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03";
+/// incoming.insert("traceparent", traceparent.parse().unwrap());
+/// incoming.insert("tracestate", "rojo=1 , congo=2".parse().unwrap());
+/// let cx = extract(&W3cPropagator::new(), &incoming);
+///
+/// let mut outgoing = HeaderMap::new();
+/// inject(&W3cPropagator::new(), &cx, &mut outgoing);
+/// assert_eq!(outgoing["traceparent"], traceparent); // sampled and random
+/// assert_eq!(outgoing["tracestate"], "rojo=1,congo=2");
+///
+/// // An empty value breaks the grammar: the list is dropped, the trace goes on.
+/// incoming.insert("tracestate", "foo=,bar=3".parse().unwrap());
+/// let cx = extract(&W3cPropagator::new(), &incoming);
+/// let mut outgoing = HeaderMap::new();
+/// inject(&W3cPropagator::new(), &cx, &mut outgoing);
+/// assert_eq!(outgoing["traceparent"], traceparent);
+/// assert!(outgoing.get("tracestate").is_none());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct W3cPropagator {
     _private: (),
