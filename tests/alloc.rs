@@ -225,18 +225,20 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         traced as f64 / MEASURED as f64,
         sampled_out as f64 / MEASURED as f64
     );
-    // Regression guards on the whole traced path (15 and 10 per request since the layer
+    // Regression guards on the whole traced path (15 and 13 per request since the layer
     // builds its span itself; 22 through tracing-opentelemetry): a sampled span's name,
     // attribute list and strings, its box and context, and its export are where allocations
     // remain; a request the layer samples out builds no span at all (what is left: the request
-    // id, the request's extension map, the non-sampled context made current). The export
-    // thread's allocations fall in the count too, hence the margin.
+    // id, the request's extension map, the non-sampled context made current, and in it the
+    // note that its trace id is random, 3 of the 13: W3C level 2's `random` flag goes on from
+    // the spans the SDK drops with empty flags). The export thread's allocations fall in the
+    // count too, hence the margin.
     assert!(
         traced <= 19 * MEASURED,
         "{traced} allocations over {MEASURED} traced requests"
     );
     assert!(
-        sampled_out <= 12 * MEASURED,
+        sampled_out <= 15 * MEASURED,
         "{sampled_out} allocations over {MEASURED} sampled-out requests"
     );
 }

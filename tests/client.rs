@@ -323,6 +323,65 @@ async fn tracestate_and_baggage_go_only_to_allowed_hosts() {
     assert_eq!(seen["x-request-id"], "own-1");
 }
 
+/// W3C Trace Context levels 1 and 2 from a caller through A's server layer and instrumented
+/// client to B: the `random` flag goes on sampled or not, `tracestate` arrives as the
+/// grammar reads it (a 241@14 key whole, an invalid list not at all).
+#[tokio::test]
+async fn w3c_trace_context_crosses_both_services() {
+    let (a, _a_spans) = telemetry("svc_a");
+    let (b, _b_spans) = telemetry("svc_b");
+    let back = spawn_back_service(b);
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(a.tracing_layer()));
+    let client = ClientMiddleware::from_telemetry(&a)
+        .with_context_hosts(["127.0.0.1"])
+        .build_client(reqwest::Client::builder())
+        .unwrap();
+    let front = serve_front(&a, client, back).await;
+
+    let long_key = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+    let valid = format!("{long_key}=1 , rojo=00f067aa0ba902b7");
+    let forwarded = format!("{long_key}=1,rojo=00f067aa0ba902b7");
+    for (flags, state, seen_flags, seen_state) in [
+        ("03", valid.as_str(), "03", Some(forwarded.as_str())),
+        ("02", valid.as_str(), "02", Some(forwarded.as_str())),
+        ("01", "foo=,bar=3", "01", None),
+        ("00", "congo=t61rcWkgMzE", "00", Some("congo=t61rcWkgMzE")),
+        ("0b", "", "03", None),
+    ] {
+        let res = plain_client()
+            .get(format!("http://{front}/front"))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-{flags}"))
+            .header("tracestate", state)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let seen = parse_echo(&res.text().await.unwrap());
+        let traceparent = &seen["traceparent"];
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-"))
+                && traceparent.ends_with(&format!("-{seen_flags}"))
+                && !traceparent.contains(PARENT_ID),
+            "{flags}: {traceparent}"
+        );
+        assert_eq!(
+            seen.get("tracestate").map(String::as_str),
+            seen_state,
+            "{flags}"
+        );
+    }
+
+    // A new trace A starts is random, sampled (rate 1 here) or not.
+    let res = plain_client()
+        .get(format!("http://{front}/front"))
+        .send()
+        .await
+        .unwrap();
+    let seen = parse_echo(&res.text().await.unwrap());
+    assert!(seen["traceparent"].ends_with("-03"), "{seen:?}");
+}
+
 #[tokio::test]
 async fn connect_errors_timeouts_and_error_statuses_are_recorded() {
     let (t, exporter) = telemetry("errs");

@@ -1268,3 +1268,33 @@ async fn hostile_bodies_never_over_count() {
         "{text}"
     );
 }
+
+/// The client layer writes W3C Trace Context level 2: a caller's `random` flag and a
+/// `tracestate` key opentelemetry's own `TraceState` refuses (a 14-character system id) go on.
+#[tokio::test]
+async fn client_layer_forwards_the_random_flag_and_the_whole_tracestate() {
+    use towerscope::trace::propagation::{composite, extract, Propagator};
+    let seen = |req: Request<tonic::body::Body>| async move {
+        let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
+        res.extensions_mut().insert(req.headers().clone());
+        Ok::<_, Infallible>(res)
+    };
+    let key = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+    for flags in ["02", "03"] {
+        let traceparent = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        let mut incoming = HeaderMap::new();
+        incoming.insert("traceparent", traceparent.parse().unwrap());
+        incoming.insert("tracestate", format!("{key}=1,b=2").parse().unwrap());
+        let cx = extract(&composite(&[Propagator::TraceContext]), &incoming);
+        let _attached = cx.attach();
+        let res = ServiceBuilder::new()
+            .layer(GrpcClientLayer::new())
+            .service(service_fn(seen))
+            .oneshot(Request::new(tonic::body::Body::empty()))
+            .await
+            .unwrap();
+        let headers = res.extensions().get::<HeaderMap>().unwrap();
+        assert_eq!(headers["traceparent"], traceparent.as_str());
+        assert_eq!(headers["tracestate"], format!("{key}=1,b=2").as_str());
+    }
+}

@@ -269,7 +269,8 @@ proptest! {
 
         let mut out = HeaderMap::new();
         inject(&propagator, &cx, &mut out);
-        let expected = format!("00-{trace_id:032x}-{span_id:016x}-{:02x}", flags & 1);
+        // `sampled` and level 2's `random` go on; reserved flags are written as zero.
+        let expected = format!("00-{trace_id:032x}-{span_id:016x}-{:02x}", flags & 3);
         prop_assert_eq!(&out["traceparent"], expected.as_str());
         let expected = format!("{trace_id:032x}:{span_id:016x}:0:{}", flags & 1);
         prop_assert_eq!(&out["uber-trace-id"], expected.as_str());

@@ -262,9 +262,10 @@ async fn the_traceparent_round_trip_keeps_the_link() {
     let captured = enqueue(&t).await;
     let traceparent = captured.to_traceparent().expect("a traced request");
     let sc = captured.span_context();
+    // Sampled, and random: the request's trace was started by the layer (W3C level 2).
     assert_eq!(
         traceparent,
-        format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+        format!("00-{}-{}-03", sc.trace_id(), sc.span_id())
     );
 
     // As a job queue would: two strings in a row, read back by a worker.

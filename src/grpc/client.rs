@@ -1,7 +1,7 @@
 //! [`GrpcClientLayer`]: trace context and request id on the calls of a tonic channel, and
 //! their metrics.
 
-use crate::trace::propagation::{composite, Propagator};
+use crate::trace::propagation::{composite, Propagator, W3cPropagator};
 use std::{
     collections::HashMap,
     fmt,
@@ -11,7 +11,6 @@ use std::{
 
 use http::{HeaderName, Request, Response};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -105,7 +104,7 @@ impl GrpcClientLayer {
     /// A layer writing W3C `traceparent`/`tracestate` and `x-request-id`.
     pub fn new() -> Self {
         Self {
-            propagator: Arc::new(TraceContextPropagator::new()),
+            propagator: Arc::new(W3cPropagator::new()),
             request_id_header: X_REQUEST_ID,
             metrics: None,
             types: Arc::default(),

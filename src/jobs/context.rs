@@ -4,7 +4,10 @@
 use http::HeaderValue;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
-use crate::request_id::{self, RequestId};
+use crate::{
+    request_id::{self, RequestId},
+    trace::propagation::{self, RANDOM},
+};
 
 /// What a job carries from the request that enqueued it: that request's span context (for
 /// the span link) and its request id.
@@ -40,8 +43,19 @@ impl JobContext {
     /// invalid and the job's span gets no link.
     pub fn capture() -> Self {
         let cx = crate::trace::current_context();
+        let span = cx.span();
+        let sc = span.span_context();
+        // The flags as they would be sent: an SDK span that is not sampled has empty flags,
+        // but its trace's `random` flag is noted in the context.
+        let span_context = SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            propagation::propagated_flags(&cx, sc),
+            sc.is_remote(),
+            sc.trace_state().clone(),
+        );
         Self {
-            span_context: cx.span().span_context().clone(),
+            span_context,
             request_id: request_id::current(),
         }
     }
@@ -71,13 +85,14 @@ impl JobContext {
     }
 
     /// The span context as a W3C `traceparent` (`00-{trace id}-{span id}-{flags}`); `None`
-    /// when there is no valid span context. Only the sampled flag is kept.
+    /// when there is no valid span context. The `sampled` and `random` (W3C level 2) flags are
+    /// kept, the others are written as zero.
     pub fn to_traceparent(&self) -> Option<String> {
         let sc = &self.span_context;
         if !sc.is_valid() {
             return None;
         }
-        let flags = sc.trace_flags() & TraceFlags::SAMPLED;
+        let flags = sc.trace_flags() & (TraceFlags::SAMPLED | RANDOM);
         Some(format!(
             "00-{}-{}-{:02x}",
             sc.trace_id(),
@@ -168,7 +183,7 @@ fn parse_traceparent(s: &str) -> Result<SpanContext, InvalidTraceparent> {
     Ok(SpanContext::new(
         trace_id,
         span_id,
-        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        TraceFlags::new(flags) & (TraceFlags::SAMPLED | RANDOM),
         true,
         TraceState::NONE,
     ))
@@ -243,14 +258,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_sampled_flag_is_kept() {
-        let cx =
-            JobContext::from_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03")
-                .unwrap();
-        assert_eq!(
-            cx.to_traceparent().as_deref(),
-            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-        );
+    fn sampled_and_random_flags_are_kept_reserved_ones_zeroed() {
+        let ids = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331";
+        for (stored, written) in [
+            ("03", "03"),
+            ("02", "02"),
+            ("0b", "03"),
+            ("fc", "00"),
+            ("01", "01"),
+        ] {
+            let cx = JobContext::from_traceparent(&format!("00-{ids}-{stored}")).unwrap();
+            assert_eq!(
+                cx.to_traceparent(),
+                Some(format!("00-{ids}-{written}")),
+                "{stored}"
+            );
+        }
     }
 
     #[test]

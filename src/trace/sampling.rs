@@ -9,12 +9,23 @@
 //! - **sampled out**: no span is built; a context naming a non-sampled span of the request's
 //!   trace is current while the request is polled, so spans opened inside follow it (not
 //!   sampled) and outgoing calls forward it (`-00`).
+//!
+//! W3C Trace Context level 2: a new trace gets the `random` flag (`0x02`), since its id comes
+//! from the SDK's `RandomIdGenerator` (all 128 bits from a seeded PRNG, so the 56 rightmost
+//! bits the flag speaks for are random); a continued trace keeps the flags its parent sent,
+//! `random` included, whatever the decision. The ratio reads the low 64 bits of the trace id
+//! as the SDK's `TraceIdRatioBased` does (bits 1–63, [`ratio_sampled`]), so a root span the
+//! layer decides and one the SDK's sampler decides agree for the same id; a remote parent's
+//! `random` flag changes no decision, since a valid parent's `sampled` flag wins
+//! (`ParentBased`).
 
 use opentelemetry::{
-    trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState},
+    trace::{SpanContext, TraceContextExt, TraceId, TraceState},
     Context,
 };
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+use super::propagation::{note_random, RANDOM};
 
 /// A server layer's decision for one request.
 pub(crate) enum Decision {
@@ -42,19 +53,13 @@ pub(crate) fn decide(rate: f64, parent: &Context) -> Decision {
         return if sc.is_sampled() {
             Decision::Sampled(own)
         } else {
-            Decision::SampledOut(parent.with_remote_span_context(own))
+            Decision::SampledOut(sampled_out(parent, own))
         };
     }
     let trace_id = ids.new_trace_id();
-    let sampled = rate >= 1.0 || {
-        let bound = (rate.max(0.0) * (1_u64 << 63) as f64) as u64;
-        (low_bits(trace_id) >> 1) < bound
-    };
-    let flags = if sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
+    let sampled = ratio_sampled(rate, trace_id);
+    // The trace id is random: level 2's `random` flag says so downstream.
+    let flags = RANDOM.with_sampled(sampled);
     let own = SpanContext::new(
         trace_id,
         ids.new_span_id(),
@@ -65,7 +70,22 @@ pub(crate) fn decide(rate: f64, parent: &Context) -> Decision {
     if sampled {
         Decision::Sampled(own)
     } else {
-        Decision::SampledOut(parent.with_remote_span_context(own))
+        Decision::SampledOut(sampled_out(parent, own))
+    }
+}
+
+/// The context of a sampled-out request: `own` as its span, the `random` flag noted for the
+/// spans the SDK builds inside it (not sampled, they get empty flags).
+fn sampled_out(parent: &Context, own: SpanContext) -> Context {
+    note_random(parent.clone(), &own).with_remote_span_context(own)
+}
+
+/// Whether a new trace with id `trace_id` is sampled at `rate`: the SDK's
+/// `TraceIdRatioBased` rule, its low 64 bits shifted right once compared with `rate * 2^63`.
+pub(crate) fn ratio_sampled(rate: f64, trace_id: TraceId) -> bool {
+    rate >= 1.0 || {
+        let bound = (rate.max(0.0) * (1_u64 << 63) as f64) as u64;
+        (low_bits(trace_id) >> 1) < bound
     }
 }
 
@@ -79,7 +99,10 @@ fn low_bits(trace_id: TraceId) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanId, TraceContextExt};
+    use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TraceFlags};
+    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+
+    use crate::trace::propagation::propagated_flags;
 
     use super::*;
 
@@ -127,5 +150,92 @@ mod tests {
         assert_eq!(sampled(0.0), 0);
         let half = sampled(0.5);
         assert!((1600..=2400).contains(&half), "{half} of 4000 at 0.5");
+    }
+
+    fn decided(decision: Decision) -> (SpanContext, Context) {
+        match decision {
+            Decision::Sampled(sc) => (sc, Context::new()),
+            Decision::SampledOut(cx) => (cx.span().span_context().clone(), cx),
+        }
+    }
+
+    #[test]
+    fn new_traces_carry_the_random_flag_sampled_or_not() {
+        for (rate, flags) in [(1.0, 0x03), (0.0, 0x02)] {
+            let (sc, _) = decided(decide(rate, &Context::new()));
+            assert_eq!(sc.trace_flags().to_u8(), flags, "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn a_sampled_out_trace_propagates_random_from_spans_with_empty_flags() {
+        let (own, cx) = decided(decide(0.0, &Context::new()));
+        // What the SDK builds for a span it drops inside the request: same trace, no flags.
+        let dropped = SpanContext::new(
+            own.trace_id(),
+            SpanId::from(9),
+            TraceFlags::default(),
+            false,
+            TraceState::NONE,
+        );
+        assert_eq!(propagated_flags(&cx, &dropped).to_u8(), 0x02);
+        // Another trace's span gains nothing from it.
+        let other = SpanContext::new(
+            TraceId::from(5),
+            SpanId::from(9),
+            TraceFlags::default(),
+            false,
+            TraceState::NONE,
+        );
+        assert_eq!(propagated_flags(&cx, &other).to_u8(), 0x00);
+    }
+
+    #[test]
+    fn a_remote_parents_random_flag_is_kept_and_decides_nothing() {
+        for (flags, sampled) in [(0x03, true), (0x02, false), (0x01, true), (0x00, false)] {
+            let parent = Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(0x42),
+                SpanId::from(0x7),
+                TraceFlags::new(flags),
+                true,
+                TraceState::NONE,
+            ));
+            let (sc, cx) = decided(decide(0.5, &parent));
+            assert_eq!(sc.trace_flags().to_u8(), flags);
+            assert_eq!(sc.is_sampled(), sampled);
+            if !sampled {
+                let dropped = SpanContext::new(
+                    sc.trace_id(),
+                    SpanId::from(9),
+                    TraceFlags::default(),
+                    false,
+                    TraceState::NONE,
+                );
+                assert_eq!(propagated_flags(&cx, &dropped).to_u8(), flags & 0x02);
+            }
+        }
+    }
+
+    /// The layer's ratio and the SDK's `TraceIdRatioBased` (the pipeline's sampler for the
+    /// spans the SDK starts) decide alike for the same trace id.
+    #[test]
+    fn the_ratio_decides_as_the_sdk_sampler_for_the_same_trace_id() {
+        let ids = RandomIdGenerator::default();
+        let mut trace_ids: Vec<TraceId> = (0..2000).map(|_| ids.new_trace_id()).collect();
+        // Around the bound of 0.5 (2^62 after the shift), and the extremes.
+        trace_ids.extend(
+            [0x7fff_ffff_ffff_ffff, 0x8000_0000_0000_0000, 1, u64::MAX]
+                .map(|low| TraceId::from(u128::from(low) | (0xabcd_u128 << 64))),
+        );
+        for rate in [0.0, 0.001, 0.25, 0.5, 0.75, 0.999, 1.0] {
+            let sampler = Sampler::TraceIdRatioBased(rate);
+            for &trace_id in &trace_ids {
+                let sdk = sampler
+                    .should_sample(None, trace_id, "s", &SpanKind::Server, &[], &[])
+                    .decision
+                    == SamplingDecision::RecordAndSample;
+                assert_eq!(ratio_sampled(rate, trace_id), sdk, "{rate} {trace_id}");
+            }
+        }
     }
 }

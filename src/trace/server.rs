@@ -295,7 +295,7 @@ impl ServerSpan {
             "00-{}-{}-{:02x}",
             sc.trace_id(),
             sc.span_id(),
-            sc.trace_flags().to_u8()
+            super::propagation::propagated_flags(&cx, sc).to_u8()
         ))
         .ok()
     }

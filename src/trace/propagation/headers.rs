@@ -89,7 +89,7 @@ fn single_traceparent(headers: &HeaderMap) -> Option<&str> {
 
 /// W3C Trace Context `traceparent`, stricter than `TraceContextPropagator`, which accepts
 /// ids of any length and a trailing `-`.
-fn is_valid_traceparent(value: &[u8]) -> bool {
+pub(super) fn is_valid_traceparent(value: &[u8]) -> bool {
     fn lower_hex(field: &[u8]) -> bool {
         field.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }

@@ -8,6 +8,32 @@
 //! [`HeaderInjector`]. [`composite`] builds the propagators named in the configuration, and
 //! [`JaegerPropagator`] reads and writes `uber-trace-id`.
 //!
+//! # W3C Trace Context, levels 1 and 2
+//!
+//! [`W3cPropagator`] (`tracecontext`) replaces opentelemetry_sdk's `TraceContextPropagator`:
+//!
+//! - `tracestate` is read by the specification's grammar: `key = simple-key /
+//!   multi-tenant-key`, a simple key of 1–256 characters starting with `a`–`z`, a tenant id of
+//!   1–241 starting with `a`–`z` or a digit, `@`, a system id of 1–14 starting with `a`–`z`
+//!   (then `a`–`z`, digits, `_ - * /`); a value of 1–256 characters from `%x20-7E` but `,`
+//!   and `=`, not ending in a space. Spaces and tabs around a member and empty members are
+//!   skipped. **The rule followed when something is invalid: the whole `tracestate` is
+//!   discarded** (a bad key or value, a member without `=`, a repeated key), and `traceparent`
+//!   is kept. The specification defines `tracestate` as one list: a header that does not
+//!   match the list grammar has no valid list members to take, its test suite expects such a
+//!   header to be discarded, and forwarding the members around a broken one would send on a
+//!   list its sender never wrote. The 32-member / 512-byte cap runs before: a list longer than
+//!   that keeps its first whole members (the spec allows truncating whole entries), and what
+//!   is cut is not judged.
+//! - The `random` flag ([`RANDOM`], `0x02`) is kept on the remote span context and written
+//!   back; reserved flags are zeroed. Traces the server layers start set it (their ids come
+//!   from the SDK's `RandomIdGenerator`, random in all 128 bits), and a span the SDK drops
+//!   (given empty flags) still propagates it, from a note the context carries.
+//!
+//! opentelemetry 0.33's `TraceState` refuses a 14-character system id (it stops at 13): a
+//! received list holding one is kept beside the span context and written back as received,
+//! as long as the span's `TraceState` is the one extraction built.
+//!
 //! # Example
 //!
 //! ```
@@ -38,6 +64,10 @@ mod headers;
 mod jaeger;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_w3c;
+mod tracestate;
+mod w3c;
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -46,11 +76,13 @@ use opentelemetry::{
     propagation::{TextMapCompositePropagator, TextMapPropagator},
     Context,
 };
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use serde::Deserialize;
 
 pub use headers::{HeaderExtractor, HeaderInjector};
 pub use jaeger::JaegerPropagator;
+pub(crate) use w3c::{note_random, propagated_flags};
+pub use w3c::{W3cPropagator, RANDOM};
 
 /// The longest `tracestate` that is read, in bytes (W3C: at least 512 must be propagated).
 pub const MAX_TRACESTATE_BYTES: usize = 512;
@@ -143,7 +175,7 @@ impl CappedList {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Propagator {
-    /// W3C `traceparent` / `tracestate`.
+    /// W3C `traceparent` / `tracestate`, levels 1 and 2 ([`W3cPropagator`]).
     TraceContext,
     /// W3C `baggage`.
     Baggage,
@@ -159,7 +191,7 @@ pub fn composite(propagators: &[Propagator]) -> TextMapCompositePropagator {
         .iter()
         .map(|propagator| -> Box<dyn TextMapPropagator + Send + Sync> {
             match propagator {
-                Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
+                Propagator::TraceContext => Box::new(W3cPropagator::new()),
                 Propagator::Baggage => Box::new(BaggagePropagator::new()),
                 Propagator::Jaeger => Box::new(JaegerPropagator::new()),
             }

@@ -7,6 +7,8 @@ use opentelemetry::{
     trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
 
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
 use super::jaeger::parse_uber_trace_id;
 use super::*;
 
