@@ -10,7 +10,8 @@ postgres_bin() { # the directory of initdb (links resolved: createdb is beside i
   if command -v initdb > /dev/null; then
     dirname "$(readlink -f "$(command -v initdb)")"
   else
-    find /usr/lib/postgresql -path '*/bin/initdb' 2> /dev/null | sort -V | tail -1 | xargs -r dirname
+    { find /usr/lib/postgresql -path '*/bin/initdb' 2> /dev/null || true; } | sort -V | tail -1 \
+      | xargs -r dirname
   fi
 }
 
