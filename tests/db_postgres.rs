@@ -149,7 +149,12 @@ async fn a_unique_violation_marks_the_span_and_the_otel_duration_with_its_sqlsta
     assert_eq!(code.as_deref(), Some("23505"), "{error:?}");
 
     t.trace_pipeline().unwrap().force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    assert_spans(&exporter.get_finished_spans().unwrap(), &database);
+    assert_metrics(&t.registry().render_components(&["db"]).unwrap(), &database);
+}
+
+/// The two `tx-createProject` spans: committed, and failed with 23505 then rolled back.
+fn assert_spans(spans: &[SpanData], database: &str) {
     let creates: Vec<&SpanData> = spans
         .iter()
         .filter(|s| s.name == "tx-createProject")
@@ -157,7 +162,7 @@ async fn a_unique_violation_marks_the_span_and_the_otel_duration_with_its_sqlsta
     assert_eq!(creates.len(), 2, "{spans:?}");
     for span in &creates {
         assert_eq!(attr(span, "db.system.name").as_deref(), Some("postgresql"));
-        assert_eq!(attr(span, "db.namespace").as_deref(), Some(&*database));
+        assert_eq!(attr(span, "db.namespace").as_deref(), Some(database));
     }
     let (ok, failed) = (creates[0], creates[1]);
     assert_eq!(attr(ok, "outcome").as_deref(), Some("commit"));
@@ -173,8 +178,10 @@ async fn a_unique_violation_marks_the_span_and_the_otel_duration_with_its_sqlsta
     );
     let events: Vec<&str> = failed.events.iter().map(|e| e.name.as_ref()).collect();
     assert_eq!(events, ["statement_failed", "statement_failed", "rollback"]);
+}
 
-    let text = t.registry().render_components(&["db"]).unwrap();
+/// The durations of the three transactions, by the conventions' attributes.
+fn assert_metrics(text: &str, database: &str) {
     let family = "db_client_operation_duration_seconds";
     let ns = format!("db_namespace=\"{database}\"");
     for series in [
