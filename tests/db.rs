@@ -20,7 +20,7 @@ use sqlx::{
 };
 use tower::ServiceExt;
 use towerscope::{
-    db::{self, Transactions},
+    db::{self, TraceResult, Transactions},
     Telemetry,
 };
 use tracing::Instrument;
@@ -551,4 +551,79 @@ async fn a_connection_and_a_savepoint_can_be_traced_too() {
     assert_eq!(project_names(&pool).await, ["outer"]);
     // `db::begin` records no metrics.
     assert!(!t.registry().render().contains("db_transaction_total"));
+}
+
+#[tokio::test]
+async fn naming_otel_records_the_conventions_duration_and_traced_statement_errors() {
+    let config = "metric: { namespace: harbor, subsystem: core, naming: otel }
+trace: { enabled: true, service_name: db-test, otel: { endpoint: '127.0.0.1:1' } }";
+    let (t, exporter) = support::in_memory_telemetry(config);
+    let pool = memory_pool().await;
+    let txs = Transactions::from_telemetry(&t);
+    let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+    let guard = tracing::subscriber::set_default(subscriber);
+    let server = tracing::info_span!("server", otel.name = "job", otel.kind = "server");
+    let duplicate = async {
+        let mut tx = txs.begin(&pool, "createProject").await.unwrap();
+        sqlx::query(INSERT_PROJECT)
+            .bind("library")
+            .execute(&mut *tx)
+            .await
+            .traced(&tx)
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = txs.begin(&pool, "").await.unwrap();
+        let duplicate = sqlx::query(INSERT_PROJECT)
+            .bind("library")
+            .execute(&mut *tx)
+            .await
+            .traced(&tx);
+        // Dropped without rollback, as a `?` would: still the statement's error.
+        drop(tx);
+        duplicate
+    }
+    .instrument(server.clone())
+    .await;
+    drop(server);
+    drop(guard);
+    // SQLITE_CONSTRAINT_UNIQUE, SQLite's extended result code.
+    let code = duplicate
+        .unwrap_err()
+        .as_database_error()
+        .and_then(|db| db.code().map(|c| c.into_owned()));
+    assert_eq!(code.as_deref(), Some("2067"));
+
+    let spans = finished_spans(&t, &exporter, "job").await;
+    let ok = tx_span(&spans, "job", "tx-createProject");
+    assert_eq!(ok.status, Status::Unset);
+    assert_eq!(attr(ok, "db.namespace"), None);
+    let failed = tx_span(&spans, "job", db::DEFAULT_SPAN_NAME);
+    assert!(matches!(failed.status, Status::Error { .. }), "{failed:?}");
+    assert_eq!(attr(failed, "error.type").as_deref(), Some("2067"));
+    assert_eq!(
+        attr(failed, "db.response.status_code").as_deref(),
+        Some("2067")
+    );
+    assert_eq!(attr(failed, "outcome").as_deref(), Some("rollback_on_drop"));
+    assert_eq!(
+        event_names(failed),
+        ["statement_failed", "rollback_on_drop"]
+    );
+    assert_eq!(
+        event_attr(failed, "statement_failed", "error.type").as_deref(),
+        Some("2067")
+    );
+
+    let text = metrics_of(&t);
+    for series in [
+        r#"db_client_operation_duration_seconds_count{db_operation_name="createProject",db_system_name="sqlite"} 1"#,
+        // No operation name: no db_operation_name; no database name given: no db_namespace.
+        r#"db_client_operation_duration_seconds_count{db_response_status_code="2067",db_system_name="sqlite",error_type="2067"} 1"#,
+        r#"# TYPE db_client_operation_duration_seconds histogram"#,
+        "harbor_core_db_transaction_operation_overflow_total 0",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    assert!(!text.contains("db_transaction_total"), "{text}");
 }

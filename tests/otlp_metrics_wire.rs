@@ -30,6 +30,17 @@ async fn requests(telemetry: &Telemetry, n: usize) {
     }
 }
 
+/// One committed SQLite transaction `createProject`, counted in the telemetry's registry.
+#[cfg(feature = "sqlx")]
+async fn transaction(telemetry: &Telemetry) {
+    let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+    let transactions =
+        towerscope::db::Transactions::from_telemetry(telemetry).with_namespace("main");
+    let mut tx = transactions.begin(&pool, "createProject").await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// The next metrics export the sink decodes.
 fn next_export(sink: &Sink) -> Value {
     loop {
@@ -164,12 +175,31 @@ async fn otel_naming_pushes_the_conventions_names_units_and_attributes() {
     .unwrap();
     let telemetry = Telemetry::init_local(&config).unwrap();
     requests(&telemetry, 3).await;
+    #[cfg(feature = "sqlx")]
+    transaction(&telemetry).await;
     let export = loop {
         let export = next_export(&sink);
-        if metric(&export, "http.server.request.duration").is_some() {
+        if metric(&export, "http.server.request.duration").is_some()
+            && (cfg!(not(feature = "sqlx"))
+                || metric(&export, "db.client.operation.duration").is_some())
+        {
             break export;
         }
     };
+    #[cfg(feature = "sqlx")]
+    {
+        let db = metric(&export, "db.client.operation.duration").unwrap();
+        assert_eq!(
+            (&db["kind"], &db["unit"]),
+            (&"histogram".into(), &"s".into())
+        );
+        let attributes = serde_json::json!({
+            "db.system.name": "sqlite",
+            "db.operation.name": "createProject",
+            "db.namespace": "main",
+        });
+        assert_eq!(point(db, &attributes)["count"], 1);
+    }
     let duration = metric(&export, "http.server.request.duration").unwrap();
     assert_eq!(
         (&duration["kind"], &duration["unit"]),

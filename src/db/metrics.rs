@@ -4,11 +4,16 @@ use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram, Key, Label, SharedString};
 
-use super::Outcome;
+use super::{
+    otel::{self, OtelSeries},
+    span::Failure,
+    Outcome,
+};
 use crate::{
     metrics::{
+        semconv::{DB_ADVISED_DURATION_BUCKETS, DB_CLIENT_OPERATION_DURATION},
         toolkit::{self, Family, LabelTable, RecorderRef},
-        MetricsRegistry, DEFAULT_MAX_OPERATIONS,
+        MetricNaming, MetricsRegistry, DEFAULT_MAX_OPERATIONS,
     },
     operation::OperationId,
 };
@@ -16,7 +21,8 @@ use crate::{
 /// The `?comp=` component the transaction families are registered under.
 pub const DB_COMPONENT: &str = "db";
 
-/// The transaction families under `prefix`, with their help texts: duration, total, overflow.
+/// Harbor's transaction families under `prefix`, with their help texts: duration, total,
+/// overflow.
 pub(super) fn families(prefix: &str) -> [Family; 3] {
     [
         Family::seconds(
@@ -27,14 +33,27 @@ pub(super) fn families(prefix: &str) -> [Family; 3] {
             format!("{prefix}db_transaction_total"),
             "Database transactions by operation and outcome (commit, rollback, rollback_on_drop, error).",
         ),
-        Family::counter(
-            format!("{prefix}db_transaction_operation_overflow_total"),
-            "Database transactions labelled operation=\"_overflow\" because the cap on distinct operations was reached.",
-        ),
+        overflow_family(prefix),
     ]
 }
 
-/// Where and under which names an [`OperationSeries`] registers its handles.
+/// towerscope's overflow counter, under `prefix` in both namings.
+fn overflow_family(prefix: &str) -> Family {
+    Family::counter(
+        format!("{prefix}db_transaction_operation_overflow_total"),
+        "Database transactions labelled operation=\"_overflow\" because the cap on distinct operations was reached.",
+    )
+}
+
+/// The families of `naming` under `prefix`; the overflow counter last.
+pub(super) fn families_of(naming: MetricNaming, prefix: &str) -> Vec<Family> {
+    match naming {
+        MetricNaming::Harbor => families(prefix).into(),
+        MetricNaming::Otel => vec![otel::family(), overflow_family(prefix)],
+    }
+}
+
+/// Where and under which names a [`HarborSeries`] registers its handles.
 #[derive(Debug)]
 struct Registrar {
     recorder: RecorderRef,
@@ -45,14 +64,14 @@ struct Registrar {
 /// The handles of one operation, one (duration, total) pair per outcome, each registered
 /// with its first transaction.
 #[derive(Debug)]
-pub(super) struct OperationSeries {
+pub(super) struct HarborSeries {
     label: Label,
     by_outcome: [OnceLock<(Histogram, Counter)>; Outcome::ALL.len()],
     registrar: Arc<Registrar>,
 }
 
-impl OperationSeries {
-    pub(super) fn handles(&self, outcome: Outcome) -> &(Histogram, Counter) {
+impl HarborSeries {
+    fn handles(&self, outcome: Outcome) -> &(Histogram, Counter) {
         self.by_outcome[outcome.index()].get_or_init(|| {
             let labels = vec![
                 self.label.clone(),
@@ -66,46 +85,110 @@ impl OperationSeries {
     }
 }
 
+/// The series of one operation label, in the families of the naming.
+#[derive(Debug)]
+pub(super) enum OperationSeries {
+    /// `db_transaction_*` by `operation` and `outcome`.
+    Harbor(HarborSeries),
+    /// `db_client_operation_duration_seconds` by the conventions' attributes.
+    Otel(OtelSeries),
+}
+
+impl OperationSeries {
+    /// Records a transaction of the database `system` (`Database::NAME`) that ended with
+    /// `outcome` after `seconds`; `failure` is its first failure, if any (Harbor's families
+    /// say `outcome` only).
+    pub(super) fn record(
+        &self,
+        outcome: Outcome,
+        system: &'static str,
+        failure: Option<&Failure>,
+        seconds: f64,
+    ) {
+        match self {
+            Self::Harbor(series) => {
+                let (duration, total) = series.handles(outcome);
+                duration.record(seconds);
+                total.increment(1);
+            }
+            Self::Otel(series) => series.record(system, failure, seconds),
+        }
+    }
+}
+
+/// What the series of each operation are made of.
+#[derive(Debug)]
+enum Maker {
+    Harbor(Arc<Registrar>),
+    Otel {
+        recorder: RecorderRef,
+        namespace: Option<Arc<str>>,
+    },
+}
+
 /// The series of each operation, built once per [`Transactions`](super::Transactions) (and
 /// shared by its clones).
 #[derive(Debug)]
 pub(super) struct TxMetrics {
-    registrar: Arc<Registrar>,
+    maker: Maker,
     operations: LabelTable<OperationSeries>,
 }
 
 impl TxMetrics {
-    /// An empty table for the `families` (as [`families`] returns them) recorded in
-    /// `recorder`; the families are described by the caller. The overflow counter is
-    /// registered now.
+    /// An empty table for the `families` (as [`families_of`] returns them for `naming`)
+    /// recorded in `recorder`; the families are described by the caller. The overflow
+    /// counter is registered now. `namespace` is `db_namespace` under `naming: otel`.
     pub(super) fn new(
         recorder: RecorderRef,
-        families: &[Family; 3],
+        naming: MetricNaming,
+        families: &[Family],
         max_operations: usize,
+        namespace: Option<Arc<str>>,
     ) -> Self {
-        let [duration, total, overflow] = families.clone().map(|family| family.name);
+        let overflow = families
+            .last()
+            .map_or_else(|| SharedString::const_str(""), |f| f.name.clone());
+        let maker = match (naming, families) {
+            (MetricNaming::Harbor, [duration, total, _]) => Maker::Harbor(Arc::new(Registrar {
+                recorder: recorder.clone(),
+                duration: duration.name.clone(),
+                total: total.name.clone(),
+            })),
+            _ => Maker::Otel {
+                recorder: recorder.clone(),
+                namespace,
+            },
+        };
         Self {
-            operations: LabelTable::new(max_operations)
-                .with_overflow_counter(recorder.clone(), overflow),
-            registrar: Arc::new(Registrar {
-                recorder,
-                duration,
-                total,
-            }),
+            operations: LabelTable::new(max_operations).with_overflow_counter(recorder, overflow),
+            maker,
         }
     }
 
-    /// The series of `operation` (`unknown` when empty), created on first use.
+    /// The series of `operation` (`unknown` under Harbor's naming when empty; no
+    /// `db_operation_name` under the conventions' for an empty operation, nor for one named
+    /// `unknown`, which shares its series), created on first use.
     pub(super) fn series(&self, operation: &str) -> Arc<OperationSeries> {
-        let operation = if operation.is_empty() {
+        // `unknown` is exempt from the cap.
+        let key = if operation.is_empty() {
             OperationId::UNKNOWN
         } else {
             operation
         };
-        self.operations.get(operation, |label| OperationSeries {
-            label: Label::new("operation", label),
-            by_outcome: std::array::from_fn(|_| OnceLock::new()),
-            registrar: self.registrar.clone(),
+        self.operations.get(key, |label| match &self.maker {
+            Maker::Harbor(registrar) => OperationSeries::Harbor(HarborSeries {
+                label: Label::new("operation", label),
+                by_outcome: std::array::from_fn(|_| OnceLock::new()),
+                registrar: registrar.clone(),
+            }),
+            Maker::Otel {
+                recorder,
+                namespace,
+            } => OperationSeries::Otel(OtelSeries::new(
+                recorder.clone(),
+                (&*label != OperationId::UNKNOWN).then_some(label),
+                namespace.as_deref(),
+            )),
         })
     }
 }
@@ -119,6 +202,9 @@ pub(super) struct MetricsSpec {
     registry: MetricsRegistry,
     pub(super) prefix: Arc<str>,
     pub(super) max_operations: usize,
+    pub(super) naming: MetricNaming,
+    /// `db_namespace` under `naming: otel`.
+    pub(super) namespace: Option<Arc<str>>,
     table: Arc<OnceLock<TxMetrics>>,
 }
 
@@ -133,6 +219,8 @@ impl MetricsSpec {
             registry: registry.clone(),
             prefix: Arc::from(""),
             max_operations: DEFAULT_MAX_OPERATIONS,
+            naming: MetricNaming::Harbor,
+            namespace: None,
             table: Arc::default(),
         }
     }
@@ -146,14 +234,25 @@ impl MetricsSpec {
     /// The table, built (and its families described and served) on first use.
     pub(super) fn table(&self) -> &TxMetrics {
         self.table.get_or_init(|| {
-            let families = families(&self.prefix);
+            let families = families_of(self.naming, &self.prefix);
+            if self.naming == MetricNaming::Otel {
+                // Before the family is declared: the registry picks its buckets then.
+                self.registry
+                    .advise_buckets(DB_CLIENT_OPERATION_DURATION, &DB_ADVISED_DURATION_BUCKETS);
+            }
             toolkit::declare(
                 &self.recorder,
                 Some(&self.registry),
                 &[DB_COMPONENT],
                 &families,
             );
-            TxMetrics::new(self.recorder.clone(), &families, self.max_operations)
+            TxMetrics::new(
+                self.recorder.clone(),
+                self.naming,
+                &families,
+                self.max_operations,
+                self.namespace.clone(),
+            )
         })
     }
 }
@@ -162,6 +261,14 @@ impl MetricsSpec {
 mod tests {
     use super::*;
     use crate::{db::Transactions, metrics::OVERFLOW_OPERATION};
+
+    /// The operation label of a series of Harbor's naming.
+    fn label(series: &OperationSeries) -> &str {
+        match series {
+            OperationSeries::Harbor(series) => series.label.value(),
+            OperationSeries::Otel(_) => panic!("a series of naming: otel"),
+        }
+    }
 
     #[test]
     fn series_are_cached_per_operation_and_capped() {
@@ -173,14 +280,15 @@ mod tests {
         let a = metrics.series("a");
         assert!(Arc::ptr_eq(&a, &metrics.series("a")));
         let unknown = metrics.series("");
-        assert_eq!(unknown.label.value(), "unknown");
+        assert_eq!(label(&unknown), "unknown");
         let over = metrics.series("c");
-        assert_eq!(over.label.value(), OVERFLOW_OPERATION);
+        assert_eq!(label(&over), OVERFLOW_OPERATION);
         assert!(Arc::ptr_eq(&over, &metrics.series("d")));
         // Known operations keep their series once the cap is reached.
         assert!(Arc::ptr_eq(&a, &metrics.series("a")));
 
-        a.handles(Outcome::Commit).1.increment(2);
+        a.record(Outcome::Commit, "SQLite", None, 0.1);
+        a.record(Outcome::Commit, "SQLite", None, 0.2);
         let text = registry.render_components(&[DB_COMPONENT]).unwrap();
         assert!(
             text.contains(r#"t_db_transaction_total{operation="a",outcome="commit"} 2"#),
@@ -197,7 +305,7 @@ mod tests {
             .with_prefix("");
         let metrics = tx.metrics().unwrap();
         metrics.series("a");
-        assert_eq!(metrics.series("b").label.value(), OVERFLOW_OPERATION);
+        assert_eq!(label(&metrics.series("b")), OVERFLOW_OPERATION);
     }
 
     #[test]
@@ -216,5 +324,42 @@ mod tests {
         let text = registry.render_components(&[DB_COMPONENT]).unwrap();
         assert!(text.contains(&format!("{overflow} 2")), "{text}");
         assert!(text.contains(&format!("# HELP {overflow} ")), "{text}");
+    }
+
+    #[test]
+    fn naming_otel_records_the_conventions_duration_by_their_attributes() {
+        let registry = MetricsRegistry::new(&Default::default()).unwrap();
+        let tx = Transactions::new(&registry)
+            .with_prefix("t_")
+            .with_naming(MetricNaming::Otel)
+            .with_namespace("registry");
+        let metrics = tx.metrics().unwrap();
+        let series = metrics.series("createProject");
+        series.record(Outcome::Commit, "PostgreSQL", None, 0.002);
+        series.record(Outcome::Rollback, "PostgreSQL", None, 0.003);
+        let unique = Failure {
+            error_type: "23505".into(),
+            status_code: Some("23505".into()),
+        };
+        series.record(Outcome::Rollback, "PostgreSQL", Some(&unique), 0.004);
+        // Another driver through the same `Transactions`: its own series.
+        series.record(Outcome::Commit, "SQLite", None, 0.001);
+        metrics
+            .series("")
+            .record(Outcome::RollbackOnDrop, "SQLite", None, 0.001);
+
+        let text = registry.render_components(&[DB_COMPONENT]).unwrap();
+        let family = DB_CLIENT_OPERATION_DURATION;
+        for line in [
+            format!("{family}_count{{db_namespace=\"registry\",db_operation_name=\"createProject\",db_system_name=\"postgresql\"}} 2"),
+            format!("{family}_count{{db_namespace=\"registry\",db_operation_name=\"createProject\",db_response_status_code=\"23505\",db_system_name=\"postgresql\",error_type=\"23505\"}} 1"),
+            format!("{family}_count{{db_namespace=\"registry\",db_operation_name=\"createProject\",db_system_name=\"sqlite\"}} 1"),
+            format!("{family}_count{{db_namespace=\"registry\",db_system_name=\"sqlite\"}} 1"),
+            format!("{family}_bucket{{db_namespace=\"registry\",db_system_name=\"sqlite\",le=\"0.001\"}} 1"),
+            "t_db_transaction_operation_overflow_total 0".to_owned(),
+        ] {
+            assert!(text.contains(&line), "no {line} in\n{text}");
+        }
+        assert!(!text.contains("t_db_transaction_total"), "{text}");
     }
 }

@@ -6,7 +6,7 @@
 //! (`.execute(&mut *tx)`). The span ends when the transaction is committed, rolled back, or
 //! dropped without either (which sqlx turns into a rollback), and says which happened.
 //!
-//! Generic over sqlx's databases (tested on SQLite). The application depends on sqlx with
+//! Generic over sqlx's databases (tested on SQLite and PostgreSQL). The application depends on sqlx with
 //! tokio's runtime and its driver, in the version towerscope's `sqlx` feature is built against
 //! (which needs Rust 1.94):
 //!
@@ -69,9 +69,10 @@
 //! | `otel.kind` | `client` |
 //! | `db.system.name` | `Database::NAME` in lower case: `sqlite`, `postgresql`, `mysql` |
 //! | `db.operation.name` | the operation (absent when empty) |
+//! | `db.namespace` | the database name given to [`Transactions::with_namespace`] (absent otherwise) |
 //! | `outcome` | `commit`, `rollback`, `rollback_on_drop` or `error` ([`Outcome`]) |
-//! | `otel.status_code` | `ERROR` when begin, commit or rollback failed |
-//! | `error.type` | the database's error code (SQLSTATE on PostgreSQL, the extended result code on SQLite), else the kind of sqlx error (`pool_closed`, `pool_timed_out`, `io`, ...) |
+//! | `otel.status_code` | `ERROR` when begin, commit or rollback failed, or a statement's error was recorded ([failed statements](#failed-statements)) |
+//! | `error.type` | the first failure's: the database's error code (SQLSTATE on PostgreSQL, the extended result code on SQLite), else the kind of sqlx error (`pool_closed`, `pool_timed_out`, `io`, ...) |
 //! | `db.response.status_code` | the database's error code, when there is one |
 //!
 //! The span kind is `client`, as the database semantic conventions ask of calls to a database:
@@ -86,6 +87,43 @@
 //! (an `INFO` line for every committed transaction would crowd the default log).
 //! Error messages are not recorded: PostgreSQL puts input values in some of them (`invalid input
 //! syntax for type integer: "..."`), and bound values are never recorded.
+//!
+//! ## Failed statements
+//!
+//! sqlx does not tell the span about the statements run on the transaction. To mark the
+//! span with a failing statement's error, pass its result through
+//! [`.traced(&tx)`](TraceResult::traced) ([`TraceResult`]), which returns it unchanged
+//! ([`TracedTransaction::record`] and [`record_error`](TracedTransaction::record_error) do
+//! the same as methods): status `ERROR`, `error.type` and `db.response.status_code` (the
+//! SQLSTATE on PostgreSQL, `23505` for a unique violation; SQLite's extended result code),
+//! and an event `statement_failed` (level `WARN`, with `error.type`). The first failure of a
+//! transaction stays on the span (PostgreSQL answers every later statement of an aborted
+//! transaction with `25P02`); each failure adds its event. The `outcome` still says how the
+//! transaction ended (`rollback`, `rollback_on_drop`, ...).
+//!
+//! ```
+//! use towerscope::db::{self, TraceResult};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sqlx::Error> {
+//! let pool = sqlx::sqlite::SqlitePoolOptions::new()
+//!     .max_connections(1)
+//!     .connect("sqlite::memory:")
+//!     .await?;
+//! sqlx::query("CREATE TABLE project (name TEXT NOT NULL UNIQUE)").execute(&pool).await?;
+//!
+//! let mut tx = db::begin(&pool, "createProject").await?;
+//! let insert = "INSERT INTO project (name) VALUES (?)";
+//! sqlx::query(insert).bind("library").execute(&mut *tx).await.traced(&tx)?;
+//! // The same name again: the span of `tx` is marked ERROR, error.type = "2067"
+//! // (SQLITE_CONSTRAINT_UNIQUE), and the error comes back as it was.
+//! let duplicate = sqlx::query(insert).bind("library").execute(&mut *tx).await.traced(&tx);
+//! let code = duplicate.unwrap_err().as_database_error().and_then(|e| e.code().map(|c| c.into_owned()));
+//! assert_eq!(code.as_deref(), Some("2067"));
+//! tx.rollback().await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Statement text is recorded only when the application opts in twice: the
 //! [`Transactions`] are built [`with_statements(true)`](Transactions::with_statements) and
@@ -128,18 +166,55 @@
 //! [`_overflow`](crate::metrics::OVERFLOW_OPERATION), and each such transaction in
 //! `db_transaction_operation_overflow_total`; an empty operation is `unknown`.
 //!
+//! ## `metric.naming: otel`
+//!
+//! With [`Transactions::with_naming`] and [`MetricNaming::Otel`](crate::metrics::MetricNaming::Otel) (which
+//! [`Transactions::from_telemetry`] sets from `metric.naming: otel`), a transaction is
+//! recorded instead as the database semantic conventions' stable
+//! `db.client.operation.duration`, in the Prometheus form without prefix, as the other
+//! families of the conventions (see [`semconv`](crate::metrics::semconv)):
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `db_client_operation_duration_seconds` | histogram (advised buckets 0.001 … 10 s) | `db_system_name`, `db_operation_name`, `db_namespace`, `error_type`, `db_response_status_code` |
+//! | `{prefix}db_transaction_operation_overflow_total` | counter | |
+//!
+//! - `db_system_name`: from the sqlx database type, as on the span (`postgresql`, `sqlite`,
+//!   `mysql`);
+//! - `db_operation_name`: the transaction's operation, as on the span (`createProject`),
+//!   capped like Harbor's `operation` (`_overflow`); absent when the operation is empty (or
+//!   `unknown`, which shares that series). The
+//!   conventions name the operation the application asked for, and a transaction here is one
+//!   operation of the application; its statements are not timed one by one;
+//! - `db_namespace`: the database name given to [`Transactions::with_namespace`]; absent
+//!   when none was given;
+//! - `error_type`, `db_response_status_code`: only when the transaction failed: a begin,
+//!   commit or rollback that failed, or a statement's error recorded with
+//!   [`traced`](TraceResult::traced); the values are the span's. A rollback, or a drop,
+//!   without a recorded error is not a failure by the conventions: it has neither (Harbor's
+//!   `outcome` label, or the span's `outcome`, tells them apart).
+//!
+//! The duration is the same as Harbor's. There is no counter: the histogram's `_count`
+//! counts transactions. Over the `metric.otlp` push the histogram goes out as
+//! `db.client.operation.duration` (unit `s`) with the attribute keys `db.system.name`,
+//! `db.operation.name`, `db.namespace`, `error.type`, `db.response.status_code` (a string);
+//! a scrape that allows UTF-8 names gets those names too.
+//!
 //! For spans without metrics, use [`Transactions::without_metrics`] (also
 //! `Transactions::default()`) or the free function [`begin`].
 
 mod metrics;
+mod otel;
 mod outcome;
 mod span;
+mod traced;
 mod transaction;
 mod transactions;
 
 pub use self::{
     metrics::DB_COMPONENT,
     outcome::Outcome,
+    traced::TraceResult,
     transaction::{TracedTransaction, MAX_STATEMENT_TEXT},
     transactions::{Transactions, DEFAULT_SPAN_NAME},
 };

@@ -1,6 +1,10 @@
 //! The end of a transaction span: its outcome, its error fields and its metrics, recorded once.
 
-use std::{borrow::Cow, sync::Arc, time::Instant};
+use std::{
+    borrow::Cow,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use tracing::Span;
 
@@ -14,12 +18,40 @@ pub(super) enum Step {
     Rollback,
 }
 
+/// The first failure of a transaction: a failed statement recorded on it, or a failed begin,
+/// commit or rollback. Its `error.type` and `db.response.status_code` go on the span and on
+/// the OpenTelemetry duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    pub(super) error_type: Cow<'static, str>,
+    /// The database's error code (SQLSTATE on PostgreSQL), when the error has one.
+    pub(super) status_code: Option<String>,
+}
+
+impl Failure {
+    pub(super) fn of(error: &sqlx::Error) -> Self {
+        let status_code = match error {
+            sqlx::Error::Database(db) => db.code().map(Cow::into_owned),
+            _ => None,
+        };
+        Self {
+            error_type: error_type(error),
+            status_code,
+        }
+    }
+}
+
 /// Ends the span and records the metrics exactly once: on commit, rollback, failure, or drop.
 pub(super) struct Ending {
     pub(super) span: Span,
     pub(super) start: Instant,
     pub(super) series: Option<Arc<OperationSeries>>,
+    /// `Database::NAME`.
+    pub(super) system: &'static str,
     pub(super) statements: bool,
+    /// The first failure; later ones (PostgreSQL refuses every statement after a failed one
+    /// with `25P02`) do not replace it.
+    pub(super) failure: OnceLock<Failure>,
     pub(super) ended: bool,
 }
 
@@ -28,21 +60,30 @@ impl Ending {
         self.ended = true;
         self.span.record("outcome", outcome.as_str());
         if let Some(series) = &self.series {
-            let (duration, total) = series.handles(outcome);
-            duration.record(self.start.elapsed().as_secs_f64());
-            total.increment(1);
+            let seconds = self.start.elapsed().as_secs_f64();
+            series.record(outcome, self.system, self.failure.get(), seconds);
         }
     }
 
-    pub(super) fn fail(&mut self, step: Step, error: &sqlx::Error) {
-        let error_type = error_type(error);
-        if let sqlx::Error::Database(db) = error {
-            if let Some(code) = db.code() {
-                self.span.record("db.response.status_code", &*code);
+    /// Marks the span failed with `error`, unless an earlier failure did; returns the
+    /// error's `error.type`.
+    pub(super) fn mark_failed(&self, error: &sqlx::Error) -> Cow<'static, str> {
+        let failure = Failure::of(error);
+        let error_type = failure.error_type.clone();
+        if self.failure.set(failure).is_ok() {
+            if let Some(failure) = self.failure.get() {
+                if let Some(code) = &failure.status_code {
+                    self.span.record("db.response.status_code", code.as_str());
+                }
+                self.span.record("error.type", &*failure.error_type);
+                self.span.record("otel.status_code", "ERROR");
             }
         }
-        self.span.record("error.type", &*error_type);
-        self.span.record("otel.status_code", "ERROR");
+        error_type
+    }
+
+    pub(super) fn fail(&mut self, step: Step, error: &sqlx::Error) {
+        let error_type = self.mark_failed(error);
         let parent = &self.span;
         match step {
             Step::Begin => {
@@ -56,6 +97,18 @@ impl Ending {
             }
         }
         self.end(Outcome::Error);
+    }
+
+    /// A statement of the transaction failed: the span is marked failed (first failure wins)
+    /// and gets an event `statement_failed` with the error's `error.type`.
+    pub(super) fn statement_failed(&self, error: &sqlx::Error) {
+        let error_type = self.mark_failed(error);
+        tracing::warn!(
+            target: TARGET,
+            parent: &self.span,
+            { error.type = &*error_type },
+            "statement_failed"
+        );
     }
 }
 

@@ -89,6 +89,25 @@ impl<'c, DB: Database> TracedTransaction<'c, DB> {
         }
     }
 
+    /// Marks the span failed with a statement's `error`: status `ERROR`, `error.type` and
+    /// `db.response.status_code` (the database's error code, SQLSTATE on PostgreSQL), an
+    /// event `statement_failed`; under `metric.naming: otel` the transaction's duration gets
+    /// the same `error_type` and `db_response_status_code`. The first failure of a
+    /// transaction wins: later ones only add their event. Usually called through
+    /// [`TraceResult::traced`](super::TraceResult::traced).
+    pub fn record_error(&self, error: &sqlx::Error) {
+        self.ending.statement_failed(error);
+    }
+
+    /// Passes `result` through unchanged, marking the span failed when it is an error (see
+    /// [`record_error`](Self::record_error)).
+    pub fn record<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(error) = &result {
+            self.record_error(error);
+        }
+        result
+    }
+
     /// The transaction's span, e.g. to record fields of your own on it or to parent spans
     /// explicitly (`tracing::info_span!(parent: tx.span(), ...)`; see "Threads" in the
     /// [module docs](super) before making such a span current around SQLite queries).

@@ -1,6 +1,11 @@
 //! [`Transactions`]: the options of traced transactions, and beginning one inside its span.
 
-use std::{fmt, future::Future, time::Instant};
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use sqlx::{Acquire, Database, Transaction};
 use tracing::field::Empty;
@@ -11,7 +16,7 @@ use super::{
     transaction::TracedTransaction,
     TARGET,
 };
-use crate::metrics::MetricsRegistry;
+use crate::metrics::{MetricNaming, MetricsRegistry};
 
 /// The span name of a transaction begun without an operation (Harbor's).
 pub const DEFAULT_SPAN_NAME: &str = "start-transaction";
@@ -29,6 +34,8 @@ pub struct Transactions {
     /// `None`: spans only.
     metrics: Option<MetricsSpec>,
     statements: bool,
+    /// `db.namespace`: the database name, when the application gave it.
+    namespace: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Transactions {
@@ -36,6 +43,7 @@ impl fmt::Debug for Transactions {
         f.debug_struct("Transactions")
             .field("metrics", &self.metrics)
             .field("statements", &self.statements)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -50,6 +58,7 @@ impl Transactions {
         Self {
             metrics: Some(MetricsSpec::new(registry)),
             statements: false,
+            namespace: None,
         }
     }
 
@@ -76,6 +85,28 @@ impl Transactions {
         if let Some(spec) = &mut self.metrics {
             spec.set(|spec| spec.max_operations = max);
         }
+        self
+    }
+
+    /// The families of `naming`: Harbor's `db_transaction_*` (the default), or with
+    /// [`MetricNaming::Otel`] the conventions' `db_client_operation_duration_seconds`
+    /// histogram (see "Metrics" in the [module docs](super)). Does nothing without metrics.
+    pub fn with_naming(mut self, naming: MetricNaming) -> Self {
+        if let Some(spec) = &mut self.metrics {
+            spec.set(|spec| spec.naming = naming);
+        }
+        self
+    }
+
+    /// The database name, recorded as `db.namespace` on the spans and, under
+    /// [`MetricNaming::Otel`], on the duration; an empty name (the default) records none.
+    /// sqlx's drivers know it: e.g. `pool.connect_options().get_database()` on PostgreSQL.
+    pub fn with_namespace(mut self, database: &str) -> Self {
+        let namespace: Option<Arc<str>> = (!database.is_empty()).then(|| database.into());
+        if let Some(spec) = &mut self.metrics {
+            spec.set(|spec| spec.namespace = namespace.clone());
+        }
+        self.namespace = namespace;
         self
     }
 
@@ -134,6 +165,7 @@ impl Transactions {
             otel.status_code = Empty,
             db.system.name = Empty,
             db.operation.name = Empty,
+            db.namespace = Empty,
             db.response.status_code = Empty,
             error.type = Empty,
             outcome = Empty,
@@ -146,12 +178,17 @@ impl Transactions {
                 span.record("db.operation.name", operation);
             }
             span.record("db.system.name", &*system_name(DB::NAME));
+            if let Some(namespace) = &self.namespace {
+                span.record("db.namespace", &**namespace);
+            }
         }
         Ending {
             span,
             start: Instant::now(),
             series: self.metrics().map(|m| m.series(operation)),
+            system: DB::NAME,
             statements: self.statements,
+            failure: OnceLock::new(),
             ended: false,
         }
     }

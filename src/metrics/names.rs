@@ -80,12 +80,14 @@ pub enum HistogramMode {
 /// | HTTP server | `{prefix}http_request_duration_seconds` (summary or histogram), `{prefix}http_request_total`, `{prefix}http_inflight_requests`, by `method`, `code`, `operation` | `http_server_request_duration_seconds` (histogram), `http_server_active_requests`, by the semantic conventions' attributes |
 /// | HTTP client | `{prefix}http_client_*`, by `method`, `code`, `peer` | `http_client_request_duration_seconds` |
 /// | gRPC | `{prefix}grpc_*` (or go-grpc-prometheus') | `rpc_server_call_duration_seconds`, `rpc_client_call_duration_seconds` |
+/// | sqlx transactions | `{prefix}db_transaction_duration_seconds`, `{prefix}db_transaction_total`, by `operation`, `outcome` | `db_client_operation_duration_seconds` |
 ///
-/// The OpenTelemetry names are those of the HTTP semantic conventions (stable part) and of
+/// The OpenTelemetry names are those of the HTTP and database semantic conventions (stable
+/// part) and of
 /// the RPC conventions (after v1.37, release candidate), in the
 /// Prometheus form the OpenTelemetry Collector's Prometheus exporter writes: dots become `_`,
 /// the unit `s` becomes `_seconds`, and no prefix. The families towerscope adds of its own
-/// (overflow counters, span export, jobs, transactions) keep their names.
+/// (overflow counters, span export, jobs) keep their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricNaming {

@@ -25,12 +25,19 @@ pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http_client_request_duration_sec
 pub const RPC_SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 /// The Prometheus name of `rpc.client.call.duration`.
 pub const RPC_CLIENT_CALL_DURATION: &str = "rpc_client_call_duration_seconds";
+/// The Prometheus name of `db.client.operation.duration` (sqlx transactions, `db` module).
+pub const DB_CLIENT_OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
 
 /// The bucket boundaries (seconds) the HTTP semantic conventions advise for request
 /// durations.
 pub const ADVISED_DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+
+/// The bucket boundaries (seconds) the database semantic conventions advise for
+/// `db.client.operation.duration`.
+pub const DB_ADVISED_DURATION_BUCKETS: [f64; 9] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
 /// The bucket boundaries (bytes) of the body-size histograms: powers of four from 64 B to
 /// 1 GiB (the conventions advise none; the OpenTelemetry SDKs' default boundaries, made for
@@ -136,6 +143,7 @@ pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
         HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s", false),
         RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s", false),
         RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s", false),
+        DB_CLIENT_OPERATION_DURATION => ("db.client.operation.duration", "s", false),
         _ => return None,
     };
     Some(OtelInstrument {
@@ -160,6 +168,35 @@ pub(crate) fn otel_attribute(label: &str) -> Option<(&'static str, bool)> {
         "rpc_method" => ("rpc.method", false),
         "rpc_response_status_code" => ("rpc.response.status_code", false),
         "rpc_system_name" => ("rpc.system.name", false),
+        "db_system_name" => ("db.system.name", false),
+        "db_operation_name" => ("db.operation.name", false),
+        "db_namespace" => ("db.namespace", false),
+        // A string in the conventions: SQLSTATE `23505`, SQLite's `2067`.
+        "db_response_status_code" => ("db.response.status_code", false),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_duration_has_the_conventions_name_unit_and_keys() {
+        let instrument = otel_instrument(DB_CLIENT_OPERATION_DURATION).unwrap();
+        assert_eq!(instrument.name, "db.client.operation.duration");
+        assert_eq!(instrument.unit, "s");
+        assert!(!instrument.up_down);
+        for (label, key) in [
+            ("db_system_name", "db.system.name"),
+            ("db_operation_name", "db.operation.name"),
+            ("db_namespace", "db.namespace"),
+            ("error_type", "error.type"),
+            // A string: SQLSTATE codes such as `08P01` are not numbers.
+            ("db_response_status_code", "db.response.status_code"),
+        ] {
+            assert_eq!(otel_attribute(label), Some((key, false)), "{label}");
+        }
+        assert!(DB_ADVISED_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
 }
