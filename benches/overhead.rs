@@ -37,13 +37,23 @@
 //! | `telemetry/filters_unmatched` | `telemetry/sampled` with three `filters:` rules, none matching the request | what rules cost a request they do not select (nothing configured: `telemetry/sampled`) |
 //! | `telemetry/filter_skip` | `telemetry/sampled` with a rule skipping the request's path | a skipped request: request id and operation only |
 //! | `telemetry/filter_metrics_only` | the same rule, `action: metrics_only` | metrics, no span |
+//! | `grpc/bare_unary` | a tonic-like `service_fn` over a gRPC call (below): reads the request body to its end, answers one message and `grpc-status: 0` trailers | the baseline of `grpc/unary` |
+//! | `grpc/unary` | `GrpcLayer` (towerscope's names, metrics, no `tracing` subscriber) over it, one message each way | operation from the path, in-flight gauge, duration summary, total counter by code from the trailers, the request and response bodies' messages counted from their framing |
+//! | `grpc/bare_stream` | the same service, four messages each way in three data frames (one message split across two frames) | the baseline of `grpc/stream` |
+//! | `grpc/stream` | `GrpcLayer` over it | what each further message and frame adds to `grpc/unary` |
+//!
+//! The `grpc/*` cases call `POST /towerscope.bench.Users/GetUser` with `host`, `user-agent`,
+//! `content-type: application/grpc` and `te: trailers`, the request body's data frames as
+//! static slices; everything else is as above (the response body is read to its end, its
+//! trailers included; the trailer map is built per call, as tonic does).
 //!
 //! The group `record` times one observation into a duration series of a registry, without a
 //! layer or a request: `summary` (the default), `classic` (Prometheus' 11 default buckets),
 //! `native` (`metric.histogram: native`) and `both`.
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
-//! `request_id/incoming`). The duration summary's samples are drained by the registry's upkeep
+//! `request_id/incoming`, `grpc/bare_unary` for `grpc/unary`, `grpc/bare_stream` for
+//! `grpc/stream`). The duration summary's samples are drained by the registry's upkeep
 //! thread (every 5 s by default), which runs concurrently.
 
 #![allow(
@@ -53,9 +63,9 @@
 
 use std::{
     convert::Infallible,
-    future::{ready, Future},
+    future::{poll_fn, ready, Future},
     hint::black_box,
-    pin::pin,
+    pin::{pin, Pin},
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -63,10 +73,10 @@ use std::{
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{
-    header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT},
-    HeaderValue, Request, Response,
+    header::{ACCEPT, CONTENT_TYPE, HOST, TE, USER_AGENT},
+    HeaderMap, HeaderValue, Request, Response,
 };
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::{Empty, Full};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::{
@@ -76,6 +86,7 @@ use opentelemetry_sdk::{
 use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
+    grpc::GrpcLayer,
     metrics::{HistogramMode, MetricNaming, SpanIds},
     operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
@@ -131,8 +142,16 @@ where
     S: Service<Request<ReqBody>, Response = Response<B>, Error = Infallible>,
     B: Body,
 {
+    call_and_drain(svc, black_box(request(incoming_id)));
+}
+
+/// `req` through `svc`: ready, call, poll once, read the body to its end, drop.
+fn call_and_drain<S, R, B>(svc: &mut S, req: R)
+where
+    S: Service<R, Response = Response<B>, Error = Infallible>,
+    B: Body,
+{
     let mut cx = Context::from_waker(Waker::noop());
-    let req = black_box(request(incoming_id));
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
     let mut fut = pin!(svc.call(req));
     let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else {
@@ -148,6 +167,155 @@ where
             Poll::Ready(Some(Err(_))) => panic!("the body does not fail"),
             Poll::Pending => panic!("the body is always immediately ready"),
         }
+    }
+}
+
+/// The gRPC path of the `grpc/*` cases, and its operation.
+const GRPC_PATH: &str = "/towerscope.bench.Users/GetUser";
+const GRPC_OPERATION: &str = "towerscope.bench.Users/GetUser";
+
+/// One length-prefixed message each way (a small protobuf request, a name in the answer).
+const UNARY_REQUEST: &[&[u8]] = &[&[0, 0, 0, 0, 2, 0x08, 0x2a]];
+const UNARY_RESPONSE: &[&[u8]] = &[&[0, 0, 0, 0, 7, 0x0a, 5, b'a', b'l', b'i', b'c', b'e']];
+/// Four messages in three data frames: the second split across the first two frames, the
+/// third with it in the second, the fourth in the last one, as HTTP/2 frames cut a stream.
+const STREAM_REQUEST: &[&[u8]] = &[
+    &[0, 0, 0, 0, 2, 0x08, 0x01, 0, 0, 0],
+    &[0, 2, 0x08, 0x02, 0, 0, 0, 0, 2, 0x08, 0x03],
+    &[0, 0, 0, 0, 2, 0x08, 0x04],
+];
+const STREAM_RESPONSE: &[&[u8]] = &[
+    &[0, 0, 0, 0, 3, 0x0a, 1, b'a', 0, 0, 0],
+    &[0, 3, 0x0a, 1, b'b', 0, 0, 0, 0, 3, 0x0a, 1, b'c'],
+    &[0, 0, 0, 0, 3, 0x0a, 1, b'd'],
+];
+
+/// A gRPC body: static data frames, then `grpc-status: 0` trailers when `trailers`.
+struct GrpcBody {
+    frames: &'static [&'static [u8]],
+    next: usize,
+    trailers: bool,
+}
+
+impl GrpcBody {
+    fn new(frames: &'static [&'static [u8]], trailers: bool) -> Self {
+        Self {
+            frames,
+            next: 0,
+            trailers,
+        }
+    }
+}
+
+impl Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.frames.get(self.next) {
+            self.next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(data)))));
+        }
+        if std::mem::take(&mut self.trailers) {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.frames.len() && !self.trailers
+    }
+}
+
+/// A gRPC call with `frames` as its request body, as tonic's server receives it.
+fn grpc_request(frames: &'static [&'static [u8]]) -> Request<GrpcBody> {
+    Request::post(GRPC_PATH)
+        .header(HOST, HeaderValue::from_static("users.example:50051"))
+        .header(USER_AGENT, HeaderValue::from_static("grpc-go/1.70.0"))
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
+        .header(TE, HeaderValue::from_static("trailers"))
+        .body(GrpcBody::new(frames, false))
+        .expect("valid request")
+}
+
+/// A tonic-like service: reads the request body to its end (tonic decodes every message),
+/// then answers `response` and `grpc-status: 0` trailers.
+fn grpc_inner<B>(
+    response: &'static [&'static [u8]],
+) -> impl Service<Request<B>, Response = Response<GrpcBody>, Error = Infallible>
+where
+    B: Body,
+{
+    service_fn(move |req: Request<B>| async move {
+        let mut body = pin!(req.into_body());
+        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            black_box(frame.is_ok());
+        }
+        let mut res = Response::new(GrpcBody::new(response, true));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        Ok::<_, Infallible>(res)
+    })
+}
+
+/// The `grpc/*` cases, in the `overhead` group: bare and behind `GrpcLayer`, unary and
+/// streamed; every call must have ended complete, its messages counted.
+fn grpc(c: &mut Criterion) {
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("metrics registry");
+    let mut bare_unary = grpc_inner(UNARY_RESPONSE);
+    let mut unary = GrpcLayer::new(&registry).layer(grpc_inner(UNARY_RESPONSE));
+    let mut bare_stream = grpc_inner(STREAM_RESPONSE);
+    let mut stream = GrpcLayer::new(&registry).layer(grpc_inner(STREAM_RESPONSE));
+
+    let mut group = c.benchmark_group("overhead");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(60);
+    group.bench_function("grpc/bare_unary", |b| {
+        b.iter(|| call_and_drain(&mut bare_unary, black_box(grpc_request(UNARY_REQUEST))))
+    });
+    group.bench_function("grpc/unary", |b| {
+        b.iter(|| call_and_drain(&mut unary, black_box(grpc_request(UNARY_REQUEST))))
+    });
+    group.bench_function("grpc/bare_stream", |b| {
+        b.iter(|| call_and_drain(&mut bare_stream, black_box(grpc_request(STREAM_REQUEST))))
+    });
+    group.bench_function("grpc/stream", |b| {
+        b.iter(|| call_and_drain(&mut stream, black_box(grpc_request(STREAM_REQUEST))))
+    });
+    group.finish();
+
+    // When a layered case ran, every call ended with its trailers (none cancelled, none in
+    // flight) and its messages were counted: as many sent as received, four per streamed
+    // call and one per unary call.
+    let text = registry.render_components(&["grpc"]).expect("render");
+    let value = |series: String| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(series.as_str())?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let op = format!(r#"{{operation="{GRPC_OPERATION}"}}"#);
+    if let Some(calls) = value(format!(
+        r#"grpc_request_total{{code="200",grpc_code="OK",operation="{GRPC_OPERATION}"}}"#
+    )) {
+        let received = value(format!("grpc_messages_received_total{op}"));
+        let sent = value(format!("grpc_messages_sent_total{op}"));
+        assert!(
+            !text.contains(r#"grpc_code="CANCELLED""#)
+                && value(format!("grpc_inflight_requests{op}")) == Some(0.0)
+                && received.is_some_and(|n| n >= calls)
+                && received == sent,
+            "calls not recorded as complete, or messages not counted:\n{text}"
+        );
     }
 }
 
@@ -451,5 +619,5 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead, record);
+criterion_group!(benches, overhead, grpc, record);
 criterion_main!(benches);
