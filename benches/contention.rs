@@ -97,12 +97,16 @@ fn contention(c: &mut Criterion) {
             let theirs = PrometheusBuilder::new().build_recorder();
             let their_series: Vec<_> = (0..count).map(|i| handles(&theirs, i)).collect();
             let (ours_made, theirs_made) = (AtomicU64::new(0), AtomicU64::new(0));
-            group.bench_with_input(BenchmarkId::new("towerscope", threads), &threads, |b, &t| {
-                b.iter_custom(|iters| {
-                    ours_made.fetch_add(iters * t as u64, Ordering::Relaxed);
-                    record(&our_series, t, iters)
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new("towerscope", threads),
+                &threads,
+                |b, &t| {
+                    b.iter_custom(|iters| {
+                        ours_made.fetch_add(iters * t as u64, Ordering::Relaxed);
+                        record(&our_series, t, iters)
+                    })
+                },
+            );
             group.bench_with_input(
                 BenchmarkId::new("metrics-exporter-prometheus", threads),
                 &threads,
@@ -116,7 +120,11 @@ fn contention(c: &mut Criterion) {
             // Exact: every increment of every thread is in the render.
             let (ours_made, theirs_made) = (ours_made.into_inner(), theirs_made.into_inner());
             if ours_made > 0 {
-                assert_eq!(counted(&ours.render()), ours_made, "towerscope, {threads} threads");
+                assert_eq!(
+                    counted(&ours.render()),
+                    ours_made,
+                    "towerscope, {threads} threads"
+                );
             }
             if theirs_made > 0 {
                 assert_eq!(
