@@ -26,18 +26,21 @@ pub struct TraceBatchConfig {
     /// is full or this long after the previous export. Defaults to `5000` (the SDK's).
     pub schedule_delay_ms: u64,
     /// Spans per export at most, at most `trace.max_queue_size`. Defaults to `512` (the
-    /// SDK's).
-    pub max_export_batch_size: usize,
+    /// SDK's), or `trace.max_queue_size` when that is smaller.
+    pub max_export_batch_size: Option<usize>,
 }
 
 impl Default for TraceBatchConfig {
     fn default() -> Self {
         Self {
             schedule_delay_ms: 5_000,
-            max_export_batch_size: 512,
+            max_export_batch_size: None,
         }
     }
 }
+
+/// The SDK's batch size, the default when the queue is not smaller.
+const DEFAULT_EXPORT_BATCH_SIZE: usize = 512;
 
 /// The longest schedule delay accepted: an hour.
 const MAX_SCHEDULE_DELAY_MS: u64 = 3_600_000;
@@ -55,17 +58,25 @@ impl TraceConfig {
                 ),
             );
         }
-        if batch.max_export_batch_size == 0
-            || batch.max_export_batch_size > self.max_queue_size.max(1)
-        {
-            p.push(
-                "batch.max_export_batch_size",
-                format!(
-                    "must be between 1 and trace.max_queue_size ({}) (got {})",
-                    self.max_queue_size, batch.max_export_batch_size
-                ),
-            );
+        if let Some(size) = batch.max_export_batch_size {
+            if size == 0 || size > self.max_queue_size.max(1) {
+                p.push(
+                    "batch.max_export_batch_size",
+                    format!(
+                        "must be between 1 and trace.max_queue_size ({}) (got {size})",
+                        self.max_queue_size
+                    ),
+                );
+            }
         }
+    }
+
+    /// The batch size used: as set, else 512 or the queue when smaller.
+    pub(super) fn export_batch_size(&self) -> usize {
+        self.batch
+            .max_export_batch_size
+            .unwrap_or(DEFAULT_EXPORT_BATCH_SIZE)
+            .clamp(1, self.max_queue_size.max(1))
     }
 
     /// `OTEL_BSP_SCHEDULE_DELAY` (milliseconds), `OTEL_BSP_MAX_QUEUE_SIZE` and
@@ -96,7 +107,7 @@ impl TraceConfig {
             self.max_queue_size = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
-            self.batch.max_export_batch_size = usize::try_from(n).unwrap_or(usize::MAX);
+            self.batch.max_export_batch_size = Some(usize::try_from(n).unwrap_or(usize::MAX));
         }
     }
 }
@@ -130,7 +141,7 @@ mod tests {
         assert_eq!(
             (
                 config.trace.batch.schedule_delay_ms,
-                config.trace.batch.max_export_batch_size
+                config.trace.export_batch_size()
             ),
             (200, 128)
         );
@@ -145,7 +156,12 @@ mod tests {
         .unwrap();
         assert_eq!(config.trace.batch.schedule_delay_ms, 50);
         assert_eq!(config.trace.max_queue_size, 1000);
-        assert_eq!(config.trace.batch.max_export_batch_size, 100);
+        assert_eq!(config.trace.export_batch_size(), 100);
+        // Unset, the batch is the SDK's 512, or the queue when smaller (a small queue alone
+        // stays valid).
+        let small = with_env("trace: { max_queue_size: 64 }", &[]).unwrap();
+        assert_eq!(small.trace.export_batch_size(), 64);
+        assert_eq!(with_env("{}", &[]).unwrap().trace.export_batch_size(), 512);
     }
 
     #[test]

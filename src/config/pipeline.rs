@@ -48,7 +48,7 @@ impl TraceConfig {
             sample_rate: self.sample_rate,
             max_queue_size: self.max_queue_size,
             schedule_delay: Duration::from_millis(self.batch.schedule_delay_ms.max(1)),
-            max_export_batch_size: self.batch.max_export_batch_size,
+            max_export_batch_size: self.export_batch_size(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.max(1)),
         }
     }
