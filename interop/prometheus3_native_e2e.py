@@ -318,6 +318,8 @@ OTEL_NAMES = {
     "http_server_request_duration_seconds": "http.server.request.duration",
     "http_server_active_requests": "http.server.active_requests",
     "http_client_request_duration_seconds": "http.client.request.duration",
+    # Database client semantic conventions (stable part).
+    "db_client_operation_duration_seconds": "db.client.operation.duration",
 }
 OTEL_ATTRIBUTES = {
     "http_request_method": "http.request.method",
@@ -328,6 +330,10 @@ OTEL_ATTRIBUTES = {
     "server_address": "server.address",
     "server_port": "server.port",
     "error_type": "error.type",
+    "db_system_name": "db.system.name",
+    "db_operation_name": "db.operation.name",
+    "db_namespace": "db.namespace",
+    "db_response_status_code": "db.response.status_code",
 }
 
 
