@@ -10,7 +10,7 @@ compared with what was sent; a second bidirectional stream cancelled by the clie
 round trips; a client stream; a unary call. Then it scrapes `/metrics`, parses it with the
 Prometheus Python client's parser, and requires the exact values of
 `grpc_server_started_total`, `grpc_server_msg_received_total`, `grpc_server_msg_sent_total`,
-`grpc_server_handled_total` (the cancelled stream as `grpc_code="CANCELLED"`) and the count of
+`grpc_server_handled_total` (the cancelled stream as `grpc_code="Canceled"`, grpc-go's spelling as go-grpc-prometheus writes it) and the count of
 `grpc_server_handling_seconds`, per method, labelled `grpc_type`, `grpc_service`,
 `grpc_method`, and no other series of those families. The server must stop on SIGTERM with
 status 0.
@@ -185,7 +185,7 @@ def expected_series():
     want = {}
     for method, grpc_type, calls, received, sent, codes in [
         ("Bidi", "bidi_stream", bidi_calls, bidi_messages, bidi_messages,
-         {"OK": 1, "CANCELLED": 1}),
+         {"OK": 1, "Canceled": 1}),
         ("Collect", "client_stream", 1, COLLECT_MESSAGES, 1, {"OK": 1}),
         ("Unary", "unary", 1, 1, 1, {"OK": 1}),
     ]:
@@ -230,7 +230,7 @@ def check_metrics(server):
                           f"found and not expected:\n{show(extra)}\nall found:\n{show(got)}")
         time.sleep(0.1)
     ok(f"/metrics: {len(want)} series exact: started, msg received/sent, handled by code "
-       "(Bidi: 1 OK, 1 CANCELLED), handling_seconds count")
+       "(Bidi: 1 OK, 1 Canceled), handling_seconds count")
 
 
 def main():

@@ -368,13 +368,13 @@ async fn go_grpc_prometheus_preset_names_and_labels() {
     let watch_labels = labels("server_stream", "Watch");
     eventually(
         &registry,
-        &format!(r#"grpc_server_handled_total{{{watch_labels},grpc_code="NOT_FOUND"}}"#),
+        &format!(r#"grpc_server_handled_total{{{watch_labels},grpc_code="NotFound"}}"#),
         1.0,
     )
     .await;
     let text = eventually(
         &registry,
-        &format!(r#"grpc_server_handled_total{{{check_labels},grpc_code="NOT_FOUND"}}"#),
+        &format!(r#"grpc_server_handled_total{{{check_labels},grpc_code="NotFound"}}"#),
         1.0,
     )
     .await;

@@ -18,7 +18,8 @@
 //!   `{prefix}grpc_request_duration_seconds{operation}` and
 //!   `{prefix}grpc_request_total{code, grpc_code, operation}`, where `code` is the HTTP status
 //!   and `grpc_code` the canonical name (`OK`, `NOT_FOUND`, ...); or go-grpc-prometheus' names
-//!   with [`GrpcMetricNames::go_grpc_prometheus`];
+//!   with [`GrpcMetricNames::go_grpc_prometheus`], whose `grpc_code` is grpc-go's spelling
+//!   (`OK`, `NotFound`, `Canceled`: [`go_code_name`]) as go-grpc-prometheus writes it;
 //! - counts the messages received (request body) and sent (response body) as each one's
 //!   last byte passes, from the gRPC length-prefixed framing read across HTTP/2 frames
 //!   without buffering: `{prefix}grpc_messages_received_total{operation}` and
@@ -146,6 +147,6 @@ pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};
 pub use request::RequestBody;
 pub use status::{
-    code_from_http, code_name, is_server_error, status_in, GrpcOperation, GRPC_MESSAGE,
-    GRPC_STATUS, MAX_OPERATION_LEN,
+    code_from_http, code_name, go_code_name, is_server_error, status_in, GrpcOperation,
+    GRPC_MESSAGE, GRPC_STATUS, MAX_OPERATION_LEN,
 };

@@ -77,6 +77,10 @@ pub(super) enum Scheme {
 /// | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_operation_overflow_total` | counter | |
 ///
+/// In this preset `grpc_code` is spelled as grpc-go spells it (`OK`, `NotFound`, `Canceled`,
+/// `DeadlineExceeded`: [`go_code_name`](super::go_code_name)), as go-grpc-prometheus writes
+/// it, so that its dashboards' and alerts' selectors match.
+///
 /// [`otel`](Self::otel) gives the OpenTelemetry RPC conventions' server family
 /// (`metric.naming: otel`; the conventions after v1.37, release candidate), in the
 /// Collector's Prometheus form:
@@ -237,7 +241,8 @@ impl GrpcMetricNames {
     /// [`GrpcClientLayer`](super::GrpcClientLayer): `grpc_client_started_total`,
     /// `grpc_client_handled_total`, `grpc_client_handling_seconds`,
     /// `grpc_client_msg_received_total` and `grpc_client_msg_sent_total`, labelled
-    /// `grpc_type`, `grpc_service`, `grpc_method` (and `grpc_code` on the handled counter),
+    /// `grpc_type`, `grpc_service`, `grpc_method` (and `grpc_code`, grpc-go's spelling, on the
+    /// handled counter),
     /// and the overflow counter `grpc_client_operation_overflow_total`.
     pub fn go_grpc_prometheus_client() -> Self {
         Self {

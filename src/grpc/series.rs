@@ -11,7 +11,7 @@ use tonic::Code;
 
 use super::{
     names::{GrpcMetricNames, GrpcType, Scheme},
-    status::{code_index, code_name, is_server_error, GrpcOperation, CODE_COUNT},
+    status::{code_index, code_name, go_code_name, is_server_error, GrpcOperation, CODE_COUNT},
 };
 use crate::{
     labels::{OTHER_METHOD, OVERFLOW_LABEL},
@@ -196,8 +196,12 @@ impl OperationSeries {
     }
 
     fn register_total(&self, http_status: u16, code: Code) -> Counter {
-        let grpc_code = Label::new("grpc_code", SharedString::const_str(code_name(code)));
         let totals = &self.totals_in;
+        let code_name = match totals.scheme {
+            Scheme::GoGrpcPrometheus => go_code_name(code),
+            Scheme::Towerscope | Scheme::Otel => code_name(code),
+        };
+        let grpc_code = Label::new("grpc_code", SharedString::const_str(code_name));
         let labels: Vec<Label> = match totals.scheme {
             Scheme::Towerscope => [Label::new("code", status_label(http_status)), grpc_code]
                 .into_iter()

@@ -37,6 +37,28 @@ const CODE_NAMES: [&str; CODE_COUNT] = [
     "UNAUTHENTICATED",
 ];
 
+/// Go's names of the codes (`codes.Code.String()` in grpc-go), indexed by code: the
+/// `grpc_code` values go-grpc-prometheus writes, which its dashboards and alerts filter on.
+const GO_CODE_NAMES: [&str; CODE_COUNT] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
 /// The canonical name of `code`, as the gRPC status code documentation spells it
 /// (`OK`, `NOT_FOUND`, `DEADLINE_EXCEEDED`, ...): the `grpc_code` label value.
 ///
@@ -48,6 +70,21 @@ const CODE_NAMES: [&str; CODE_COUNT] = [
 /// ```
 pub fn code_name(code: Code) -> &'static str {
     CODE_NAMES[code_index(code)]
+}
+
+/// The name grpc-go gives `code` (`OK`, `NotFound`, `Canceled`, ...): the `grpc_code` label
+/// value of the go-grpc-prometheus preset
+/// ([`GrpcMetricNames::go_grpc_prometheus`](crate::grpc::GrpcMetricNames::go_grpc_prometheus)),
+/// so that the dashboards and alerts written for go-grpc-prometheus match its series.
+///
+/// ```
+/// use towerscope::grpc::go_code_name;
+///
+/// assert_eq!(go_code_name(tonic::Code::Cancelled), "Canceled");
+/// assert_eq!(go_code_name(tonic::Code::DeadlineExceeded), "DeadlineExceeded");
+/// ```
+pub fn go_code_name(code: Code) -> &'static str {
+    GO_CODE_NAMES[code_index(code)]
 }
 
 pub(super) fn code_index(code: Code) -> usize {
