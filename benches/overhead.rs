@@ -24,6 +24,7 @@
 //! | `request_id/incoming` | `RequestIdLayer` over it, valid incoming `x-request-id` | validating and keeping the incoming id (no UUID) |
 //! | `metrics` | `MetricsLayer` over it, a resolver returning a pre-built `OperationId` | series lookup, in-flight gauge, duration summary and total counter into a non-global `MetricsRegistry` (default `MetricConfig`), the wrapping response body |
 //! | `metrics/first_byte` | `metrics` with `with_time_to_first_byte(true)` | the time to the response head recorded too (its own summary series) |
+//! | `metrics/label` | `metrics` with a label of the user's own from the `user-agent` header (`MetricLabel::from_header`) | reading the header, the label's value table and the table of its combination |
 //! | `trace` | `TraceLayer` over it, no `tracing` subscriber | the span layer when spans are not collected (the span is disabled, nothing is resolved or recorded) |
 //! | `observability` | `ObservabilityLayer` (request id, trace, metrics), no incoming id, no `tracing` subscriber | the composed cost a service pays by adding the one layer when spans are not collected |
 //! | `metrics/histogram` | `MetricsLayer` with histogram durations (four buckets), behind a layer inserting a request extension of another type | the baseline of `metrics/histogram_exemplar` |
@@ -87,7 +88,7 @@ use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
     grpc::GrpcLayer,
-    metrics::{HistogramMode, MetricNaming, SpanIds},
+    metrics::{HistogramMode, MetricLabel, MetricNaming, SpanIds},
     operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
     trace::{TraceLayer, TracePipeline},
@@ -356,6 +357,10 @@ fn overhead(c: &mut Criterion) {
         .with_resolver(resolver.clone())
         .with_time_to_first_byte(true)
         .layer(inner());
+    let mut labelled = MetricsLayer::new(&registry)
+        .with_resolver(resolver.clone())
+        .with_label(MetricLabel::from_header("client", "user-agent").expect("valid label"))
+        .layer(inner());
     let mut trace = TraceLayer::new().layer(inner());
     let mut observability =
         ObservabilityLayer::new(RequestIdLayer::new(), MetricsLayer::new(&registry))
@@ -503,6 +508,9 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("metrics", |b| b.iter(|| round_trip(&mut metrics, false)));
     group.bench_function("metrics/first_byte", |b| {
         b.iter(|| round_trip(&mut first_byte, false))
+    });
+    group.bench_function("metrics/label", |b| {
+        b.iter(|| round_trip(&mut labelled, false))
     });
     group.bench_function("trace", |b| b.iter(|| round_trip(&mut trace, false)));
     group.bench_function("observability", |b| {

@@ -155,6 +155,15 @@ impl ObservabilityLayer {
         self
     }
 
+    /// Adds `label`, a metric label of the user's own valued from each request's head, to
+    /// the request families (see [`MetricLabel`](crate::metrics::MetricLabel); beside the
+    /// configured `metric.labels`, replacing one of the same name). The head it sees has the
+    /// resolved operation.
+    pub fn with_metric_label(mut self, label: crate::metrics::MetricLabel) -> Self {
+        self.metrics = self.metrics.with_label(label);
+        self
+    }
+
     /// Treats requests as `filter` says: skipped, metrics only, or a sampling rate of their
     /// own (see [`crate::filter`]); replaces the `filters:` of the configuration. The filter
     /// runs after the operation is resolved, so rules can match the operation.

@@ -25,7 +25,7 @@ use tower::{service_fn, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
     grpc::{GrpcLayer, RequestBody},
-    metrics::{HistogramMode, MetricNaming, MetricsLayer, MetricsRegistry},
+    metrics::{HistogramMode, MetricLabel, MetricNaming, MetricsLayer, MetricsRegistry},
     operation::{OperationId, OperationResolver, RequestRef},
     trace::TracePipeline,
     Telemetry,
@@ -64,7 +64,15 @@ where
     S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
     B: Body,
 {
-    let request = || Request::get("/api/v2.0/users/42").body(()).unwrap();
+    allocations_with(svc, || Request::get("/api/v2.0/users/42").body(()).unwrap())
+}
+
+/// [`allocations_of`] with the requests `request` builds.
+fn allocations_with<S, B>(svc: &mut S, request: impl Fn() -> Request<()>) -> usize
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    B: Body,
+{
     for _ in 0..WARM_UP {
         round_trip(svc, request());
     }
@@ -116,6 +124,33 @@ fn metered(config: &MetricConfig, fresh: bool) -> (MetricsRegistry, usize) {
     }
     let allocations = allocations_of(&mut svc);
     (registry, allocations)
+}
+
+/// A label of the user's own from a header, on series that exist: no allocation.
+fn labelled_allocations() {
+    let config = MetricConfig {
+        buckets: Some(vec![0.005, 0.05, 0.5, 5.0]),
+        ..MetricConfig::default()
+    };
+    let registry = MetricsRegistry::new(&config).unwrap();
+    let layer = MetricsLayer::new(&registry)
+        .with_resolver(Users(OperationId::from("getUser")))
+        .with_label(MetricLabel::from_header("tenant", "x-tenant-id").unwrap());
+    let mut svc = layer.layer(inner());
+    let request = || {
+        Request::get("/api/v2.0/users/42")
+            .header("x-tenant-id", "acme")
+            .body(())
+            .unwrap()
+    };
+    let allocations = allocations_with(&mut svc, request);
+    let total = format!(
+        "http_request_total{{method=\"GET\",code=\"200\",operation=\"getUser\",tenant=\"acme\"}} {}",
+        WARM_UP + MEASURED
+    );
+    let text = registry.render();
+    assert!(text.contains(&total), "the requests were counted:\n{text}");
+    assert_eq!(allocations, 0, "allocations over {MEASURED} requests");
 }
 
 /// A resolver that knows one operation and its route template, as an OpenAPI one does.
@@ -182,6 +217,8 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         (0, 0, 0, 0),
         "allocations over {MEASURED} requests (summary, histogram, native, both)"
     );
+
+    labelled_allocations();
 
     let (registry, otel) = metered_otel();
     let count = format!(

@@ -6,7 +6,7 @@
 use std::{io, time::Duration};
 
 use crate::{
-    config::{MetricConfig, NativeHistogramConfig},
+    config::{MetricConfig, MetricLabelConfig, NativeHistogramConfig},
     metrics::{
         store::{native::NativeSettings, Settings},
         MetricNames, MetricsEndpoint, MetricsError, MetricsLayer, MetricsRegistry, MetricsServer,
@@ -84,6 +84,11 @@ impl MetricsLayer {
             .with_time_to_first_byte(config.time_to_first_byte)
             .with_methods(config.methods.iter().cloned())
             .with_max_operations(config.max_operations);
+        let layer = config
+            .labels
+            .iter()
+            .filter_map(MetricLabelConfig::label)
+            .fold(layer, MetricsLayer::with_label);
         if config.records() {
             layer
         } else {

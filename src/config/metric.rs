@@ -10,6 +10,7 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     error::{ConfigProblem, Problems},
+    metric_labels::MetricLabelConfig,
     NativeHistogramConfig, OtelConfig, OtlpProtocol,
 };
 use crate::metrics::{HistogramMode, MetricNaming, DEFAULT_MAX_OPERATIONS, OTHER_METHOD};
@@ -72,6 +73,9 @@ pub struct MetricConfig {
     /// (`naming: otel`); a summary or a histogram as the durations are. Defaults to `false`
     /// (one more series per operation and method).
     pub time_to_first_byte: bool,
+    /// Labels of the user's own on the HTTP server families, each valued by a request
+    /// header through a capped table ([`MetricLabelConfig`]; at most 4). Defaults to none.
+    pub labels: Vec<MetricLabelConfig>,
     /// With `naming: otel`, serves the conventions' families under their own UTF-8 names
     /// and attribute keys (`{"http.server.request.duration", "http.request.method"="GET"}`)
     /// to scrapes that allow UTF-8 names (Prometheus 3 by default); other scrapes, and the
@@ -199,6 +203,7 @@ impl Default for MetricConfig {
             naming: MetricNaming::Harbor,
             body_sizes: false,
             time_to_first_byte: false,
+            labels: Vec::new(),
             utf8_names: false,
             histogram: HistogramMode::Classic,
             native_histogram: NativeHistogramConfig::default(),
@@ -263,6 +268,7 @@ impl MetricConfig {
             );
         }
         self.check_histogram(&mut p);
+        super::metric_labels::check(&self.labels, &mut p);
         if let Some(otlp) = &self.otlp {
             otlp.check(&mut p.block("otlp"));
         }

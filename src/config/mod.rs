@@ -42,6 +42,7 @@ mod error;
 mod filter;
 mod histogram;
 mod metric;
+mod metric_labels;
 mod pipeline;
 mod request_id;
 mod trace;
@@ -52,6 +53,7 @@ pub use error::{ConfigError, ConfigProblem};
 pub use filter::{FilterAction, FilterConfig};
 pub use histogram::{NativeHistogramConfig, DEFAULT_ZERO_THRESHOLD};
 pub use metric::{MetricConfig, MetricOtlpConfig, MetricTemporality, DEFAULT_METHODS};
+pub use metric_labels::MetricLabelConfig;
 pub use request_id::RequestIdConfig;
 pub use trace::{JaegerConfig, OtelConfig, OtlpProtocol, Propagator, TraceConfig};
 

@@ -14,10 +14,10 @@ use super::{
     names::{MetricNames, MetricNaming},
     registry::MetricsRegistry,
     request::RequestMetrics,
-    semconv::{self, server::ServerTable},
-    series::{self, SeriesTable},
     store::SpanIds,
-    toolkit::{self, RecorderRef, SettleBody, SettleFuture, SettleGuard},
+    tables::{Table, TableSpec, Tables},
+    toolkit::{RecorderRef, SettleBody, SettleFuture, SettleGuard},
+    user_labels::MetricLabel,
 };
 use crate::{
     labels::{MethodTable, STANDARD_METHODS},
@@ -50,16 +50,11 @@ pub struct MetricsLayer {
     naming: MetricNaming,
     body_sizes: bool,
     time_to_first_byte: bool,
+    /// Labels of the user's own.
+    labels: Vec<MetricLabel>,
     /// The registry and components the families are served under.
     served: Option<(MetricsRegistry, Vec<String>)>,
-    table: Arc<OnceLock<Table>>,
-}
-
-/// The series cache of a layer, in its naming.
-#[derive(Debug, Clone)]
-enum Table {
-    Harbor(Arc<SeriesTable>),
-    Otel(Arc<ServerTable>),
+    table: Arc<OnceLock<Tables>>,
 }
 
 impl fmt::Debug for MetricsLayer {
@@ -69,6 +64,7 @@ impl fmt::Debug for MetricsLayer {
             .field("naming", &self.naming)
             .field("body_sizes", &self.body_sizes)
             .field("time_to_first_byte", &self.time_to_first_byte)
+            .field("labels", &self.labels)
             .field("methods", &self.methods)
             .field("max_operations", &self.max_operations)
             .field("enabled", &self.enabled)
@@ -114,6 +110,7 @@ impl MetricsLayer {
             naming: MetricNaming::Harbor,
             body_sizes: false,
             time_to_first_byte: false,
+            labels: Vec::new(),
             served: None,
             table: Arc::default(),
         }
@@ -170,6 +167,19 @@ impl MetricsLayer {
         self.changed()
     }
 
+    /// Adds `label`, a label of the user's own valued from each request's head, on every
+    /// series of the request families (not on the overflow counters); a label of the same
+    /// name is replaced. At most [`MAX_METRIC_LABELS`](super::MAX_METRIC_LABELS) labels: later ones are ignored, with an
+    /// error logged when the layer is built. See [`MetricLabel`] for the cap on values.
+    /// Defaults to none (`metric.labels`).
+    pub fn with_label(mut self, label: MetricLabel) -> Self {
+        match self.labels.iter_mut().find(|l| l.name() == label.name()) {
+            Some(same) => *same = label,
+            None => self.labels.push(label),
+        }
+        self.changed()
+    }
+
     /// Methods kept as label values; others are counted as `_OTHER`. Defaults to the eight
     /// RFC 9110 methods and PATCH.
     pub fn with_methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
@@ -203,8 +213,8 @@ impl MetricsLayer {
         self
     }
 
-    /// The series table, built on first use.
-    fn table(&self) -> Option<Table> {
+    /// The series tables, built on first use.
+    fn table(&self) -> Option<Tables> {
         if !self.enabled {
             return None;
         }
@@ -213,50 +223,17 @@ impl MetricsLayer {
                 Some((registry, components)) => (Some(registry), components.as_slice()),
                 None => (None, &[][..]),
             };
-            let methods = MethodTable::new(&self.methods);
-            match self.naming {
-                MetricNaming::Harbor => {
-                    let families = series::families(&self.names, self.time_to_first_byte);
-                    toolkit::declare(&self.recorder, registry, components, &families);
-                    Table::Harbor(SeriesTable::new(
-                        self.recorder.clone(),
-                        &self.names,
-                        methods,
-                        self.max_operations,
-                        self.time_to_first_byte,
-                    ))
-                }
-                MetricNaming::Otel => {
-                    if let Some(registry) = registry {
-                        for family in [
-                            semconv::HTTP_SERVER_REQUEST_DURATION,
-                            semconv::HTTP_SERVER_TIME_TO_FIRST_BYTE,
-                        ] {
-                            registry.advise_buckets(family, &semconv::ADVISED_DURATION_BUCKETS);
-                        }
-                        for family in [
-                            semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
-                            semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
-                        ] {
-                            registry.advise_buckets(family, &semconv::BODY_SIZE_BUCKETS);
-                        }
-                    }
-                    let families = semconv::server::families(
-                        &self.names,
-                        self.body_sizes,
-                        self.time_to_first_byte,
-                    );
-                    toolkit::declare(&self.recorder, registry, components, &families);
-                    Table::Otel(ServerTable::new(
-                        self.recorder.clone(),
-                        &self.names,
-                        methods,
-                        self.max_operations,
-                        self.body_sizes,
-                        self.time_to_first_byte,
-                    ))
-                }
-            }
+            let spec = TableSpec {
+                recorder: self.recorder.clone(),
+                names: self.names.clone(),
+                methods: MethodTable::new(&self.methods),
+                max_operations: self.max_operations,
+                naming: self.naming,
+                body_sizes: self.body_sizes,
+                time_to_first_byte: self.time_to_first_byte,
+            };
+            spec.declare(registry, components, !self.labels.is_empty());
+            spec.tables(&self.labels)
         });
         Some(table.clone())
     }
@@ -288,7 +265,7 @@ impl MetricsLayer {
 /// [`MetricsService`] and [`ObservabilityLayer`](crate::ObservabilityLayer)'s service.
 #[derive(Clone)]
 pub(crate) struct MetricsStage {
-    table: Option<Table>,
+    table: Option<Tables>,
     resolver: Arc<dyn OperationResolver>,
 }
 
@@ -305,8 +282,22 @@ impl MetricsStage {
         req: &Request<B>,
         exemplar: Option<SpanIds>,
     ) -> Option<RequestMetrics> {
-        let table = self.table.as_ref()?;
-        Some(match table {
+        Some(match self.table.as_ref()? {
+            Tables::One(table) => self.start_in(table, req, exemplar),
+            Tables::Labeled(tables) => {
+                tables.with(req, |table| self.start_in(table, req, exemplar))
+            }
+        })
+    }
+
+    /// [`start`](Self::start) in `table`.
+    fn start_in<B>(
+        &self,
+        table: &Table,
+        req: &Request<B>,
+        exemplar: Option<SpanIds>,
+    ) -> RequestMetrics {
+        match table {
             Table::Harbor(table) => {
                 let method_index = table.method_index(req.method());
                 let series = match req.extensions().get::<OperationId>() {
@@ -333,7 +324,7 @@ impl MetricsStage {
                 let request_size = table.body_sizes().then(|| content_length(req)).flatten();
                 RequestMetrics::start_otel(table.series(route, req), exemplar, request_size)
             }
-        })
+        }
     }
 }
 

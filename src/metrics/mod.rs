@@ -12,8 +12,10 @@
 //!
 //! Methods outside the configured set are `_OTHER`; operations come from an
 //! [`OperationResolver`](crate::operation) and are capped (default 1000 distinct values, the
-//! rest `_overflow`). No label value is ever taken from a raw path, a header or any other
-//! client-chosen string.
+//! rest `_overflow`). No label value is taken from a raw path, a header or any other
+//! client-chosen string without a cap: labels of the user's own ([`MetricLabel`],
+//! `metric.labels`) pass through a capped table per label, the same `_overflow` rule, counted
+//! in `http_request_label_overflow_total{label}`.
 //!
 //! With [`MetricNaming::Otel`] (`metric.naming: otel`) the layer records the OpenTelemetry
 //! semantic conventions' families instead: see [`semconv`].
@@ -79,7 +81,9 @@ pub mod runtime;
 pub mod semconv;
 mod series;
 pub(crate) mod store;
+mod tables;
 pub mod toolkit;
+mod user_labels;
 
 pub use endpoint::{
     EndpointFuture, MetricsEndpoint, MetricsServer, Refresh, CONNECTION_LIFETIME, CONTENT_TYPE,
@@ -99,6 +103,10 @@ pub use registry::{MetricsError, MetricsRegistry, UnknownComponent, DURATION_SUF
 pub use request::{RequestMetrics, CLIENT_CLOSED_REQUEST};
 pub use store::{with_exemplar, SpanIds, StoreStats};
 pub use toolkit::RecorderRef;
+pub(crate) use user_labels::check_label_name;
+pub use user_labels::{
+    MetricLabel, MetricLabelError, DEFAULT_MAX_LABEL_VALUES, MAX_LABEL_VALUE_LEN, MAX_METRIC_LABELS,
+};
 
 pub use crate::labels::OTHER_METHOD;
 /// Label value of the operations beyond the cap.

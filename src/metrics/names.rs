@@ -25,6 +25,9 @@ pub struct MetricNames {
     /// operation}`: recorded only with `metric.time_to_first_byte`
     /// ([`MetricsLayer::with_time_to_first_byte`](super::MetricsLayer::with_time_to_first_byte)).
     pub first_byte: String,
+    /// Counter of requests whose value of a label of the user's own
+    /// ([`MetricLabel`](super::MetricLabel)) was replaced by `_overflow`, `{label}`.
+    pub label_overflow: String,
 }
 
 impl MetricNames {
@@ -36,6 +39,7 @@ impl MetricNames {
             total: format!("{prefix}http_request_total"),
             overflow: format!("{prefix}http_operation_overflow_total"),
             first_byte: format!("{prefix}http_request_time_to_first_byte_seconds"),
+            label_overflow: format!("{prefix}http_request_label_overflow_total"),
         }
     }
 

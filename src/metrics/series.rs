@@ -50,7 +50,8 @@ pub(crate) struct MethodSeries {
     inflight: OnceLock<Gauge>,
     duration: OnceLock<Histogram>,
     first_byte: OnceLock<Histogram>,
-    labels: [Label; 2],
+    /// `method`, `operation`, then the table's labels of the user's own.
+    labels: Box<[Label]>,
     totals: CodeCounters<u16, HTTP_SLOTS>,
     registrar: Arc<Registrar>,
     /// The table this series belongs to, for a response that overrides the operation: weak,
@@ -102,8 +103,10 @@ impl MethodSeries {
     /// Counts one finished request with `code`.
     pub(crate) fn count(&self, code: u16) {
         self.totals.increment(code, http_slot(code), |code| {
-            let [method, operation] = self.labels.clone();
-            let labels = vec![method, Label::new("code", status_label(code)), operation];
+            let mut labels = Vec::with_capacity(self.labels.len() + 1);
+            labels.push(self.labels[0].clone());
+            labels.push(Label::new("code", status_label(code)));
+            labels.extend(self.labels[1..].iter().cloned());
             let r = &self.registrar;
             r.recorder
                 .counter(&Key::from_parts(r.total.clone(), labels))
@@ -136,17 +139,21 @@ pub(crate) struct SeriesTable {
     methods: MethodTable,
     operations: LabelTable<OperationSeries>,
     unknown: OperationId,
+    /// Labels of the user's own on every series of this table.
+    extra: Arc<[Label]>,
     this: Weak<SeriesTable>,
 }
 
 impl SeriesTable {
-    /// An empty table; the families are described by the caller.
+    /// An empty table whose series carry `extra` after `method` and `operation`; the
+    /// families are described by the caller.
     pub(crate) fn new(
         recorder: RecorderRef,
         names: &MetricNames,
         methods: MethodTable,
         max_operations: usize,
         first_byte: bool,
+        extra: Arc<[Label]>,
     ) -> Arc<Self> {
         let operations = LabelTable::new(max_operations)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
@@ -161,6 +168,7 @@ impl SeriesTable {
             methods,
             operations,
             unknown: OperationId::unknown(),
+            extra,
             this: this.clone(),
         })
     }
@@ -194,7 +202,10 @@ impl SeriesTable {
                         labels: [
                             Label::new("method", self.methods.label(method_index)),
                             Label::new("operation", op.label.clone()),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(self.extra.iter().cloned())
+                        .collect(),
                         totals: CodeCounters::new(),
                         registrar: self.registrar.clone(),
                         table: self.this.clone(),

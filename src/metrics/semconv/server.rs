@@ -182,6 +182,8 @@ pub(crate) struct ServerTable {
     active: Box<[OnceLock<Gauge>]>,
     body_sizes: bool,
     first_byte: bool,
+    /// Labels of the user's own on every series of this table.
+    extra: Arc<[Label]>,
 }
 
 /// The (scheme, version) combinations per method.
@@ -196,6 +198,7 @@ impl ServerTable {
         max_routes: usize,
         body_sizes: bool,
         first_byte: bool,
+        extra: Arc<[Label]>,
     ) -> Arc<Self> {
         let routes = LabelTable::new(max_routes)
             .with_overflow_counter(recorder.clone(), names.overflow.clone());
@@ -210,6 +213,7 @@ impl ServerTable {
             routes,
             body_sizes,
             first_byte,
+            extra,
         })
     }
 
@@ -248,6 +252,7 @@ impl ServerTable {
                     if let Some(route) = &route.label {
                         labels.push(Label::new("http_route", route.clone()));
                     }
+                    labels.extend(self.extra.iter().cloned());
                     Arc::new(ServerSeries {
                         labels: sorted(labels),
                         active: self.active(method, scheme).clone(),
@@ -274,10 +279,11 @@ impl ServerTable {
     /// The active-requests gauge of (method, scheme).
     fn active(&self, method: usize, scheme: usize) -> &Gauge {
         self.active[method * SCHEMES.len() + scheme].get_or_init(|| {
-            let labels = vec![
+            let mut labels = vec![
                 Label::new("http_request_method", self.methods.label(method)),
                 Label::new("url_scheme", SCHEMES[scheme]),
             ];
+            labels.extend(self.extra.iter().cloned());
             self.recorder
                 .gauge(&Key::from_parts(HTTP_SERVER_ACTIVE_REQUESTS, labels))
         })

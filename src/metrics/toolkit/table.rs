@@ -75,6 +75,24 @@ impl<V> LabelTable<V> {
         self
     }
 
+    /// Counts lookups that went to `_overflow` in the counter `key` of `recorder` (a name
+    /// with labels, such as `label_overflow_total{label="tenant"}`), registered now.
+    pub fn with_overflow_counter_key(mut self, recorder: RecorderRef, key: Key) -> Self {
+        self.overflowed = Some(recorder.counter(&key));
+        self
+    }
+
+    /// The `_overflow` series (made by `make` on first use), counted as one overflowing
+    /// lookup: for a value refused before lookup (too long to be a label value).
+    pub fn overflowed(&self, make: impl FnOnce(SharedString) -> V) -> Arc<V> {
+        if let Some(counter) = &self.overflowed {
+            counter.increment(1);
+        }
+        self.overflow
+            .get_or_init(|| Arc::new(make(SharedString::const_str(OVERFLOW_LABEL))))
+            .clone()
+    }
+
     /// The number of values with a series of their own.
     pub fn len(&self) -> usize {
         self.values
@@ -122,13 +140,7 @@ impl<V> LabelTable<V> {
         }
         if values.len() >= self.max && value != OperationId::UNKNOWN {
             drop(values);
-            if let Some(counter) = &self.overflowed {
-                counter.increment(1);
-            }
-            return self
-                .overflow
-                .get_or_init(|| Arc::new(make(SharedString::const_str(OVERFLOW_LABEL))))
-                .clone();
+            return self.overflowed(make);
         }
         let label = if value == OperationId::UNKNOWN {
             SharedString::const_str(OperationId::UNKNOWN)
