@@ -12,7 +12,7 @@ pub struct RequestHead<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
-    operation: Option<&'a OperationId>,
+    operation: Option<&'a str>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -22,7 +22,25 @@ impl<'a> RequestHead<'a> {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
-            operation: req.extensions().get::<OperationId>(),
+            operation: req
+                .extensions()
+                .get::<OperationId>()
+                .map(OperationId::as_str),
+        }
+    }
+
+    /// A head of its parts (an outgoing call's, whose request is not an `http::Request`).
+    pub(crate) fn from_parts(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        operation: Option<&'a str>,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            headers,
+            operation,
         }
     }
 
@@ -48,7 +66,7 @@ impl<'a> RequestHead<'a> {
 
     /// The operation the layer resolved (the metrics' `operation` label), if any.
     pub fn operation(&self) -> Option<&'a str> {
-        self.operation.map(OperationId::as_str)
+        self.operation
     }
 }
 

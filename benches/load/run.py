@@ -188,7 +188,8 @@ def sum_family(text: str, suffix: str) -> float | None:
 
 
 def config_yaml(tmp: Path, port: int, metrics_port: int, metrics: bool,
-                sample_rate: float | None, agent_port: int | None, queue: int | None) -> str:
+                sample_rate: float | None, agent_port: int | None, queue: int | None,
+                batch: int | None = None) -> str:
     lines = [
         f'listen: "127.0.0.1:{port}"',
         f'database: "sqlite://{tmp / "registry.db"}"',
@@ -206,6 +207,8 @@ def config_yaml(tmp: Path, port: int, metrics_port: int, metrics: bool,
         ]
         if queue is not None:
             lines.append(f"  max_queue_size: {queue}")
+        if batch is not None:
+            lines.append(f"  batch: {{ max_export_batch_size: {batch} }}")
         lines += [
             "  jaeger:",
             "    agent_host: 127.0.0.1",
@@ -241,7 +244,8 @@ def one_run(args, variant: str, role: str, spec, pins) -> dict:
         metrics_port = free_port()
     cfg = tmp / "config.yml"
     cfg.write_text(config_yaml(tmp, port, metrics_port, metrics, sample_rate,
-                               drain.port if drain else None, args.max_queue_size))
+                               drain.port if drain else None, args.max_queue_size,
+                               args.batch_size))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["RUST_LOG"] = "warn"
     env["TOKIO_WORKER_THREADS"] = str(args.worker_threads)
@@ -442,6 +446,8 @@ def parse_args(argv):
     p.add_argument("--worker-threads", type=int, default=1, help="TOKIO_WORKER_THREADS of the server")
     p.add_argument("--max-queue-size", type=int, default=None,
                    help="trace.max_queue_size for the traced variants (default: the SDK's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="trace.batch.max_export_batch_size of the traced variants (default: the SDK's)")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--pause", type=float, default=1.0, help="seconds of idle between runs")
     p.add_argument("--start-timeout", type=float, default=30)

@@ -8,11 +8,11 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use http::{Extensions, HeaderName};
+use http::{Extensions, HeaderName, Uri};
 use opentelemetry::propagation::TextMapPropagator;
 use reqwest::Request;
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
-use tracing::field::Empty;
+use tracing::{field::Empty, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
@@ -24,6 +24,8 @@ use super::{
     redact::redact_url,
 };
 use crate::{
+    filter::{RequestFilter, Treatment},
+    head::RequestHead,
     labels::{standard_method, OTHER_METHOD},
     metrics::{
         semconv::{ADVISED_DURATION_BUCKETS, HTTP_CLIENT_REQUEST_DURATION},
@@ -77,6 +79,7 @@ pub struct ClientMiddleware {
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     context_hosts: Arc<ContextHosts>,
     request_id_header: HeaderName,
+    filter: RequestFilter,
     table: Arc<OnceLock<PeerTable>>,
 }
 
@@ -89,6 +92,7 @@ impl fmt::Debug for ClientMiddleware {
             .field("naming", &self.naming)
             .field("context_hosts", &self.context_hosts)
             .field("request_id_header", &self.request_id_header)
+            .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +131,7 @@ impl ClientMiddleware {
             propagator: Arc::new(composite(&[Propagator::TraceContext, Propagator::Baggage])),
             context_hosts: Arc::default(),
             request_id_header: X_REQUEST_ID,
+            filter: RequestFilter::new(),
             table: Arc::default(),
         }
     }
@@ -242,26 +247,42 @@ impl ClientMiddleware {
         }))
     }
 
+    /// Measures and traces calls as `filter` says (see [`crate::filter`]): skipped (no span,
+    /// no metrics), metrics only (no span), or observed. Path patterns match the URL's path,
+    /// operation rules the call's [`ClientOperation`], a predicate sees the head (its URI the
+    /// whole URL). A skipped or metrics-only call still carries the caller's trace context and
+    /// request id. [`Treatment::SampleRate`] is [`Treatment::Observe`] here: a client span
+    /// follows its parent, and the subscriber's sampler decides for a call without one.
+    /// Defaults to no filter (every call observed); with one, each call's URL is parsed once
+    /// more to give the head a URI.
+    pub fn with_filter(mut self, filter: RequestFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// What the filter says of `req`.
+    fn treat(&self, req: &Request, operation: Option<&ClientOperation>) -> Treatment {
+        if self.filter.is_empty() {
+            return Treatment::Observe;
+        }
+        let uri = req.url().as_str().parse::<Uri>().unwrap_or_default();
+        let head = RequestHead::from_parts(
+            req.method(),
+            &uri,
+            req.headers(),
+            operation.map(ClientOperation::as_str),
+        );
+        self.filter.treat_head(&head)
+    }
+
     /// Opens the span, writes the headers and counts the call in flight.
     fn start(&self, req: &mut Request, extensions: &Extensions) -> SettleGuard<InFlight> {
-        let method = standard_method(req.method());
-        let span = tracing::info_span!(
-            target: "towerscope::client",
-            "HTTP client request",
-            otel.name = method.unwrap_or("HTTP"),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            http.request.method = method.unwrap_or(OTHER_METHOD),
-            url.full = Empty,
-            server.address = Empty,
-            server.port = Empty,
-            http.response.status_code = Empty,
-            network.protocol.version = Empty,
-            "error.type" = Empty,
-            operation = Empty,
-        );
         let operation = extensions.get::<ClientOperation>();
+        let treatment = self.treat(req, operation);
+        let span = match treatment {
+            Treatment::Skip | Treatment::MetricsOnly => Span::none(),
+            _ => client_span(standard_method(req.method())),
+        };
         let url = req.url();
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
@@ -277,7 +298,11 @@ impl ClientMiddleware {
             }
             span.context()
         };
-        let series = self.table().map(|table| {
+        let table = match treatment {
+            Treatment::Skip => None,
+            _ => self.table(),
+        };
+        let series = table.map(|table| {
             let peer = match (operation, table.naming()) {
                 (Some(op), MetricNaming::Harbor) => PeerRef::Operation(op.as_str()),
                 _ => PeerRef::Host(host, port),
@@ -301,6 +326,26 @@ impl ClientMiddleware {
         }
         SettleGuard::new(InFlight::start(span, series))
     }
+}
+
+/// The span of a call with `method` (`None`: not a standard one), its URL fields empty.
+fn client_span(method: Option<&'static str>) -> Span {
+    tracing::info_span!(
+        target: "towerscope::client",
+        "HTTP client request",
+        otel.name = method.unwrap_or("HTTP"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        http.request.method = method.unwrap_or(OTHER_METHOD),
+        url.full = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        http.response.status_code = Empty,
+        network.protocol.version = Empty,
+        "error.type" = Empty,
+        operation = Empty,
+    )
 }
 
 impl Middleware for ClientMiddleware {
