@@ -347,9 +347,14 @@ impl Telemetry {
             .with_ansi(ansi)
             .event_format(format)
             .with_filter(logs);
+        // Filtered inside the `Option`: a filtered `None` would still say it wants `info`
+        // spans, and with tracing off every request would build a `tracing` span nothing uses.
+        let otel = self
+            .tracing_layer()
+            .map(|layer| layer.with_filter(LevelFilter::INFO));
         tracing_subscriber::registry()
             .with(fmt)
-            .with(self.tracing_layer().with_filter(LevelFilter::INFO))
+            .with(otel)
             .try_init()
             .map_err(TelemetryError::Subscriber)?;
         if let Some(error) = refused {
