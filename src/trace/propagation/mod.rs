@@ -12,27 +12,28 @@
 //!
 //! [`W3cPropagator`] (`tracecontext`) replaces opentelemetry_sdk's `TraceContextPropagator`:
 //!
-//! - `tracestate` is read by the specification's grammar: `key = simple-key /
-//!   multi-tenant-key`, a simple key of 1–256 characters starting with `a`–`z`, a tenant id of
-//!   1–241 starting with `a`–`z` or a digit, `@`, a system id of 1–14 starting with `a`–`z`
-//!   (then `a`–`z`, digits, `_ - * /`); a value of 1–256 characters from `%x20-7E` but `,`
+//! - `tracestate` is read by the specification's grammar (level 2): a key of 1–256
+//!   characters, the first `a`–`z` or a digit, the others also `_ - * / @` (level 1's
+//!   `tenant@system` keys are among them); a value of 1–256 characters from `%x20-7E` but `,`
 //!   and `=`, not ending in a space. Spaces and tabs around a member and empty members are
-//!   skipped. **The rule followed when something is invalid: the whole `tracestate` is
-//!   discarded** (a bad key or value, a member without `=`, a repeated key), and `traceparent`
-//!   is kept. The specification defines `tracestate` as one list: a header that does not
-//!   match the list grammar has no valid list members to take, its test suite expects such a
-//!   header to be discarded, and forwarding the members around a broken one would send on a
-//!   list its sender never wrote. The 32-member / 512-byte cap runs before: a list longer than
-//!   that keeps its first whole members (the spec allows truncating whole entries), and what
-//!   is cut is not judged.
+//!   skipped; a key repeated later in the list is dropped there (the first member kept).
+//!   **The rule followed when something is invalid: the whole `tracestate` is discarded** (a
+//!   bad key or value, a member without `=`), and `traceparent` is kept. The specification
+//!   defines `tracestate` as one list: a header that does not match the list grammar has no
+//!   valid list members to take, its test suite expects such a header to be discarded, and
+//!   forwarding the members around a broken one would send on a list its sender never wrote.
+//!   The 32-member / 512-byte cap runs before: a list longer than that keeps its first whole
+//!   members (the spec allows truncating whole entries), and what is cut is not judged.
 //! - The `random` flag ([`RANDOM`], `0x02`) is kept on the remote span context and written
 //!   back; reserved flags are zeroed. Traces the server layers start set it (their ids come
 //!   from the SDK's `RandomIdGenerator`, random in all 128 bits), and a span the SDK drops
 //!   (given empty flags) still propagates it, from a note the context carries.
 //!
-//! opentelemetry 0.33's `TraceState` refuses a 14-character system id (it stops at 13): a
-//! received list holding one is kept beside the span context and written back as received,
-//! as long as the span's `TraceState` is the one extraction built.
+//! opentelemetry 0.33's `TraceState` still checks level 1's `tenant@system` form, and
+//! refuses even some of those (it stops at 13 characters after the `@`): a received list
+//! holding a key it refuses (`t@` and 14 characters, `foo@@bar`, `foo@bar@baz`) is kept
+//! beside the span context and written back as received, as long as the span's `TraceState`
+//! is the one extraction built.
 //!
 //! # Example
 //!

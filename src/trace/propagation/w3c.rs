@@ -26,8 +26,8 @@ const KNOWN_FLAGS: TraceFlags = TraceFlags::new(0x03);
 
 /// Propagates span contexts in W3C Trace Context `traceparent` and `tracestate` (levels 1
 /// and 2), in place of opentelemetry_sdk's `TraceContextPropagator`, which masks the `random`
-/// flag, accepts malformed ids, and checks `tracestate` keys with an off-by-one (it rejects a
-/// 14-character system id).
+/// flag, accepts malformed ids, and checks `tracestate` keys by level 1's `tenant@system`
+/// form with an off-by-one (it rejects a 14-character system id, and level 2's `foo@@bar`).
 ///
 /// Extraction:
 /// - `traceparent` must be well formed (see [`HeaderExtractor`](super::HeaderExtractor)),
@@ -41,8 +41,8 @@ const KNOWN_FLAGS: TraceFlags = TraceFlags::new(0x03);
 /// span context's `tracestate` when it is not empty. Two things the SDK's types cannot hold
 /// travel in the [`Context`] beside the span, tied to its trace id: the `random` flag, when
 /// an SDK span that is not sampled was given empty flags; and a received list holding a key
-/// the SDK's `TraceState` refuses (a 14-character system id): the list is written back as
-/// received while the span's `TraceState` is the one extraction built.
+/// the SDK's `TraceState` refuses (`t@` and 14 characters, `foo@@bar`): the list is written
+/// back as received while the span's `TraceState` is the one extraction built.
 ///
 /// # Example
 ///
