@@ -12,7 +12,7 @@ pub struct RequestHead<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
-    operation: Option<&'a OperationId>,
+    operation: Option<&'a str>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -22,7 +22,22 @@ impl<'a> RequestHead<'a> {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
-            operation: req.extensions().get::<OperationId>(),
+            operation: req
+                .extensions()
+                .get::<OperationId>()
+                .map(OperationId::as_str),
+        }
+    }
+
+    /// The head of `req` with `operation` as its operation: a gRPC layer's
+    /// `package.Service/Method`, read from the path rather than resolved into the extensions.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn with_operation<B>(req: &'a Request<B>, operation: Option<&'a str>) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            operation,
         }
     }
 
@@ -46,9 +61,11 @@ impl<'a> RequestHead<'a> {
         self.headers
     }
 
-    /// The operation the layer resolved (the metrics' `operation` label), if any.
+    /// The operation the layer resolved (the metrics' `operation` label before its cap), if
+    /// any: the OpenAPI operationId or axum's matched route over HTTP, `package.Service/Method`
+    /// behind the gRPC layers.
     pub fn operation(&self) -> Option<&'a str> {
-        self.operation.map(OperationId::as_str)
+        self.operation
     }
 }
 

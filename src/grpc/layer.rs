@@ -22,6 +22,8 @@ use super::{
     status::GrpcOperation,
 };
 use crate::{
+    filter::{RequestFilter, Treatment},
+    head::RequestHead,
     metrics::{
         toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
         MetricsRegistry, DEFAULT_MAX_OPERATIONS,
@@ -49,17 +51,24 @@ pub struct GrpcLayer {
     max_operations: usize,
     types: Arc<HashMap<String, GrpcType>>,
     metrics: bool,
-    spans: Arc<CallSpans>,
+    /// Whether the time to the response head is recorded.
+    first_byte: bool,
+    spans: Arc<CallPolicy>,
     table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
-/// How the server span of a call is made; shared by the services of a layer.
+/// Which calls are observed and how their server spans are made; shared by the services of
+/// a layer (one reference count to clone when tonic clones the service for a request).
 #[derive(Clone)]
-struct CallSpans {
+struct CallPolicy {
     propagator: Option<IncomingContext>,
     request_id_header: HeaderName,
     /// How the spans are exported: through `tracing`, or by the layer (`from_telemetry`).
     export: SpanExport,
+    /// Which calls are skipped, measured without a span, or sampled at a rate of their own.
+    filter: RequestFilter,
+    /// Whether a sampled span marks the response head with an event.
+    head_event: bool,
 }
 
 impl fmt::Debug for GrpcLayer {
@@ -69,17 +78,20 @@ impl fmt::Debug for GrpcLayer {
             .field("max_operations", &self.max_operations)
             .field("types", &self.types)
             .field("metrics", &self.metrics)
+            .field("first_byte", &self.first_byte)
             .field("spans", &self.spans)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for CallSpans {
+impl fmt::Debug for CallPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallSpans")
+        f.debug_struct("CallPolicy")
             .field("extracts_context", &self.propagator.is_some())
             .field("request_id_header", &self.request_id_header)
             .field("export", &self.export)
+            .field("filter", &self.filter)
+            .field("head_event", &self.head_event)
             .finish()
     }
 }
@@ -112,10 +124,13 @@ impl GrpcLayer {
             max_operations: DEFAULT_MAX_OPERATIONS,
             types: Arc::default(),
             metrics: true,
-            spans: Arc::new(CallSpans {
+            first_byte: false,
+            spans: Arc::new(CallPolicy {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
                 export: SpanExport::Tracing,
+                filter: RequestFilter::new(),
+                head_event: false,
             }),
             table: Arc::default(),
         }
@@ -183,6 +198,47 @@ impl GrpcLayer {
         self
     }
 
+    /// Treats calls as `filter` says (see [`crate::filter`]): skipped (neither metrics nor
+    /// span), metrics only (no span), or new traces sampled at a rate of their own (when the
+    /// layer exports its spans itself, [`from_telemetry`](Self::from_telemetry); spans
+    /// exported through `tracing` follow the subscriber's sampler). Path patterns match the
+    /// request path (`/grpc.health.v1.Health/Check`), operation rules the operation
+    /// (`grpc.health.v1.Health/Check`, before the cap), method rules `POST`; a predicate sees
+    /// the request head, its [`operation`](crate::filter::RequestHead::operation) being
+    /// the gRPC one. Defaults to no filter, every call observed;
+    /// [`from_telemetry`](Self::from_telemetry) uses `filters:`.
+    ///
+    /// ```
+    /// use towerscope::{
+    ///     filter::{FilterRule, RequestFilter},
+    ///     grpc::GrpcLayer,
+    ///     metrics::MetricsRegistry,
+    ///     config::MetricConfig,
+    /// };
+    ///
+    /// let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+    /// let layer = GrpcLayer::new(&registry).with_filter(
+    ///     RequestFilter::new().rule(FilterRule::operation("grpc.health.v1.Health/Check").skip()),
+    /// );
+    /// # drop(layer);
+    /// ```
+    pub fn with_filter(mut self, filter: RequestFilter) -> Self {
+        Arc::make_mut(&mut self.spans).filter = filter;
+        self
+    }
+
+    /// Also records the time from each call to its response head (time to first byte), beside
+    /// the duration to the end of the response stream: the family
+    /// [`GrpcMetricNames::time_to_first_byte`] names, a summary or a histogram as the durations
+    /// are; and marks the head on sampled server spans with the event
+    /// [`RESPONSE_HEAD_EVENT`](super::RESPONSE_HEAD_EVENT) (`rpc.response.head`). Defaults to
+    /// `false`; [`from_telemetry`](Self::from_telemetry) follows `metric.time_to_first_byte`.
+    pub fn with_time_to_first_byte(mut self, on: bool) -> Self {
+        self.first_byte = on;
+        Arc::make_mut(&mut self.spans).head_event = on;
+        self.changed()
+    }
+
     /// Records no metrics (spans only). Defaults to recording them.
     pub fn without_metrics(mut self) -> Self {
         self.metrics = false;
@@ -200,13 +256,14 @@ impl GrpcLayer {
             return None;
         }
         let table = self.table.get_or_init(|| {
-            let families = series::families(&self.names);
+            let families = series::families(&self.names, self.first_byte);
             let registry = self.registry.as_ref();
             if let (true, Some(registry)) = (self.names.is_otel(), registry) {
-                registry.advise_buckets(
-                    self.names.duration(),
-                    &crate::metrics::semconv::ADVISED_DURATION_BUCKETS,
-                );
+                let advised = &crate::metrics::semconv::ADVISED_DURATION_BUCKETS;
+                registry.advise_buckets(self.names.duration(), advised);
+                if self.first_byte {
+                    registry.advise_buckets(self.names.time_to_first_byte(), advised);
+                }
             }
             toolkit::declare(&self.recorder, registry, &[GRPC_COMPONENT], &families);
             let types = self.types.clone();
@@ -215,6 +272,7 @@ impl GrpcLayer {
                 &self.names,
                 self.max_operations,
                 types,
+                self.first_byte,
             );
             Arc::new(table)
         });
@@ -239,7 +297,7 @@ impl<S> Layer<S> for GrpcLayer {
 pub struct GrpcService<S> {
     inner: S,
     table: Option<Arc<SeriesTable>>,
-    spans: Arc<CallSpans>,
+    spans: Arc<CallPolicy>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
@@ -252,13 +310,23 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
     }
 }
 
-impl CallSpans {
+impl CallPolicy {
+    /// What the filter does with a call of `operation`.
+    fn treat<B>(&self, req: &Request<B>, operation: Option<GrpcOperation<'_>>) -> Treatment {
+        let operation = operation.map(|op| op.as_str());
+        self.filter
+            .treat_head(&RequestHead::with_operation(req, operation))
+    }
+
     /// The server span of a call, with every field known from the request recorded at
-    /// creation; `None` when it is exported through `tracing` and no subscriber wants it.
+    /// creation; `None` when it is exported through `tracing` and no subscriber wants it. A
+    /// span the layer exports itself samples a new trace at `rate` when given (a filter's),
+    /// else at the configured rate; a caller's context decides when there is one.
     fn open<B>(
         &self,
         req: &Request<B>,
         operation: Option<GrpcOperation<'_>>,
+        rate_override: Option<f64>,
     ) -> Option<ServerSpan> {
         let request_id = match req.extensions().get::<RequestId>() {
             Some(id) => Some(id.as_str()),
@@ -299,6 +367,7 @@ impl CallSpans {
                     return None;
                 }
                 ServerSpan::traced(call_span!("towerscope::grpc"), self.extract(req))
+                    .map(|span| span.with_head_event(self.head_event))
             }
             SpanExport::Direct {
                 tracer,
@@ -332,7 +401,9 @@ impl CallSpans {
                     }
                 };
                 let parent = self.extract(req).unwrap_or_default();
-                Some(ServerSpan::direct(tracer, *rate, parent, start, log))
+                let rate = rate_override.unwrap_or(*rate);
+                let span = ServerSpan::direct(tracer, rate, parent, start, log);
+                Some(span.with_head_event(self.head_event))
             }
         }
     }
@@ -360,8 +431,21 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
+        let treatment = match self.spans.filter.is_empty() {
+            true => Treatment::Observe,
+            false => self.spans.treat(&req, operation),
+        };
+        let span = match treatment {
+            Treatment::Observe => self.spans.open(&req, operation, None),
+            Treatment::SampleRate(rate) => self.spans.open(&req, operation, Some(rate)),
+            Treatment::MetricsOnly => None,
+            // Neither metrics nor span: the body passes through, counted by nothing.
+            Treatment::Skip => {
+                let req = req.map(|body| RequestBody::new(body, None));
+                return SettleFuture::new(self.inner.call(req), None);
+            }
+        };
         let series = self.table.as_ref().map(|t| t.series(operation));
-        let span = self.spans.open(&req, operation);
         let counter = series.as_ref().and_then(|s| s.request_messages.clone());
         let call = GrpcCall::start(series, span);
         let counting = Counting::new(counter, call.request_tally());

@@ -140,7 +140,7 @@ mod request;
 mod series;
 mod status;
 
-pub use body::{GrpcCall, ResponseBody};
+pub use body::{GrpcCall, ResponseBody, RESPONSE_HEAD_EVENT};
 pub use client::{GrpcClientLayer, GrpcClientService, GRPC_CLIENT_COMPONENT};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};
