@@ -53,7 +53,7 @@ pub struct GrpcLayer {
     metrics: bool,
     /// Whether the time to the response head is recorded.
     first_byte: bool,
-    spans: Arc<CallPolicy>,
+    policy: Arc<CallPolicy>,
     table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
@@ -79,7 +79,7 @@ impl fmt::Debug for GrpcLayer {
             .field("types", &self.types)
             .field("metrics", &self.metrics)
             .field("first_byte", &self.first_byte)
-            .field("spans", &self.spans)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +125,7 @@ impl GrpcLayer {
             types: Arc::default(),
             metrics: true,
             first_byte: false,
-            spans: Arc::new(CallPolicy {
+            policy: Arc::new(CallPolicy {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
                 export: SpanExport::Tracing,
@@ -172,13 +172,13 @@ impl GrpcLayer {
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::custom(propagator));
+        Arc::make_mut(&mut self.policy).propagator = Some(IncomingContext::custom(propagator));
         self
     }
 
     /// Reads the caller's trace context in the given formats, in order. Defaults to none.
     pub fn with_propagators(mut self, propagators: &[Propagator]) -> Self {
-        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::configured(propagators));
+        Arc::make_mut(&mut self.policy).propagator = Some(IncomingContext::configured(propagators));
         self
     }
 
@@ -187,14 +187,14 @@ impl GrpcLayer {
     ///
     /// [`RequestIdLayer`]: crate::RequestIdLayer
     pub fn with_request_id_header(mut self, header: HeaderName) -> Self {
-        Arc::make_mut(&mut self.spans).request_id_header = header;
+        Arc::make_mut(&mut self.policy).request_id_header = header;
         self
     }
 
     /// Exports the spans itself, as [`Telemetry::layer`](crate::Telemetry::layer) does (see
     /// `trace::direct`), instead of through `tracing`.
     pub(crate) fn export_with(mut self, export: SpanExport) -> Self {
-        Arc::make_mut(&mut self.spans).export = export;
+        Arc::make_mut(&mut self.policy).export = export;
         self
     }
 
@@ -223,7 +223,7 @@ impl GrpcLayer {
     /// # drop(layer);
     /// ```
     pub fn with_filter(mut self, filter: RequestFilter) -> Self {
-        Arc::make_mut(&mut self.spans).filter = filter;
+        Arc::make_mut(&mut self.policy).filter = filter;
         self
     }
 
@@ -235,7 +235,7 @@ impl GrpcLayer {
     /// `false`; [`from_telemetry`](Self::from_telemetry) follows `metric.time_to_first_byte`.
     pub fn with_time_to_first_byte(mut self, on: bool) -> Self {
         self.first_byte = on;
-        Arc::make_mut(&mut self.spans).head_event = on;
+        Arc::make_mut(&mut self.policy).head_event = on;
         self.changed()
     }
 
@@ -287,7 +287,7 @@ impl<S> Layer<S> for GrpcLayer {
         GrpcService {
             inner,
             table: self.table(),
-            spans: self.spans.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -297,7 +297,7 @@ impl<S> Layer<S> for GrpcLayer {
 pub struct GrpcService<S> {
     inner: S,
     table: Option<Arc<SeriesTable>>,
-    spans: Arc<CallPolicy>,
+    policy: Arc<CallPolicy>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
@@ -305,7 +305,7 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
         f.debug_struct("GrpcService")
             .field("inner", &self.inner)
             .field("metrics", &self.table.is_some())
-            .field("spans", &self.spans)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -431,13 +431,13 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
-        let treatment = match self.spans.filter.is_empty() {
+        let treatment = match self.policy.filter.is_empty() {
             true => Treatment::Observe,
-            false => self.spans.treat(&req, operation),
+            false => self.policy.treat(&req, operation),
         };
         let span = match treatment {
-            Treatment::Observe => self.spans.open(&req, operation, None),
-            Treatment::SampleRate(rate) => self.spans.open(&req, operation, Some(rate)),
+            Treatment::Observe => self.policy.open(&req, operation, None),
+            Treatment::SampleRate(rate) => self.policy.open(&req, operation, Some(rate)),
             Treatment::MetricsOnly => None,
             // Neither metrics nor span: the body passes through, counted by nothing.
             Treatment::Skip => {
