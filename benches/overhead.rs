@@ -81,7 +81,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{
+    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
+};
 use http::{
     header::{ACCEPT, CONTENT_TYPE, HOST, TE, USER_AGENT},
     HeaderMap, HeaderValue, Request, Response,
@@ -282,17 +284,37 @@ fn grpc(c: &mut Criterion) {
     let mut unary = GrpcLayer::new(&registry).layer(grpc_inner(UNARY_RESPONSE));
     let mut bare_stream = grpc_inner(STREAM_RESPONSE);
     let mut stream = GrpcLayer::new(&registry).layer(grpc_inner(STREAM_RESPONSE));
+    // The options, measured next to `grpc/unary`: time to first byte, filters that match the
+    // call or not (each in a registry of its own).
+    let mut first_byte = GrpcLayer::new(&registry)
+        .with_time_to_first_byte(true)
+        .layer(grpc_inner(UNARY_RESPONSE));
+    let path = |p: &str| FilterRule::path(PathPattern::new(p).expect("a pattern"));
+    let (mut unmatched, unmatched_registry) = filtered_grpc(
+        RequestFilter::new()
+            .rule(path("/grpc.health.v1.Health/*").skip())
+            .rule(path("/towerscope.bench.Admin/**").metrics_only())
+            .rule(FilterRule::operation("towerscope.bench.Users/ListUsers").sample_rate(0.01)),
+    );
+    let (mut skip, skip_registry) =
+        filtered_grpc(RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION).skip()));
 
-    let mut group = c.benchmark_group("overhead");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(60);
+    let mut group = overhead_group(c);
+    let unary_call = || black_box(grpc_request(UNARY_REQUEST));
     group.bench_function("grpc/bare_unary", |b| {
-        b.iter(|| call_and_drain(&mut bare_unary, black_box(grpc_request(UNARY_REQUEST))))
+        b.iter(|| call_and_drain(&mut bare_unary, unary_call()))
     });
     group.bench_function("grpc/unary", |b| {
-        b.iter(|| call_and_drain(&mut unary, black_box(grpc_request(UNARY_REQUEST))))
+        b.iter(|| call_and_drain(&mut unary, unary_call()))
+    });
+    group.bench_function("grpc/first_byte", |b| {
+        b.iter(|| call_and_drain(&mut first_byte, unary_call()))
+    });
+    group.bench_function("grpc/filters_unmatched", |b| {
+        b.iter(|| call_and_drain(&mut unmatched, unary_call()))
+    });
+    group.bench_function("grpc/filter_skip", |b| {
+        b.iter(|| call_and_drain(&mut skip, unary_call()))
     });
     group.bench_function("grpc/bare_stream", |b| {
         b.iter(|| call_and_drain(&mut bare_stream, black_box(grpc_request(STREAM_REQUEST))))
@@ -305,7 +327,13 @@ fn grpc(c: &mut Criterion) {
     // When a layered case ran, every call ended with its trailers (none cancelled, none in
     // flight) and its messages were counted: as many sent as received, four per streamed
     // call and one per unary call.
-    let text = registry.render_components(&["grpc"]).expect("render");
+    let grpc = |r: &MetricsRegistry| r.render_components(&["grpc"]).expect("render");
+    assert!(
+        !grpc(&skip_registry).contains(GRPC_OPERATION)
+            && !grpc(&unmatched_registry).contains("code=\"499\""),
+        "skipped calls recorded, or calls cancelled"
+    );
+    let text = grpc(&registry);
     let value = |series: String| {
         text.lines().find_map(|line| {
             line.strip_prefix(series.as_str())?
@@ -369,57 +397,29 @@ fn grpc_client_request() -> Request<tonic::body::Body> {
     grpc_request(UNARY_REQUEST).map(tonic::body::Body::new)
 }
 
-/// The gRPC options, in the `overhead` group: time to first byte, filters on the server
-/// (without and with spans) and on the client. A skipped call records nothing; every
-/// measured call ends complete.
-fn grpc_options(c: &mut Criterion) {
-    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("metrics registry");
-    let mut first_byte = GrpcLayer::new(&registry)
-        .with_time_to_first_byte(true)
-        .layer(grpc_inner(UNARY_RESPONSE));
-    let path = |p: &str| FilterRule::path(PathPattern::new(p).expect("a pattern"));
-    let (mut unmatched, unmatched_registry) = filtered_grpc(
-        RequestFilter::new()
-            .rule(path("/grpc.health.v1.Health/*").skip())
-            .rule(path("/towerscope.bench.Admin/**").metrics_only())
-            .rule(FilterRule::operation("towerscope.bench.Users/ListUsers").sample_rate(0.01)),
-    );
-    let (mut skip, skip_registry) =
-        filtered_grpc(RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION).skip()));
-    let entry = |action: &str| format!("[{{ operation: '{GRPC_OPERATION}', action: {action} }}]");
-    let sampled = sampled_grpc_telemetry("[]");
-    let metrics_only = sampled_grpc_telemetry(&entry("metrics_only"));
-    let sampled_skip = sampled_grpc_telemetry(&entry("skip"));
-    let traced = |t: &Telemetry| GrpcLayer::from_telemetry(t).layer(grpc_inner(UNARY_RESPONSE));
-    let (mut sampled_svc, mut metrics_only_svc, mut sampled_skip_svc) = (
-        traced(&sampled),
-        traced(&metrics_only),
-        traced(&sampled_skip),
-    );
-    let mut client_bare = grpc_inner(UNARY_RESPONSE);
-    let client_registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
-    let client_layer = GrpcClientLayer::new().with_registry(&client_registry);
-    let mut client = client_layer.clone().layer(grpc_inner(UNARY_RESPONSE));
-    let skip_rule = RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION));
-    let mut client_skip = client_layer
-        .with_filter(skip_rule)
-        .layer(grpc_inner(UNARY_RESPONSE));
-
+/// The `overhead` group, as every case here runs in it.
+fn overhead_group(c: &mut Criterion) -> BenchmarkGroup<'_, WallTime> {
     let mut group = c.benchmark_group("overhead");
     group
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .sample_size(60);
+    group
+}
+
+/// The gRPC server exporting its spans, in the `overhead` group: every call sampled, then
+/// `filters:` keeping the call's metrics only, or skipping it.
+fn grpc_sampled(c: &mut Criterion) {
+    let entry = |action: &str| format!("[{{ operation: '{GRPC_OPERATION}', action: {action} }}]");
+    let sampled = sampled_grpc_telemetry("[]");
+    let metrics_only = sampled_grpc_telemetry(&entry("metrics_only"));
+    let skip = sampled_grpc_telemetry(&entry("skip"));
+    let traced = |t: &Telemetry| GrpcLayer::from_telemetry(t).layer(grpc_inner(UNARY_RESPONSE));
+    let (mut sampled_svc, mut metrics_only_svc, mut skip_svc) =
+        (traced(&sampled), traced(&metrics_only), traced(&skip));
+
+    let mut group = overhead_group(c);
     let unary = || black_box(grpc_request(UNARY_REQUEST));
-    group.bench_function("grpc/first_byte", |b| {
-        b.iter(|| call_and_drain(&mut first_byte, unary()))
-    });
-    group.bench_function("grpc/filters_unmatched", |b| {
-        b.iter(|| call_and_drain(&mut unmatched, unary()))
-    });
-    group.bench_function("grpc/filter_skip", |b| {
-        b.iter(|| call_and_drain(&mut skip, unary()))
-    });
     group.bench_function("grpc/sampled", |b| {
         b.iter(|| call_and_drain(&mut sampled_svc, unary()))
     });
@@ -427,42 +427,52 @@ fn grpc_options(c: &mut Criterion) {
         b.iter(|| call_and_drain(&mut metrics_only_svc, unary()))
     });
     group.bench_function("grpc/sampled_filter_skip", |b| {
-        b.iter(|| call_and_drain(&mut sampled_skip_svc, unary()))
+        b.iter(|| call_and_drain(&mut skip_svc, unary()))
     });
+    group.finish();
+    let skipped = skip
+        .registry()
+        .render_components(&["grpc"])
+        .expect("render");
+    assert!(!skipped.contains(GRPC_OPERATION), "{skipped}");
+    for t in [sampled, metrics_only, skip] {
+        let report = t.shutdown().expect("tracing is on");
+        assert_eq!(report.failed, 0, "{report:?}");
+    }
+}
+
+/// The gRPC client, in the `overhead` group: bare, measured, and a call its filter skips.
+fn grpc_client(c: &mut Criterion) {
+    let mut bare = grpc_inner(UNARY_RESPONSE);
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
+    let layer = GrpcClientLayer::new().with_registry(&registry);
+    let mut client = layer.clone().layer(grpc_inner(UNARY_RESPONSE));
+    let skip_rule = RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION));
+    let mut skip = layer
+        .with_filter(skip_rule)
+        .layer(grpc_inner(UNARY_RESPONSE));
+
+    let mut group = overhead_group(c);
     let out = || black_box(grpc_client_request());
     group.bench_function("grpc/client_bare", |b| {
-        b.iter(|| call_and_drain(&mut client_bare, out()))
+        b.iter(|| call_and_drain(&mut bare, out()))
     });
     group.bench_function("grpc/client", |b| {
         b.iter(|| call_and_drain(&mut client, out()))
     });
     group.bench_function("grpc/client_filter_skip", |b| {
-        b.iter(|| call_and_drain(&mut client_skip, out()))
+        b.iter(|| call_and_drain(&mut skip, out()))
     });
     group.finish();
-    for t in [sampled, metrics_only, sampled_skip] {
-        let report = t.shutdown().expect("tracing is on");
-        assert_eq!(report.failed, 0, "{report:?}");
-    }
 
-    // Skipped calls recorded nothing; the others (when their case ran) ended complete.
-    let ok = format!(r#"grpc_code="OK",operation="{GRPC_OPERATION}"}}"#);
-    let grpc = |r: &MetricsRegistry| r.render_components(&["grpc"]).expect("render");
-    let client_text = client_registry
-        .render_components(&["client"])
-        .expect("render");
+    // When the measured case ran, its calls ended complete.
+    let text = registry.render_components(&["client"]).expect("render");
+    let inflight = format!(r#"grpc_client_inflight_requests{{operation="{GRPC_OPERATION}"}}"#);
     assert!(
-        !grpc(&skip_registry).contains(GRPC_OPERATION)
-            && !client_text.contains("code=\"499\"")
-            && !grpc(&registry).contains("code=\"499\"")
-            && !grpc(&unmatched_registry).contains("code=\"499\""),
-        "skipped calls recorded, or calls cancelled"
+        !text.contains("code=\"499\"")
+            && (!text.contains(&inflight) || text.contains(&format!("{inflight} 0"))),
+        "{text}"
     );
-    if client_text.contains(&ok) {
-        let inflight =
-            format!(r#"grpc_client_inflight_requests{{operation="{GRPC_OPERATION}"}} 0"#);
-        assert!(client_text.contains(&inflight), "{client_text}");
-    }
 }
 
 /// A value of the size of `SpanIds`, of another type: the extension of the cases without ids.
@@ -765,5 +775,5 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead, grpc, grpc_options, record);
+criterion_group!(benches, overhead, grpc, grpc_sampled, grpc_client, record);
 criterion_main!(benches);

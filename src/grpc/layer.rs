@@ -328,14 +328,7 @@ impl CallPolicy {
         operation: Option<GrpcOperation<'_>>,
         rate_override: Option<f64>,
     ) -> Option<ServerSpan> {
-        let request_id = match req.extensions().get::<RequestId>() {
-            Some(id) => Some(id.as_str()),
-            None => req
-                .headers()
-                .get(&self.request_id_header)
-                .filter(|v| is_valid_request_id(v.as_bytes()))
-                .and_then(|v| v.to_str().ok()),
-        };
+        let request_id = self.request_id(req);
         let name = operation.map_or(OperationId::UNKNOWN, |op| op.as_str());
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! call_span {
@@ -384,22 +377,7 @@ impl CallPolicy {
                 } else {
                     Span::none()
                 };
-                let start = || {
-                    let mut attributes = Vec::with_capacity(5);
-                    attributes.push(KeyValue::new("rpc.system", "grpc"));
-                    if let Some(op) = operation {
-                        attributes.push(KeyValue::new("rpc.service", op.service().to_owned()));
-                        attributes.push(KeyValue::new("rpc.method", op.method().to_owned()));
-                    }
-                    if let Some(id) = request_id {
-                        attributes.push(KeyValue::new("request_id", id.to_owned()));
-                    }
-                    SpanStart {
-                        name: name.to_owned().into(),
-                        kind: SpanKind::Server,
-                        attributes,
-                    }
-                };
+                let start = || span_start(name, operation, request_id);
                 let parent = self.extract(req).unwrap_or_default();
                 let rate = rate_override.unwrap_or(*rate);
                 let span = ServerSpan::direct(tracer, rate, parent, start, log);
@@ -408,11 +386,47 @@ impl CallPolicy {
         }
     }
 
+    /// The request id to record: a [`RequestId`] set by a layer before this one, else a valid
+    /// id in the request id header.
+    fn request_id<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
+        match req.extensions().get::<RequestId>() {
+            Some(id) => Some(id.as_str()),
+            None => req
+                .headers()
+                .get(&self.request_id_header)
+                .filter(|v| is_valid_request_id(v.as_bytes()))
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+
     /// The caller's context, read with the propagator.
     fn extract<B>(&self, req: &Request<B>) -> Option<opentelemetry::Context> {
         self.propagator
             .as_ref()
             .map(|incoming| incoming.extract(req.headers()))
+    }
+}
+
+/// How a span the layer exports itself starts: its name and the attributes known from the
+/// request.
+fn span_start(
+    name: &str,
+    operation: Option<GrpcOperation<'_>>,
+    request_id: Option<&str>,
+) -> SpanStart {
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(KeyValue::new("rpc.system", "grpc"));
+    if let Some(op) = operation {
+        attributes.push(KeyValue::new("rpc.service", op.service().to_owned()));
+        attributes.push(KeyValue::new("rpc.method", op.method().to_owned()));
+    }
+    if let Some(id) = request_id {
+        attributes.push(KeyValue::new("request_id", id.to_owned()));
+    }
+    SpanStart {
+        name: name.to_owned().into(),
+        kind: SpanKind::Server,
+        attributes,
     }
 }
 
