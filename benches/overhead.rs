@@ -42,6 +42,15 @@
 //! | `grpc/unary` | `GrpcLayer` (towerscope's names, metrics, no `tracing` subscriber) over it, one message each way | operation from the path, in-flight gauge, duration summary, total counter by code from the trailers, the request and response bodies' messages counted from their framing |
 //! | `grpc/bare_stream` | the same service, four messages each way in three data frames (one message split across two frames) | the baseline of `grpc/stream` |
 //! | `grpc/stream` | `GrpcLayer` over it | what each further message and frame adds to `grpc/unary` |
+//! | `grpc/first_byte` | `grpc/unary` with `with_time_to_first_byte(true)` | the time to the response head recorded too (its own summary series) |
+//! | `grpc/filters_unmatched` | `grpc/unary` with three filter rules (two paths, one operation), none matching the call | what rules cost a call they do not select (nothing configured: `grpc/unary`) |
+//! | `grpc/filter_skip` | `grpc/unary` with an operation rule skipping the call | a skipped call: the operation parsed from the path and one rule, nothing recorded |
+//! | `grpc/sampled` | `GrpcLayer::from_telemetry`, `sample_rate: 1`, its pipeline batching to an exporter that drops the batch | the server span of a call built, made current while polled, ended into the batch processor, with the metrics |
+//! | `grpc/sampled_metrics_only` | `grpc/sampled` with `filters: [{ operation: towerscope.bench.Users/GetUser, action: metrics_only }]` | metrics, no span |
+//! | `grpc/sampled_filter_skip` | the same entry, `action: skip` | a skipped call on a traced server |
+//! | `grpc/client_bare` | the `grpc/bare_unary` service taking tonic's request body (`tonic::body::Body`, boxed per call as tonic does) | the baseline of the `grpc/client*` cases |
+//! | `grpc/client` | `GrpcClientLayer::new().with_registry(..)` over it, no current span or request id | a call out measured: context injection (nothing to inject), series, the counting request body boxed into tonic's, in flight, duration, total, messages |
+//! | `grpc/client_filter_skip` | `grpc/client` with a rule skipping the call | a skipped call out: propagation only |
 //!
 //! The `grpc/*` cases call `POST /towerscope.bench.Users/GetUser` with `host`, `user-agent`,
 //! `content-type: application/grpc` and `te: trailers`, the request body's data frames as
@@ -53,8 +62,9 @@
 //! `native` (`metric.histogram: native`) and `both`.
 //!
 //! The added cost of a layer is its time minus `bare` (minus `bare/incoming_id` for
-//! `request_id/incoming`, `grpc/bare_unary` for `grpc/unary`, `grpc/bare_stream` for
-//! `grpc/stream`). The duration summary's samples are drained by the registry's upkeep
+//! `request_id/incoming`, `grpc/bare_unary` for `grpc/unary` and the other server `grpc/*`
+//! cases of one message, `grpc/bare_stream` for `grpc/stream`, `grpc/client_bare` for
+//! `grpc/client*`). The duration summary's samples are drained by the registry's upkeep
 //! thread (every 5 s by default), which runs concurrently.
 
 #![allow(
@@ -72,7 +82,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{
+    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
+};
 use http::{
     header::{ACCEPT, CONTENT_TYPE, HOST, TE, USER_AGENT},
     HeaderMap, HeaderValue, Request, Response,
@@ -87,7 +99,8 @@ use opentelemetry_sdk::{
 use tower::{service_fn, util::MapRequestLayer, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
-    grpc::GrpcLayer,
+    filter::{FilterRule, PathPattern, RequestFilter},
+    grpc::{GrpcClientLayer, GrpcLayer},
     metrics::{HistogramMode, MetricLabel, MetricNaming, SpanIds},
     operation::{OperationId, OperationResolver, RequestRef},
     request_id::X_REQUEST_ID,
@@ -272,17 +285,37 @@ fn grpc(c: &mut Criterion) {
     let mut unary = GrpcLayer::new(&registry).layer(grpc_inner(UNARY_RESPONSE));
     let mut bare_stream = grpc_inner(STREAM_RESPONSE);
     let mut stream = GrpcLayer::new(&registry).layer(grpc_inner(STREAM_RESPONSE));
+    // The options, measured next to `grpc/unary`: time to first byte, filters that match the
+    // call or not (each in a registry of its own).
+    let mut first_byte = GrpcLayer::new(&registry)
+        .with_time_to_first_byte(true)
+        .layer(grpc_inner(UNARY_RESPONSE));
+    let path = |p: &str| FilterRule::path(PathPattern::new(p).expect("a pattern"));
+    let (mut unmatched, unmatched_registry) = filtered_grpc(
+        RequestFilter::new()
+            .rule(path("/grpc.health.v1.Health/*").skip())
+            .rule(path("/towerscope.bench.Admin/**").metrics_only())
+            .rule(FilterRule::operation("towerscope.bench.Users/ListUsers").sample_rate(0.01)),
+    );
+    let (mut skip, skip_registry) =
+        filtered_grpc(RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION).skip()));
 
-    let mut group = c.benchmark_group("overhead");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(60);
+    let mut group = overhead_group(c);
+    let unary_call = || black_box(grpc_request(UNARY_REQUEST));
     group.bench_function("grpc/bare_unary", |b| {
-        b.iter(|| call_and_drain(&mut bare_unary, black_box(grpc_request(UNARY_REQUEST))))
+        b.iter(|| call_and_drain(&mut bare_unary, unary_call()))
     });
     group.bench_function("grpc/unary", |b| {
-        b.iter(|| call_and_drain(&mut unary, black_box(grpc_request(UNARY_REQUEST))))
+        b.iter(|| call_and_drain(&mut unary, unary_call()))
+    });
+    group.bench_function("grpc/first_byte", |b| {
+        b.iter(|| call_and_drain(&mut first_byte, unary_call()))
+    });
+    group.bench_function("grpc/filters_unmatched", |b| {
+        b.iter(|| call_and_drain(&mut unmatched, unary_call()))
+    });
+    group.bench_function("grpc/filter_skip", |b| {
+        b.iter(|| call_and_drain(&mut skip, unary_call()))
     });
     group.bench_function("grpc/bare_stream", |b| {
         b.iter(|| call_and_drain(&mut bare_stream, black_box(grpc_request(STREAM_REQUEST))))
@@ -295,7 +328,13 @@ fn grpc(c: &mut Criterion) {
     // When a layered case ran, every call ended with its trailers (none cancelled, none in
     // flight) and its messages were counted: as many sent as received, four per streamed
     // call and one per unary call.
-    let text = registry.render_components(&["grpc"]).expect("render");
+    let grpc = |r: &MetricsRegistry| r.render_components(&["grpc"]).expect("render");
+    assert!(
+        !grpc(&skip_registry).contains(GRPC_OPERATION)
+            && !grpc(&unmatched_registry).contains("code=\"499\""),
+        "skipped calls recorded, or calls cancelled"
+    );
+    let text = grpc(&registry);
     let value = |series: String| {
         text.lines().find_map(|line| {
             line.strip_prefix(series.as_str())?
@@ -318,6 +357,123 @@ fn grpc(c: &mut Criterion) {
             "calls not recorded as complete, or messages not counted:\n{text}"
         );
     }
+}
+
+/// A `GrpcLayer` into a registry of its own (whose series the returned closure checks) with
+/// `filter`, over the one-message service.
+fn filtered_grpc(
+    filter: RequestFilter,
+) -> (
+    impl Service<Request<GrpcBody>, Response = Response<impl Body>, Error = Infallible>,
+    MetricsRegistry,
+) {
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("metrics registry");
+    let svc = GrpcLayer::new(&registry)
+        .with_filter(filter)
+        .layer(grpc_inner(UNARY_RESPONSE));
+    (svc, registry)
+}
+
+/// `GrpcLayer::from_telemetry` sampling every call into a pipeline whose exporter drops the
+/// batch, with `filters`.
+fn sampled_grpc_telemetry(filters: &str) -> Telemetry {
+    let config = Config::from_yaml_str(&format!(
+        "trace: {{ enabled: true, sample_rate: 1, otel: {{ endpoint: '127.0.0.1:1' }} }}\n\
+         filters: {filters}"
+    ))
+    .expect("config");
+    let registry = MetricsRegistry::new(&config.metric).expect("registry");
+    let pipeline = TracePipeline::with_exporter(
+        &config.trace,
+        Discard,
+        "discard",
+        &registry,
+        &config.metric.prefix(),
+    );
+    Telemetry::with_pipeline(&config, registry, pipeline).expect("telemetry")
+}
+
+/// A gRPC call out of one message, its body boxed into tonic's as a tonic client sends it.
+fn grpc_client_request() -> Request<tonic::body::Body> {
+    grpc_request(UNARY_REQUEST).map(tonic::body::Body::new)
+}
+
+/// The `overhead` group, as every case here runs in it.
+fn overhead_group(c: &mut Criterion) -> BenchmarkGroup<'_, WallTime> {
+    let mut group = c.benchmark_group("overhead");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(60);
+    group
+}
+
+/// The gRPC server exporting its spans, in the `overhead` group: every call sampled, then
+/// `filters:` keeping the call's metrics only, or skipping it.
+fn grpc_sampled(c: &mut Criterion) {
+    let entry = |action: &str| format!("[{{ operation: '{GRPC_OPERATION}', action: {action} }}]");
+    let sampled = sampled_grpc_telemetry("[]");
+    let metrics_only = sampled_grpc_telemetry(&entry("metrics_only"));
+    let skip = sampled_grpc_telemetry(&entry("skip"));
+    let traced = |t: &Telemetry| GrpcLayer::from_telemetry(t).layer(grpc_inner(UNARY_RESPONSE));
+    let (mut sampled_svc, mut metrics_only_svc, mut skip_svc) =
+        (traced(&sampled), traced(&metrics_only), traced(&skip));
+
+    let mut group = overhead_group(c);
+    let unary = || black_box(grpc_request(UNARY_REQUEST));
+    group.bench_function("grpc/sampled", |b| {
+        b.iter(|| call_and_drain(&mut sampled_svc, unary()))
+    });
+    group.bench_function("grpc/sampled_metrics_only", |b| {
+        b.iter(|| call_and_drain(&mut metrics_only_svc, unary()))
+    });
+    group.bench_function("grpc/sampled_filter_skip", |b| {
+        b.iter(|| call_and_drain(&mut skip_svc, unary()))
+    });
+    group.finish();
+    let skipped = skip
+        .registry()
+        .render_components(&["grpc"])
+        .expect("render");
+    assert!(!skipped.contains(GRPC_OPERATION), "{skipped}");
+    for t in [sampled, metrics_only, skip] {
+        let report = t.shutdown().expect("tracing is on");
+        assert_eq!(report.failed, 0, "{report:?}");
+    }
+}
+
+/// The gRPC client, in the `overhead` group: bare, measured, and a call its filter skips.
+fn grpc_client(c: &mut Criterion) {
+    let mut bare = grpc_inner(UNARY_RESPONSE);
+    let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
+    let layer = GrpcClientLayer::new().with_registry(&registry);
+    let mut client = layer.clone().layer(grpc_inner(UNARY_RESPONSE));
+    let skip_rule = RequestFilter::new().rule(FilterRule::operation(GRPC_OPERATION));
+    let mut skip = layer
+        .with_filter(skip_rule)
+        .layer(grpc_inner(UNARY_RESPONSE));
+
+    let mut group = overhead_group(c);
+    let out = || black_box(grpc_client_request());
+    group.bench_function("grpc/client_bare", |b| {
+        b.iter(|| call_and_drain(&mut bare, out()))
+    });
+    group.bench_function("grpc/client", |b| {
+        b.iter(|| call_and_drain(&mut client, out()))
+    });
+    group.bench_function("grpc/client_filter_skip", |b| {
+        b.iter(|| call_and_drain(&mut skip, out()))
+    });
+    group.finish();
+
+    // When the measured case ran, its calls ended complete.
+    let text = registry.render_components(&["client"]).expect("render");
+    let inflight = format!(r#"grpc_client_inflight_requests{{operation="{GRPC_OPERATION}"}}"#);
+    assert!(
+        !text.contains("code=\"499\"")
+            && (!text.contains(&inflight) || text.contains(&format!("{inflight} 0"))),
+        "{text}"
+    );
 }
 
 /// A value of the size of `SpanIds`, of another type: the extension of the cases without ids.
@@ -627,5 +783,5 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead, grpc, record);
+criterion_group!(benches, overhead, grpc, grpc_sampled, grpc_client, record);
 criterion_main!(benches);

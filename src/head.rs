@@ -30,6 +30,7 @@ impl<'a> RequestHead<'a> {
     }
 
     /// A head of its parts (an outgoing call's, whose request is not an `http::Request`).
+    #[cfg(feature = "reqwest")]
     pub(crate) fn from_parts(
         method: &'a Method,
         uri: &'a Uri,
@@ -40,6 +41,18 @@ impl<'a> RequestHead<'a> {
             method,
             uri,
             headers,
+            operation,
+        }
+    }
+
+    /// The head of `req` with `operation` as its operation: a gRPC layer's
+    /// `package.Service/Method`, read from the path rather than resolved into the extensions.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn with_operation<B>(req: &'a Request<B>, operation: Option<&'a str>) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
             operation,
         }
     }
@@ -64,7 +77,9 @@ impl<'a> RequestHead<'a> {
         self.headers
     }
 
-    /// The operation the layer resolved (the metrics' `operation` label), if any.
+    /// The operation the layer resolved (the metrics' `operation` label before its cap), if
+    /// any: the OpenAPI operationId or axum's matched route over HTTP, `package.Service/Method`
+    /// behind the gRPC layers.
     pub fn operation(&self) -> Option<&'a str> {
         self.operation
     }

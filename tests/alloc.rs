@@ -24,6 +24,7 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, Service};
 use towerscope::{
     config::{Config, MetricConfig},
+    filter::{FilterRule, PathPattern, RequestFilter},
     grpc::{GrpcLayer, RequestBody},
     metrics::{HistogramMode, MetricLabel, MetricNaming, MetricsLayer, MetricsRegistry},
     operation::{OperationId, OperationResolver, RequestRef},
@@ -235,7 +236,7 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         "allocations over {MEASURED} requests (metric.naming: otel)"
     );
 
-    let (registry, grpc) = grpc_allocations();
+    let (registry, grpc) = grpc_allocations(|layer| layer);
     let sent = format!(
         "grpc_messages_sent_total{{operation=\"unknown\"}} {}",
         2 * (WARM_UP + MEASURED)
@@ -248,6 +249,8 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
         grpc < MEASURED / 100,
         "{grpc} allocations over {MEASURED} gRPC calls (GrpcLayer, messages counted)"
     );
+
+    grpc_options_allocate_nothing();
 
     let (_, control) = metered(&MetricConfig::default(), true);
     assert!(
@@ -280,15 +283,44 @@ fn the_metrics_path_allocates_nothing_once_its_series_exist() {
     );
 }
 
-/// A `GrpcLayer` over a service answering two length-prefixed messages in one frame: the
-/// response path, message counting included.
-fn grpc_allocations() -> (MetricsRegistry, usize) {
+/// The gRPC layer's options on the request path: the time to first byte recorded beside
+/// three filter rules that do not match the call, and a rule that skips it.
+fn grpc_options_allocate_nothing() {
+    let unmatched = RequestFilter::new()
+        .rule(FilterRule::path(PathPattern::new("/internal/**").unwrap()).metrics_only())
+        .rule(FilterRule::operation("grpc.health.v1.Health/Check"))
+        .rule(FilterRule::path(PathPattern::new("/healthz").unwrap()));
+    let (registry, options) =
+        grpc_allocations(|layer| layer.with_time_to_first_byte(true).with_filter(unmatched));
+    let heads = format!(
+        "grpc_request_time_to_first_byte_seconds_count{{operation=\"unknown\"}} {}",
+        WARM_UP + MEASURED
+    );
+    let text = registry.render();
+    assert!(text.contains(&heads), "every head was recorded:\n{text}");
+    let skip = RequestFilter::new().rule(FilterRule::path(PathPattern::new("/api/**").unwrap()));
+    let (registry, skipped) = grpc_allocations(|layer| layer.with_filter(skip));
+    let text = registry.render();
+    assert!(
+        !text.contains("operation=\"unknown\""),
+        "nothing recorded:\n{text}"
+    );
+    // The same bound as the gRPC path without options, for the same stray allocations.
+    assert!(
+        options < MEASURED / 100 && skipped < MEASURED / 100,
+        "{options} allocations over {MEASURED} gRPC calls with first byte and filters, {skipped} skipped"
+    );
+}
+
+/// A `GrpcLayer` (as `options` make it) over a service answering two length-prefixed
+/// messages in one frame: the response path, message counting included.
+fn grpc_allocations(options: impl FnOnce(GrpcLayer) -> GrpcLayer) -> (MetricsRegistry, usize) {
     let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
     let inner = service_fn(|_req: Request<RequestBody<()>>| {
         let messages = Bytes::from_static(&[0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0]);
         ready(Ok::<_, Infallible>(Response::new(Full::new(messages))))
     });
-    let mut svc = GrpcLayer::new(&registry).layer(inner);
+    let mut svc = options(GrpcLayer::new(&registry)).layer(inner);
     let allocations = allocations_of(&mut svc);
     (registry, allocations)
 }

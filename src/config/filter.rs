@@ -1,5 +1,5 @@
-//! The `filters:` list: which requests the server layer measures and traces, and how (see
-//! [`crate::filter`]).
+//! The `filters:` list: which requests the server layers (HTTP, and gRPC through
+//! `GrpcLayer::from_telemetry`) measure and trace, and how (see [`crate::filter`]).
 
 use http::Method;
 use serde::Deserialize;

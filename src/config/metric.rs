@@ -70,8 +70,12 @@ pub struct MetricConfig {
     /// Also records the time to the response head (time to first byte) of every request,
     /// beside its duration to the end of the body: `http_request_time_to_first_byte_seconds`
     /// (Harbor's naming, under the prefix) or `http_server_time_to_first_byte_seconds`
-    /// (`naming: otel`); a summary or a histogram as the durations are. Defaults to `false`
-    /// (one more series per operation and method).
+    /// (`naming: otel`); a summary or a histogram as the durations are; and marks the head on
+    /// sampled server spans with an event. The gRPC layers built `from_telemetry` follow it
+    /// too, server and client: `grpc_request_time_to_first_byte_seconds`,
+    /// `grpc_client_request_time_to_first_byte_seconds` (or `rpc_server_…`, `rpc_client_…`
+    /// with `naming: otel`; see `grpc::GrpcMetricNames`). Defaults to `false` (one more
+    /// series per operation and method).
     pub time_to_first_byte: bool,
     /// Labels of the user's own on the HTTP server families, each valued by a request
     /// header through a capped table ([`MetricLabelConfig`]; at most 4). Defaults to none.

@@ -67,8 +67,9 @@ pub struct Config {
     pub request_id: RequestIdConfig,
     /// The `trace:` block.
     pub trace: TraceConfig,
-    /// The `filters:` list: requests the server layer skips, measures without a span, or
-    /// samples at a rate of their own (see [`crate::filter`]). Empty by default.
+    /// The `filters:` list: requests the server layers (HTTP, and gRPC through
+    /// `GrpcLayer::from_telemetry`) skip, measure without a span, or sample at a rate of their
+    /// own (see [`crate::filter`]). Empty by default.
     pub filters: Vec<FilterConfig>,
 }
 

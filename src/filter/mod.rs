@@ -1,4 +1,4 @@
-//! Request filters: which requests the server layer measures and traces, and how.
+//! Request filters: which requests the server layers measure and trace, and how.
 //!
 //! A [`RequestFilter`] gives each request a [`Treatment`]: observed as usual, metrics only (no
 //! span), a sampling rate of its own for new traces, or skipped (neither metrics nor span).
@@ -11,6 +11,18 @@
 //!
 //! The request id is set and echoed on every request, skipped ones included: it is not a
 //! measurement, and handlers and logs rely on it.
+//!
+//! The layers that take a filter: the HTTP server layer
+//! ([`ObservabilityLayer::with_filter`](crate::ObservabilityLayer::with_filter), and
+//! `filters:` through [`Telemetry::layer`](crate::Telemetry::layer)), the gRPC server layer
+//! (`GrpcLayer::with_filter`, and `filters:` through `GrpcLayer::from_telemetry`: the one list
+//! serves both servers) and the gRPC client layer (`GrpcClientLayer::with_filter`, where
+//! [`Treatment::Skip`] leaves a call out of the metrics, its trace context and request id
+//! still sent, and the other treatments measure it as usual: the client opens no span).
+//! Behind the gRPC layers a path pattern matches the request path
+//! (`/grpc.health.v1.Health/Check`), an operation rule the gRPC operation
+//! (`grpc.health.v1.Health/Check`), and every call's method is `POST`: a rule naming a gRPC
+//! method matches gRPC calls only, one naming an HTTP route HTTP requests only.
 //!
 //! ```
 //! use http::{Method, Request};
@@ -39,7 +51,7 @@ use http::{Method, Request};
 pub use crate::head::RequestHead;
 pub use pattern::{PathPattern, PatternError};
 
-/// What the server layer does with a request.
+/// What a layer does with a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Treatment {
@@ -140,7 +152,7 @@ impl FilterRule {
 
 type Predicate = dyn Fn(&RequestHead<'_>) -> Option<Treatment> + Send + Sync;
 
-/// Which requests the server layer measures and traces, and how; see the
+/// Which requests a layer measures and traces, and how; see the
 /// [module](self). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct RequestFilter {

@@ -18,6 +18,7 @@ use std::{
 };
 
 use http::{HeaderMap, StatusCode};
+use opentelemetry::KeyValue;
 use tonic::Code;
 use tracing::Span;
 
@@ -43,6 +44,13 @@ const MAX_STATUS_DESCRIPTION: usize = 256;
 pub(super) const RECEIVED_COUNT: &str = "rpc.message.received.count";
 /// The span attribute with the messages a call sent (a server: the response's).
 pub(super) const SENT_COUNT: &str = "rpc.message.sent.count";
+
+/// The event that marks the response head of a gRPC call on its sampled server span (its time
+/// to first byte), with [`GrpcLayer::with_time_to_first_byte`](super::GrpcLayer::with_time_to_first_byte)
+/// (`metric.time_to_first_byte`). Its attributes are `http.response.status_code` (200 unless
+/// a proxy answered) and, for a trailers-only response (an error before any message, whose
+/// head ends the call), `rpc.grpc.status_code`.
+pub const RESPONSE_HEAD_EVENT: &str = "rpc.response.head";
 
 /// A count as a span's integer attribute.
 fn clamp(n: u64) -> i64 {
@@ -124,6 +132,36 @@ impl GrpcCall {
         self.request_messages.clone()
     }
 
+    /// The ids of the call's exemplar: its server span's when sampled, a call out's caller's.
+    fn exemplar_ids(&self) -> Option<SpanIds> {
+        match &self.span {
+            Some(span) => span.sampled_ids(),
+            None => self.caller,
+        }
+    }
+
+    /// Records the time to the response head (`http_status`) when asked for, and marks it on
+    /// the span.
+    fn on_head(&self, http_status: u16) {
+        if let Some(series) = self.series.as_ref().filter(|s| s.records_first_byte()) {
+            let seconds = self.start.elapsed().as_secs_f64();
+            with_exemplar(self.exemplar_ids(), || series.first_byte(seconds));
+        }
+        if let Some(span) = &self.span {
+            span.mark_head(RESPONSE_HEAD_EVENT, || {
+                let mut attributes = Vec::with_capacity(2);
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(http_status),
+                ));
+                if let Some(code) = self.code {
+                    attributes.push(KeyValue::new("rpc.grpc.status_code", code as i64));
+                }
+                attributes
+            });
+        }
+    }
+
     fn read_status(&mut self, headers: &HeaderMap) {
         let Some(code) = status_in(headers) else {
             return;
@@ -140,12 +178,7 @@ impl GrpcCall {
     /// Records the call as finished with `http_status` and `code`.
     fn finish(&mut self, http_status: u16, code: Code) {
         if let Some(series) = &self.series {
-            // A call out: the caller's span.
-            let ids = match &self.span {
-                Some(span) => span.sampled_ids(),
-                None => self.caller,
-            };
-            with_exemplar(ids, || {
+            with_exemplar(self.exemplar_ids(), || {
                 series.finish(self.start.elapsed().as_secs_f64(), http_status, code);
             });
         }
@@ -172,8 +205,10 @@ impl GrpcCall {
 impl Settle for GrpcCall {
     /// Notes the response head: its HTTP status, and `grpc-status` of a trailers-only response.
     fn on_response<B>(&mut self, response: &http::Response<B>) {
-        self.http_status = Some(response.status().as_u16());
+        let http_status = response.status().as_u16();
+        self.http_status = Some(http_status);
         self.read_status(response.headers());
+        self.on_head(http_status);
     }
 
     fn settle(&mut self, outcome: Outcome) {
@@ -273,7 +308,13 @@ mod tests {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let recorder = RecorderRef::Shared(Arc::new(recorder));
-        let table = SeriesTable::new(recorder, &GrpcMetricNames::default(), 10, Arc::default());
+        let table = SeriesTable::new(
+            recorder,
+            &GrpcMetricNames::default(),
+            10,
+            Arc::default(),
+            false,
+        );
         let call = || {
             let series = table.series(GrpcOperation::from_path("/p.S/M"));
             SettleGuard::new(GrpcCall::start(Some(series), None))

@@ -22,6 +22,8 @@ use super::{
     status::GrpcOperation,
 };
 use crate::{
+    filter::{RequestFilter, Treatment},
+    head::RequestHead,
     metrics::{
         semconv::ADVISED_DURATION_BUCKETS,
         toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
@@ -74,6 +76,10 @@ pub struct GrpcClientLayer {
     request_id_header: HeaderName,
     metrics: Option<ClientMetrics>,
     types: Arc<HashMap<String, GrpcType>>,
+    /// Which calls are left out of the metrics.
+    filter: RequestFilter,
+    /// Whether the time to the response head is recorded.
+    first_byte: bool,
 }
 
 /// What a [`GrpcClientLayer`] records into, and its series table, built once.
@@ -90,6 +96,8 @@ impl fmt::Debug for GrpcClientLayer {
         f.debug_struct("GrpcClientLayer")
             .field("request_id_header", &self.request_id_header)
             .field("metrics", &self.metrics.as_ref().map(|m| &m.names))
+            .field("filter", &self.filter)
+            .field("first_byte", &self.first_byte)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +116,8 @@ impl GrpcClientLayer {
             request_id_header: X_REQUEST_ID,
             metrics: None,
             types: Arc::default(),
+            filter: RequestFilter::new(),
+            first_byte: false,
         }
     }
 
@@ -147,9 +157,12 @@ impl GrpcClientLayer {
             let (registry, names) = (&metrics.registry, &metrics.names);
             if names.is_otel() {
                 registry.advise_buckets(names.duration(), &ADVISED_DURATION_BUCKETS);
+                if self.first_byte {
+                    registry.advise_buckets(names.time_to_first_byte(), &ADVISED_DURATION_BUCKETS);
+                }
             }
             let recorder = RecorderRef::from(registry);
-            let families = series::families(names);
+            let families = series::families(names, self.first_byte);
             toolkit::declare(
                 &recorder,
                 Some(registry),
@@ -161,6 +174,7 @@ impl GrpcClientLayer {
                 names,
                 metrics.max_operations,
                 self.types.clone(),
+                self.first_byte,
             ))
         });
         Some(table.clone())
@@ -171,10 +185,54 @@ impl GrpcClientLayer {
     /// to [`GrpcType::Unary`] for every method.
     pub fn with_grpc_type(mut self, operation: &str, grpc_type: GrpcType) -> Self {
         Arc::make_mut(&mut self.types).insert(operation.to_owned(), grpc_type);
+        self.changed()
+    }
+
+    /// A setter changed what the table is built from: the next service gets a new one.
+    fn changed(mut self) -> Self {
         if let Some(metrics) = &mut self.metrics {
             metrics.table = Arc::default();
         }
         self
+    }
+
+    /// Leaves the calls `filter` skips out of the metrics (see [`crate::filter`]): path
+    /// patterns match the request path (`/grpc.health.v1.Health/Check`), operation rules the
+    /// operation (`grpc.health.v1.Health/Check`), a predicate sees the request head. A skipped
+    /// call still carries the trace context and the request id: its server needs them
+    /// whether or not the caller counts the call. The layer opens no span of its own, so
+    /// [`Treatment::MetricsOnly`](crate::filter::Treatment::MetricsOnly) and
+    /// [`Treatment::SampleRate`](crate::filter::Treatment::SampleRate) measure the call as
+    /// usual (its trace is the caller's, sampled as the caller's is). Defaults to no filter,
+    /// every call measured; `from_telemetry` takes none either (`filters:` is the servers'
+    /// list).
+    ///
+    /// ```
+    /// use towerscope::{
+    ///     filter::{FilterRule, PathPattern, RequestFilter},
+    ///     grpc::GrpcClientLayer,
+    /// };
+    ///
+    /// let health = PathPattern::new("/grpc.health.v1.Health/**").unwrap();
+    /// let layer = GrpcClientLayer::new()
+    ///     .with_filter(RequestFilter::new().rule(FilterRule::path(health).skip()));
+    /// # drop(layer);
+    /// ```
+    pub fn with_filter(mut self, filter: RequestFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Also records the time from each call to the response head it receives (time to first
+    /// byte), beside the duration to the end of the response stream: the family
+    /// [`GrpcMetricNames::time_to_first_byte`] names (`{prefix}grpc_client_request_time_to_first_byte_seconds`,
+    /// `rpc_client_time_to_first_byte_seconds`, `grpc_client_time_to_first_byte_seconds`).
+    /// Only with metrics ([`with_metrics`](Self::with_metrics)); no span event, the layer
+    /// opening no span. Defaults to `false`; `from_telemetry` follows
+    /// `metric.time_to_first_byte`.
+    pub fn with_time_to_first_byte(mut self, on: bool) -> Self {
+        self.first_byte = on;
+        self.changed()
     }
 
     /// Writes the context with `propagator`. Defaults to W3C trace context.
@@ -255,7 +313,14 @@ where
         let Some(table) = &self.table else {
             return SettleFuture::new(self.inner.call(req), None);
         };
-        let series = table.series(GrpcOperation::from_path(req.uri().path()));
+        let operation = GrpcOperation::from_path(req.uri().path());
+        if !self.layer.filter.is_empty() {
+            let head = RequestHead::with_operation(&req, operation.map(|op| op.as_str()));
+            if let Treatment::Skip = self.layer.filter.treat_head(&head) {
+                return SettleFuture::new(self.inner.call(req), None);
+            }
+        }
+        let series = table.series(operation);
         // The channel takes tonic's body: the counting body goes inside one (tonic boxes it).
         if let Some(counting) = Counting::new(series.request_messages.clone(), None) {
             req = req.map(|body| tonic::body::Body::new(RequestBody::new(body, Some(counting))));

@@ -22,6 +22,8 @@ use super::{
     status::GrpcOperation,
 };
 use crate::{
+    filter::{RequestFilter, Treatment},
+    head::RequestHead,
     metrics::{
         toolkit::{self, RecorderRef, SettleFuture, SettleGuard},
         MetricsRegistry, DEFAULT_MAX_OPERATIONS,
@@ -49,17 +51,24 @@ pub struct GrpcLayer {
     max_operations: usize,
     types: Arc<HashMap<String, GrpcType>>,
     metrics: bool,
-    spans: Arc<CallSpans>,
+    /// Whether the time to the response head is recorded.
+    first_byte: bool,
+    policy: Arc<CallPolicy>,
     table: Arc<OnceLock<Arc<SeriesTable>>>,
 }
 
-/// How the server span of a call is made; shared by the services of a layer.
+/// Which calls are observed and how their server spans are made; shared by the services of
+/// a layer (one reference count to clone when tonic clones the service for a request).
 #[derive(Clone)]
-struct CallSpans {
+struct CallPolicy {
     propagator: Option<IncomingContext>,
     request_id_header: HeaderName,
     /// How the spans are exported: through `tracing`, or by the layer (`from_telemetry`).
     export: SpanExport,
+    /// Which calls are skipped, measured without a span, or sampled at a rate of their own.
+    filter: RequestFilter,
+    /// Whether a sampled span marks the response head with an event.
+    head_event: bool,
 }
 
 impl fmt::Debug for GrpcLayer {
@@ -69,17 +78,20 @@ impl fmt::Debug for GrpcLayer {
             .field("max_operations", &self.max_operations)
             .field("types", &self.types)
             .field("metrics", &self.metrics)
-            .field("spans", &self.spans)
+            .field("first_byte", &self.first_byte)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for CallSpans {
+impl fmt::Debug for CallPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallSpans")
+        f.debug_struct("CallPolicy")
             .field("extracts_context", &self.propagator.is_some())
             .field("request_id_header", &self.request_id_header)
             .field("export", &self.export)
+            .field("filter", &self.filter)
+            .field("head_event", &self.head_event)
             .finish()
     }
 }
@@ -112,10 +124,13 @@ impl GrpcLayer {
             max_operations: DEFAULT_MAX_OPERATIONS,
             types: Arc::default(),
             metrics: true,
-            spans: Arc::new(CallSpans {
+            first_byte: false,
+            policy: Arc::new(CallPolicy {
                 propagator: None,
                 request_id_header: X_REQUEST_ID,
                 export: SpanExport::Tracing,
+                filter: RequestFilter::new(),
+                head_event: false,
             }),
             table: Arc::default(),
         }
@@ -157,13 +172,13 @@ impl GrpcLayer {
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::custom(propagator));
+        Arc::make_mut(&mut self.policy).propagator = Some(IncomingContext::custom(propagator));
         self
     }
 
     /// Reads the caller's trace context in the given formats, in order. Defaults to none.
     pub fn with_propagators(mut self, propagators: &[Propagator]) -> Self {
-        Arc::make_mut(&mut self.spans).propagator = Some(IncomingContext::configured(propagators));
+        Arc::make_mut(&mut self.policy).propagator = Some(IncomingContext::configured(propagators));
         self
     }
 
@@ -172,15 +187,56 @@ impl GrpcLayer {
     ///
     /// [`RequestIdLayer`]: crate::RequestIdLayer
     pub fn with_request_id_header(mut self, header: HeaderName) -> Self {
-        Arc::make_mut(&mut self.spans).request_id_header = header;
+        Arc::make_mut(&mut self.policy).request_id_header = header;
         self
     }
 
     /// Exports the spans itself, as [`Telemetry::layer`](crate::Telemetry::layer) does (see
     /// `trace::direct`), instead of through `tracing`.
     pub(crate) fn export_with(mut self, export: SpanExport) -> Self {
-        Arc::make_mut(&mut self.spans).export = export;
+        Arc::make_mut(&mut self.policy).export = export;
         self
+    }
+
+    /// Treats calls as `filter` says (see [`crate::filter`]): skipped (neither metrics nor
+    /// span), metrics only (no span), or new traces sampled at a rate of their own (when the
+    /// layer exports its spans itself, [`from_telemetry`](Self::from_telemetry); spans
+    /// exported through `tracing` follow the subscriber's sampler). Path patterns match the
+    /// request path (`/grpc.health.v1.Health/Check`), operation rules the operation
+    /// (`grpc.health.v1.Health/Check`, before the cap), method rules `POST`; a predicate sees
+    /// the request head, its [`operation`](crate::filter::RequestHead::operation) being
+    /// the gRPC one. Defaults to no filter, every call observed;
+    /// [`from_telemetry`](Self::from_telemetry) uses `filters:`.
+    ///
+    /// ```
+    /// use towerscope::{
+    ///     filter::{FilterRule, RequestFilter},
+    ///     grpc::GrpcLayer,
+    ///     metrics::MetricsRegistry,
+    ///     config::MetricConfig,
+    /// };
+    ///
+    /// let registry = MetricsRegistry::new(&MetricConfig::default()).unwrap();
+    /// let layer = GrpcLayer::new(&registry).with_filter(
+    ///     RequestFilter::new().rule(FilterRule::operation("grpc.health.v1.Health/Check").skip()),
+    /// );
+    /// # drop(layer);
+    /// ```
+    pub fn with_filter(mut self, filter: RequestFilter) -> Self {
+        Arc::make_mut(&mut self.policy).filter = filter;
+        self
+    }
+
+    /// Also records the time from each call to its response head (time to first byte), beside
+    /// the duration to the end of the response stream: the family
+    /// [`GrpcMetricNames::time_to_first_byte`] names, a summary or a histogram as the durations
+    /// are; and marks the head on sampled server spans with the event
+    /// [`RESPONSE_HEAD_EVENT`](super::RESPONSE_HEAD_EVENT) (`rpc.response.head`). Defaults to
+    /// `false`; [`from_telemetry`](Self::from_telemetry) follows `metric.time_to_first_byte`.
+    pub fn with_time_to_first_byte(mut self, on: bool) -> Self {
+        self.first_byte = on;
+        Arc::make_mut(&mut self.policy).head_event = on;
+        self.changed()
     }
 
     /// Records no metrics (spans only). Defaults to recording them.
@@ -200,13 +256,14 @@ impl GrpcLayer {
             return None;
         }
         let table = self.table.get_or_init(|| {
-            let families = series::families(&self.names);
+            let families = series::families(&self.names, self.first_byte);
             let registry = self.registry.as_ref();
             if let (true, Some(registry)) = (self.names.is_otel(), registry) {
-                registry.advise_buckets(
-                    self.names.duration(),
-                    &crate::metrics::semconv::ADVISED_DURATION_BUCKETS,
-                );
+                let advised = &crate::metrics::semconv::ADVISED_DURATION_BUCKETS;
+                registry.advise_buckets(self.names.duration(), advised);
+                if self.first_byte {
+                    registry.advise_buckets(self.names.time_to_first_byte(), advised);
+                }
             }
             toolkit::declare(&self.recorder, registry, &[GRPC_COMPONENT], &families);
             let types = self.types.clone();
@@ -215,6 +272,7 @@ impl GrpcLayer {
                 &self.names,
                 self.max_operations,
                 types,
+                self.first_byte,
             );
             Arc::new(table)
         });
@@ -229,7 +287,7 @@ impl<S> Layer<S> for GrpcLayer {
         GrpcService {
             inner,
             table: self.table(),
-            spans: self.spans.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -239,7 +297,7 @@ impl<S> Layer<S> for GrpcLayer {
 pub struct GrpcService<S> {
     inner: S,
     table: Option<Arc<SeriesTable>>,
-    spans: Arc<CallSpans>,
+    policy: Arc<CallPolicy>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
@@ -247,27 +305,30 @@ impl<S: fmt::Debug> fmt::Debug for GrpcService<S> {
         f.debug_struct("GrpcService")
             .field("inner", &self.inner)
             .field("metrics", &self.table.is_some())
-            .field("spans", &self.spans)
+            .field("policy", &self.policy)
             .finish()
     }
 }
 
-impl CallSpans {
+impl CallPolicy {
+    /// What the filter does with a call of `operation`.
+    fn treat<B>(&self, req: &Request<B>, operation: Option<GrpcOperation<'_>>) -> Treatment {
+        let operation = operation.map(|op| op.as_str());
+        self.filter
+            .treat_head(&RequestHead::with_operation(req, operation))
+    }
+
     /// The server span of a call, with every field known from the request recorded at
-    /// creation; `None` when it is exported through `tracing` and no subscriber wants it.
+    /// creation; `None` when it is exported through `tracing` and no subscriber wants it. A
+    /// span the layer exports itself samples a new trace at `rate` when given (a filter's),
+    /// else at the configured rate; a caller's context decides when there is one.
     fn open<B>(
         &self,
         req: &Request<B>,
         operation: Option<GrpcOperation<'_>>,
+        rate_override: Option<f64>,
     ) -> Option<ServerSpan> {
-        let request_id = match req.extensions().get::<RequestId>() {
-            Some(id) => Some(id.as_str()),
-            None => req
-                .headers()
-                .get(&self.request_id_header)
-                .filter(|v| is_valid_request_id(v.as_bytes()))
-                .and_then(|v| v.to_str().ok()),
-        };
+        let request_id = self.request_id(req);
         let name = operation.map_or(OperationId::UNKNOWN, |op| op.as_str());
         // One field list for both callsites (a callsite's target is fixed).
         macro_rules! call_span {
@@ -299,6 +360,7 @@ impl CallSpans {
                     return None;
                 }
                 ServerSpan::traced(call_span!("towerscope::grpc"), self.extract(req))
+                    .map(|span| span.with_head_event(self.head_event))
             }
             SpanExport::Direct {
                 tracer,
@@ -315,25 +377,25 @@ impl CallSpans {
                 } else {
                     Span::none()
                 };
-                let start = || {
-                    let mut attributes = Vec::with_capacity(5);
-                    attributes.push(KeyValue::new("rpc.system", "grpc"));
-                    if let Some(op) = operation {
-                        attributes.push(KeyValue::new("rpc.service", op.service().to_owned()));
-                        attributes.push(KeyValue::new("rpc.method", op.method().to_owned()));
-                    }
-                    if let Some(id) = request_id {
-                        attributes.push(KeyValue::new("request_id", id.to_owned()));
-                    }
-                    SpanStart {
-                        name: name.to_owned().into(),
-                        kind: SpanKind::Server,
-                        attributes,
-                    }
-                };
+                let start = || span_start(name, operation, request_id);
                 let parent = self.extract(req).unwrap_or_default();
-                Some(ServerSpan::direct(tracer, *rate, parent, start, log))
+                let rate = rate_override.unwrap_or(*rate);
+                let span = ServerSpan::direct(tracer, rate, parent, start, log);
+                Some(span.with_head_event(self.head_event))
             }
+        }
+    }
+
+    /// The request id to record: a [`RequestId`] set by a layer before this one, else a valid
+    /// id in the request id header.
+    fn request_id<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
+        match req.extensions().get::<RequestId>() {
+            Some(id) => Some(id.as_str()),
+            None => req
+                .headers()
+                .get(&self.request_id_header)
+                .filter(|v| is_valid_request_id(v.as_bytes()))
+                .and_then(|v| v.to_str().ok()),
         }
     }
 
@@ -342,6 +404,29 @@ impl CallSpans {
         self.propagator
             .as_ref()
             .map(|incoming| incoming.extract(req.headers()))
+    }
+}
+
+/// How a span the layer exports itself starts: its name and the attributes known from the
+/// request.
+fn span_start(
+    name: &str,
+    operation: Option<GrpcOperation<'_>>,
+    request_id: Option<&str>,
+) -> SpanStart {
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(KeyValue::new("rpc.system", "grpc"));
+    if let Some(op) = operation {
+        attributes.push(KeyValue::new("rpc.service", op.service().to_owned()));
+        attributes.push(KeyValue::new("rpc.method", op.method().to_owned()));
+    }
+    if let Some(id) = request_id {
+        attributes.push(KeyValue::new("request_id", id.to_owned()));
+    }
+    SpanStart {
+        name: name.to_owned().into(),
+        kind: SpanKind::Server,
+        attributes,
     }
 }
 
@@ -360,8 +445,21 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let operation = GrpcOperation::from_path(req.uri().path());
+        let treatment = match self.policy.filter.is_empty() {
+            true => Treatment::Observe,
+            false => self.policy.treat(&req, operation),
+        };
+        let span = match treatment {
+            Treatment::Observe => self.policy.open(&req, operation, None),
+            Treatment::SampleRate(rate) => self.policy.open(&req, operation, Some(rate)),
+            Treatment::MetricsOnly => None,
+            // Neither metrics nor span: the body passes through, counted by nothing.
+            Treatment::Skip => {
+                let req = req.map(|body| RequestBody::new(body, None));
+                return SettleFuture::new(self.inner.call(req), None);
+            }
+        };
         let series = self.table.as_ref().map(|t| t.series(operation));
-        let span = self.spans.open(&req, operation);
         let counter = series.as_ref().and_then(|s| s.request_messages.clone());
         let call = GrpcCall::start(series, span);
         let counting = Counting::new(counter, call.request_tally());

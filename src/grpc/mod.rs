@@ -28,6 +28,14 @@
 //!   body ended, failed or was dropped inside it, whatever length its prefix announced)
 //!   counts nothing; a compression flag other than 0 or 1 is not gRPC framing and stops the
 //!   count for that body. The request body reaches the service as a [`RequestBody`];
+//! - when asked ([`GrpcLayer::with_time_to_first_byte`], `metric.time_to_first_byte`),
+//!   records the time from the call to the response head it sends, beside the duration to
+//!   the end of the stream ([`GrpcMetricNames::time_to_first_byte`]:
+//!   `{prefix}grpc_request_time_to_first_byte_seconds{operation}`, ...), and marks the head
+//!   on the sampled span with the event [`RESPONSE_HEAD_EVENT`] (`rpc.response.head`);
+//! - treats calls as a [`RequestFilter`](crate::filter::RequestFilter) says
+//!   ([`GrpcLayer::with_filter`], `filters:` with `from_telemetry`): skipped (no metrics, no
+//!   span: health checks), metrics only, or new traces sampled at a rate of their own;
 //! - opens a server span (target `towerscope::grpc`) ending with the stream:
 //!
 //! | field | value |
@@ -61,7 +69,9 @@
 //! ([`GrpcClientLayer::with_metrics`], or `from_telemetry`) it measures each call like the
 //! server does, under [`GrpcMetricNames::client_with_prefix`]'s names
 //! (`{prefix}grpc_client_request_total`, ...) or [`GrpcMetricNames::otel_client`]'s
-//! (`rpc_client_call_duration_seconds`).
+//! (`rpc_client_call_duration_seconds`), the time to the response head it receives too with
+//! [`GrpcClientLayer::with_time_to_first_byte`]; [`GrpcClientLayer::with_filter`] leaves the
+//! calls a filter skips out of its metrics (their context and request id are still sent).
 //!
 //! # Limitations
 //!
@@ -70,7 +80,8 @@
 //! - gRPC-Web carries the status inside the response body: put this layer inside tonic-web's
 //!   layer, where calls are plain gRPC.
 //! - The client layer opens no client span of its own (the caller's current span is the
-//!   parent), so the message counts of a call out are on its metrics only.
+//!   parent), so the message counts and the response head of a call out are on its metrics
+//!   only, and a filter's metrics-only or sampling treatment changes nothing there.
 //!
 //! # Example
 //!
@@ -141,7 +152,7 @@ mod request;
 mod series;
 mod status;
 
-pub use body::{GrpcCall, ResponseBody};
+pub use body::{GrpcCall, ResponseBody, RESPONSE_HEAD_EVENT};
 pub use client::{GrpcClientLayer, GrpcClientService, GRPC_CLIENT_COMPONENT};
 pub use layer::{GrpcLayer, GrpcService, ResponseFuture, GRPC_COMPONENT};
 pub use names::{GrpcMetricNames, GrpcType};

@@ -64,6 +64,7 @@ pub(super) enum Scheme {
 /// | `{prefix}grpc_messages_received_total` | counter | `operation` |
 /// | `{prefix}grpc_messages_sent_total` | counter | `operation` |
 /// | `{prefix}grpc_operation_overflow_total` | counter | |
+/// | `{prefix}grpc_request_time_to_first_byte_seconds` (opt-in) | summary or histogram | `operation` |
 ///
 /// [`go_grpc_prometheus`](Self::go_grpc_prometheus) gives the server names of
 /// go-grpc-prometheus, for dashboards built on them:
@@ -76,6 +77,7 @@ pub(super) enum Scheme {
 /// | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_server_operation_overflow_total` | counter | |
+/// | `grpc_server_time_to_first_byte_seconds` (opt-in; towerscope's, see below) | summary or histogram | `grpc_type`, `grpc_service`, `grpc_method` |
 ///
 /// In this preset `grpc_code` is spelled as grpc-go spells it (`OK`, `NotFound`, `Canceled`,
 /// `DeadlineExceeded`: [`go_code_name`](super::go_code_name)), as go-grpc-prometheus writes
@@ -89,6 +91,7 @@ pub(super) enum Scheme {
 /// |---|---|---|
 /// | `rpc_server_call_duration_seconds` | histogram (advised buckets) | `error_type`, `rpc_method`, `rpc_response_status_code`, `rpc_system_name` |
 /// | `{prefix}grpc_operation_overflow_total` | counter | |
+/// | `rpc_server_time_to_first_byte_seconds` (opt-in; towerscope's, see below) | histogram (advised buckets) | `rpc_method`, `rpc_system_name` |
 ///
 /// `rpc_method` is the fully-qualified method (`grpc.health.v1.Health/Check`, `_OTHER` for a
 /// path that is not a gRPC one, `_overflow` past the cap), `rpc_system_name` is `grpc`,
@@ -96,6 +99,20 @@ pub(super) enum Scheme {
 /// same name when the call failed: on a server for the codes the span marks as errors
 /// (`UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`),
 /// on a client ([`otel_client`](Self::otel_client)) for every code but `OK`.
+///
+/// The time-to-first-byte families are recorded only when asked for
+/// ([`GrpcLayer::with_time_to_first_byte`](super::GrpcLayer::with_time_to_first_byte),
+/// [`GrpcClientLayer::with_time_to_first_byte`](super::GrpcClientLayer::with_time_to_first_byte),
+/// `metric.time_to_first_byte`): the time from the call to the response head (sent by a
+/// server, received by a client). For a unary call the head comes just before the one
+/// message; for a streaming call it comes when the service answers, well before the stream
+/// ends, where the duration ends. A trailers-only response (an error before any message) is
+/// its own head: both times are the same. Neither go-grpc-prometheus nor the OpenTelemetry
+/// conventions have such a family: `grpc_server_time_to_first_byte_seconds` /
+/// `grpc_client_time_to_first_byte_seconds` are towerscope's names in go-grpc-prometheus'
+/// style, `rpc_server_time_to_first_byte_seconds` / `rpc_client_time_to_first_byte_seconds`
+/// (`rpc.server.time_to_first_byte` over OTLP) in the conventions' style. They carry the
+/// operation's labels and no status: the gRPC status comes with the trailers, after the head.
 ///
 /// Calls of paths that are not gRPC paths are labelled `operation="unknown"` (both
 /// `grpc_service` and `grpc_method` `unknown` in the go-grpc-prometheus scheme), calls beyond
@@ -129,6 +146,7 @@ pub(super) enum Scheme {
 /// assert_eq!(names.inflight(), None);
 /// assert_eq!(names.messages_received(), Some("grpc_server_msg_received_total"));
 /// assert_eq!(names.messages_sent(), Some("grpc_server_msg_sent_total"));
+/// assert_eq!(names.time_to_first_byte(), "grpc_server_time_to_first_byte_seconds");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcMetricNames {
@@ -145,6 +163,8 @@ pub struct GrpcMetricNames {
     pub(super) received: String,
     /// Messages sent (a server's response messages, a client's request messages).
     pub(super) sent: String,
+    /// The time to the response head (recorded when asked for).
+    pub(super) first_byte: String,
 }
 
 impl GrpcMetricNames {
@@ -160,6 +180,7 @@ impl GrpcMetricNames {
             overflow: format!("{prefix}grpc_operation_overflow_total"),
             received: format!("{prefix}grpc_messages_received_total"),
             sent: format!("{prefix}grpc_messages_sent_total"),
+            first_byte: format!("{prefix}grpc_request_time_to_first_byte_seconds"),
         }
     }
 
@@ -180,6 +201,7 @@ impl GrpcMetricNames {
             overflow: "grpc_server_operation_overflow_total".to_owned(),
             received: "grpc_server_msg_received_total".to_owned(),
             sent: "grpc_server_msg_sent_total".to_owned(),
+            first_byte: "grpc_server_time_to_first_byte_seconds".to_owned(),
         }
     }
 
@@ -197,6 +219,7 @@ impl GrpcMetricNames {
             overflow: format!("{prefix}grpc_operation_overflow_total"),
             received: String::new(),
             sent: String::new(),
+            first_byte: crate::metrics::semconv::RPC_SERVER_TIME_TO_FIRST_BYTE.to_owned(),
         }
     }
 
@@ -204,8 +227,9 @@ impl GrpcMetricNames {
     /// towerscope's scheme with `client` in the name:
     /// `{prefix}grpc_client_inflight_requests{operation}`,
     /// `{prefix}grpc_client_request_duration_seconds{operation}`,
-    /// `{prefix}grpc_client_request_total{code, grpc_code, operation}` and
-    /// `{prefix}grpc_client_operation_overflow_total`.
+    /// `{prefix}grpc_client_request_total{code, grpc_code, operation}`,
+    /// `{prefix}grpc_client_operation_overflow_total` and, when asked for,
+    /// `{prefix}grpc_client_request_time_to_first_byte_seconds{operation}`.
     pub fn client_with_prefix(prefix: &str) -> Self {
         Self {
             scheme: Scheme::Towerscope,
@@ -217,12 +241,14 @@ impl GrpcMetricNames {
             overflow: format!("{prefix}grpc_client_operation_overflow_total"),
             received: format!("{prefix}grpc_client_messages_received_total"),
             sent: format!("{prefix}grpc_client_messages_sent_total"),
+            first_byte: format!("{prefix}grpc_client_request_time_to_first_byte_seconds"),
         }
     }
 
     /// The OpenTelemetry conventions' client family, `rpc_client_call_duration_seconds`
-    /// (labels as [`otel`](Self::otel)'s), and the overflow counter
-    /// `{prefix}grpc_client_operation_overflow_total`.
+    /// (labels as [`otel`](Self::otel)'s), the overflow counter
+    /// `{prefix}grpc_client_operation_overflow_total` and, when asked for,
+    /// `rpc_client_time_to_first_byte_seconds` (towerscope's own).
     pub fn otel_client(prefix: &str) -> Self {
         Self {
             scheme: Scheme::Otel,
@@ -234,6 +260,7 @@ impl GrpcMetricNames {
             overflow: format!("{prefix}grpc_client_operation_overflow_total"),
             received: String::new(),
             sent: String::new(),
+            first_byte: crate::metrics::semconv::RPC_CLIENT_TIME_TO_FIRST_BYTE.to_owned(),
         }
     }
 
@@ -242,8 +269,9 @@ impl GrpcMetricNames {
     /// `grpc_client_handled_total`, `grpc_client_handling_seconds`,
     /// `grpc_client_msg_received_total` and `grpc_client_msg_sent_total`, labelled
     /// `grpc_type`, `grpc_service`, `grpc_method` (and `grpc_code`, grpc-go's spelling, on the
-    /// handled counter),
-    /// and the overflow counter `grpc_client_operation_overflow_total`.
+    /// handled counter), the overflow counter `grpc_client_operation_overflow_total` and, when
+    /// asked for, `grpc_client_time_to_first_byte_seconds` (towerscope's, in go-grpc-prometheus'
+    /// style).
     pub fn go_grpc_prometheus_client() -> Self {
         Self {
             scheme: Scheme::GoGrpcPrometheus,
@@ -255,6 +283,7 @@ impl GrpcMetricNames {
             overflow: "grpc_client_operation_overflow_total".to_owned(),
             received: "grpc_client_msg_received_total".to_owned(),
             sent: "grpc_client_msg_sent_total".to_owned(),
+            first_byte: "grpc_client_time_to_first_byte_seconds".to_owned(),
         }
     }
 
@@ -311,7 +340,14 @@ impl GrpcMetricNames {
         (!self.sent.is_empty()).then_some(self.sent.as_str())
     }
 
-    /// Every family name, for component registration.
+    /// The time-to-first-byte family (seconds until the response head), recorded only when
+    /// the layer is asked to (see the type's docs).
+    pub fn time_to_first_byte(&self) -> &str {
+        &self.first_byte
+    }
+
+    /// Every family name, for component registration; the time-to-first-byte family, which
+    /// is opt-in, is not among them.
     pub fn families(&self) -> Vec<&str> {
         [
             self.inflight(),

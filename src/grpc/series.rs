@@ -22,8 +22,27 @@ use crate::{
     operation::OperationId,
 };
 
-/// The families of [`GrpcLayer`](super::GrpcLayer) with `names`, with their help texts.
-pub(super) fn families(names: &GrpcMetricNames) -> Vec<Family> {
+/// The families of [`GrpcLayer`](super::GrpcLayer) with `names`, with their help texts; the
+/// time to the response head's too when `first_byte`.
+pub(super) fn families(names: &GrpcMetricNames, first_byte: bool) -> Vec<Family> {
+    let mut families = recorded_families(names);
+    if first_byte {
+        let way = if names.client { "received" } else { "sent" };
+        let by = match names.scheme {
+            Scheme::Towerscope => "by operation",
+            Scheme::GoGrpcPrometheus => "by type, service and method",
+            Scheme::Otel => "by method",
+        };
+        families.push(Family::seconds(
+            names.time_to_first_byte().to_owned(),
+            format!("Time from a gRPC call to the response head {way}, in seconds (time to first byte), {by}."),
+        ));
+    }
+    families
+}
+
+/// The families always recorded with `names`.
+fn recorded_families(names: &GrpcMetricNames) -> Vec<Family> {
     let side = if names.client { "client" } else { "server" };
     if names.scheme == Scheme::Otel {
         return vec![
@@ -135,6 +154,8 @@ pub(super) struct OperationSeries {
     pub(super) request_messages: Option<Counter>,
     /// The messages of the response body: sent by a server, received by a client.
     pub(super) response_messages: Option<Counter>,
+    /// The time to the response head, when it is recorded.
+    first_byte: Option<Histogram>,
 }
 
 impl OperationSeries {
@@ -152,6 +173,18 @@ impl OperationSeries {
     pub(super) fn response_messages(&self, n: u64) {
         if let Some(c) = &self.response_messages {
             c.increment(n);
+        }
+    }
+
+    /// Whether the time to the response head is recorded.
+    pub(super) fn records_first_byte(&self) -> bool {
+        self.first_byte.is_some()
+    }
+
+    /// Records the time from the call to its response head, when it is recorded.
+    pub(super) fn first_byte(&self, seconds: f64) {
+        if let Some(h) = &self.first_byte {
+            h.record(seconds);
         }
     }
 
@@ -228,6 +261,8 @@ pub(super) struct SeriesTable {
     /// other way round on a client); empty when not recorded.
     request_messages: SharedString,
     response_messages: SharedString,
+    /// The time-to-first-byte family; empty when not recorded.
+    first_byte: SharedString,
     totals: Arc<Totals>,
     types: Arc<HashMap<String, GrpcType>>,
     operations: LabelTable<OperationSeries>,
@@ -238,12 +273,13 @@ pub(super) struct SeriesTable {
 
 impl SeriesTable {
     /// An empty table, with its overflow counter registered; the families are described by
-    /// the caller.
+    /// the caller. The time to the response head is recorded when `first_byte`.
     pub(super) fn new(
         recorder: RecorderRef,
         names: &GrpcMetricNames,
         max_operations: usize,
         types: Arc<HashMap<String, GrpcType>>,
+        first_byte: bool,
     ) -> Self {
         let (request, response) = if names.client {
             (&names.sent, &names.received)
@@ -266,6 +302,10 @@ impl SeriesTable {
             duration: names.duration.clone().into(),
             request_messages: request.clone().into(),
             response_messages: response.clone().into(),
+            first_byte: match first_byte {
+                true => names.first_byte.clone().into(),
+                false => SharedString::const_str(""),
+            },
             types,
             operations,
             unknown: OnceLock::new(),
@@ -336,6 +376,9 @@ impl SeriesTable {
                 .then(|| recorder.counter(&key(&self.request_messages))),
             response_messages: (!self.response_messages.is_empty())
                 .then(|| recorder.counter(&key(&self.response_messages))),
+            // The operation's labels only: the gRPC status comes after the head.
+            first_byte: (!self.first_byte.is_empty())
+                .then(|| recorder.histogram(&key(&self.first_byte))),
             labels,
             totals: CodeCounters::new(),
             totals_in: self.totals.clone(),
@@ -361,6 +404,7 @@ mod tests {
             &names,
             1,
             Arc::default(),
+            false,
         );
         let unknown = table.series(None);
         assert!(Arc::ptr_eq(&unknown, &table.series(None)));

@@ -188,18 +188,13 @@ impl ServerSpan {
     /// Adds the attributes of the response hooks, when there are some, and the response
     /// head's event, when asked for.
     pub(crate) fn on_response_head(&self, head: &ResponseHead<'_>) {
-        if self.head_event {
-            let status = KeyValue::new(
+        self.mark_head(RESPONSE_HEAD_EVENT, || {
+            let status = head.status().as_u16();
+            vec![KeyValue::new(
                 "http.response.status_code",
-                i64::from(head.status().as_u16()),
-            );
-            if let Some(cx) = self.direct_context() {
-                cx.span().add_event(RESPONSE_HEAD_EVENT, vec![status]);
-            } else if let Some(span) = self.tracing.as_ref().filter(|_| self.context.is_none()) {
-                use tracing_opentelemetry::OpenTelemetrySpanExt;
-                span.add_event(RESPONSE_HEAD_EVENT, vec![status]);
-            }
-        }
+                i64::from(status),
+            )]
+        });
         let Some(attributes) = &self.response_attributes else {
             return;
         };
@@ -211,6 +206,21 @@ impl ServerSpan {
             for kv in attributes {
                 span.set_attribute(kv.key, kv.value);
             }
+        }
+    }
+
+    /// Marks the response head with the event `name` and its `attributes`, when the span
+    /// marks it ([`with_head_event`](Self::with_head_event)) and is exported; the attributes
+    /// are built only then.
+    pub(crate) fn mark_head(&self, name: &'static str, attributes: impl FnOnce() -> Vec<KeyValue>) {
+        if !self.head_event {
+            return;
+        }
+        if let Some(cx) = self.direct_context() {
+            cx.span().add_event(name, attributes());
+        } else if let Some(span) = self.tracing.as_ref().filter(|_| self.context.is_none()) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            span.add_event(name, attributes());
         }
     }
 

@@ -12,6 +12,8 @@ use opentelemetry_sdk::trace::InMemorySpanExporter;
 use tokio::sync::mpsc;
 use towerscope::{metrics::MetricsRegistry, trace::TracePipeline, Config, Telemetry};
 
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod otlp_sink;
 
 /// Log output written to a shared buffer: a `tracing_subscriber::fmt` writer

@@ -25,6 +25,13 @@ pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http_client_request_duration_sec
 pub const RPC_SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 /// The Prometheus name of `rpc.client.call.duration`.
 pub const RPC_CLIENT_CALL_DURATION: &str = "rpc_client_call_duration_seconds";
+/// The Prometheus name of `rpc.server.time_to_first_byte` (opt-in: `metric.time_to_first_byte`,
+/// `GrpcLayer::with_time_to_first_byte`): the time from a gRPC call to its response head;
+/// towerscope's own, named in the conventions' style.
+pub const RPC_SERVER_TIME_TO_FIRST_BYTE: &str = "rpc_server_time_to_first_byte_seconds";
+/// The Prometheus name of `rpc.client.time_to_first_byte` (opt-in, as the server's): the time
+/// from a call out to the response head it received; towerscope's own.
+pub const RPC_CLIENT_TIME_TO_FIRST_BYTE: &str = "rpc_client_time_to_first_byte_seconds";
 /// The Prometheus name of `db.client.operation.duration` (sqlx transactions, `db` module).
 pub const DB_CLIENT_OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
 
@@ -143,6 +150,8 @@ pub(crate) fn otel_instrument(prometheus: &str) -> Option<OtelInstrument> {
         HTTP_CLIENT_REQUEST_DURATION => ("http.client.request.duration", "s", false),
         RPC_SERVER_CALL_DURATION => ("rpc.server.call.duration", "s", false),
         RPC_CLIENT_CALL_DURATION => ("rpc.client.call.duration", "s", false),
+        RPC_SERVER_TIME_TO_FIRST_BYTE => ("rpc.server.time_to_first_byte", "s", false),
+        RPC_CLIENT_TIME_TO_FIRST_BYTE => ("rpc.client.time_to_first_byte", "s", false),
         DB_CLIENT_OPERATION_DURATION => ("db.client.operation.duration", "s", false),
         _ => return None,
     };
