@@ -28,7 +28,15 @@
     reason = "criterion_group! generates an undocumented `pub fn benches`"
 )]
 
-use std::{convert::Infallible, hint::black_box, sync::OnceLock, time::Duration};
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, Once, OnceLock,
+    },
+    time::Duration,
+};
 
 use axum::{routing::get, Router};
 use bytes::Bytes;
@@ -265,6 +273,62 @@ fn discarding_provider() -> SdkTracerProvider {
         .build()
 }
 
+/// fastrace's reporter for `trace/fastrace_axum`: counts the spans of each batch the global
+/// collector hands it, keeps the first one to check, and drops them all (as [`Discard`] does
+/// for the OpenTelemetry cases).
+#[derive(Debug)]
+struct DiscardFastrace;
+
+/// Spans named as fastrace-axum names a request to the bench's route, reported so far.
+static FASTRACE_REQUEST_SPANS: AtomicU64 = AtomicU64::new(0);
+/// The first request span reported, checked after the group.
+static FASTRACE_FIRST: Mutex<Option<fastrace::collector::SpanRecord>> = Mutex::new(None);
+const FASTRACE_NAME: &str = "GET /api/v2.0/users/{id}";
+
+impl fastrace::collector::Reporter for DiscardFastrace {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        let ours = spans.iter().filter(|s| s.name == FASTRACE_NAME).count();
+        if ours > 0 {
+            let mut first = FASTRACE_FIRST.lock().expect("not poisoned");
+            if first.is_none() {
+                *first = spans.iter().find(|s| s.name == FASTRACE_NAME).cloned();
+            }
+        }
+        FASTRACE_REQUEST_SPANS.fetch_add(ours as u64, Ordering::Relaxed);
+        black_box(spans);
+    }
+}
+
+/// Installs [`DiscardFastrace`] as fastrace's global reporter with the default collector
+/// configuration (a report at least every second, sooner when a thread's queue is half full):
+/// only in a process that runs `trace/fastrace_axum`, since before a reporter is set fastrace
+/// sends nothing to its collector thread.
+fn fastrace_reporter() {
+    static SET: Once = Once::new();
+    SET.call_once(|| {
+        fastrace::set_reporter(DiscardFastrace, fastrace::collector::Config::default());
+    });
+}
+
+/// Hands everything fastrace's collector has queued to the reporter until it has reported one
+/// span per request served (`served`), or gives up after a few rounds. A root span's three
+/// commands wait in the bench thread's queue when its ring is full; each new root span pushes
+/// them on, so every round starts and ends one (named otherwise, not counted).
+fn fastrace_drain(served: u64) -> u64 {
+    for _ in 0..50 {
+        drop(fastrace::Span::root(
+            "drain",
+            fastrace::collector::SpanContext::random(),
+        ));
+        fastrace::flush();
+        let reported = FASTRACE_REQUEST_SPANS.load(Ordering::Relaxed);
+        if reported >= served {
+            return reported;
+        }
+    }
+    FASTRACE_REQUEST_SPANS.load(Ordering::Relaxed)
+}
+
 fn towerscope_telemetry(sample_rate: &str) -> Telemetry {
     towerscope_telemetry_with(sample_rate, "{}")
 }
@@ -304,6 +368,8 @@ fn trace(c: &mut Criterion) {
     };
     let sampled_no_exemplars = towerscope_telemetry_with("1", "{ exemplars: false }");
 
+    let mut fastrace_served = 0_u64;
+
     let mut group = c.benchmark_group("trace");
     configure(&mut group);
     tracing::subscriber::with_default(peer_subscriber(), || {
@@ -320,6 +386,18 @@ fn trace(c: &mut Criterion) {
             "axum_tracing_opentelemetry",
             router().layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default()),
         );
+        // fastrace's span is not a `tracing` span: the subscriber sees nothing of it. The
+        // requests carry no `traceparent`, so every one is a new sampled root.
+        let mut svc = router()
+            .layer(fastrace_axum::FastraceLayer::default())
+            .with_state(());
+        group.bench_function("fastrace_axum", |b| {
+            fastrace_reporter();
+            b.iter(|| {
+                fastrace_served += 1;
+                rt.block_on(round_trip(&mut svc));
+            });
+        });
     });
     for (name, telemetry) in [
         ("towerscope/sampled", &sampled),
@@ -351,6 +429,30 @@ fn trace(c: &mut Criterion) {
         "{sampled_out:?}"
     );
     provider.shutdown().ok();
+
+    // fastrace reported one span per request, named, with its attributes and the status.
+    if fastrace_served > 0 {
+        let reported = fastrace_drain(fastrace_served);
+        eprintln!("fastrace_axum: {fastrace_served} requests, {reported} spans reported");
+        assert_eq!(reported, fastrace_served, "fastrace lost spans");
+        let first = FASTRACE_FIRST.lock().expect("not poisoned").take();
+        let first = first.expect("a span");
+        let property = |key: &str| {
+            first
+                .properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            property("http.route").as_deref(),
+            Some("/api/v2.0/users/{id}")
+        );
+        assert_eq!(
+            property("http.response.status_code").as_deref(),
+            Some("200")
+        );
+    }
 }
 
 fn observability(c: &mut Criterion) {
