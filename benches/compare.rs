@@ -7,6 +7,21 @@
 //! cargo bench --bench compare
 //! ```
 //!
+//! On a shared machine, the pinned method (BENCHMARKS.md): every case in a process of its own
+//! beside its own `bare`, under `taskset -c 1`, so that the export threads' work (the batch
+//! processors', fastrace's collector) is counted in the requests' time:
+//!
+//! ```text
+//! cargo bench --bench compare --no-run
+//! python3 benches/ratios.py --group trace --cpu 1 --runs 7 \
+//!     --isolate axum_tracing_opentelemetry,fastrace_axum,towerscope/sampled \
+//!     --reference fastrace_axum,axum_tracing_opentelemetry
+//! ```
+//!
+//! With `COMPARE_CLOCK=process_cpu` (`ratios.py --clock process_cpu`) criterion measures the
+//! CPU time of the bench's whole process instead of wall time: every thread's (the export
+//! threads' too), and none of the other jobs that share the pinned core.
+//!
 //! Every case is an axum [`Router`] with one route, `GET /api/v2.0/users/{id}`, answering a
 //! small JSON body, finished with `with_state(())` as `axum::serve` does, called in process on
 //! a current-thread tokio runtime: build the request
@@ -17,8 +32,20 @@
 //! |---|---|
 //! | `metrics` | `bare`; `axum_prometheus` (`PrometheusMetricLayer`, its global recorder); `towerscope` (`MetricsLayer`, operation from `MatchedPath`, its own registry); `towerscope/histogram` (the same with histogram durations, and a request extension of another type inserted in front); `towerscope/histogram_exemplar` (the same with a sampled span's ids as that extension: the difference is the exemplar's cost) |
 //! | `request_id` | `bare`; `tower_http` (`SetRequestIdLayer` + `PropagateRequestIdLayer`, UUIDs); `towerscope` (`RequestIdLayer`) |
-//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/tracing_off` (the same layer with `trace.enabled: false`: request id and metrics; the baseline of the sampled-out cost) |
+//! | `trace` | under one subscriber each, a `tracing-opentelemetry` layer over an SDK tracer whose batch processor hands spans to an exporter that drops them: `bare`; `tower_http` (`TraceLayer::new_for_http`); `axum_tracing_opentelemetry` (`OtelAxumLayer`, AlwaysOn); `fastrace_axum` (fastrace-axum 0.2's `FastraceLayer`, not a `tracing` span: see below); `towerscope/sampled` (`Telemetry::layer`, `sample_rate: 1`, exemplars on by default); `towerscope/sampled_no_exemplars` (the same with `metric.exemplars: false`); `towerscope/sampled_out` (`sample_rate: 0`); `towerscope/tracing_off` (the same layer with `trace.enabled: false`: request id and metrics; the baseline of the sampled-out cost) |
 //! | `observability` | `bare`; `tower_http+axum_prometheus` (request id pair and metrics layer); `towerscope` (`ObservabilityLayer`: request id, operation, span stage, metrics), no subscriber |
+//!
+//! `trace/fastrace_axum`, the lower anchor of the span path (a span only, from a library built
+//! for low overhead): per request, fastrace-axum takes the parent from `traceparent` or, without
+//! one (as here), makes a new root with `SpanContext::random()`, which is sampled, so every
+//! request is recorded. It names the span `GET {route}` (`format!`, from `MatchedPath`), adds the
+//! method, path and route as owned strings and the status code when the handler's future
+//! completes; the span ends there (at the response head, not at the body's end as towerscope's
+//! does). Its records go through the thread's lock-free ring to fastrace's collector thread,
+//! which turns them into `SpanRecord`s and hands them, at least every second and sooner when a
+//! thread's ring is half full (the default `Config`), to a reporter that counts and drops them.
+//! That reporter is set only in a process that runs the case (fastrace's reporter is global);
+//! after the group the bench checks one span reported per request, with its route and status.
 //!
 //! axum-prometheus installs the global `metrics` recorder; towerscope's cases record into their
 //! own `MetricsRegistry`, so each counts only its own series.
@@ -28,11 +55,23 @@
     reason = "criterion_group! generates an undocumented `pub fn benches`"
 )]
 
-use std::{convert::Infallible, hint::black_box, sync::OnceLock, time::Duration};
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, Once, OnceLock,
+    },
+    time::Duration,
+};
 
 use axum::{routing::get, Router};
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use criterion::{
+    criterion_group,
+    measurement::{Measurement, ValueFormatter},
+    BenchmarkGroup, Criterion, Throughput,
+};
 use http::{
     header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT},
     HeaderValue, Request, Response,
@@ -91,7 +130,7 @@ where
 /// Times `router` as `axum::serve` runs it: finished with `with_state(())`, which turns its
 /// handlers into routes once (an unfinished `Router<()>` applies its layers on every call).
 fn bench(
-    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    group: &mut BenchmarkGroup<'_, impl Measurement>,
     rt: &Runtime,
     name: &str,
     router: Router,
@@ -100,7 +139,7 @@ fn bench(
     group.bench_function(name, |b| b.iter(|| rt.block_on(round_trip(&mut svc))));
 }
 
-fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn configure(group: &mut BenchmarkGroup<'_, impl Measurement>) {
     group
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
@@ -134,7 +173,7 @@ fn axum_prometheus() -> &'static (
     })
 }
 
-fn metrics(c: &mut Criterion) {
+fn metrics<M: Measurement>(c: &mut Criterion<M>) {
     let rt = runtime();
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
     let (prometheus_layer, prometheus) = axum_prometheus();
@@ -225,7 +264,7 @@ fn tower_http_request_id(router: Router) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-fn request_id(c: &mut Criterion) {
+fn request_id<M: Measurement>(c: &mut Criterion<M>) {
     let rt = runtime();
     let mut group = c.benchmark_group("request_id");
     configure(&mut group);
@@ -265,6 +304,62 @@ fn discarding_provider() -> SdkTracerProvider {
         .build()
 }
 
+/// fastrace's reporter for `trace/fastrace_axum`: counts the spans of each batch the global
+/// collector hands it, keeps the first one to check, and drops them all (as [`Discard`] does
+/// for the OpenTelemetry cases).
+#[derive(Debug)]
+struct DiscardFastrace;
+
+/// Spans named as fastrace-axum names a request to the bench's route, reported so far.
+static FASTRACE_REQUEST_SPANS: AtomicU64 = AtomicU64::new(0);
+/// The first request span reported, checked after the group.
+static FASTRACE_FIRST: Mutex<Option<fastrace::collector::SpanRecord>> = Mutex::new(None);
+const FASTRACE_NAME: &str = "GET /api/v2.0/users/{id}";
+
+impl fastrace::collector::Reporter for DiscardFastrace {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        let ours = spans.iter().filter(|s| s.name == FASTRACE_NAME).count();
+        if ours > 0 {
+            let mut first = FASTRACE_FIRST.lock().expect("not poisoned");
+            if first.is_none() {
+                *first = spans.iter().find(|s| s.name == FASTRACE_NAME).cloned();
+            }
+        }
+        FASTRACE_REQUEST_SPANS.fetch_add(ours as u64, Ordering::Relaxed);
+        black_box(spans);
+    }
+}
+
+/// Installs [`DiscardFastrace`] as fastrace's global reporter with the default collector
+/// configuration (a report at least every second, sooner when a thread's queue is half full):
+/// only in a process that runs `trace/fastrace_axum`, since before a reporter is set fastrace
+/// sends nothing to its collector thread.
+fn fastrace_reporter() {
+    static SET: Once = Once::new();
+    SET.call_once(|| {
+        fastrace::set_reporter(DiscardFastrace, fastrace::collector::Config::default());
+    });
+}
+
+/// Hands everything fastrace's collector has queued to the reporter until it has reported one
+/// span per request served (`served`), or gives up after a few rounds. A root span's three
+/// commands wait in the bench thread's queue when its ring is full; each new root span pushes
+/// them on, so every round starts and ends one (named otherwise, not counted).
+fn fastrace_drain(served: u64) -> u64 {
+    for _ in 0..50 {
+        drop(fastrace::Span::root(
+            "drain",
+            fastrace::collector::SpanContext::random(),
+        ));
+        fastrace::flush();
+        let reported = FASTRACE_REQUEST_SPANS.load(Ordering::Relaxed);
+        if reported >= served {
+            return reported;
+        }
+    }
+    FASTRACE_REQUEST_SPANS.load(Ordering::Relaxed)
+}
+
 fn towerscope_telemetry(sample_rate: &str) -> Telemetry {
     towerscope_telemetry_with(sample_rate, "{}")
 }
@@ -286,7 +381,7 @@ fn towerscope_telemetry_with(sample_rate: &str, metric: &str) -> Telemetry {
     Telemetry::with_pipeline(&config, registry, pipeline).expect("telemetry")
 }
 
-fn trace(c: &mut Criterion) {
+fn trace<M: Measurement>(c: &mut Criterion<M>) {
     let rt = runtime();
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -304,6 +399,8 @@ fn trace(c: &mut Criterion) {
     };
     let sampled_no_exemplars = towerscope_telemetry_with("1", "{ exemplars: false }");
 
+    let mut fastrace_served = 0_u64;
+
     let mut group = c.benchmark_group("trace");
     configure(&mut group);
     tracing::subscriber::with_default(peer_subscriber(), || {
@@ -320,6 +417,18 @@ fn trace(c: &mut Criterion) {
             "axum_tracing_opentelemetry",
             router().layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default()),
         );
+        // fastrace's span is not a `tracing` span: the subscriber sees nothing of it. The
+        // requests carry no `traceparent`, so every one is a new sampled root.
+        let mut svc = router()
+            .layer(fastrace_axum::FastraceLayer::default())
+            .with_state(());
+        group.bench_function("fastrace_axum", |b| {
+            fastrace_reporter();
+            b.iter(|| {
+                fastrace_served += 1;
+                rt.block_on(round_trip(&mut svc));
+            });
+        });
     });
     for (name, telemetry) in [
         ("towerscope/sampled", &sampled),
@@ -351,9 +460,33 @@ fn trace(c: &mut Criterion) {
         "{sampled_out:?}"
     );
     provider.shutdown().ok();
+
+    // fastrace reported one span per request, named, with its attributes and the status.
+    if fastrace_served > 0 {
+        let reported = fastrace_drain(fastrace_served);
+        eprintln!("fastrace_axum: {fastrace_served} requests, {reported} spans reported");
+        assert_eq!(reported, fastrace_served, "fastrace lost spans");
+        let first = FASTRACE_FIRST.lock().expect("not poisoned").take();
+        let first = first.expect("a span");
+        let property = |key: &str| {
+            first
+                .properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            property("http.route").as_deref(),
+            Some("/api/v2.0/users/{id}")
+        );
+        assert_eq!(
+            property("http.response.status_code").as_deref(),
+            Some("200")
+        );
+    }
 }
 
-fn observability(c: &mut Criterion) {
+fn observability<M: Measurement>(c: &mut Criterion<M>) {
     let rt = runtime();
     let registry = MetricsRegistry::new(&MetricConfig::default()).expect("registry");
     let prometheus_layer = axum_prometheus().0.clone();
@@ -378,5 +511,77 @@ fn observability(c: &mut Criterion) {
     group.finish();
 }
 
+/// The CPU time of the whole process: every thread's, the request thread's and the export
+/// threads' (batch processors, fastrace's collector), and no other process's. With
+/// `COMPARE_CLOCK=process_cpu` it replaces the wall clock, for a machine where other jobs share
+/// the core the bench is pinned to: their time slices then count in no case.
+#[derive(Debug)]
+struct ProcessCpu;
+
+fn process_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).expect("after the epoch"),
+        u32::try_from(t.tv_nsec).expect("below a second"),
+    )
+}
+
+impl Measurement for ProcessCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        process_cpu_now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        process_cpu_now().saturating_sub(start)
+    }
+    fn add(&self, v1: &Duration, v2: &Duration) -> Duration {
+        *v1 + *v2
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+/// Prints every figure in ns (what `benches/ratios.py` reads, as it reads criterion's own).
+struct Nanoseconds;
+
+impl ValueFormatter for Nanoseconds {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        _: &Throughput,
+        _values: &mut [f64],
+    ) -> &'static str {
+        "ns"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 criterion_group!(benches, metrics, request_id, trace, observability);
-criterion_main!(benches);
+criterion_group! {
+    name = benches_process_cpu;
+    config = Criterion::default().with_measurement(ProcessCpu);
+    targets = metrics, request_id, trace, observability
+}
+
+fn main() {
+    match std::env::var("COMPARE_CLOCK").as_deref() {
+        Ok("process_cpu") => benches_process_cpu(),
+        Ok("wall") | Err(_) => benches(),
+        Ok(other) => panic!("COMPARE_CLOCK: `wall` or `process_cpu`, not `{other}`"),
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

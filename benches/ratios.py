@@ -11,6 +11,19 @@ median over runs is what BENCHMARKS.md quotes.
     python3 benches/ratios.py --group trace --reference axum_tracing_opentelemetry --runs 5
     python3 benches/ratios.py --group observability --reference tower_http+axum_prometheus
 
+The pinned method (BENCHMARKS.md): `--cpu 1` runs every process under `taskset -c 1`, so the
+export threads' work is counted in the request's time; `--isolate` runs each named case in a
+process of its own beside its own `bare` (the cases' exporters, reporters and subscribers are
+global to a process), the cases in a rotating order from run to run; a run's ratios are taken
+between the processes of that run. `--reference` may name several cases.
+`--clock process_cpu` has the bench measure the CPU time of its whole process instead of wall
+time (`COMPARE_CLOCK=process_cpu`): the export threads' work still counts, other jobs' time
+slices on the same core do not.
+
+    python3 benches/ratios.py --group trace --cpu 1 --runs 5 \\
+        --isolate axum_tracing_opentelemetry,fastrace_axum,towerscope/sampled \\
+        --reference fastrace_axum,axum_tracing_opentelemetry
+
 Python 3.11 standard library only. `--binary` names a built bench binary (default: the newest
 `target/release/deps/compare-*`).
 """
@@ -45,15 +58,16 @@ def newest_binary() -> str:
     return max(found, key=os.path.getmtime)
 
 
-def run_once(binary: str, group: str, filter_: str | None, seconds: float) -> dict[str, float]:
+def run_once(
+    binary: str, group: str, filter_: str | None, seconds: float, cpu: str | None, clock: str
+) -> dict[str, float]:
     """Medians (ns) of each case of `group` in one process."""
     pattern = f"{group}/" + (filter_ or "")
-    out = subprocess.run(
-        [binary, "--bench", pattern, "--measurement-time", str(seconds)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    command = [binary, "--bench", pattern, "--measurement-time", str(seconds)]
+    if cpu is not None:
+        command = ["taskset", "-c", cpu, *command]
+    env = dict(os.environ, COMPARE_CLOCK=clock)
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     medians = {}
     for m in LINE.finditer(out):
         name = m.group("name")
@@ -64,48 +78,106 @@ def run_once(binary: str, group: str, filter_: str | None, seconds: float) -> di
     return medians
 
 
+def isolated_run(args: argparse.Namespace, binary: str, index: int) -> tuple[dict, dict]:
+    """One process per case, each beside its own `bare`; the order rotates with `index`.
+    Returns (added ns per case, bare ns per case)."""
+    cases = args.isolate.split(",")
+    shift = index % len(cases)
+    added, bares = {}, {}
+    for case in cases[shift:] + cases[:shift]:
+        medians = run_once(
+            binary, args.group, f"(bare|{re.escape(case)})$", args.seconds, args.cpu, args.clock
+        )
+        if case not in medians:
+            sys.exit(f"no `{args.group}/{case}` in the output")
+        added[case] = medians[case] - medians["bare"]
+        bares[case] = medians["bare"]
+    return {c: added[c] for c in cases}, {c: bares[c] for c in cases}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--group", required=True, help="criterion group (trace, observability, ...)")
-    ap.add_argument("--reference", help="case whose added cost the others are divided by")
+    ap.add_argument(
+        "--reference", help="case(s), comma-separated, whose added cost the others are divided by"
+    )
     ap.add_argument("--filter", help="regex after `GROUP/` (bare is always needed)")
+    ap.add_argument(
+        "--isolate",
+        help="comma-separated cases, each run in a process of its own with `bare` "
+        "(instead of --filter)",
+    )
+    ap.add_argument("--cpu", help="run every process under `taskset -c CPU`")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "process_cpu"],
+        default="wall",
+        help="what criterion measures (COMPARE_CLOCK): wall time, or the CPU time of the "
+        "bench's whole process (every thread's, no other process's)",
+    )
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0, help="criterion measurement time")
     ap.add_argument("--binary", default=None)
-    ap.add_argument("--json", help="write every run's medians to this file")
+    ap.add_argument("--json", help="write every run's figures to this file")
     args = ap.parse_args()
     binary = args.binary or newest_binary()
-    runs = []
+    references = args.reference.split(",") if args.reference else []
+    runs = []  # per run: {"added": {case: ns}, "bare": ns or {case: ns}}
     for i in range(args.runs):
-        medians = run_once(binary, args.group, args.filter, args.seconds)
-        runs.append(medians)
-        bare = medians["bare"]
-        ref = medians.get(args.reference) if args.reference else None
+        if args.isolate:
+            added, bare = isolated_run(args, binary, i)
+            bare_text = "bare " + "/".join(f"{b:.0f}" for b in bare.values()) + " ns"
+        else:
+            medians = run_once(
+                binary, args.group, args.filter, args.seconds, args.cpu, args.clock
+            )
+            bare = medians.pop("bare")
+            added = {case: ns - bare for case, ns in medians.items()}
+            bare_text = f"bare {bare:.0f} ns"
+        runs.append({"added": added, "bare": bare})
         parts = []
-        for case, ns in medians.items():
-            if case == "bare":
-                continue
-            added = ns - bare
-            ratio = f" ({added / (ref - bare):.2f}x)" if ref and ref > bare else ""
-            parts.append(f"{case} +{added:.0f}{ratio}")
-        print(f"run {i + 1}: bare {bare:.0f} ns; " + "; ".join(parts), flush=True)
-    cases = [c for c in runs[0] if c != "bare"]
-    print(f"\nmedians over {len(runs)} runs (ns added over bare; ratio to {args.reference}):")
+        for case, ns in added.items():
+            ratios = "".join(
+                f" ({ns / added[r]:.2f}x {r})"
+                for r in references
+                if r in added and r != case and added[r] > 0
+            )
+            parts.append(f"{case} +{ns:.0f}{ratios}")
+        print(f"run {i + 1}: {bare_text}; " + "; ".join(parts), flush=True)
+    cases = list(runs[0]["added"])
+    print(f"\nmedians over {len(runs)} runs (ns added over bare; ratios to {args.reference}):")
     for case in cases:
-        added = [r[case] - r["bare"] for r in runs if case in r]
+        added = [r["added"][case] for r in runs if case in r["added"]]
         line = f"  {case}: +{statistics.median(added):.0f} (runs: {', '.join(f'{a:.0f}' for a in added)})"
-        if args.reference and case != args.reference:
+        for reference in references:
+            if reference == case:
+                continue
             ratios = [
-                (r[case] - r["bare"]) / (r[args.reference] - r["bare"])
+                r["added"][case] / r["added"][reference]
                 for r in runs
-                if case in r and r.get(args.reference, 0) > r["bare"]
+                if case in r["added"] and r["added"].get(reference, 0) > 0
             ]
             if ratios:
-                line += f"; ratio {statistics.median(ratios):.2f}x (runs: {', '.join(f'{x:.2f}' for x in ratios)})"
+                line += (
+                    f"; ÷ {reference} {statistics.median(ratios):.2f}x "
+                    f"(runs: {', '.join(f'{x:.2f}' for x in ratios)}; "
+                    f"{min(ratios):.2f}–{max(ratios):.2f})"
+                )
         print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"binary": binary, "group": args.group, "runs": runs}, f, indent=1)
+            json.dump(
+                {
+                    "binary": binary,
+                    "group": args.group,
+                    "cpu": args.cpu,
+                    "clock": args.clock,
+                    "isolate": args.isolate,
+                    "runs": runs,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 
